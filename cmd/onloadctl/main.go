@@ -1,0 +1,245 @@
+// Command onloadctl inspects and launches programs accelerated by ustack.
+//
+//	onloadctl stats [--json] [--pid N] [--all] [--dir D]
+//	onloadctl run [--stats] [--dir D] -- cmd args...
+//
+// It only reads the per-process stats segments (package shm) and sets
+// LD_PRELOAD; it holds no protocol logic.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"ustack/shm"
+)
+
+const usage = `usage:
+  onloadctl stats [--json] [--pid N] [--all] [--dir D]
+      show the counters of processes running ustack. Without --pid: live
+      processes only, and segments of exited processes are removed; --all also
+      shows exited ones (marked exited) and removes nothing; --pid N shows that
+      process even after it exited.
+  onloadctl run [--stats] [--dir D] -- cmd [args...]
+      run cmd with LD_PRELOAD=libustack.so (next to onloadctl, or $USTACK_LIB),
+      wait for it and exit with its status; --stats prints its final counters
+      to stderr and removes its segment.
+
+The stats directory is --dir, else $USTACK_STATS_DIR, else /dev/shm.
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "stats":
+		return cmdStats(args[1:], stdout, stderr)
+	case "run":
+		return cmdRun(args[1:], stderr)
+	case "help", "-h", "--help", "-help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "onloadctl: unknown command %q\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func statsDir(flagDir string) string {
+	if flagDir != "" {
+		return flagDir
+	}
+	if d := os.Getenv("USTACK_STATS_DIR"); d != "" {
+		return d
+	}
+	return shm.DefaultStatsDir
+}
+
+func cmdStats(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	asJSON := fs.Bool("json", false, "print JSON (an array of processes)")
+	pid := fs.Int("pid", 0, "show only this process, even if it exited")
+	all := fs.Bool("all", false, "include exited processes, remove nothing")
+	dirFlag := fs.String("dir", "", "stats directory (default $USTACK_STATS_DIR or /dev/shm)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintf(stderr, "onloadctl stats: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	dir := statsDir(*dirFlag)
+
+	var snaps []*shm.StatsSnapshot
+	if *pid != 0 {
+		s, err := shm.ReadStats(shm.StatsPath(dir, *pid))
+		if err != nil {
+			fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+			return 1
+		}
+		snaps = append(snaps, s)
+	} else {
+		paths, err := shm.ListStats(dir)
+		if err != nil {
+			fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+			return 1
+		}
+		for _, p := range paths {
+			s, err := shm.ReadStats(p)
+			if err != nil {
+				if !errors.Is(err, os.ErrNotExist) {
+					fmt.Fprintf(stderr, "onloadctl: skipping %v\n", err)
+				}
+				continue
+			}
+			switch {
+			case s.Alive || *all:
+				snaps = append(snaps, s)
+			case s.Gone:
+				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+					fmt.Fprintf(stderr, "onloadctl: removing stale segment: %v\n", err)
+				}
+			}
+		}
+	}
+	if *asJSON {
+		if err := writeJSON(stdout, snaps); err != nil {
+			fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+			return 1
+		}
+		return 0
+	}
+	if len(snaps) == 0 {
+		fmt.Fprintf(stdout, "no ustack processes (stats directory %s)\n", dir)
+		return 0
+	}
+	for i, s := range snaps {
+		if i > 0 {
+			fmt.Fprintln(stdout)
+		}
+		writeText(stdout, s)
+	}
+	return 0
+}
+
+func libPath() (string, error) {
+	if p := os.Getenv("USTACK_LIB"); p != "" {
+		return p, nil
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("locating onloadctl: %w", err)
+	}
+	if r, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = r
+	}
+	return filepath.Join(filepath.Dir(exe), "libustack.so"), nil
+}
+
+func cmdRun(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	withStats := fs.Bool("stats", false, "print the program's final counters to stderr and remove its segment")
+	dirFlag := fs.String("dir", "", "stats directory (default $USTACK_STATS_DIR or /dev/shm)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	argv := fs.Args()
+	if len(argv) == 0 {
+		fmt.Fprint(stderr, "onloadctl run: no command\n", usage)
+		return 2
+	}
+	lib, err := libPath()
+	if err != nil {
+		fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+		return 127
+	}
+	if lib, err = filepath.Abs(lib); err == nil {
+		_, err = os.Stat(lib)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "onloadctl: preload library: %v\n", err)
+		return 127
+	}
+	preload := lib
+	if old := os.Getenv("LD_PRELOAD"); old != "" {
+		preload += ":" + old
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), "LD_PRELOAD="+preload)
+	if *dirFlag != "" {
+		cmd.Env = append(cmd.Env, "USTACK_STATS_DIR="+*dirFlag)
+	}
+	// Like system(3): the terminal's SIGINT/SIGQUIT reach the child by
+	// themselves; SIGTERM and SIGHUP sent to us are forwarded.
+	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGHUP)
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			return 127
+		}
+		return 126
+	}
+	done := make(chan struct{})
+	go func() {
+		for {
+			select {
+			case s := <-sigs:
+				cmd.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	err = cmd.Wait()
+	signal.Stop(sigs)
+	close(done)
+	code := 0
+	if err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+			return 1
+		}
+		ws := ee.Sys().(syscall.WaitStatus)
+		switch {
+		case ws.Signaled():
+			code = 128 + int(ws.Signal())
+		default:
+			code = ws.ExitStatus()
+		}
+	}
+	if *withStats {
+		path := shm.StatsPath(statsDir(*dirFlag), cmd.Process.Pid)
+		s, err := shm.ReadStats(path)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+			fmt.Fprintf(stderr, "onloadctl: process %d left no stats segment (it opened no accelerated socket, or ustack did not start)\n", cmd.Process.Pid)
+		case err != nil:
+			fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+		default:
+			writeText(stderr, s)
+			if err := os.Remove(path); err != nil {
+				fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+			}
+		}
+	}
+	return code
+}
