@@ -1,0 +1,145 @@
+package xdp
+
+import (
+	"sync/atomic"
+
+	"golang.org/x/sys/unix"
+)
+
+// Receive fills frames with up to len(frames) received frames, slices into
+// the UMEM that stay valid until ReleaseRx.
+func (s *Socket) Receive(frames [][]byte) int {
+	if s.rx == nil {
+		return 0
+	}
+	room := cap(s.rxHeld) - len(s.rxHeld)
+	want := len(frames)
+	if want > room {
+		want = room
+	}
+	pos, n := s.rx.Peek(uint32(want))
+	if n == 0 {
+		if s.needWakeup && s.fill.NeedWakeup() {
+			s.wakeRx()
+		}
+		return 0
+	}
+	var bytes uint64
+	for i := uint32(0); i < n; i++ {
+		d := s.rx.Entry(pos + i)
+		frames[i] = s.umem.Slice(d.Addr, int(d.Len))
+		s.rxHeld = append(s.rxHeld, d.Addr)
+		bytes += uint64(d.Len)
+	}
+	s.rx.Release(n)
+	atomic.AddUint64(&s.stats.RxPackets, uint64(n))
+	atomic.AddUint64(&s.stats.RxBytes, bytes)
+	return int(n)
+}
+
+// ReleaseRx gives the frames of previous Receive calls back to the kernel
+// through the fill ring.
+func (s *Socket) ReleaseRx() {
+	if s.fill == nil || len(s.rxHeld) == 0 {
+		return
+	}
+	// The fill ring has room for every receive frame: it is as large as
+	// the number of frames that circulate on the receive side.
+	pos, n := s.fill.Reserve(uint32(len(s.rxHeld)))
+	for i := uint32(0); i < n; i++ {
+		*s.fill.Entry(pos + i) = s.umem.FrameBase(s.rxHeld[i])
+	}
+	s.fill.Submit()
+	rest := copy(s.rxHeld, s.rxHeld[n:])
+	s.rxHeld = s.rxHeld[:rest]
+	if s.needWakeup && s.fill.NeedWakeup() {
+		s.wakeRx()
+	}
+}
+
+func (s *Socket) wakeRx() {
+	atomic.AddUint64(&s.stats.RxWakeups, 1)
+	unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+}
+
+// AllocTx lends a whole UMEM frame for transmission, or nil when none is
+// free even after reclaiming the completion ring.
+func (s *Socket) AllocTx() []byte {
+	if s.umem == nil {
+		return nil
+	}
+	addr, ok := s.umem.Alloc()
+	if !ok {
+		s.reclaim()
+		if addr, ok = s.umem.Alloc(); !ok {
+			atomic.AddUint64(&s.stats.TxNoFrame, 1)
+			return nil
+		}
+	}
+	return s.umem.Frame(addr)
+}
+
+// SubmitTx queues the first n bytes of buf, a frame from AllocTx, on the TX
+// ring. Flush publishes them.
+func (s *Socket) SubmitTx(buf []byte, n int) {
+	if s.tx == nil {
+		return
+	}
+	addr, ok := s.umem.Addr(buf)
+	if !ok || n < 0 || n > cap(buf) || s.umem.FrameBase(addr) != addr {
+		panic("xdp: SubmitTx of a buffer that AllocTx did not lend")
+	}
+	pos, got := s.tx.Reserve(1)
+	if got == 0 {
+		s.Flush()
+		if pos, got = s.tx.Reserve(1); got == 0 {
+			atomic.AddUint64(&s.stats.TxRingFull, 1)
+			s.umem.Free(addr)
+			return
+		}
+	}
+	*s.tx.Entry(pos) = unix.XDPDesc{Addr: addr, Len: uint32(n)}
+	s.txOut++
+	atomic.AddUint64(&s.stats.TxPackets, 1)
+	atomic.AddUint64(&s.stats.TxBytes, uint64(n))
+}
+
+// Flush publishes submitted frames on the TX ring, wakes the kernel when it
+// asks for it (always in copy mode) and reclaims completed frames.
+func (s *Socket) Flush() error {
+	if s.tx == nil {
+		return ErrClosed
+	}
+	if s.txOut == 0 {
+		return nil
+	}
+	if s.tx.Pending() > 0 {
+		s.tx.Submit()
+	}
+	if s.tx.Unconsumed() > 0 && (!s.needWakeup || s.tx.NeedWakeup()) {
+		atomic.AddUint64(&s.stats.TxKicks, 1)
+		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.EINTR:
+		default:
+			s.reclaim()
+			return s.errorf("tx kick: %w", e)
+		}
+	}
+	s.reclaim()
+	return nil
+}
+
+// reclaim moves completed TX frames back to the free list.
+func (s *Socket) reclaim() {
+	pos, n := s.comp.Peek(s.comp.Size())
+	if n == 0 {
+		return
+	}
+	for i := uint32(0); i < n; i++ {
+		s.umem.Free(*s.comp.Entry(pos + i))
+	}
+	s.comp.Release(n)
+	s.txOut -= n
+	atomic.AddUint64(&s.stats.TxCompleted, uint64(n))
+}

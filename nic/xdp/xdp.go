@@ -1,0 +1,408 @@
+// Package xdp is a nic.Link over an AF_XDP socket, with an XDP program that
+// steers chosen (protocol, IPv4 address, port) flows to the socket and passes
+// everything else to the kernel.
+//
+// Open creates the UMEM, the socket and its four rings, loads the steering
+// program and attaches it with a BPF link, so it disappears with the process.
+// Steer and Unsteer edit the steering map. A Socket is not safe for
+// concurrent use except for Steer, Unsteer, Mode, Stats and
+// RefreshKernelStats.
+package xdp
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"ustack/nic"
+	"ustack/shm"
+)
+
+// ErrBusy means an XDP program is already attached to the interface.
+var ErrBusy = errors.New("an xdp program is already attached")
+
+// ErrClosed is returned by methods of a closed Socket.
+var ErrClosed = errors.New("xdp socket closed")
+
+// Options configure Open. The zero value means defaults.
+type Options struct {
+	Mode      string // "" or "auto": native then generic; "native"; "generic"
+	CopyOnly  bool   // don't try XDP_ZEROCOPY
+	NumFrames int    // UMEM frames (default 4096)
+	FrameSize int    // bytes per frame, power of two 2048..4096 (default 4096)
+	RingSize  int    // entries per ring, power of two (default 2048)
+	Stats     *Stats // counters; nil = internal
+}
+
+const (
+	defaultNumFrames = 4096
+	defaultFrameSize = 4096
+	defaultRingSize  = 2048
+)
+
+// Socket is an AF_XDP socket bound to one queue of one interface, with its
+// UMEM, rings and the attached steering program. It implements nic.Link.
+type Socket struct {
+	ifname string
+	ifidx  int
+	queue  int
+	fd     int
+	mode   string
+
+	umem *shm.UMEM
+	fill *shm.Ring[uint64]
+	comp *shm.Ring[uint64]
+	rx   *shm.Ring[unix.XDPDesc]
+	tx   *shm.Ring[unix.XDPDesc]
+
+	needWakeup bool
+	rxHeld     []uint64 // frame addresses lent out by Receive
+	txOut      uint32   // frames on the TX ring or in flight, not yet completed
+
+	steer *ebpf.Map
+	xsks  *ebpf.Map
+	prog  *ebpf.Program
+	link  link.Link
+
+	stats *Stats
+}
+
+var _ nic.Link = (*Socket)(nil)
+
+func (s *Socket) errorf(format string, args ...any) error {
+	return fmt.Errorf("xdp: %s queue %d: "+format, append([]any{s.ifname, s.queue}, args...)...)
+}
+
+func pow2(n int) bool { return n > 0 && n&(n-1) == 0 }
+
+// Open creates an AF_XDP socket on queue of ifname in the calling thread's
+// network namespace and attaches the steering program to the interface.
+// It fails with an error wrapping ErrBusy if an XDP program is already
+// attached.
+func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
+	if opts.NumFrames == 0 {
+		opts.NumFrames = defaultNumFrames
+	}
+	if opts.FrameSize == 0 {
+		opts.FrameSize = defaultFrameSize
+	}
+	if opts.RingSize == 0 {
+		opts.RingSize = defaultRingSize
+	}
+	if !pow2(opts.FrameSize) || opts.FrameSize < 2048 || opts.FrameSize > 4096 ||
+		!pow2(opts.RingSize) || opts.NumFrames < 2 {
+		return nil, fmt.Errorf("xdp: bad options: %d frames of %d bytes, rings of %d", opts.NumFrames, opts.FrameSize, opts.RingSize)
+	}
+	switch opts.Mode {
+	case "", "auto", "native", "generic":
+	default:
+		return nil, fmt.Errorf("xdp: bad mode %q (want auto, native or generic)", opts.Mode)
+	}
+	if queue < 0 {
+		return nil, fmt.Errorf("xdp: bad queue %d", queue)
+	}
+
+	s := &Socket{ifname: ifname, queue: queue, fd: -1, stats: opts.Stats}
+	if s.stats == nil {
+		s.stats = new(Stats)
+	}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.Close())
+		}
+	}()
+
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("xdp: looking up %s: %w", ifname, err)
+	}
+	s.ifidx = l.Attrs().Index
+	if x := l.Attrs().Xdp; x != nil && x.Attached {
+		return nil, fmt.Errorf("xdp: %s: program id %d: %w", ifname, x.ProgId, ErrBusy)
+	}
+
+	if err := s.openSocket(opts); err != nil {
+		return nil, err
+	}
+
+	s.steer, s.xsks, s.prog, err = loadObjects(queue)
+	if err != nil {
+		return nil, s.errorf("%w", err)
+	}
+	if err := s.xsks.Put(uint32(queue), uint32(s.fd)); err != nil {
+		return nil, s.errorf("inserting socket into xsks map: %w", err)
+	}
+	xdpMode, err := s.attach(opts.Mode)
+	if err != nil {
+		return nil, err
+	}
+	s.mode = xdpMode + s.mode
+	return s, nil
+}
+
+// openSocket creates the socket, registers the UMEM, maps the rings, fills
+// the fill ring and binds.
+func (s *Socket) openSocket(opts Options) error {
+	fd, err := unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return s.errorf("creating socket: %w", err)
+	}
+	s.fd = fd
+
+	s.umem, err = shm.NewUMEM(opts.NumFrames, opts.FrameSize)
+	if err != nil {
+		return s.errorf("%w", err)
+	}
+	mem := s.umem.Bytes()
+	reg := unix.XDPUmemReg{
+		Addr: uint64(uintptr(unsafe.Pointer(unsafe.SliceData(mem)))),
+		Len:  uint64(len(mem)),
+		Size: uint32(opts.FrameSize),
+	}
+	if err := setsockopt(fd, unix.XDP_UMEM_REG, unsafe.Pointer(&reg), unsafe.Sizeof(reg)); err != nil {
+		return s.errorf("registering umem: %w", err)
+	}
+	rs := uint32(opts.RingSize)
+	for _, o := range []int{unix.XDP_UMEM_FILL_RING, unix.XDP_UMEM_COMPLETION_RING, unix.XDP_RX_RING, unix.XDP_TX_RING} {
+		if err := unix.SetsockoptInt(fd, unix.SOL_XDP, o, int(rs)); err != nil {
+			return s.errorf("setting ring size (option %d): %w", o, err)
+		}
+	}
+	var off unix.XDPMmapOffsets
+	offLen := uint32(unsafe.Sizeof(off))
+	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_MMAP_OFFSETS,
+		uintptr(unsafe.Pointer(&off)), uintptr(unsafe.Pointer(&offLen)), 0); e != 0 {
+		return s.errorf("reading mmap offsets: %w", e)
+	}
+	lay := func(o unix.XDPRingOffset) shm.RingLayout {
+		return shm.RingLayout{Producer: o.Producer, Consumer: o.Consumer, Desc: o.Desc, Flags: o.Flags}
+	}
+	if s.fill, err = shm.MapRing[uint64](fd, unix.XDP_UMEM_PGOFF_FILL_RING, lay(off.Fr), rs); err != nil {
+		return s.errorf("fill ring: %w", err)
+	}
+	if s.comp, err = shm.MapRing[uint64](fd, unix.XDP_UMEM_PGOFF_COMPLETION_RING, lay(off.Cr), rs); err != nil {
+		return s.errorf("completion ring: %w", err)
+	}
+	if s.rx, err = shm.MapRing[unix.XDPDesc](fd, unix.XDP_PGOFF_RX_RING, lay(off.Rx), rs); err != nil {
+		return s.errorf("rx ring: %w", err)
+	}
+	if s.tx, err = shm.MapRing[unix.XDPDesc](fd, unix.XDP_PGOFF_TX_RING, lay(off.Tx), rs); err != nil {
+		return s.errorf("tx ring: %w", err)
+	}
+	s.fill.AttachProducer()
+	s.tx.AttachProducer()
+	s.rx.AttachConsumer()
+	s.comp.AttachConsumer()
+
+	// Half the frames (at most a fill ring's worth) receive, the rest transmit.
+	nrx := opts.NumFrames / 2
+	if nrx > opts.RingSize {
+		nrx = opts.RingSize
+	}
+	pos, got := s.fill.Reserve(uint32(nrx))
+	for i := uint32(0); i < got; i++ {
+		*s.fill.Entry(pos + i) = s.umem.FrameAddr(int(i))
+	}
+	s.fill.Submit()
+	s.rxHeld = make([]uint64, 0, nrx)
+	for i := opts.NumFrames - 1; i >= nrx; i-- {
+		s.umem.Free(s.umem.FrameAddr(i))
+	}
+
+	type try struct {
+		flags uint16
+		name  string
+	}
+	tries := []try{
+		{unix.XDP_ZEROCOPY | unix.XDP_USE_NEED_WAKEUP, "zerocopy"},
+		{unix.XDP_ZEROCOPY, "zerocopy"},
+		{unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, "copy"},
+		{unix.XDP_COPY, "copy"},
+	}
+	if opts.CopyOnly {
+		tries = tries[2:]
+	}
+	// A socket closed just before may still hold the queue: the kernel
+	// releases its buffer pool from a workqueue. Retry EBUSY for a while.
+	deadline := time.Now().Add(bindBusyWait)
+	for {
+		var errs []error
+		busy := false
+		for _, t := range tries {
+			sa := &unix.SockaddrXDP{Flags: t.flags, Ifindex: uint32(s.ifidx), QueueID: uint32(s.queue)}
+			err := unix.Bind(fd, sa)
+			if err == nil {
+				s.needWakeup = t.flags&unix.XDP_USE_NEED_WAKEUP != 0
+				s.mode = "/" + t.name
+				return nil
+			}
+			busy = busy || errors.Is(err, unix.EBUSY)
+			errs = append(errs, fmt.Errorf("flags %#x: %w", t.flags, err))
+		}
+		if !busy || time.Now().After(deadline) {
+			err := errors.Join(errs...)
+			if busy {
+				err = errors.Join(ErrBusy, err)
+			}
+			return s.errorf("binding socket: %w", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// bindBusyWait bounds how long Open waits for a queue to be released.
+const bindBusyWait = 2 * time.Second
+
+// attach attaches the program in the requested mode and returns the mode used.
+func (s *Socket) attach(mode string) (string, error) {
+	type try struct {
+		flags link.XDPAttachFlags
+		name  string
+	}
+	var tries []try
+	switch mode {
+	case "native":
+		tries = []try{{link.XDPDriverMode, "native"}}
+	case "generic":
+		tries = []try{{link.XDPGenericMode, "generic"}}
+	default:
+		tries = []try{{link.XDPDriverMode, "native"}, {link.XDPGenericMode, "generic"}}
+	}
+	var errs []error
+	for _, t := range tries {
+		l, err := link.AttachXDP(link.XDPOptions{Program: s.prog, Interface: s.ifidx, Flags: t.flags})
+		if err == nil {
+			s.link = l
+			return t.name, nil
+		}
+		if errors.Is(err, unix.EBUSY) || errors.Is(err, unix.EEXIST) {
+			return "", s.errorf("attaching program: %w", errors.Join(ErrBusy, err))
+		}
+		errs = append(errs, fmt.Errorf("%s mode: %w", t.name, err))
+	}
+	return "", s.errorf("attaching program: %w", errors.Join(errs...))
+}
+
+func setsockopt(fd, opt int, p unsafe.Pointer, n uintptr) error {
+	_, _, e := unix.Syscall6(unix.SYS_SETSOCKOPT, uintptr(fd), unix.SOL_XDP, uintptr(opt), uintptr(p), n, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Mode returns how the program is attached and how the socket moves frames,
+// e.g. "native/copy", "generic/copy" or "native/zerocopy".
+func (s *Socket) Mode() string { return s.mode }
+
+// Stats returns the socket's counters.
+func (s *Socket) Stats() *Stats { return s.stats }
+
+// Ifindex returns the interface index the socket is bound to.
+func (s *Socket) Ifindex() int { return s.ifidx }
+
+// Steer sends frames for (proto, ip, port) to this socket. proto is
+// unix.IPPROTO_TCP or unix.IPPROTO_UDP; ip and port are the local
+// (destination) address and port.
+func (s *Socket) Steer(proto uint8, ip [4]byte, port uint16) error {
+	if s == nil || s.steer == nil {
+		return ErrClosed
+	}
+	k := makeSteerKey(proto, ip, port)
+	if err := s.steer.Put(k, uint32(1)); err != nil {
+		return s.errorf("steering %s:%d proto %d: %w", net.IP(ip[:]), port, proto, err)
+	}
+	return nil
+}
+
+// Unsteer stops steering (proto, ip, port) to this socket. Removing an entry
+// that is not there is not an error.
+func (s *Socket) Unsteer(proto uint8, ip [4]byte, port uint16) error {
+	if s == nil || s.steer == nil {
+		return ErrClosed
+	}
+	k := makeSteerKey(proto, ip, port)
+	if err := s.steer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return s.errorf("unsteering %s:%d proto %d: %w", net.IP(ip[:]), port, proto, err)
+	}
+	return nil
+}
+
+// Fd returns the socket's file descriptor; it polls readable when frames
+// wait on the RX ring.
+func (s *Socket) Fd() int {
+	if s == nil {
+		return -1
+	}
+	return s.fd
+}
+
+// Close detaches the program and releases the socket, maps, rings and
+// UMEM. It is safe on nil and twice.
+func (s *Socket) Close() error {
+	if s == nil {
+		return nil
+	}
+	var errs []error
+	if s.xsks != nil {
+		// Drop the map's reference to the socket now rather than when
+		// the map is freed, so the queue is released sooner.
+		if err := s.xsks.Delete(uint32(s.queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("removing socket from xsks map: %w", err))
+		}
+	}
+	if s.link != nil {
+		if err := s.link.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("detaching program: %w", err))
+		}
+		s.link = nil
+	}
+	if s.prog != nil {
+		if err := s.prog.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing program: %w", err))
+		}
+		s.prog = nil
+	}
+	for _, m := range []**ebpf.Map{&s.steer, &s.xsks} {
+		if *m != nil {
+			if err := (*m).Close(); err != nil {
+				errs = append(errs, fmt.Errorf("closing map: %w", err))
+			}
+			*m = nil
+		}
+	}
+	if err := s.fill.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.comp.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.rx.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := s.tx.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	s.fill, s.comp, s.rx, s.tx = nil, nil, nil, nil
+	if s.fd >= 0 {
+		if err := unix.Close(s.fd); err != nil {
+			errs = append(errs, fmt.Errorf("closing socket: %w", err))
+		}
+		s.fd = -1
+	}
+	if err := s.umem.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	s.umem = nil
+	if len(errs) > 0 {
+		return s.errorf("closing: %w", errors.Join(errs...))
+	}
+	return nil
+}
