@@ -60,7 +60,7 @@ func TestRingSequential(t *testing.T) {
 		t.Fatal("full ring reserved an entry")
 	}
 	pos, n = c.Peek(3)
-	if n != 3 || *c.Entry(pos) != 100 || *c.Entry(pos+2) != 102 {
+	if n != 3 || *c.Entry(pos) != 100 || *c.Entry(pos + 2) != 102 {
 		t.Fatalf("peek: %d entries, first %d", n, *c.Entry(pos))
 	}
 	c.Release(3)
