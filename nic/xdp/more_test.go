@@ -1,0 +1,252 @@
+package xdp
+
+import (
+	"bytes"
+	"errors"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"golang.org/x/sys/unix"
+)
+
+func TestOpenBadOptions(t *testing.T) {
+	for _, o := range []Options{{Mode: "offload"}, {FrameSize: 3000}, {RingSize: 100}, {FrameSize: 8192}} {
+		if s, err := Open("lo", 0, o); err == nil {
+			s.Close()
+			t.Errorf("Open accepted %+v", o)
+		}
+	}
+	needRoot(t)
+	if _, err := Open("no-such-if0", 0, Options{}); err == nil {
+		t.Error("Open of a missing interface succeeded")
+	}
+}
+
+func TestGenericMode(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{Mode: "generic"})
+	if s.Mode() != "generic/copy" {
+		t.Fatalf("mode %q, want generic/copy", s.Mode())
+	}
+	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+		t.Fatal(err)
+	}
+	c := udpConnB(t, n, "10.99.0.2:0")
+	msg := []byte("generic hello")
+	c.WriteTo(msg, &net.UDPAddr{IP: net.IP(ipA[:]), Port: 9000})
+	if receiveMatch(t, s, 3*time.Second, func(f []byte) bool { p, _ := udpPayload(f); return bytes.Equal(p, msg) }) == nil {
+		t.Fatal("datagram not received in generic mode")
+	}
+}
+
+func tcpSYNTo(port uint16) func([]byte) bool {
+	return func(f []byte) bool {
+		p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+		tcp, _ := p.Layer(layers.LayerTypeTCP).(*layers.TCP)
+		return tcp != nil && tcp.SYN && !tcp.ACK && uint16(tcp.DstPort) == port
+	}
+}
+
+// dialB starts a kernel TCP connect from B with a timeout and reports the result.
+func dialB(t testing.TB, n *testNet, addr string, d time.Duration) error {
+	_, err := in(t, n.hB, func() (struct{}, error) {
+		c, err := net.DialTimeout("tcp4", addr, d)
+		if err == nil {
+			c.Close()
+		}
+		return struct{}{}, err
+	})
+	return err
+}
+
+func TestSteerTCPAndUnsteer(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	if err := s.Steer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+		t.Fatal(err)
+	}
+	res := make(chan error, 1)
+	go func() { res <- dialB(t, n, "10.99.0.1:9200", time.Second) }()
+	if receiveMatch(t, s, 3*time.Second, tcpSYNTo(9200)) == nil {
+		t.Fatal("steered SYN not received on the XSK")
+	}
+	if err := <-res; err == nil {
+		t.Fatal("connect to a steered port with nobody answering succeeded")
+	}
+	// UDP to the same port is a different key: not steered.
+	if err := s.Unsteer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Unsteer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+		t.Fatalf("second Unsteer: %v", err)
+	}
+	// Now the kernel in A answers with RST: connection refused, quickly.
+	err := dialB(t, n, "10.99.0.1:9200", 2*time.Second)
+	if !errors.Is(err, unix.ECONNREFUSED) {
+		t.Fatalf("connect after Unsteer: %v, want ECONNREFUSED", err)
+	}
+}
+
+// TestFragmentsPass sends a fragmented datagram to a steered port: the first
+// fragment carries the ports and is steered, the others have no transport
+// header and must go to the kernel.
+func TestFragmentsPass(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+		t.Fatal(err)
+	}
+	c := udpConnB(t, n, "10.99.0.2:0")
+	if _, err := c.WriteTo(make([]byte, 4000), &net.UDPAddr{IP: net.IP(ipA[:]), Port: 9000}); err != nil {
+		t.Fatal(err)
+	}
+	frames := make([][]byte, 16)
+	first, later := 0, 0
+	deadline := time.Now().Add(time.Second)
+	for time.Now().Before(deadline) {
+		k := s.Receive(frames)
+		for _, f := range frames[:k] {
+			p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+			if ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip != nil {
+				if ip.FragOffset == 0 && ip.Flags&layers.IPv4MoreFragments != 0 {
+					first++
+				} else if ip.FragOffset != 0 {
+					later++
+				}
+			}
+		}
+		s.ReleaseRx()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if first != 1 || later != 0 {
+		t.Fatalf("XSK got %d first fragments and %d later ones, want 1 and 0", first, later)
+	}
+}
+
+// TestVolume moves many more frames than the UMEM holds in both directions,
+// so receive frames go round the fill ring and transmit frames come back
+// through the completion ring many times.
+func TestVolume(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{NumFrames: 64, RingSize: 32, FrameSize: 2048})
+	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+		t.Fatal(err)
+	}
+	c := udpConnB(t, n, "10.99.0.2:9001")
+	dst := &net.UDPAddr{IP: net.IP(ipA[:]), Port: 9000}
+	const total = 2000
+	got := 0
+	frames := make([][]byte, 8)
+	for sent := 0; sent < total; {
+		for range 16 {
+			c.WriteTo([]byte{byte(sent), byte(sent >> 8)}, dst)
+			sent++
+		}
+		deadline := time.Now().Add(2 * time.Second)
+		for got < sent && time.Now().Before(deadline) {
+			k := s.Receive(frames)
+			for _, f := range frames[:k] {
+				if p, port := udpPayload(f); port == 9000 && len(p) == 2 {
+					got++
+				}
+			}
+			s.ReleaseRx()
+		}
+	}
+	if got != total {
+		s.RefreshKernelStats()
+		t.Fatalf("received %d of %d; stats %+v", got, total, *s.Stats())
+	}
+
+	macA := ifaceMAC(t, n, n.hA, n.VethA)
+	macB := ifaceMAC(t, n, n.hB, n.VethB)
+	frame := buildUDP(t, macA, macB, ipA, ipB, 4242, 9001, []byte("x"))
+	done := make(chan int, 1)
+	go func() {
+		buf := make([]byte, 100)
+		k := 0
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for k < total {
+			if _, _, err := c.ReadFromUDP(buf); err != nil {
+				break
+			}
+			k++
+		}
+		done <- k
+	}()
+	for i := 0; i < total; i++ {
+		var buf []byte
+		for start := time.Now(); buf == nil && time.Since(start) < 2*time.Second; {
+			if buf = s.AllocTx(); buf == nil {
+				s.Flush()
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if buf == nil {
+			t.Fatalf("no tx frame after %d sent; stats %+v", i, *s.Stats())
+		}
+		s.SubmitTx(buf, copy(buf, frame))
+		if i%8 == 7 {
+			if err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(50 * time.Microsecond) // don't overrun B's socket buffer
+		}
+	}
+	s.Flush()
+	if k := <-done; k != total {
+		t.Fatalf("B received %d of %d; stats %+v", k, total, *s.Stats())
+	}
+}
+
+func TestNoAllocs(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+		t.Fatal(err)
+	}
+	c := udpConnB(t, n, "10.99.0.2:9001")
+	const burst = 300
+	for range burst {
+		c.WriteTo([]byte("alloc test"), &net.UDPAddr{IP: net.IP(ipA[:]), Port: 9000})
+	}
+	frames := make([][]byte, 1)
+	// Wait until all are on the RX ring.
+	deadline := time.Now().Add(3 * time.Second)
+	for s.rx.Unconsumed() < burst && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	got := 0
+	a := testing.AllocsPerRun(200, func() {
+		got += s.Receive(frames)
+		s.ReleaseRx()
+	})
+	if a != 0 || got < 200 {
+		t.Fatalf("receive path: %v allocs per frame, %d frames", a, got)
+	}
+	a = testing.AllocsPerRun(200, func() { s.Receive(frames); s.ReleaseRx() }) // idle
+	if a != 0 {
+		t.Fatalf("idle receive: %v allocs", a)
+	}
+
+	macA := ifaceMAC(t, n, n.hA, n.VethA)
+	macB := ifaceMAC(t, n, n.hB, n.VethB)
+	frame := buildUDP(t, macA, macB, ipA, ipB, 4242, 9001, []byte("x"))
+	a = testing.AllocsPerRun(200, func() {
+		buf := s.AllocTx()
+		s.SubmitTx(buf, copy(buf, frame))
+		s.Flush()
+	})
+	if a != 0 {
+		t.Fatalf("transmit path: %v allocs per frame", a)
+	}
+	if err := s.RefreshKernelStats(); err != nil {
+		t.Fatal(err)
+	}
+	if a := testing.AllocsPerRun(10, func() { s.RefreshKernelStats() }); a != 0 {
+		t.Fatalf("RefreshKernelStats: %v allocs", a)
+	}
+}
