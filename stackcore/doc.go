@@ -1,0 +1,34 @@
+// Package stackcore is ustack's pure TCP/IPv4 stack: Ethernet, IPv4 and TCP
+// over frames the host hands in, in the smoltcp / iip style. It makes no
+// syscalls, starts no goroutines and never reads a clock: time comes in as an
+// argument (Time, microseconds), received frames come in through Input, and
+// Poll emits frames into an Output the host lends buffers from and returns the
+// next deadline. A Stack is not safe for concurrent use; the host serialises
+// calls (one lock per stack). Stats are updated with sync/atomic so another
+// process can read them without locks.
+//
+// No ARP here. The host owns neighbour resolution (the kernel is the control
+// plane): an active open is given the next-hop MAC by the caller of Connect;
+// a passive open replies to the Ethernet source MAC of the SYN. Each
+// connection stores its peer MAC and uses it for every segment. RSTs for
+// segments to closed ports go to the source MAC of the offending frame.
+//
+// TCP (RFC 9293) as implemented: passive and active open with MSS and window
+// scale options (RFC 7323 section 2; our shift is sized to the receive
+// buffer), sliding-window flow control in both directions with silly window
+// avoidance (RFC 9293 3.8.6.2), send and receive ring buffers allocated once
+// per connection, retransmission timeout per RFC 6298 (min 200ms as Linux,
+// initial 1s, Karn's rule, exponential backoff), fast retransmit and NewReno
+// recovery (RFC 5681, RFC 6582) with an initial window of 10 segments
+// (RFC 6928), a bounded out-of-order queue (up to 4 ranges held in the
+// receive ring itself; segments that would need a fifth range are dropped and
+// recovered by retransmission), zero-window probing, FIN/half-close,
+// TIME_WAIT (2*MSL, MSL = 30s), RST generation (RFC 9293 3.10.7.1) and
+// RFC 5961 RST/SYN handling (exact-sequence RSTs reset, other in-window RSTs
+// and SYNs draw a challenge ACK). Not implemented: SACK, timestamps, urgent
+// data (the urgent pointer is ignored), keep-alives, SYN cookies, IP options
+// (skipped) and IP fragments (dropped, counted as drop.fragment).
+//
+// The established path (Input of an in-order data segment, Read, Write,
+// Poll emitting data and ACKs) allocates nothing.
+package stackcore

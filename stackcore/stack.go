@@ -1,0 +1,440 @@
+package stackcore
+
+import (
+	"errors"
+
+	"ustack/stackcore/wire"
+)
+
+// Time is a point in time in microseconds on the caller's monotonic clock.
+type Time int64
+
+// Never is a deadline that never comes.
+const Never Time = 1<<63 - 1
+
+// Durations in Time units.
+const (
+	Microsecond Time = 1
+	Millisecond Time = 1000
+	Second      Time = 1000 * Millisecond
+)
+
+// IPv4 is an IPv4 address.
+type IPv4 [4]byte
+
+// MAC is an Ethernet address.
+type MAC [6]byte
+
+// Broadcast is the Ethernet broadcast address.
+var Broadcast = MAC{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+
+// Errors returned by sockets; match them with errors.Is.
+var (
+	ErrWouldBlock   = errors.New("stackcore: operation would block")
+	ErrReset        = errors.New("stackcore: connection reset by peer")
+	ErrRefused      = errors.New("stackcore: connection refused")
+	ErrTimedOut     = errors.New("stackcore: connection timed out")
+	ErrClosed       = errors.New("stackcore: socket closed for writing")
+	ErrAddrInUse    = errors.New("stackcore: address already in use")
+	ErrNotConnected = errors.New("stackcore: socket not connected")
+)
+
+// Config configures a Stack. Zero fields take defaults.
+type Config struct {
+	MAC             MAC
+	Addr            IPv4   // the interface's own address
+	MTU             int    // IP MTU (default 1500); MSS = MTU-40
+	VerifyChecksums bool   // verify IPv4/TCP checksums on input
+	Stats           *Stats // counters; nil = internal
+	Seed            uint64 // secret for ISNs
+	RecvBuf         int    // per-connection receive buffer (default 256 KiB)
+	SendBuf         int    // per-connection send buffer (default 256 KiB)
+}
+
+const (
+	defaultBuf     = 256 << 10
+	defaultBacklog = 128
+	maxPendingRST  = 64
+	ephemeralLo    = 49152
+)
+
+// Output is where Poll writes frames. AllocTx lends a buffer with
+// len == cap >= MTU+14 (nil when none is free); SubmitTx queues its first n bytes.
+type Output interface {
+	AllocTx() []byte
+	SubmitTx(buf []byte, n int)
+}
+
+type connKey struct {
+	raddr IPv4
+	rport uint16
+	lport uint16
+}
+
+// rstReq is a queued reset (or challenge ACK for a closed connection) to a
+// peer we hold no connection for.
+type rstReq struct {
+	mac          MAC
+	ip           IPv4
+	sport, dport uint16 // our port, their port
+	seq, ack     seq
+	flags        uint8
+}
+
+// Stack is one TCP/IPv4 stack instance bound to one interface address.
+type Stack struct {
+	cfg   Config
+	stats *Stats
+	mss   int // our MSS (MTU-40)
+
+	conns     map[connKey]*TCPConn
+	list      []*TCPConn // all live connections, for Poll
+	listeners map[uint16]*Listener
+	portRefs  map[uint16]int // connections + listeners per local port
+
+	rst  [maxPendingRST]rstReq
+	nrst int
+
+	wokenConns []*TCPConn
+	wokenLns   []*Listener
+	released   []uint16
+
+	ipID     uint16
+	nextPort uint16
+	dirty    bool // list has freed connections to compact
+}
+
+// New returns a stack for cfg.
+func New(cfg Config) *Stack {
+	if cfg.MTU <= 0 {
+		cfg.MTU = 1500
+	}
+	if cfg.MTU < 576 {
+		cfg.MTU = 576
+	}
+	if cfg.RecvBuf <= 0 {
+		cfg.RecvBuf = defaultBuf
+	}
+	if cfg.SendBuf <= 0 {
+		cfg.SendBuf = defaultBuf
+	}
+	st := cfg.Stats
+	if st == nil {
+		st = new(Stats)
+	}
+	return &Stack{
+		cfg:        cfg,
+		stats:      st,
+		mss:        cfg.MTU - 40,
+		conns:      make(map[connKey]*TCPConn),
+		listeners:  make(map[uint16]*Listener),
+		portRefs:   make(map[uint16]int),
+		list:       make([]*TCPConn, 0, 64),
+		wokenConns: make([]*TCPConn, 0, 64),
+		wokenLns:   make([]*Listener, 0, 8),
+		nextPort:   ephemeralLo,
+		ipID:       uint16(cfg.Seed),
+	}
+}
+
+// Stats returns the stack's counters.
+func (s *Stack) Stats() *Stats { return s.stats }
+
+// Config returns the configuration with defaults applied.
+func (s *Stack) Config() Config { return s.cfg }
+
+// segment is a parsed TCP segment, valid during Input only.
+type segment struct {
+	srcMAC  MAC
+	src     IPv4
+	sport   uint16
+	dport   uint16
+	seq     seq
+	ack     seq
+	flags   uint8
+	wnd     uint32 // raw header value
+	payload []byte
+	opts    wire.TCPOptions
+}
+
+func (g *segment) has(f uint8) bool { return g.flags&f != 0 }
+
+// segLen is the sequence space the segment occupies (RFC 9293 3.4).
+func (g *segment) segLen() int {
+	n := len(g.payload)
+	if g.has(wire.TCPFlagSYN) {
+		n++
+	}
+	if g.has(wire.TCPFlagFIN) {
+		n++
+	}
+	return n
+}
+
+// Input processes one received Ethernet frame, borrowed for the call only.
+// Replies are queued and go out in the next Poll.
+func (s *Stack) Input(now Time, frame []byte) {
+	st := s.stats
+	inc(&st.EthRxFrames)
+	eth := wire.Ethernet(frame)
+	if !eth.Valid() {
+		inc(&st.DropMalformed)
+		return
+	}
+	dst := MAC(eth.Dst())
+	if dst != s.cfg.MAC && dst != Broadcast {
+		inc(&st.DropNotForUs)
+		return
+	}
+	if eth.Type() != wire.EtherTypeIPv4 {
+		inc(&st.DropUnsupportedProto)
+		return
+	}
+	ip := wire.IPv4(eth.Payload())
+	switch ip.Check(s.cfg.VerifyChecksums) {
+	case wire.IPv4Malformed:
+		inc(&st.DropMalformed)
+		return
+	case wire.IPv4BadChecksum:
+		inc(&st.DropBadChecksum)
+		return
+	}
+	inc(&st.IPRxPackets)
+	if IPv4(ip.Dst()) != s.cfg.Addr {
+		inc(&st.DropNotForUs)
+		return
+	}
+	if ip.IsFragment() {
+		inc(&st.DropFragment)
+		return
+	}
+	if ip.Protocol() != wire.ProtoTCP {
+		inc(&st.DropUnsupportedProto)
+		return
+	}
+	tcp := wire.TCP(ip.Payload())
+	if !tcp.Valid() {
+		inc(&st.DropMalformed)
+		return
+	}
+	src := IPv4(ip.Src())
+	if s.cfg.VerifyChecksums && !tcp.ChecksumOK(src, s.cfg.Addr) {
+		inc(&st.DropBadChecksum)
+		return
+	}
+	inc(&st.TCPSegsIn)
+	var g segment
+	g.srcMAC = MAC(eth.Src())
+	g.src = src
+	g.sport = tcp.SrcPort()
+	g.dport = tcp.DstPort()
+	g.seq = seq(tcp.Seq())
+	g.ack = seq(tcp.Ack())
+	g.flags = tcp.Flags()
+	g.wnd = uint32(tcp.Window())
+	g.payload = tcp.Payload()
+	if tcp.DataOffset() > wire.TCPMinLen {
+		g.opts = wire.ParseTCPOptions(tcp.Options())
+	}
+	if g.sport == 0 || g.dport == 0 || src == s.cfg.Addr || src == (IPv4{255, 255, 255, 255}) || src[0] >= 224 {
+		inc(&st.DropBadSegment)
+		return
+	}
+	s.tcpInput(now, &g)
+}
+
+func (s *Stack) tcpInput(now Time, g *segment) {
+	key := connKey{g.src, g.sport, g.dport}
+	if c := s.conns[key]; c != nil {
+		// RFC 9293 3.10.7.4 / RFC 6191: a new SYN may reopen a TIME_WAIT tuple.
+		if c.state == StateTimeWait && g.flags&(wire.TCPFlagSYN|wire.TCPFlagACK|wire.TCPFlagRST) == wire.TCPFlagSYN &&
+			s.listeners[g.dport] != nil && g.seq.gt(c.rcvNxt) {
+			s.free(c)
+		} else {
+			c.input(now, g)
+			return
+		}
+	}
+	if l := s.listeners[g.dport]; l != nil {
+		l.input(now, g)
+		return
+	}
+	// RFC 9293 3.10.7.1: CLOSED state.
+	inc(&s.stats.DropNoSocket)
+	s.replyReset(g)
+}
+
+// replyReset queues the RST RFC 9293 3.10.7.1 prescribes for a segment that
+// matches no connection (or is unacceptable in LISTEN / SYN-SENT).
+func (s *Stack) replyReset(g *segment) {
+	if g.has(wire.TCPFlagRST) {
+		return
+	}
+	if g.has(wire.TCPFlagACK) {
+		s.queueRST(g.srcMAC, g.src, g.dport, g.sport, g.ack, 0, wire.TCPFlagRST)
+	} else {
+		s.queueRST(g.srcMAC, g.src, g.dport, g.sport, 0, g.seq.add(g.segLen()), wire.TCPFlagRST|wire.TCPFlagACK)
+	}
+}
+
+func (s *Stack) queueRST(mac MAC, ip IPv4, sport, dport uint16, sq, ack seq, flags uint8) {
+	if s.nrst == len(s.rst) {
+		return // rate limit: drop resets beyond the queue
+	}
+	s.rst[s.nrst] = rstReq{mac, ip, sport, dport, sq, ack, flags}
+	s.nrst++
+}
+
+// Poll emits everything due (data, ACKs, retransmissions, RST, FIN), runs
+// timers, and returns the next deadline (Never if none).
+func (s *Stack) Poll(now Time, out Output) Time {
+	next := Never
+	for s.nrst > 0 {
+		r := &s.rst[0]
+		buf := out.AllocTx()
+		if buf == nil {
+			inc(&s.stats.DropTxNoBuffer)
+			return now + 50*Microsecond
+		}
+		n := s.encodeTCP(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, 0, nil, 0, -1)
+		out.SubmitTx(buf, n)
+		if r.flags&wire.TCPFlagRST != 0 {
+			inc(&s.stats.TCPRstsSent)
+		}
+		copy(s.rst[:], s.rst[1:s.nrst])
+		s.nrst--
+	}
+	for i := 0; i < len(s.list); i++ {
+		c := s.list[i]
+		if c.freed {
+			continue
+		}
+		c.timers(now)
+		if c.freed {
+			continue
+		}
+		if !c.output(now, out) {
+			next = now + 50*Microsecond
+		}
+		if d := c.deadline(); d < next {
+			next = d
+		}
+	}
+	if s.dirty {
+		j := 0
+		for _, c := range s.list {
+			if !c.freed {
+				s.list[j] = c
+				j++
+			}
+		}
+		clear(s.list[j:])
+		s.list = s.list[:j]
+		s.dirty = false
+	}
+	return next
+}
+
+// TakeWoken appends the Cookies of sockets whose readiness may have changed
+// since the last call, each once, and clears the marks.
+func (s *Stack) TakeWoken(dst []uintptr) []uintptr {
+	for _, c := range s.wokenConns {
+		dst = append(dst, c.Cookie)
+		c.woken = false
+	}
+	clear(s.wokenConns)
+	s.wokenConns = s.wokenConns[:0]
+	for _, l := range s.wokenLns {
+		dst = append(dst, l.Cookie)
+		l.woken = false
+	}
+	clear(s.wokenLns)
+	s.wokenLns = s.wokenLns[:0]
+	return dst
+}
+
+// Released appends the local ports that stopped being used by any connection
+// or listener of this stack since the last call (a connection fully freed
+// after TIME_WAIT, a reset, a timeout, or a closed listener whose port has no
+// connection left). The host removes their steering entries.
+func (s *Stack) Released(dst []uint16) []uint16 {
+	dst = append(dst, s.released...)
+	s.released = s.released[:0]
+	return dst
+}
+
+func (s *Stack) refPort(p uint16) { s.portRefs[p]++ }
+
+func (s *Stack) unrefPort(p uint16) {
+	n := s.portRefs[p] - 1
+	if n > 0 {
+		s.portRefs[p] = n
+		return
+	}
+	delete(s.portRefs, p)
+	s.released = append(s.released, p)
+}
+
+// ephemeralPort picks an unused local port for Connect with port 0.
+func (s *Stack) ephemeralPort() uint16 {
+	for range 65536 - ephemeralLo {
+		p := s.nextPort
+		s.nextPort++
+		if s.nextPort == 0 {
+			s.nextPort = ephemeralLo
+		}
+		if s.portRefs[p] == 0 {
+			return p
+		}
+	}
+	return 0
+}
+
+// encodeTCP writes Ethernet+IPv4+TCP headers into buf with the payload taken
+// from src (a send ring, at offset off) or none; it returns the frame length.
+// wscale >= 0 (or mss > 0) adds SYN options.
+func (s *Stack) encodeTCP(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
+	wnd uint16, src *ring, off, n int) int {
+	return s.encodeTCPOpt(buf, dmac, dip, sport, dport, sq, ack, flags, wnd, src, off, n, 0, -1)
+}
+
+func (s *Stack) encodeTCPOpt(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
+	wnd uint16, src *ring, off, n int, mss uint16, wscale int) int {
+	if n < 0 {
+		n = 0
+	}
+	eth := wire.Ethernet(buf)
+	eth.SetDst(dmac)
+	eth.SetSrc(s.cfg.MAC)
+	eth.SetType(wire.EtherTypeIPv4)
+	ip := wire.IPv4(buf[wire.EthHeaderLen:])
+	tcp := wire.TCP(ip[wire.IPv4MinLen:])
+	hl := wire.TCPMinLen
+	if mss != 0 {
+		hl += wire.PutSynOptions(tcp[wire.TCPMinLen:], mss, wscale)
+	}
+	tcp = tcp[:hl+n]
+	tcp.SetSrcPort(sport)
+	tcp.SetDstPort(dport)
+	tcp.SetSeq(uint32(sq))
+	tcp.SetAck(uint32(ack))
+	tcp.SetDataOffset(hl)
+	tcp.SetFlags(flags)
+	tcp.SetWindow(wnd)
+	tcp.SetUrgent(0)
+	if n > 0 {
+		src.peek(off, tcp[hl:])
+	}
+	tcp.SetChecksumIPv4(s.cfg.Addr, dip)
+	total := wire.IPv4MinLen + len(tcp)
+	s.ipID++
+	ip.Encode(total, s.ipID, 64, wire.ProtoTCP, s.cfg.Addr, dip)
+	st := s.stats
+	inc(&st.EthTxFrames)
+	inc(&st.IPTxPackets)
+	inc(&st.TCPSegsOut)
+	if n > 0 {
+		add(&st.TCPBytesOut, uint64(n))
+	}
+	return wire.EthHeaderLen + total
+}

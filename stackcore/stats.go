@@ -1,0 +1,56 @@
+package stackcore
+
+import (
+	"reflect"
+	"sync/atomic"
+)
+
+// Stats are the stack's counters. Every field is a uint64 with a `stat` tag;
+// the host may place the struct in shared memory. Writers use sync/atomic.
+type Stats struct {
+	EthRxFrames uint64 `stat:"eth.rx_frames"`
+	EthTxFrames uint64 `stat:"eth.tx_frames"`
+
+	IPRxPackets uint64 `stat:"ip.rx_packets"`
+	IPTxPackets uint64 `stat:"ip.tx_packets"`
+
+	TCPSegsIn       uint64 `stat:"tcp.segs_in"`
+	TCPSegsOut      uint64 `stat:"tcp.segs_out"`
+	TCPBytesIn      uint64 `stat:"tcp.bytes_in"`
+	TCPBytesOut     uint64 `stat:"tcp.bytes_out"`
+	TCPRetransSegs  uint64 `stat:"tcp.retrans_segs"`
+	TCPFastRetrans  uint64 `stat:"tcp.fast_retrans"`
+	TCPTimeouts     uint64 `stat:"tcp.timeouts"`
+	TCPActiveOpens  uint64 `stat:"tcp.active_opens"`
+	TCPPassiveOpens uint64 `stat:"tcp.passive_opens"`
+	TCPCurrEstab    uint64 `stat:"tcp.curr_estab"`
+	TCPRstsSent     uint64 `stat:"tcp.rsts_sent"`
+	TCPRstsRecv     uint64 `stat:"tcp.rsts_recv"`
+	TCPListenDrops  uint64 `stat:"tcp.listen_drops"`
+	TCPOOOQueued    uint64 `stat:"tcp.ooo_queued"`
+	TCPOOODropped   uint64 `stat:"tcp.ooo_dropped"`
+	TCPChallengeAck uint64 `stat:"tcp.challenge_acks"`
+
+	DropMalformed        uint64 `stat:"drop.malformed"`
+	DropBadChecksum      uint64 `stat:"drop.bad_checksum"`
+	DropNotForUs         uint64 `stat:"drop.not_for_us"`
+	DropFragment         uint64 `stat:"drop.fragment"`
+	DropUnsupportedProto uint64 `stat:"drop.unsupported_proto"`
+	DropNoSocket         uint64 `stat:"drop.no_socket"`
+	DropTxNoBuffer       uint64 `stat:"drop.tx_no_buffer"`
+	DropBadSegment       uint64 `stat:"drop.bad_segment"`
+}
+
+// StatNames returns the `stat` tags of Stats in field order.
+func StatNames() []string {
+	t := reflect.TypeFor[Stats]()
+	names := make([]string, t.NumField())
+	for i := range names {
+		names[i] = t.Field(i).Tag.Get("stat")
+	}
+	return names
+}
+
+func inc(p *uint64)           { atomic.AddUint64(p, 1) }
+func add(p *uint64, n uint64) { atomic.AddUint64(p, n) }
+func dec(p *uint64)           { atomic.AddUint64(p, ^uint64(0)) }

@@ -1,0 +1,147 @@
+package stackcore
+
+import "ustack/stackcore/wire"
+
+// Listener is a TCP socket in LISTEN with an accept queue.
+type Listener struct {
+	Cookie uintptr
+
+	s       *Stack
+	port    uint16
+	backlog int
+	queue   []*TCPConn // established, not yet accepted
+	pending int        // children in SYN-RECEIVED
+	closed  bool
+	woken   bool
+}
+
+// Listen opens a listener on port of the stack's address. backlog bounds
+// the connections not yet accepted (handshaking plus queued); <= 0 means 128.
+func (s *Stack) Listen(port uint16, backlog int) (*Listener, error) {
+	if port == 0 {
+		return nil, ErrAddrInUse
+	}
+	if s.listeners[port] != nil {
+		return nil, ErrAddrInUse
+	}
+	if backlog <= 0 {
+		backlog = defaultBacklog
+	}
+	l := &Listener{s: s, port: port, backlog: backlog, queue: make([]*TCPConn, 0, backlog)}
+	s.listeners[port] = l
+	s.refPort(port)
+	return l, nil
+}
+
+// Port returns the listening port.
+func (l *Listener) Port() uint16 { return l.port }
+
+// Accept returns the next established connection, nil if none.
+func (l *Listener) Accept() *TCPConn {
+	if len(l.queue) == 0 {
+		return nil
+	}
+	c := l.queue[0]
+	copy(l.queue, l.queue[1:])
+	l.queue[len(l.queue)-1] = nil
+	l.queue = l.queue[:len(l.queue)-1]
+	c.lst = nil
+	c.inAcc = false
+	return c
+}
+
+// Readable reports whether the accept queue is non-empty.
+func (l *Listener) Readable() bool { return len(l.queue) > 0 }
+
+// Close resets the connections not yet accepted and frees the port.
+func (l *Listener) Close() {
+	if l.closed {
+		return
+	}
+	l.closed = true
+	s := l.s
+	for _, c := range s.list {
+		if c.lst == l && !c.freed {
+			c.inAcc = false
+			c.Abort()
+		}
+	}
+	clear(l.queue)
+	l.queue = l.queue[:0]
+	l.pending = 0
+	if s.listeners[l.port] == l {
+		delete(s.listeners, l.port)
+	}
+	s.unrefPort(l.port)
+}
+
+func (l *Listener) wake() {
+	if !l.woken {
+		l.woken = true
+		l.s.wokenLns = append(l.s.wokenLns, l)
+	}
+}
+
+// established moves a child from SYN-RECEIVED into the accept queue.
+func (l *Listener) established(c *TCPConn) {
+	l.pending--
+	c.inAcc = true
+	l.queue = append(l.queue, c)
+	l.wake()
+}
+
+// input handles a segment for the listening port (RFC 9293 3.10.7.2).
+func (l *Listener) input(now Time, g *segment) {
+	s := l.s
+	if g.has(wire.TCPFlagRST) {
+		return
+	}
+	if g.has(wire.TCPFlagACK) {
+		inc(&s.stats.DropNoSocket)
+		s.replyReset(g)
+		return
+	}
+	if !g.has(wire.TCPFlagSYN) || g.has(wire.TCPFlagFIN) {
+		inc(&s.stats.DropBadSegment)
+		return
+	}
+	if l.pending+len(l.queue) >= l.backlog {
+		inc(&s.stats.TCPListenDrops)
+		return
+	}
+	c := s.newConn(connKey{g.src, g.sport, l.port}, g.srcMAC, now)
+	c.lst = l
+	l.pending++
+	c.irs = g.seq
+	c.rcvNxt = g.seq + 1
+	c.rcvAdv = c.rcvNxt
+	c.takeSynOptions(g)
+	c.sndWnd = g.wnd // never scaled in a SYN
+	c.maxWnd = c.sndWnd
+	c.sndWl1, c.sndWl2 = g.seq, c.iss
+	c.setState(StateSynReceived)
+	inc(&s.stats.TCPPassiveOpens)
+	// Data in the SYN is not accepted; the peer retransmits it.
+}
+
+// takeSynOptions applies the peer's MSS and window scale (RFC 7323 2.2).
+func (c *TCPConn) takeSynOptions(g *segment) {
+	mss := int(g.opts.MSS)
+	if mss == 0 {
+		mss = defaultPeerMSS
+	}
+	if mss > c.s.mss {
+		mss = c.s.mss
+	}
+	if mss < 64 {
+		mss = 64
+	}
+	c.mss = mss
+	c.wsOK = g.opts.HasWScale
+	if g.opts.HasWScale {
+		c.sndSh = min(g.opts.WScale, 14)
+	} else {
+		c.sndSh, c.rcvSh = 0, 0
+	}
+	c.cwnd = uint32(initialCwndSegs * c.mss)
+}

@@ -1,0 +1,409 @@
+package stackcore
+
+import (
+	"io"
+
+	"ustack/stackcore/wire"
+)
+
+// State is a TCP connection state (RFC 9293 3.3.2).
+type State uint8
+
+const (
+	StateClosed State = iota
+	StateListen
+	StateSynSent
+	StateSynReceived
+	StateEstablished
+	StateFinWait1
+	StateFinWait2
+	StateCloseWait
+	StateClosing
+	StateLastAck
+	StateTimeWait
+)
+
+var stateNames = [...]string{"CLOSED", "LISTEN", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+	"FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT"}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return "UNKNOWN"
+}
+
+// synchronized reports whether the state is past the handshake.
+func (s State) synchronized() bool { return s >= StateEstablished }
+
+const (
+	msl             = 30 * Second
+	timeWaitLen     = 2 * msl
+	finWait2Timeout = 60 * Second // orphaned FIN-WAIT-2, like Linux tcp_fin_timeout
+	rtoInitial      = 1 * Second
+	rtoMin          = 200 * Millisecond
+	rtoMax          = 120 * Second
+	persistMax      = 60 * Second
+	synRetries      = 6
+	dataRetries     = 15
+	initialCwndSegs = 10
+	maxOOO          = 4
+	defaultPeerMSS  = 536
+)
+
+type oooRange struct{ start, end seq }
+
+// TCPConn is one TCP connection. Cookie is the host's handle for TakeWoken.
+type TCPConn struct {
+	Cookie uintptr
+
+	s     *Stack
+	state State
+	key   connKey
+	rmac  MAC
+	lst   *Listener // listener that owns us until accepted
+	inAcc bool      // in lst's accept queue
+
+	// Send side (RFC 9293 3.3.1).
+	iss     seq
+	sndUna  seq
+	sndNxt  seq
+	sndMax  seq    // highest sequence number sent + 1
+	bufSeq  seq    // sequence number of sndBuf's first byte
+	sndWnd  uint32 // peer's window, scaled
+	maxWnd  uint32 // largest window the peer has offered
+	sndWl1  seq
+	sndWl2  seq
+	sndBuf  ring
+	mss     int // effective send MSS
+	sndSh   uint8
+	rcvSh   uint8
+	finQ    bool // CloseWrite called: FIN after the buffered data
+	finAckd bool
+	rtxOne  bool // fast retransmit: resend one segment at sndUna
+	probe   bool // send a zero-window probe
+	noDelay bool
+	wsOK    bool // both sides sent window scale
+
+	// Congestion control (RFC 5681, RFC 6582).
+	cwnd     uint32
+	ssthresh uint32
+	dupAcks  int
+	recovery bool
+	recover  seq
+
+	// RTT and timers (RFC 6298).
+	srtt, rttvar Time
+	rto          Time
+	rttOn        bool
+	rttSeq       seq
+	rttAt        Time
+	rtoAt        Time
+	retries      int
+	persistAt    Time
+	persistIv    Time
+	closeAt      Time // TIME-WAIT or orphaned FIN-WAIT-2 expiry
+
+	// Receive side.
+	irs     seq
+	rcvNxt  seq
+	rcvAdv  seq // right edge of the window we advertised
+	rcvBuf  ring
+	ooo     [maxOOO]oooRange
+	nooo    int
+	finRcvd bool
+	oooFin  bool // a FIN was seen beyond rcvNxt, at oooFinS
+	oooFinS seq
+	ackNow  bool // send an ACK at the next Poll
+
+	err       error // pending error (SO_ERROR)
+	hardErr   error // sticky error for Read/Write
+	appClosed bool
+	freed     bool
+	woken     bool
+	estabCnt  bool // counted in tcp.curr_estab
+}
+
+func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
+	c := &TCPConn{
+		s:         s,
+		key:       key,
+		rmac:      rmac,
+		sndBuf:    newRing(s.cfg.SendBuf),
+		rcvBuf:    newRing(s.cfg.RecvBuf),
+		rto:       rtoInitial,
+		rtoAt:     Never,
+		persistAt: Never,
+		closeAt:   Never,
+		mss:       defaultPeerMSS,
+		ssthresh:  1<<31 - 1,
+	}
+	c.iss = s.isn(key, now)
+	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
+	c.recover = c.iss
+	c.cwnd = uint32(initialCwndSegs * c.mss)
+	c.bufSeq = c.iss + 1
+	for c.rcvSh < 14 && s.cfg.RecvBuf>>c.rcvSh > 0xffff {
+		c.rcvSh++
+	}
+	s.conns[key] = c
+	s.list = append(s.list, c)
+	s.refPort(key.lport)
+	return c
+}
+
+// isn is RFC 6528: a 4 microsecond clock plus a keyed hash of the tuple.
+func (s *Stack) isn(k connKey, now Time) seq {
+	h := s.cfg.Seed ^ 0x9E3779B97F4A7C15
+	mix := func(v uint64) {
+		h ^= v
+		h *= 0xff51afd7ed558ccd
+		h ^= h >> 33
+	}
+	mix(uint64(k.raddr[0])<<24 | uint64(k.raddr[1])<<16 | uint64(k.raddr[2])<<8 | uint64(k.raddr[3]))
+	mix(uint64(k.rport)<<16 | uint64(k.lport))
+	mix(uint64(s.cfg.Addr[0])<<24 | uint64(s.cfg.Addr[1])<<16 | uint64(s.cfg.Addr[2])<<8 | uint64(s.cfg.Addr[3]))
+	return seq(uint32(h) + uint32(now/4))
+}
+
+func (c *TCPConn) setState(st State) {
+	c.state = st
+	estab := st == StateEstablished || st == StateCloseWait
+	if estab != c.estabCnt {
+		c.estabCnt = estab
+		if estab {
+			inc(&c.s.stats.TCPCurrEstab)
+		} else {
+			dec(&c.s.stats.TCPCurrEstab)
+		}
+	}
+	c.wake()
+}
+
+func (c *TCPConn) wake() {
+	if !c.woken {
+		c.woken = true
+		c.s.wokenConns = append(c.s.wokenConns, c)
+	}
+}
+
+// free removes the connection from the stack (CLOSED).
+func (s *Stack) free(c *TCPConn) {
+	if c.freed {
+		return
+	}
+	c.setState(StateClosed)
+	c.freed = true
+	if s.conns[c.key] == c {
+		delete(s.conns, c.key)
+	}
+	if c.lst != nil && !c.inAcc {
+		c.lst.pending--
+		c.lst = nil
+	}
+	s.dirty = true
+	s.unrefPort(c.key.lport)
+}
+
+// fail ends the connection with err (reported by Read, Write and Err).
+func (c *TCPConn) fail(err error) {
+	c.err = err
+	c.hardErr = err
+	c.s.free(c)
+}
+
+// Connect starts an active open (RFC 9293 3.5) from localPort (0 = pick an
+// ephemeral port) to remote:remotePort through the next-hop MAC nextHop.
+func (s *Stack) Connect(now Time, localPort uint16, remote IPv4, remotePort uint16, nextHop MAC) (*TCPConn, error) {
+	if remotePort == 0 {
+		return nil, ErrRefused
+	}
+	if localPort == 0 {
+		if localPort = s.ephemeralPort(); localPort == 0 {
+			return nil, ErrAddrInUse
+		}
+	}
+	key := connKey{remote, remotePort, localPort}
+	if old := s.conns[key]; old != nil {
+		if old.state != StateTimeWait {
+			return nil, ErrAddrInUse
+		}
+		s.free(old)
+	}
+	c := s.newConn(key, nextHop, now)
+	c.setState(StateSynSent)
+	inc(&s.stats.TCPActiveOpens)
+	return c, nil
+}
+
+// Read copies received bytes into p. It returns ErrWouldBlock when nothing is
+// ready, io.EOF after the peer's FIN once drained, or the connection's error.
+func (c *TCPConn) Read(p []byte) (int, error) {
+	if c.rcvBuf.Len() > 0 {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		n := c.rcvBuf.Read(p)
+		c.maybeWindowUpdate()
+		return n, nil
+	}
+	if c.hardErr != nil {
+		return 0, c.hardErr
+	}
+	if c.finRcvd {
+		return 0, io.EOF
+	}
+	if c.freed || c.appClosed {
+		return 0, ErrNotConnected
+	}
+	return 0, ErrWouldBlock
+}
+
+// maybeWindowUpdate schedules an ACK when reading opened the window enough
+// that the peer, which may be blocked on a small window, should hear of it
+// (RFC 9293 3.8.6.2.2).
+func (c *TCPConn) maybeWindowUpdate() {
+	if !c.state.synchronized() || c.finRcvd {
+		return
+	}
+	edge := c.rcvNxt.add(c.rcvBuf.Free())
+	adv := c.rcvAdv.sub(c.rcvNxt)
+	if edge.sub(c.rcvAdv) >= c.swsThreshold() && adv < c.rcvBuf.Cap()/2 {
+		c.ackNow = true
+	}
+}
+
+func (c *TCPConn) swsThreshold() int {
+	t := c.rcvBuf.Cap() / 2
+	if c.s.mss < t {
+		t = c.s.mss
+	}
+	return t
+}
+
+// Write copies as much of p as fits into the send buffer.
+func (c *TCPConn) Write(p []byte) (int, error) {
+	if c.hardErr != nil {
+		return 0, c.hardErr
+	}
+	if c.finQ || c.appClosed {
+		return 0, ErrClosed
+	}
+	switch c.state {
+	case StateEstablished, StateCloseWait:
+	case StateClosed:
+		return 0, ErrNotConnected
+	default:
+		if c.state < StateEstablished {
+			return 0, ErrNotConnected
+		}
+		return 0, ErrClosed
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	n := c.sndBuf.Write(p)
+	if n == 0 {
+		return 0, ErrWouldBlock
+	}
+	return n, nil
+}
+
+// CloseWrite queues a FIN after the buffered data (shutdown SHUT_WR).
+func (c *TCPConn) CloseWrite() {
+	if c.finQ || c.freed {
+		return
+	}
+	switch c.state {
+	case StateSynSent:
+		c.s.free(c)
+		return
+	case StateSynReceived, StateEstablished:
+		c.finQ = true
+		if c.state == StateEstablished {
+			c.setState(StateFinWait1)
+		}
+	case StateCloseWait:
+		c.finQ = true
+		c.setState(StateLastAck)
+	}
+}
+
+// Close releases the handle: a FIN follows the buffered data, or a RST when
+// received data was left unread (as Linux does). The stack finishes the
+// connection on its own.
+func (c *TCPConn) Close() {
+	if c.appClosed {
+		return
+	}
+	c.appClosed = true
+	if c.freed {
+		return
+	}
+	if c.rcvBuf.Len() > 0 && c.state.synchronized() {
+		c.Abort()
+		return
+	}
+	c.CloseWrite()
+}
+
+// Abort resets the connection now (RST if synchronized) and frees it.
+func (c *TCPConn) Abort() {
+	if c.freed {
+		return
+	}
+	switch c.state {
+	case StateSynReceived, StateEstablished, StateFinWait1, StateFinWait2, StateCloseWait, StateClosing, StateLastAck:
+		c.s.queueRST(c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
+	}
+	c.hardErr = ErrClosed
+	c.s.free(c)
+}
+
+// State returns the connection state.
+func (c *TCPConn) State() State { return c.state }
+
+// Readable reports whether Read would not block.
+func (c *TCPConn) Readable() bool {
+	return c.rcvBuf.Len() > 0 || c.finRcvd || c.hardErr != nil || c.freed
+}
+
+// Writable reports whether Write would not block.
+func (c *TCPConn) Writable() bool {
+	if c.hardErr != nil || c.err != nil {
+		return true
+	}
+	return (c.state == StateEstablished || c.state == StateCloseWait) && !c.finQ && c.sndBuf.Free() > 0
+}
+
+// Connecting reports whether the connection is in SYN-SENT.
+func (c *TCPConn) Connecting() bool { return c.state == StateSynSent }
+
+// Err returns the pending error (SO_ERROR) without clearing it.
+func (c *TCPConn) Err() error { return c.err }
+
+// TakeErr returns and clears the pending error.
+func (c *TCPConn) TakeErr() error {
+	e := c.err
+	c.err = nil
+	return e
+}
+
+// InQueue returns the number of readable bytes.
+func (c *TCPConn) InQueue() int { return c.rcvBuf.Len() }
+
+// OutQueue returns the number of unacknowledged plus unsent bytes.
+func (c *TCPConn) OutQueue() int { return c.sndBuf.Len() }
+
+// LocalPort returns the local port.
+func (c *TCPConn) LocalPort() uint16 { return c.key.lport }
+
+// Remote returns the peer's address and port.
+func (c *TCPConn) Remote() (IPv4, uint16) { return c.key.raddr, c.key.rport }
+
+// SetNoDelay records TCP_NODELAY. Nagle's algorithm is not implemented:
+// segments always go out as soon as window allows.
+func (c *TCPConn) SetNoDelay(v bool) { c.noDelay = v }
+
+// NoDelay returns the value set by SetNoDelay.
+func (c *TCPConn) NoDelay() bool { return c.noDelay }

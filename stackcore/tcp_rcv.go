@@ -1,0 +1,453 @@
+package stackcore
+
+import "ustack/stackcore/wire"
+
+// input processes a segment for this connection (RFC 9293 3.10.7.3 and 3.10.7.4).
+func (c *TCPConn) input(now Time, g *segment) {
+	if c.state == StateSynSent {
+		c.inputSynSent(now, g)
+		return
+	}
+	st := c.s.stats
+
+	// First: sequence number acceptability (3.10.7.4).
+	wnd := c.rcvBuf.Free()
+	if a := c.rcvAdv.sub(c.rcvNxt); a > wnd {
+		wnd = a
+	}
+	sl := g.segLen()
+	ok := false
+	switch {
+	case sl == 0 && wnd == 0:
+		ok = g.seq == c.rcvNxt
+	case sl == 0:
+		ok = c.inWindow(g.seq, wnd)
+	case wnd == 0:
+		ok = false
+	default:
+		ok = c.inWindow(g.seq, wnd) || c.inWindow(g.seq.add(sl-1), wnd)
+	}
+	if !ok {
+		if wnd == 0 && g.seq == c.rcvNxt && g.has(wire.TCPFlagACK) {
+			// Zero window: still process the ACK, drop the data (3.10.7.4).
+			g.payload = g.payload[:0]
+			g.flags &^= wire.TCPFlagFIN | wire.TCPFlagSYN
+		} else {
+			if !g.has(wire.TCPFlagRST) {
+				c.ackNow = true
+			}
+			inc(&st.DropBadSegment)
+			return
+		}
+	}
+
+	// Second: RST (RFC 5961 section 3.2).
+	if g.has(wire.TCPFlagRST) {
+		if g.seq != c.rcvNxt {
+			inc(&st.TCPChallengeAck)
+			c.ackNow = true
+			return
+		}
+		inc(&st.TCPRstsRecv)
+		switch c.state {
+		case StateSynReceived:
+			if c.lst != nil {
+				c.s.free(c) // passive open: back to LISTEN, silently
+			} else {
+				c.fail(ErrRefused)
+			}
+		case StateClosing, StateLastAck, StateTimeWait:
+			c.s.free(c)
+		default:
+			c.fail(ErrReset)
+		}
+		return
+	}
+
+	// Fourth: SYN in a synchronized state (RFC 5961 section 4).
+	if g.has(wire.TCPFlagSYN) {
+		if c.state == StateSynReceived && g.seq == c.irs && !g.has(wire.TCPFlagACK) {
+			// Retransmitted SYN: resend the SYN-ACK.
+			c.sndNxt = c.iss
+			return
+		}
+		inc(&st.TCPChallengeAck)
+		c.ackNow = true
+		return
+	}
+
+	// Trim to the window: drop what we already have, cut what does not fit.
+	if d := c.rcvNxt.sub(g.seq); d > 0 {
+		if d > len(g.payload) {
+			// Only a FIN (or nothing) is new.
+			d -= len(g.payload)
+			g.payload = g.payload[:0]
+			if d > 0 {
+				g.flags &^= wire.TCPFlagFIN
+			}
+		} else {
+			g.payload = g.payload[d:]
+		}
+		g.seq = c.rcvNxt
+	}
+	if room := wnd - g.seq.sub(c.rcvNxt); len(g.payload) > room {
+		if room < 0 {
+			room = 0
+		}
+		g.payload = g.payload[:room]
+		g.flags &^= wire.TCPFlagFIN
+	}
+
+	// Fifth: ACK.
+	if !g.has(wire.TCPFlagACK) {
+		return
+	}
+	if c.state == StateSynReceived {
+		if g.ack.leq(c.sndUna) || g.ack.gt(c.sndMax) {
+			c.s.queueRST(g.srcMAC, g.src, g.dport, g.sport, g.ack, 0, wire.TCPFlagRST)
+			return
+		}
+		c.sndUna = c.iss + 1
+		if c.sndNxt.lt(c.sndUna) {
+			c.sndNxt = c.sndUna
+		}
+		c.sndWnd = g.wnd << c.sndSh
+		c.maxWnd = max(c.maxWnd, c.sndWnd)
+		c.sndWl1, c.sndWl2 = g.seq, g.ack
+		c.rtoAt = Never
+		c.retries = 0
+		c.rttSample(now, g.ack)
+		if c.finQ {
+			c.setState(StateFinWait1)
+		} else {
+			c.setState(StateEstablished)
+		}
+		if c.lst != nil {
+			c.lst.established(c)
+		}
+	}
+	if !c.processAck(now, g) {
+		return
+	}
+	if c.freed {
+		return
+	}
+
+	// Seventh: segment text.
+	if len(g.payload) > 0 || g.has(wire.TCPFlagFIN) {
+		if c.appClosed && len(g.payload) > 0 && c.state != StateTimeWait {
+			// Data for a closed socket: reset, like Linux (RFC 9293 3.10.7.4 seventh, note).
+			c.s.queueRST(c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
+			c.hardErr = ErrReset
+			c.s.free(c)
+			return
+		}
+		c.receive(now, g)
+	}
+}
+
+func (c *TCPConn) inWindow(s seq, wnd int) bool {
+	return s.geq(c.rcvNxt) && s.lt(c.rcvNxt.add(wnd))
+}
+
+// processAck handles the ACK field in a synchronized state; it returns false
+// when the segment must be dropped.
+func (c *TCPConn) processAck(now Time, g *segment) bool {
+	if g.ack.gt(c.sndMax) {
+		// ACK for something not yet sent: ACK and drop (3.10.7.4).
+		c.ackNow = true
+		return false
+	}
+	wnd := g.wnd << c.sndSh
+	if g.ack.lt(c.sndUna) {
+		return true // old duplicate, ignore the ACK
+	}
+	acked := g.ack.sub(c.sndUna)
+	if acked > 0 {
+		c.newAck(now, g.ack, acked)
+	} else if len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd && c.sndMax != c.sndUna {
+		c.dupAck()
+	}
+	// Window update (3.10.7.4, SND.WL1/SND.WL2 rule).
+	if c.sndWl1.lt(g.seq) || (c.sndWl1 == g.seq && c.sndWl2.leq(g.ack)) {
+		c.sndWnd = wnd
+		c.maxWnd = max(c.maxWnd, wnd)
+		c.sndWl1, c.sndWl2 = g.seq, g.ack
+		if wnd > 0 {
+			c.persistAt = Never
+			c.persistIv = 0
+		}
+	}
+	// FIN acknowledged?
+	if c.finQ && !c.finAckd && c.finSent() && g.ack == c.finSeq()+1 {
+		c.finAckd = true
+		switch c.state {
+		case StateFinWait1:
+			c.setState(StateFinWait2)
+			if c.appClosed {
+				c.closeAt = now + finWait2Timeout
+			}
+		case StateClosing:
+			c.enterTimeWait(now)
+		case StateLastAck:
+			c.s.free(c)
+			return false
+		}
+	}
+	return true
+}
+
+func (c *TCPConn) finSeq() seq   { return c.bufSeq.add(c.sndBuf.Len()) }
+func (c *TCPConn) finSent() bool { return c.sndMax.gt(c.finSeq()) }
+
+// newAck handles an ACK that advances SND.UNA by acked.
+func (c *TCPConn) newAck(now Time, ack seq, acked int) {
+	c.rttSample(now, ack)
+	// Release acknowledged data from the send buffer.
+	if d := ack.sub(c.bufSeq); d > 0 {
+		d = min(d, c.sndBuf.Len())
+		c.sndBuf.discard(d)
+		c.bufSeq = c.bufSeq.add(d)
+		c.wake()
+	}
+	c.sndUna = ack
+	if c.sndNxt.lt(ack) {
+		c.sndNxt = ack
+	}
+	c.retries = 0
+	// Congestion control (RFC 5681 3.1, RFC 6582 3.2).
+	mss := uint32(c.mss)
+	switch {
+	case c.recovery && ack.geq(c.recover):
+		c.recovery = false
+		c.cwnd = min(c.ssthresh, uint32(max(c.sndMax.sub(ack), 0))+mss)
+	case c.recovery:
+		// Partial ACK: retransmit the next hole, deflate.
+		c.rtxOne = true
+		if uint32(acked) < c.cwnd {
+			c.cwnd -= uint32(acked)
+		}
+		c.cwnd += mss
+	case c.cwnd < c.ssthresh:
+		c.cwnd += min(uint32(acked), mss)
+	default:
+		c.cwnd += max(mss*mss/c.cwnd, 1)
+	}
+	if !c.recovery && c.sndUna.sub(c.recover) > 1<<30 {
+		c.recover = c.sndUna - 1 // keep RFC 6582's comparison valid across wrap
+	}
+	c.dupAcks = 0
+	if c.sndUna == c.sndMax {
+		c.rtoAt = Never
+	} else {
+		c.rtoAt = now + c.rto
+	}
+}
+
+// dupAck counts duplicate ACKs; the third starts fast retransmit (RFC 5681 3.2).
+func (c *TCPConn) dupAck() {
+	c.dupAcks++
+	mss := uint32(c.mss)
+	if c.recovery {
+		c.cwnd += mss
+		return
+	}
+	if c.dupAcks == 3 && c.sndUna.gt(c.recover) {
+		flight := uint32(c.sndMax.sub(c.sndUna))
+		c.ssthresh = max(flight/2, 2*mss)
+		c.cwnd = c.ssthresh + 3*mss
+		c.recovery = true
+		c.recover = c.sndMax
+		c.rtxOne = true
+		inc(&c.s.stats.TCPFastRetrans)
+	}
+}
+
+// rttSample updates SRTT/RTTVAR/RTO when ack covers the timed segment
+// (RFC 6298 section 2; Karn's rule: timing is off after a retransmission).
+func (c *TCPConn) rttSample(now Time, ack seq) {
+	if !c.rttOn || ack.lt(c.rttSeq) {
+		return
+	}
+	c.rttOn = false
+	r := now - c.rttAt
+	if r < 0 {
+		r = 0
+	}
+	if c.srtt == 0 {
+		c.srtt = r
+		c.rttvar = r / 2
+	} else {
+		d := c.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		c.rttvar = (3*c.rttvar + d) / 4
+		c.srtt = (7*c.srtt + r) / 8
+	}
+	c.rto = c.srtt + max(Millisecond, 4*c.rttvar)
+	c.rto = min(max(c.rto, rtoMin), rtoMax)
+}
+
+// receive places segment text in the receive ring (in order or out of order)
+// and handles FIN (RFC 9293 3.10.7.4 seventh and eighth).
+func (c *TCPConn) receive(now Time, g *segment) {
+	st := c.s.stats
+	switch c.state {
+	case StateEstablished, StateFinWait1, StateFinWait2:
+	default:
+		// CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the peer already sent FIN.
+		c.ackNow = true
+		return
+	}
+	c.ackNow = true
+	off := g.seq.sub(c.rcvNxt)
+	if len(g.payload) > 0 {
+		n := c.rcvBuf.writeAt(off, g.payload)
+		if n == 0 {
+			return
+		}
+		add(&st.TCPBytesIn, uint64(n))
+		if off == 0 {
+			c.advance(n)
+		} else if !c.addOOO(g.seq, g.seq.add(n)) {
+			inc(&st.TCPOOODropped)
+			return
+		} else {
+			inc(&st.TCPOOOQueued)
+		}
+	}
+	if g.has(wire.TCPFlagFIN) {
+		fs := g.seq.add(len(g.payload))
+		if fs != c.rcvNxt {
+			c.oooFin, c.oooFinS = true, fs
+			return
+		}
+		c.finReceived(now)
+	} else if c.oooFin && c.oooFinS == c.rcvNxt {
+		c.finReceived(now)
+	}
+}
+
+// advance commits n in-order bytes and any out-of-order ranges they join.
+func (c *TCPConn) advance(n int) {
+	end := c.rcvNxt.add(n)
+	for changed := true; changed; {
+		changed = false
+		for i := 0; i < c.nooo; i++ {
+			r := c.ooo[i]
+			if r.start.leq(end) {
+				end = seqMax(end, r.end)
+				c.nooo--
+				c.ooo[i] = c.ooo[c.nooo]
+				changed = true
+				i--
+			}
+		}
+	}
+	c.rcvBuf.commit(end.sub(c.rcvNxt))
+	c.rcvNxt = end
+	c.wake()
+}
+
+// addOOO records [start,end) as received beyond rcvNxt, merging ranges it
+// touches; false if it needs a new range and all maxOOO are in use.
+func (c *TCPConn) addOOO(start, end seq) bool {
+	for i := 0; i < c.nooo; {
+		r := c.ooo[i]
+		if start.leq(r.end) && end.geq(r.start) {
+			if r.start.lt(start) {
+				start = r.start
+			}
+			end = seqMax(end, r.end)
+			c.nooo--
+			c.ooo[i] = c.ooo[c.nooo]
+			continue
+		}
+		i++
+	}
+	if c.nooo == maxOOO {
+		return false
+	}
+	c.ooo[c.nooo] = oooRange{start, end}
+	c.nooo++
+	return true
+}
+
+func (c *TCPConn) finReceived(now Time) {
+	c.oooFin = false
+	c.rcvNxt++
+	c.finRcvd = true
+	c.ackNow = true
+	switch c.state {
+	case StateEstablished:
+		c.setState(StateCloseWait)
+	case StateFinWait1:
+		if c.finAckd {
+			c.enterTimeWait(now)
+		} else {
+			c.setState(StateClosing)
+		}
+	case StateFinWait2:
+		c.enterTimeWait(now)
+	}
+	c.wake()
+}
+
+func (c *TCPConn) enterTimeWait(now Time) {
+	c.setState(StateTimeWait)
+	c.rtoAt = Never
+	c.persistAt = Never
+	c.closeAt = now + timeWaitLen
+}
+
+// inputSynSent handles a segment in SYN-SENT (RFC 9293 3.10.7.3).
+func (c *TCPConn) inputSynSent(now Time, g *segment) {
+	s := c.s
+	ackOK := false
+	if g.has(wire.TCPFlagACK) {
+		if g.ack.leq(c.iss) || g.ack.gt(c.sndMax) {
+			if !g.has(wire.TCPFlagRST) {
+				s.queueRST(g.srcMAC, g.src, g.dport, g.sport, g.ack, 0, wire.TCPFlagRST)
+			}
+			return
+		}
+		ackOK = true
+	}
+	if g.has(wire.TCPFlagRST) {
+		if ackOK {
+			inc(&s.stats.TCPRstsRecv)
+			c.fail(ErrRefused)
+		}
+		return
+	}
+	if !g.has(wire.TCPFlagSYN) {
+		return
+	}
+	c.irs = g.seq
+	c.rcvNxt = g.seq + 1
+	c.rcvAdv = c.rcvNxt
+	c.takeSynOptions(g)
+	c.ackNow = true
+	if ackOK {
+		c.sndUna = g.ack
+		c.sndNxt = seqMax(c.sndNxt, g.ack)
+		c.sndWnd = g.wnd << c.sndSh
+		c.maxWnd = c.sndWnd
+		c.sndWl1, c.sndWl2 = g.seq, g.ack
+		c.rtoAt = Never
+		c.retries = 0
+		c.rttSample(now, g.ack)
+		if c.finQ {
+			c.setState(StateFinWait1)
+		} else {
+			c.setState(StateEstablished)
+		}
+		return
+	}
+	// Simultaneous open: SYN-RECEIVED, resend our SYN as SYN-ACK.
+	c.sndWnd = g.wnd
+	c.sndWl1, c.sndWl2 = g.seq, c.iss
+	c.sndNxt = c.iss
+	c.setState(StateSynReceived)
+}

@@ -1,0 +1,251 @@
+package stackcore
+
+import "ustack/stackcore/wire"
+
+// output emits every segment the connection may send now. It returns false
+// when the Output ran out of buffers.
+func (c *TCPConn) output(now Time, out Output) bool {
+	for range 4096 {
+		sent, ok := c.outputOne(now, out)
+		if !ok {
+			return false
+		}
+		if !sent || c.freed {
+			return true
+		}
+	}
+	return true
+}
+
+// outputOne emits at most one segment (smoltcp's dispatch): the handshake
+// segment, a fast retransmission, a window probe, new or go-back-N data with
+// FIN, or a pure ACK. sent reports whether a segment went out.
+func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
+	switch c.state {
+	case StateClosed, StateListen:
+		return false, true
+	case StateSynSent:
+		if c.sndNxt != c.iss {
+			return false, true
+		}
+		return c.emitSyn(now, out, wire.TCPFlagSYN, 0)
+	case StateSynReceived:
+		if c.sndNxt == c.iss {
+			return c.emitSyn(now, out, wire.TCPFlagSYN|wire.TCPFlagACK, c.rcvNxt)
+		}
+		if c.ackNow {
+			return c.emit(now, out, c.sndNxt, 0, false, false)
+		}
+		return false, true
+	case StateTimeWait:
+		if c.ackNow {
+			return c.emit(now, out, c.sndNxt, 0, false, false)
+		}
+		return false, true
+	}
+
+	dataEnd := c.finSeq()
+	if c.rtxOne {
+		// Fast retransmit / NewReno partial ACK: one segment at SND.UNA.
+		c.rtxOne = false
+		if c.sndUna.lt(c.sndMax) {
+			n := min(max(dataEnd.sub(c.sndUna), 0), c.mss)
+			fin := c.finQ && c.sndUna.add(n) == dataEnd && c.finSent()
+			return c.emit(now, out, c.sndUna, n, fin, false)
+		}
+	}
+	if c.probe {
+		// Zero-window probe: an old sequence number draws an ACK with the
+		// current window (as Linux does), without touching the send state.
+		c.probe = false
+		return c.emit(now, out, c.sndUna-1, 0, false, true)
+	}
+	unsent := max(dataEnd.sub(c.sndNxt), 0)
+	usable := max(c.sndUna.add(int(min(c.sndWnd, c.cwnd))).sub(c.sndNxt), 0)
+	n := min(unsent, usable, c.mss)
+	inflight := c.sndNxt != c.sndUna
+	if n > 0 && n < c.mss && n < unsent && uint32(n) < c.maxWnd/2 && inflight {
+		n = 0 // sender silly window avoidance (RFC 9293 3.8.6.2.1)
+	}
+	fin := false
+	if c.finQ && c.sndNxt.add(n) == dataEnd {
+		switch c.state {
+		case StateFinWait1, StateClosing, StateLastAck:
+			fin = true
+		}
+	}
+	if n > 0 || fin {
+		return c.emit(now, out, c.sndNxt, n, fin, false)
+	}
+	if unsent > 0 && c.sndWnd == 0 && !inflight {
+		// Zero window: the persist timer replaces the retransmission timer.
+		c.rtoAt = Never
+		if c.persistAt == Never {
+			c.persistIv = max(c.rto, rtoMin)
+			c.persistAt = now + c.persistIv
+		}
+	}
+	if c.ackNow {
+		return c.emit(now, out, c.sndNxt, 0, false, false)
+	}
+	return false, true
+}
+
+// advertise returns the window field for an outgoing segment and records the
+// right edge (receiver silly window avoidance, RFC 9293 3.8.6.2.2; the edge
+// never moves left).
+func (c *TCPConn) advertise() uint16 {
+	edge := c.rcvNxt.add(c.rcvBuf.Free())
+	if edge.sub(c.rcvAdv) < c.swsThreshold() && c.rcvAdv.geq(c.rcvNxt) {
+		edge = c.rcvAdv
+	}
+	w := max(edge.sub(c.rcvNxt), 0) >> c.rcvSh
+	if w > 0xffff {
+		w = 0xffff
+	}
+	c.rcvAdv = seqMax(c.rcvAdv, c.rcvNxt.add(w<<c.rcvSh))
+	return uint16(w)
+}
+
+func (c *TCPConn) emitSyn(now Time, out Output, flags uint8, ack seq) (bool, bool) {
+	buf := out.AllocTx()
+	if buf == nil {
+		inc(&c.s.stats.DropTxNoBuffer)
+		return false, false
+	}
+	ws := -1
+	if flags&wire.TCPFlagACK == 0 || c.wsOK {
+		ws = int(c.rcvSh)
+	}
+	wnd := uint16(min(c.rcvBuf.Free(), 0xffff))
+	if flags&wire.TCPFlagACK != 0 {
+		c.rcvAdv = c.rcvNxt.add(int(wnd))
+	}
+	retrans := c.sndMax != c.iss
+	n := c.s.encodeTCPOpt(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.iss, ack, flags, wnd, nil, 0, 0,
+		uint16(c.s.mss), ws)
+	out.SubmitTx(buf, n)
+	if retrans {
+		inc(&c.s.stats.TCPRetransSegs)
+		c.rttOn = false
+	} else {
+		c.rttOn, c.rttSeq, c.rttAt = true, c.iss+1, now
+	}
+	c.sndNxt = c.iss + 1
+	c.sndMax = seqMax(c.sndMax, c.sndNxt)
+	if c.rtoAt == Never {
+		c.rtoAt = now + c.rto
+	}
+	c.ackNow = false
+	return true, true
+}
+
+// emit sends one segment at sq with n bytes from the send buffer and FIN if
+// fin. probe segments leave the send state alone.
+func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bool, bool) {
+	buf := out.AllocTx()
+	if buf == nil {
+		inc(&c.s.stats.DropTxNoBuffer)
+		return false, false
+	}
+	flags := uint8(wire.TCPFlagACK)
+	dataEnd := c.finSeq()
+	if n > 0 && sq.add(n) == dataEnd {
+		flags |= wire.TCPFlagPSH
+	}
+	if fin {
+		flags |= wire.TCPFlagFIN
+	}
+	wnd := c.advertise()
+	fl := c.s.encodeTCPOpt(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, sq, c.rcvNxt, flags, wnd,
+		&c.sndBuf, sq.sub(c.bufSeq), n, 0, -1)
+	out.SubmitTx(buf, fl)
+	c.ackNow = false
+	if probe {
+		return true, true
+	}
+	l := n
+	if fin {
+		l++
+	}
+	if l == 0 {
+		return true, true
+	}
+	if sq.lt(c.sndMax) {
+		inc(&c.s.stats.TCPRetransSegs)
+		c.rttOn = false // Karn's rule
+	} else if !c.rttOn {
+		c.rttOn, c.rttSeq, c.rttAt = true, sq.add(l), now
+	}
+	end := sq.add(l)
+	if end.gt(c.sndNxt) {
+		c.sndNxt = end
+	}
+	c.sndMax = seqMax(c.sndMax, end)
+	if c.rtoAt == Never {
+		c.rtoAt = now + c.rto
+	}
+	return true, true
+}
+
+// timers runs the connection's due timers (smoltcp's Timer values).
+func (c *TCPConn) timers(now Time) {
+	if c.appClosed && c.state == StateFinWait2 && c.closeAt == Never {
+		c.closeAt = now + finWait2Timeout
+	}
+	if c.closeAt <= now {
+		c.s.free(c)
+		return
+	}
+	if c.rtoAt <= now {
+		c.onRTO(now)
+		if c.freed {
+			return
+		}
+	}
+	if c.persistAt <= now {
+		c.probe = true
+		c.persistIv = min(c.persistIv*2, persistMax)
+		c.persistAt = now + c.persistIv
+	}
+}
+
+// onRTO is the retransmission timeout (RFC 6298 5.4-5.6, RFC 5681 3.1):
+// back off, collapse cwnd, and go back to SND.UNA.
+func (c *TCPConn) onRTO(now Time) {
+	c.retries++
+	limit := dataRetries
+	if c.state == StateSynSent || c.state == StateSynReceived {
+		limit = synRetries
+	}
+	if c.retries > limit {
+		inc(&c.s.stats.TCPTimeouts)
+		if c.state == StateSynReceived && c.lst != nil {
+			c.s.free(c)
+			return
+		}
+		c.fail(ErrTimedOut)
+		return
+	}
+	inc(&c.s.stats.TCPTimeouts)
+	mss := uint32(c.mss)
+	flight := uint32(max(c.sndMax.sub(c.sndUna), 0))
+	c.ssthresh = max(flight/2, 2*mss)
+	c.cwnd = mss
+	c.recovery = false
+	c.recover = c.sndMax
+	c.dupAcks = 0
+	c.rtxOne = false
+	c.sndNxt = c.sndUna
+	c.rttOn = false
+	c.rto = min(2*c.rto, rtoMax)
+	c.rtoAt = now + c.rto
+}
+
+// deadline is the earliest timer of the connection.
+func (c *TCPConn) deadline() Time {
+	if c.freed {
+		return Never
+	}
+	return min(c.rtoAt, c.persistAt, c.closeAt)
+}

@@ -1,0 +1,63 @@
+package wire
+
+import (
+	"encoding/binary"
+	"math/bits"
+)
+
+// Checksum returns the 16-bit one's complement sum of b added to initial,
+// folded but not complemented. Feed the result back in as initial to sum
+// several pieces; each piece except the last must have even length.
+// It sums 8 bytes per step with carries (RFC 1071 section 4.1, RFC 1624).
+func Checksum(b []byte, initial uint32) uint32 {
+	var sum uint64 = uint64(initial)
+	var carry uint64
+	for len(b) >= 32 {
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[0:8]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[8:16]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[16:24]), carry)
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b[24:32]), carry)
+		b = b[32:]
+	}
+	for len(b) >= 8 {
+		sum, carry = bits.Add64(sum, binary.BigEndian.Uint64(b), carry)
+		b = b[8:]
+	}
+	sum, carry = bits.Add64(sum, 0, carry)
+	sum += carry
+	if len(b) >= 4 {
+		sum, carry = bits.Add64(sum, uint64(binary.BigEndian.Uint32(b)), 0)
+		sum += carry
+		b = b[4:]
+	}
+	if len(b) >= 2 {
+		sum, carry = bits.Add64(sum, uint64(binary.BigEndian.Uint16(b)), 0)
+		sum += carry
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum, carry = bits.Add64(sum, uint64(b[0])<<8, 0)
+		sum += carry
+	}
+	// Fold 64 -> 16 bits.
+	sum = (sum >> 32) + (sum & 0xffffffff)
+	sum = (sum >> 32) + (sum & 0xffffffff)
+	sum = (sum >> 16) + (sum & 0xffff)
+	sum = (sum >> 16) + (sum & 0xffff)
+	sum = (sum >> 16) + (sum & 0xffff)
+	return uint32(sum)
+}
+
+// PseudoHeaderChecksum is the partial sum of the IPv4 pseudo-header
+// (RFC 9293 section 3.1): source, destination, zero, protocol, length.
+func PseudoHeaderChecksum(proto uint8, src, dst [4]byte, length uint16) uint32 {
+	s := uint32(binary.BigEndian.Uint16(src[0:2])) + uint32(binary.BigEndian.Uint16(src[2:4])) +
+		uint32(binary.BigEndian.Uint16(dst[0:2])) + uint32(binary.BigEndian.Uint16(dst[2:4])) +
+		uint32(proto) + uint32(length)
+	s = (s >> 16) + (s & 0xffff)
+	s = (s >> 16) + (s & 0xffff)
+	return s
+}
+
+// Finish complements a folded sum into the value stored in a header.
+func Finish(sum uint32) uint16 { return ^uint16(sum) }
