@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strconv"
@@ -269,11 +270,16 @@ func clip(b []byte) []byte {
 
 // Run runs name in namespace ns and waits for it, at most timeout.
 func Run(ns string, env []string, timeout time.Duration, name string, args ...string) *Result {
+	return RunStdin(ns, env, timeout, nil, name, args...)
+}
+
+// RunStdin is Run with the program's standard input read from stdin.
+func RunStdin(ns string, env []string, timeout time.Duration, stdin io.Reader, name string, args ...string) *Result {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := Command(ctx, ns, env, name, args...)
 	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &stdout, &stderr
 	start := time.Now()
 	r := &Result{Code: -1}
 	r.Err = cmd.Start()

@@ -1,0 +1,71 @@
+# ustack — see README.md. Targets: deps build test demo bench fuzz clean.
+SHELL := /bin/bash
+GO    ?= go
+BUILD := build
+
+# Unit packages: run with the race detector.
+UNIT_PKGS := ./stackcore/... ./nic/... ./shm/... ./shim/... ./cmd/...
+# Per fuzz target: short in `make test`, long in `make fuzz`.
+FUZZTIME      ?= 10s
+LONG_FUZZTIME ?= 5m
+
+# binary:package pairs installed by `make deps` when the binary is missing.
+DEPS := ip:iproute2 ss:iproute2 ethtool:ethtool curl:curl socat:socat sockperf:sockperf \
+	iperf3:iperf3 /usr/bin/python3:python3 gcc:gcc make:make ping:iputils-ping \
+	/usr/bin/time:time sha256sum:coreutils timeout:coreutils
+
+C_SRCS := $(wildcard tests/c/*.c)
+C_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(C_SRCS))
+
+.PHONY: all deps build test unit e2e fuzz-short fuzz demo bench clean
+
+all: build
+
+deps:
+	@missing=""; \
+	for d in $(DEPS); do \
+		bin=$${d%%:*}; pkg=$${d#*:}; \
+		command -v $$bin >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "deps: installing$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	else echo "deps: system packages present"; fi
+	@command -v $(GO) >/dev/null || { echo "deps: Go toolchain not found (need Go 1.26 in PATH)"; exit 1; }
+	$(GO) mod download
+
+build: $(BUILD)/libustack.so $(BUILD)/onloadctl $(C_BINS)
+
+# Always rebuilt: go build is incremental and knows the real dependencies.
+.PHONY: $(BUILD)/libustack.so $(BUILD)/onloadctl
+$(BUILD)/libustack.so:
+	@mkdir -p $(BUILD)
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $@ ./preload
+
+$(BUILD)/onloadctl:
+	@mkdir -p $(BUILD)
+	$(GO) build -o $@ ./cmd/onloadctl
+
+$(BUILD)/tests/%: tests/c/%.c
+	@mkdir -p $(BUILD)/tests
+	gcc -O2 -Wall -Wextra -o $@ $<
+
+test: deps build
+	@echo "== gofmt"; out=$$(gofmt -l $$(find . -name '*.go' -not -path './build/*')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	@echo "== go vet"; $(GO) vet ./...
+	@echo "== unit tests (-race)"; $(GO) test -race -count=1 -timeout 8m $(UNIT_PKGS)
+	@echo "== fuzz ($(FUZZTIME) per target)"; scripts/fuzz.sh $(FUZZTIME)
+	@echo "== end-to-end"; $(GO) test -v -count=1 -timeout 15m ./tests/...
+
+fuzz: deps
+	scripts/fuzz.sh $(LONG_FUZZTIME)
+
+demo: deps build
+	scripts/demo.sh
+
+bench: deps build
+	scripts/bench.sh
+
+clean:
+	rm -rf $(BUILD)
