@@ -250,3 +250,36 @@ func TestNoAllocs(t *testing.T) {
 		t.Fatalf("RefreshKernelStats: %v allocs", a)
 	}
 }
+
+func TestPollFd(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+		t.Fatal(err)
+	}
+	pfd := []unix.PollFd{{Fd: int32(s.Fd()), Events: unix.POLLIN}}
+	if k, _ := unix.Poll(pfd, 50); k != 0 {
+		t.Fatalf("poll on an idle socket returned %d (revents %#x)", k, pfd[0].Revents)
+	}
+	c := udpConnB(t, n, "10.99.0.2:0")
+	c.WriteTo([]byte("wake"), &net.UDPAddr{IP: net.IP(ipA[:]), Port: 9000})
+	pfd[0].Revents = 0
+	if k, err := unix.Poll(pfd, 3000); k != 1 || pfd[0].Revents&unix.POLLIN == 0 {
+		t.Fatalf("poll after a steered datagram: %d %v revents %#x", k, err, pfd[0].Revents)
+	}
+	frames := make([][]byte, 4)
+	if k := s.Receive(frames); k != 1 {
+		t.Fatalf("Receive returned %d", k)
+	}
+	s.ReleaseRx()
+}
+
+func TestMTUTooLarge(t *testing.T) {
+	n := newTestNet(t)
+	run(t, "ip", "-n", n.NsA, "link", "set", "dev", n.VethA, "mtu", "3000")
+	_, err := in(t, n.hA, func() (*Socket, error) { return Open(n.VethA, 0, Options{FrameSize: 2048}) })
+	if err == nil {
+		t.Fatal("Open accepted mtu 3000 with 2048-byte frames")
+	}
+	t.Log(err)
+}

@@ -7,6 +7,22 @@
 // Steer and Unsteer edit the steering map. A Socket is not safe for
 // concurrent use except for Steer, Unsteer, Mode, Stats and
 // RefreshKernelStats.
+//
+// Open works in the calling thread's network namespace (lock the goroutine
+// to a thread that entered it). Half the UMEM frames (at most a ring's
+// worth) circulate through the fill and RX rings, the rest serve AllocTx.
+//
+// Kernel behaviour worth knowing:
+//   - veth supports native XDP but not zero copy: Mode is "native/copy".
+//     In copy mode the kernel sends only on sendto, so the TX ring always
+//     asks for a wake-up and every Flush with queued frames is a syscall.
+//   - Closing an AF_XDP socket releases its queue from a workqueue, so an
+//     immediate re-Open can see EBUSY at bind; Open retries for a while.
+//   - Only the first fragment of a datagram carries ports: it is steered
+//     and the later fragments go to the kernel, so fragmented datagrams to
+//     a steered port are not reassembled anywhere.
+//   - The interface MTU plus the Ethernet header must fit in a frame after
+//     the kernel's 256 bytes of XDP headroom; Open checks it.
 package xdp
 
 import (
@@ -124,6 +140,10 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 		return nil, fmt.Errorf("xdp: looking up %s: %w", ifname, err)
 	}
 	s.ifidx = l.Attrs().Index
+	if mtu := l.Attrs().MTU; mtu+ethHdrLen > opts.FrameSize-unix.XDP_PACKET_HEADROOM {
+		return nil, fmt.Errorf("xdp: %s: mtu %d does not fit a %d-byte frame after %d bytes of headroom",
+			ifname, mtu, opts.FrameSize, unix.XDP_PACKET_HEADROOM)
+	}
 	if x := l.Attrs().Xdp; x != nil && x.Attached {
 		return nil, fmt.Errorf("xdp: %s: program id %d: %w", ifname, x.ProgId, ErrBusy)
 	}
