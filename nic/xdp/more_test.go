@@ -283,3 +283,34 @@ func TestMTUTooLarge(t *testing.T) {
 	}
 	t.Log(err)
 }
+
+// TestIPOptions checks the program finds the ports behind a longer IPv4
+// header (IHL 6: four bytes of options).
+func TestIPOptions(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+		t.Fatal(err)
+	}
+	c := udpConnB(t, n, "10.99.0.2:0")
+	rc, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	rc.Control(func(fd uintptr) {
+		serr = unix.SetsockoptString(int(fd), unix.IPPROTO_IP, unix.IP_OPTIONS, "\x01\x01\x01\x00")
+	})
+	if serr != nil {
+		t.Fatalf("IP_OPTIONS: %v", serr)
+	}
+	msg := []byte("with options")
+	c.WriteTo(msg, &net.UDPAddr{IP: net.IP(ipA[:]), Port: 9000})
+	f := receiveMatch(t, s, 3*time.Second, func(f []byte) bool { p, _ := udpPayload(f); return bytes.Equal(p, msg) })
+	if f == nil {
+		t.Fatal("datagram with IP options not steered")
+	}
+	if ihl := f[14] & 0x0f; ihl != 6 {
+		t.Fatalf("IHL %d, want 6", ihl)
+	}
+}
