@@ -306,3 +306,14 @@ func (tp *Topo) RunA(env []string, timeout time.Duration, name string, args ...s
 func (tp *Topo) RunB(env []string, timeout time.Duration, name string, args ...string) *Result {
 	return Run(tp.NSB, env, timeout, name, args...)
 }
+
+// RunStdinA runs name in namespace A with standard input from stdin.
+func (tp *Topo) RunStdinA(env []string, stdin io.Reader, timeout time.Duration, name string, args ...string) *Result {
+	return RunStdin(tp.NSA, env, timeout, stdin, name, args...)
+}
+
+// RunStdinB runs name in namespace B (the kernel side, no extra environment)
+// with standard input from stdin.
+func (tp *Topo) RunStdinB(stdin io.Reader, timeout time.Duration, name string, args ...string) *Result {
+	return RunStdin(tp.NSB, nil, timeout, stdin, name, args...)
+}
