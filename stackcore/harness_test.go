@@ -2,6 +2,7 @@ package stackcore
 
 import (
 	"testing"
+	"ustack/stackcore/wire"
 
 	"ustack/nic/pair"
 )
@@ -99,13 +100,21 @@ func (n *testNet) advance(limit Time) bool {
 func (n *testNet) runUntil(dur Time, cond func() bool) bool {
 	end := n.now + dur
 	n.settle()
-	for !cond() {
+	for i := 0; ; i++ {
+		if cond() {
+			return true
+		}
+		if n.step() {
+			continue
+		}
 		if n.now >= end {
 			return false
 		}
 		n.advance(end)
+		if i > 10_000_000 {
+			n.t.Fatal("runUntil: no progress")
+		}
 	}
-	return true
 }
 
 // connect opens a listener on b and connects a to it, returning both ends.
@@ -188,3 +197,27 @@ func (n *testNet) transfer(w, r *TCPConn, data []byte, fin bool, dur Time) []byt
 	}
 	return got
 }
+
+// tcpOf returns the TCP header of an Ethernet/IPv4/TCP frame built by us.
+func tcpOf(f []byte) wire.TCP {
+	ip := wire.IPv4(f[wire.EthHeaderLen:])
+	return wire.TCP(ip.Payload())
+}
+
+// dropNth returns a hook dropping the k-th (from 0) frame that matches pred.
+func dropNth(k int, pred func(tcp wire.TCP) bool) (pair.Hook, *int) {
+	seen, dropped := 0, new(int)
+	return func(_ uint64, f []byte) bool {
+		if !pred(tcpOf(f)) {
+			return false
+		}
+		seen++
+		if seen-1 == k {
+			*dropped++
+			return true
+		}
+		return false
+	}, dropped
+}
+
+func hasData(tcp wire.TCP) bool { return len(tcp.Payload()) > 0 }

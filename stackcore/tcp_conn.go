@@ -48,6 +48,7 @@ const (
 	dataRetries     = 15
 	initialCwndSegs = 10
 	maxOOO          = 4
+	maxDupOwed      = 16 // immediate duplicate ACKs per connection per Poll
 	defaultPeerMSS  = 536
 )
 
@@ -115,6 +116,7 @@ type TCPConn struct {
 	oooFin  bool // a FIN was seen beyond rcvNxt, at oooFinS
 	oooFinS seq
 	ackNow  bool // send an ACK at the next Poll
+	dupOwed int  // extra immediate duplicate ACKs owed for out-of-order segments
 
 	err       error // pending error (SO_ERROR)
 	hardErr   error // sticky error for Read/Write

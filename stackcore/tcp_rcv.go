@@ -315,6 +315,11 @@ func (c *TCPConn) receive(now Time, g *segment) {
 			return
 		} else {
 			inc(&st.TCPOOOQueued)
+			// RFC 5681 3.2: one duplicate ACK per out-of-order segment, even
+			// when several arrive in one batch, so fast retransmit works.
+			if c.dupOwed < maxDupOwed {
+				c.dupOwed++
+			}
 		}
 	}
 	if g.has(wire.TCPFlagFIN) {

@@ -85,7 +85,10 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 			c.persistAt = now + c.persistIv
 		}
 	}
-	if c.ackNow {
+	if c.ackNow || c.dupOwed > 0 {
+		if c.dupOwed > 0 {
+			c.dupOwed--
+		}
 		return c.emit(now, out, c.sndNxt, 0, false, false)
 	}
 	return false, true
