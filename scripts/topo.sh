@@ -1,0 +1,51 @@
+# Sourced by demo.sh and bench.sh: the same two-namespace topology as
+# tests/topo (see there): namespace A (accelerated, veth $IFA, $ADDRA) and
+# namespace B (kernel peer, veth $IFB, $ADDRB). Names are unique per run.
+# On $IFB TX checksum offload and TSO/GSO/GRO are off, so frames reaching $IFA
+# carry full checksums.
+
+topo_up() {
+	local id x y
+	id=$(head -c 3 /dev/urandom | od -An -tx1 | tr -d ' \n')
+	x=$((100 + RANDOM % 100)); y=$((RANDOM % 256))
+	NSA="ustk-$$-$id-a"; NSB="ustk-$$-$id-b"
+	IFA="usa$id"; IFB="usb$id"
+	ADDRA="10.$x.$y.1"; ADDRB="10.$x.$y.2"
+	ip netns add "$NSA"
+	ip netns add "$NSB"
+	for ns in "$NSA" "$NSB"; do
+		ip netns exec "$ns" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
+	done
+	ip link add "$IFA" netns "$NSA" type veth peer name "$IFB" netns "$NSB"
+	ip -n "$NSA" addr add "$ADDRA/24" dev "$IFA"
+	ip -n "$NSB" addr add "$ADDRB/24" dev "$IFB"
+	ip netns exec "$NSB" ethtool -K "$IFB" tx off tso off gso off gro off >/dev/null
+	ip -n "$NSA" link set lo up; ip -n "$NSB" link set lo up
+	ip -n "$NSA" link set "$IFA" up; ip -n "$NSB" link set "$IFB" up
+	local i
+	for i in $(seq 100); do
+		ip -n "$NSA" -o link show "$IFA" | grep -q LOWER_UP && break
+		sleep 0.05
+	done
+	echo "topology: $NSA/$IFA $ADDRA <-> $NSB/$IFB $ADDRB (tx checksum offload, tso, gso, gro off on $IFB)"
+}
+
+topo_down() {
+	local ns p
+	for ns in "${NSA:-}" "${NSB:-}"; do
+		[ -n "$ns" ] && [ -e "/run/netns/$ns" ] || continue
+		for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+		ip netns del "$ns" 2>/dev/null || true
+	done
+}
+
+# wait_listen NS PORT [SECONDS]: wait until a TCP socket listens on PORT in NS.
+wait_listen() {
+	local i n=$(( ${3:-10} * 20 ))
+	for i in $(seq "$n"); do
+		ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q . && return 0
+		sleep 0.05
+	done
+	echo "nothing listens on port $2 in $1" >&2
+	return 1
+}
