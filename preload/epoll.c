@@ -1,0 +1,89 @@
+/* epoll over a mix of kernel and accelerated fds.
+ *
+ * Go keeps the interest list of accelerated members (ustack_epoll_ctl). It also puts one "wake"
+ * epoll fd into the application's epoll set, tagged USTACK_EPOLL_MAGIC, that becomes readable when
+ * a member's eventfd is signalled or frames wait on the AF_XDP fd. epoll_wait asks Go for ready
+ * members first, then sleeps in the real epoll_wait; a wake-up by the magic entry alone means
+ * "ask Go again". */
+#include "intercept.h"
+
+int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
+{
+	USTACK_ENSURE();
+	if (ustack_kind(fd) != USTACK_KIND_TCP)
+		return ustack_real.epoll_ctl(epfd, op, fd, ev);
+	if (ustack_forked_child) {
+		errno = EBADFD;
+		return -1;
+	}
+	return ustack_ret(ustack_epoll_ctl(epfd, op, fd, ev));
+}
+
+/* drop_magic removes the wake entry from evs[0:n] and returns how many remain; *woken is set when
+ * it was there. */
+static int drop_magic(struct epoll_event *evs, int n, int *woken)
+{
+	int k = 0;
+	for (int i = 0; i < n; i++) {
+		if (evs[i].data.u64 == USTACK_EPOLL_MAGIC) {
+			*woken = 1;
+			continue;
+		}
+		evs[k++] = evs[i];
+	}
+	return k;
+}
+
+static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
+{
+	if (max <= 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	long deadline = timeout >= 0 ? ustack_now_ms() + timeout : -1;
+	for (;;) {
+		int n = 0;
+		if (!ustack_forked_child) {
+			long r = ustack_epoll_check(epfd, evs, max);
+			if (r < 0)
+				return ustack_ret(r);
+			n = (int)r;
+		}
+		int wait;
+		if (n > 0) {
+			wait = 0;
+		} else if (deadline >= 0) {
+			long left = deadline - ustack_now_ms();
+			wait = left > 0 ? (int)left : 0;
+		} else {
+			wait = -1;
+		}
+		int m = n < max ? (mask ? ustack_real.epoll_pwait(epfd, evs + n, max - n, wait, mask)
+					: ustack_real.epoll_wait(epfd, evs + n, max - n, wait))
+				: 0;
+		if (m < 0)
+			return n > 0 ? n : -1;
+		int woken = 0;
+		m = drop_magic(evs + n, m, &woken);
+		if (n + m > 0)
+			return n + m;
+		if (!woken && wait >= 0 && (deadline < 0 || ustack_now_ms() >= deadline))
+			return 0;
+	}
+}
+
+int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
+{
+	USTACK_ENSURE();
+	if (ustack_kind(epfd) != USTACK_KIND_EPOLL)
+		return ustack_real.epoll_wait(epfd, evs, max, timeout);
+	return epoll_wait_impl(epfd, evs, max, timeout, NULL);
+}
+
+int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
+{
+	USTACK_ENSURE();
+	if (ustack_kind(epfd) != USTACK_KIND_EPOLL)
+		return ustack_real.epoll_pwait(epfd, evs, max, timeout, mask);
+	return epoll_wait_impl(epfd, evs, max, timeout, mask);
+}

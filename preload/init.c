@@ -1,0 +1,90 @@
+/* Resolution of the real libc symbols, process state shared with Go, fork handling. */
+#include "ustack.h"
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <time.h>
+#include <unistd.h>
+
+struct ustack_fd ustack_fds[USTACK_FDMAX];
+volatile int ustack_xsk_fd = -1;
+volatile int ustack_go_ready;
+volatile int ustack_go_off;
+volatile int ustack_forked_child;
+struct ustack_real ustack_real;
+
+#define RESOLVE(name) ustack_real.name = dlsym(RTLD_NEXT, #name)
+
+/* A fork child that did not exec has lost the Go runtime's threads: calling into Go would hang.
+ * From here on every interposer goes to libc, and accelerated fds answer EBADFD (see README). */
+static void ustack_atfork_child(void)
+{
+	ustack_forked_child = 1;
+}
+
+void ustack_resolve(void)
+{
+	RESOLVE(bind); RESOLVE(listen); RESOLVE(accept); RESOLVE(accept4); RESOLVE(connect);
+	RESOLVE(shutdown); RESOLVE(close); RESOLVE(dup2); RESOLVE(dup3); RESOLVE(getsockname);
+	RESOLVE(getpeername); RESOLVE(getsockopt); RESOLVE(setsockopt); RESOLVE(read); RESOLVE(write);
+	RESOLVE(readv); RESOLVE(writev); RESOLVE(recv); RESOLVE(recvfrom); RESOLVE(recvmsg);
+	RESOLVE(send); RESOLVE(sendto); RESOLVE(sendmsg); RESOLVE(fcntl); RESOLVE(ioctl);
+	RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect); RESOLVE(epoll_create);
+	RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
+	RESOLVE(sigaction);
+	/* socket last: its pointer doubles as the "resolved" flag of USTACK_ENSURE */
+	__atomic_store_n(&ustack_real.socket, (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket"), __ATOMIC_RELEASE);
+}
+
+__attribute__((constructor)) static void ustack_c_init(void)
+{
+	ustack_resolve();
+	pthread_atfork(NULL, NULL, ustack_atfork_child);
+}
+
+int ustack_ret(long r)
+{
+	if (r < 0) {
+		errno = (int)-r;
+		return -1;
+	}
+	return (int)r;
+}
+
+long ustack_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* ustack_wait blocks the calling thread until fd may be ready for events (POLLIN or POLLOUT), the
+ * stack has frames to process, a signal arrives (-EINTR) or timeout_ms passes (-EAGAIN; -1 = none).
+ * Returns 0 when the caller should call into Go again. */
+int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask)
+{
+	struct pollfd p[3];
+	int n = 0;
+	struct ustack_fd *e = &ustack_fds[fd];
+	if (events & POLLIN) {
+		p[n].fd = e->rx_efd; p[n].events = POLLIN; n++;
+		if (e->extra_fd >= 0) { p[n].fd = e->extra_fd; p[n].events = POLLIN; n++; }
+	} else {
+		p[n].fd = e->tx_efd; p[n].events = POLLIN; n++;
+	}
+	int xsk = ustack_xsk_fd;
+	if (xsk >= 0) { p[n].fd = xsk; p[n].events = POLLIN; n++; }
+	int r;
+	if (mask) {
+		struct timespec ts, *tsp = NULL;
+		if (timeout_ms >= 0) { ts.tv_sec = timeout_ms / 1000; ts.tv_nsec = (timeout_ms % 1000) * 1000000L; tsp = &ts; }
+		r = ustack_real.ppoll(p, n, tsp, mask);
+	} else {
+		r = ustack_real.poll(p, n, timeout_ms);
+	}
+	if (r < 0)
+		return -errno;
+	if (r == 0)
+		return -EAGAIN;
+	return 0;
+}

@@ -1,0 +1,46 @@
+/* The shape every interposer shares (after Onload's sockcall_intercept.c): make sure the real
+ * symbols are known, go straight to libc when the fd is not ours, refuse in a fork child, call Go,
+ * and fall back to libc when Go answers USTACK_PASS. */
+#ifndef USTACK_INTERCEPT_H
+#define USTACK_INTERCEPT_H
+#include "ustack.h"
+#include "_cgo_export.h"
+#include <errno.h>
+
+#define USTACK_PROLOGUE(fd, realcall)                   \
+	USTACK_ENSURE();                                \
+	if (ustack_kind(fd) != USTACK_KIND_TCP)         \
+		return realcall;                        \
+	if (ustack_forked_child) {                      \
+		errno = EBADFD;                         \
+		return -1;                              \
+	}
+
+/* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, waiting in between for events on fd,
+ * for at most timeout_ms (0 = forever). A signal ends the wait with -EINTR. */
+#define USTACK_BLOCKING(fd, events, timeout_ms, CALL)                                   \
+	({                                                                              \
+		long _r;                                                                \
+		long _dl = (timeout_ms) > 0 ? ustack_now_ms() + (timeout_ms) : -1;       \
+		for (;;) {                                                              \
+			_r = (CALL);                                                    \
+			if (_r != USTACK_WAIT)                                          \
+				break;                                                  \
+			int _t = -1;                                                    \
+			if (_dl >= 0) {                                                 \
+				_t = (int)(_dl - ustack_now_ms());                      \
+				if (_t <= 0) {                                          \
+					_r = -EAGAIN;                                   \
+					break;                                          \
+				}                                                       \
+			}                                                               \
+			int _w = ustack_wait(fd, events, _t, NULL);                     \
+			if (_w == -EINTR) {                                             \
+				_r = -EINTR;                                            \
+				break;                                                  \
+			}                                                               \
+		}                                                                       \
+		_r;                                                                     \
+	})
+
+#endif

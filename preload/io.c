@@ -1,0 +1,181 @@
+/* Interposers for the data calls: read/write, recv/send families and the glibc _chk variants.
+ * All funnel into two Go exports, ustack_recvmsg and ustack_sendmsg, over an iovec. */
+#include "intercept.h"
+#include <limits.h>
+#include <stdlib.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+/* advance drops the first n bytes from the iovec array *iov of *cnt entries (modified in place). */
+static void advance(struct iovec **iov, int *cnt, size_t n)
+{
+	while (*cnt > 0 && n >= (*iov)->iov_len) {
+		n -= (*iov)->iov_len;
+		(*iov)++;
+		(*cnt)--;
+	}
+	if (*cnt > 0 && n > 0) {
+		(*iov)->iov_base = (char *)(*iov)->iov_base + n;
+		(*iov)->iov_len -= n;
+	}
+}
+
+static size_t iov_total(const struct iovec *iov, int cnt)
+{
+	size_t t = 0;
+	for (int i = 0; i < cnt; i++)
+		t += iov[i].iov_len;
+	return t;
+}
+
+/* recv_iov reads into iov like recvmsg(2) on a TCP socket: blocking sockets wait for the first byte
+ * (or for all of them with MSG_WAITALL). */
+static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
+{
+	if (cnt < 0 || cnt > IOV_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct iovec local[cnt > 0 ? cnt : 1];
+	memcpy(local, iov_in, sizeof(struct iovec) * cnt);
+	struct iovec *iov = local;
+	size_t want = iov_total(iov, cnt), got = 0;
+	int tmo = ustack_fds[fd].rcvtimeo_ms;
+	for (;;) {
+		long r = USTACK_BLOCKING(fd, POLLIN, tmo, ustack_recvmsg(fd, iov, cnt, flags));
+		if (r < 0)
+			return got > 0 ? (ssize_t)got : ustack_ret(r);
+		got += r;
+		if (r == 0 || !(flags & MSG_WAITALL) || got >= want || (flags & MSG_PEEK))
+			return got;
+		advance(&iov, &cnt, r);
+	}
+}
+
+/* send_iov writes iov like sendmsg(2): a blocking socket returns only when everything is queued,
+ * or when a signal or an error stops it after part of it (then the part is returned). */
+static ssize_t send_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
+{
+	if (cnt < 0 || cnt > IOV_MAX) {
+		errno = EINVAL;
+		return -1;
+	}
+	struct iovec local[cnt > 0 ? cnt : 1];
+	memcpy(local, iov_in, sizeof(struct iovec) * cnt);
+	struct iovec *iov = local;
+	size_t want = iov_total(iov, cnt), sent = 0;
+	int tmo = ustack_fds[fd].sndtimeo_ms;
+	for (;;) {
+		long r = USTACK_BLOCKING(fd, POLLOUT, tmo, ustack_sendmsg(fd, iov, cnt, flags));
+		if (r < 0) {
+			if (sent > 0)
+				return sent;
+			if (r == -EPIPE && !(flags & MSG_NOSIGNAL))
+				raise(SIGPIPE);
+			return ustack_ret(r);
+		}
+		sent += r;
+		if (sent >= want || r == 0)
+			return sent;
+		advance(&iov, &cnt, r);
+	}
+}
+
+ssize_t read(int fd, void *buf, size_t n)
+{
+	USTACK_PROLOGUE(fd, ustack_real.read(fd, buf, n));
+	struct iovec v = { buf, n };
+	return recv_iov(fd, &v, 1, 0);
+}
+
+ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
+{
+	if (n > buflen)
+		abort(); /* what glibc's __chk_fail does, without the message */
+	return read(fd, buf, n);
+}
+
+ssize_t write(int fd, const void *buf, size_t n)
+{
+	USTACK_PROLOGUE(fd, ustack_real.write(fd, buf, n));
+	struct iovec v = { (void *)buf, n };
+	return send_iov(fd, &v, 1, 0);
+}
+
+ssize_t readv(int fd, const struct iovec *iov, int cnt)
+{
+	USTACK_PROLOGUE(fd, ustack_real.readv(fd, iov, cnt));
+	return recv_iov(fd, iov, cnt, 0);
+}
+
+ssize_t writev(int fd, const struct iovec *iov, int cnt)
+{
+	USTACK_PROLOGUE(fd, ustack_real.writev(fd, iov, cnt));
+	return send_iov(fd, iov, cnt, 0);
+}
+
+ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+	USTACK_PROLOGUE(fd, ustack_real.recv(fd, buf, n, flags));
+	struct iovec v = { buf, n };
+	return recv_iov(fd, &v, 1, flags);
+}
+
+ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
+{
+	if (n > buflen)
+		abort();
+	return recv(fd, buf, n, flags);
+}
+
+ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
+{
+	USTACK_PROLOGUE(fd, ustack_real.recvfrom(fd, buf, n, flags, addr, alen));
+	struct iovec v = { buf, n };
+	ssize_t r = recv_iov(fd, &v, 1, flags);
+	if (r >= 0 && addr && alen)
+		*alen = 0; /* a connected TCP socket reports no source address, like Linux */
+	return r;
+}
+
+ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *addr, socklen_t *alen)
+{
+	if (n > buflen)
+		abort();
+	return recvfrom(fd, buf, n, flags, addr, alen);
+}
+
+ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
+{
+	USTACK_PROLOGUE(fd, ustack_real.recvmsg(fd, msg, flags));
+	ssize_t r = recv_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
+	if (r >= 0) {
+		msg->msg_namelen = 0;
+		msg->msg_controllen = 0;
+		msg->msg_flags = 0;
+	}
+	return r;
+}
+
+ssize_t send(int fd, const void *buf, size_t n, int flags)
+{
+	USTACK_PROLOGUE(fd, ustack_real.send(fd, buf, n, flags));
+	struct iovec v = { (void *)buf, n };
+	return send_iov(fd, &v, 1, flags);
+}
+
+ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen)
+{
+	USTACK_PROLOGUE(fd, ustack_real.sendto(fd, buf, n, flags, addr, alen));
+	/* a connected TCP socket ignores the address (Linux: EISCONN only for a non-NULL one on
+	 * some families; TCP ignores it) */
+	struct iovec v = { (void *)buf, n };
+	return send_iov(fd, &v, 1, flags);
+}
+
+ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
+{
+	USTACK_PROLOGUE(fd, ustack_real.sendmsg(fd, msg, flags));
+	return send_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
+}

@@ -1,0 +1,67 @@
+// Command preload is libustack.so: built with -buildmode=c-shared, its C interposers (the .c files
+// here) take a program's socket calls and hand the accelerated ones to package shim.
+// Nothing here holds policy; it converts C types once and forwards.
+package main
+
+/*
+#cgo CFLAGS: -O2 -Wall -Wno-unused-function
+#cgo LDFLAGS: -ldl
+#include "ustack.h"
+*/
+import "C"
+
+import (
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"ustack/shim"
+)
+
+func main() {}
+
+// eng is the process's engine: one process, one preload, one engine.
+var eng *shim.Engine
+
+func init() {
+	cfg, err := shim.ConfigFromEnv(os.Getenv)
+	if err != nil {
+		os.Stderr.WriteString("ustack: warning: " + err.Error() + "; sockets stay on the kernel\n")
+		C.ustack_go_off = 1
+		return
+	}
+	if cfg.Disable {
+		C.ustack_go_off = 1
+		return
+	}
+	eng = shim.NewEngine(cfg, cTable{})
+	C.ustack_go_ready = 1
+}
+
+// cTable is the interposer's fd table in C memory (preload/ustack.h).
+type cTable struct{}
+
+func entry(fd int) *C.struct_ustack_fd { return &C.ustack_fds[fd] }
+
+func (cTable) Publish(fd int, e shim.FDEntry) {
+	p := entry(fd)
+	p.rx_efd, p.tx_efd, p.extra_fd = C.int32_t(e.RxEfd), C.int32_t(e.TxEfd), C.int32_t(e.ExtraFd)
+	p.rcvtimeo_ms, p.sndtimeo_ms = C.int32_t(e.RcvTimeoMs), C.int32_t(e.SndTimeoMs)
+	atomic.StoreInt32((*int32)(unsafe.Pointer(&p.kind)), e.Kind)
+}
+
+func (cTable) Withdraw(fd int) {
+	atomic.StoreInt32((*int32)(unsafe.Pointer(&entry(fd).kind)), shim.KindNone)
+}
+
+func (cTable) SetTimeouts(fd int, rcvMs, sndMs int32) {
+	p := entry(fd)
+	if rcvMs >= 0 {
+		p.rcvtimeo_ms = C.int32_t(rcvMs)
+	}
+	if sndMs >= 0 {
+		p.sndtimeo_ms = C.int32_t(sndMs)
+	}
+}
+
+func (cTable) SetXSKFd(fd int) { C.ustack_xsk_fd = C.int(fd) }

@@ -1,0 +1,239 @@
+/* poll, ppoll and select over a mix of kernel and accelerated fds.
+ *
+ * Go answers the readiness of accelerated fds (ustack_poll_check). When nothing is ready the thread
+ * sleeps in one real poll over the kernel fds plus, for each accelerated fd, the eventfds the stack
+ * signals and the AF_XDP fd (so a sleeping thread wakes to drive the stack when frames arrive). */
+#include "intercept.h"
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#define STACK_ENTRIES 64
+
+int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask)
+{
+	nfds_t ours = 0;
+	for (nfds_t i = 0; i < nfds; i++)
+		if (ustack_kind(fds[i].fd) == USTACK_KIND_TCP)
+			ours++;
+	nfds_t cap = nfds + 3 * ours + 1;
+	struct pollfd onstack[STACK_ENTRIES], *real = onstack;
+	if (cap > STACK_ENTRIES) {
+		real = malloc(cap * sizeof *real);
+		if (!real) {
+			errno = ENOMEM;
+			return -1;
+		}
+	}
+	long deadline = timeout_ms >= 0 ? ustack_now_ms() + timeout_ms : -1;
+	int result;
+	for (;;) {
+		long ready = 0;
+		if (ustack_forked_child) {
+			for (nfds_t i = 0; i < nfds; i++)
+				if (ustack_kind(fds[i].fd) == USTACK_KIND_TCP) {
+					fds[i].revents = POLLNVAL;
+					ready++;
+				}
+		} else {
+			ready = ustack_poll_check(fds, (int)nfds);
+			if (ready < 0) {
+				result = ustack_ret(ready);
+				break;
+			}
+		}
+		nfds_t n = 0;
+		for (nfds_t i = 0; i < nfds; i++) {
+			real[n] = fds[i];
+			real[n].revents = 0;
+			if (ustack_kind(fds[i].fd) == USTACK_KIND_TCP)
+				real[n].fd = -1; /* poll skips negative fds */
+			n++;
+		}
+		int wait = 0;
+		if (ready == 0) {
+			if (deadline >= 0) {
+				long left = deadline - ustack_now_ms();
+				wait = left > 0 ? (int)left : 0;
+			} else {
+				wait = -1;
+			}
+			for (nfds_t i = 0; i < nfds; i++) {
+				struct ustack_fd *e = &ustack_fds[fds[i].fd < 0 ? 0 : fds[i].fd];
+				if (ustack_kind(fds[i].fd) != USTACK_KIND_TCP)
+					continue;
+				if (fds[i].events & (POLLIN | POLLRDNORM)) {
+					real[n++] = (struct pollfd){ .fd = e->rx_efd, .events = POLLIN };
+					if (e->extra_fd >= 0)
+						real[n++] = (struct pollfd){ .fd = e->extra_fd, .events = POLLIN };
+				}
+				if (fds[i].events & (POLLOUT | POLLWRNORM))
+					real[n++] = (struct pollfd){ .fd = e->tx_efd, .events = POLLIN };
+			}
+			int xsk = ustack_xsk_fd;
+			if (xsk >= 0 && n > nfds)
+				real[n++] = (struct pollfd){ .fd = xsk, .events = POLLIN };
+		}
+		int r;
+		if (mask) {
+			struct timespec ts, *tsp = NULL;
+			if (wait >= 0) {
+				ts.tv_sec = wait / 1000;
+				ts.tv_nsec = (wait % 1000) * 1000000L;
+				tsp = &ts;
+			}
+			r = ustack_real.ppoll(real, n, tsp, mask);
+		} else {
+			r = ustack_real.poll(real, n, wait);
+		}
+		if (r < 0) {
+			result = -1;
+			break;
+		}
+		int count = 0;
+		for (nfds_t i = 0; i < nfds; i++) {
+			if (ustack_kind(fds[i].fd) != USTACK_KIND_TCP)
+				fds[i].revents = real[i].revents;
+			if (fds[i].revents)
+				count++;
+		}
+		if (count > 0 || ready > 0) {
+			result = count;
+			break;
+		}
+		if (r == 0 && wait >= 0 && (deadline < 0 || ustack_now_ms() >= deadline)) {
+			result = 0;
+			break;
+		}
+		/* only wake-up fds fired: look at the accelerated fds again */
+	}
+	if (real != onstack) {
+		int saved = errno;
+		free(real);
+		errno = saved;
+	}
+	return result;
+}
+
+static int has_ours(const struct pollfd *fds, nfds_t nfds)
+{
+	for (nfds_t i = 0; i < nfds; i++)
+		if (ustack_kind(fds[i].fd) != USTACK_KIND_NONE)
+			return 1;
+	return 0;
+}
+
+int poll(struct pollfd *fds, nfds_t nfds, int timeout)
+{
+	USTACK_ENSURE();
+	if (!has_ours(fds, nfds))
+		return ustack_real.poll(fds, nfds, timeout);
+	return ustack_poll_impl(fds, nfds, timeout, NULL);
+}
+
+int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout, size_t fdslen)
+{
+	if (fdslen / sizeof(*fds) < nfds)
+		abort();
+	return poll(fds, nfds, timeout);
+}
+
+int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *ts, const sigset_t *mask)
+{
+	USTACK_ENSURE();
+	if (!has_ours(fds, nfds))
+		return ustack_real.ppoll(fds, nfds, ts, mask);
+	int ms = ts ? (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000) : -1;
+	return ustack_poll_impl(fds, nfds, ms, mask);
+}
+
+static int select_impl(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int ms, const sigset_t *mask)
+{
+	int ours = 0, n = 0;
+	if (nfds > FD_SETSIZE)
+		nfds = FD_SETSIZE;
+	for (int fd = 0; fd < nfds; fd++) {
+		int want = (rd && FD_ISSET(fd, rd)) || (wr && FD_ISSET(fd, wr)) || (ex && FD_ISSET(fd, ex));
+		if (want) {
+			n++;
+			if (ustack_kind(fd) != USTACK_KIND_NONE)
+				ours = 1;
+		}
+	}
+	if (!ours)
+		return -2; /* caller uses the real call */
+	struct pollfd *p = malloc((n ? n : 1) * sizeof *p);
+	if (!p) {
+		errno = ENOMEM;
+		return -1;
+	}
+	int k = 0;
+	for (int fd = 0; fd < nfds; fd++) {
+		short ev = 0;
+		if (rd && FD_ISSET(fd, rd))
+			ev |= POLLIN;
+		if (wr && FD_ISSET(fd, wr))
+			ev |= POLLOUT;
+		if (ex && FD_ISSET(fd, ex))
+			ev |= POLLPRI;
+		if (ev)
+			p[k++] = (struct pollfd){ .fd = fd, .events = ev };
+	}
+	int r = ustack_poll_impl(p, k, ms, mask);
+	if (r < 0) {
+		int saved = errno;
+		free(p);
+		errno = saved;
+		return -1;
+	}
+	for (int i = 0; i < k; i++)
+		if (p[i].revents & POLLNVAL) {
+			free(p);
+			errno = EBADF;
+			return -1;
+		}
+	if (rd)
+		FD_ZERO(rd);
+	if (wr)
+		FD_ZERO(wr);
+	if (ex)
+		FD_ZERO(ex);
+	int count = 0;
+	for (int i = 0; i < k; i++) {
+		short re = p[i].revents, ev = p[i].events;
+		if (rd && (ev & POLLIN) && (re & (POLLIN | POLLHUP | POLLERR))) {
+			FD_SET(p[i].fd, rd);
+			count++;
+		}
+		if (wr && (ev & POLLOUT) && (re & (POLLOUT | POLLERR))) {
+			FD_SET(p[i].fd, wr);
+			count++;
+		}
+		if (ex && (ev & POLLPRI) && (re & POLLPRI)) {
+			FD_SET(p[i].fd, ex);
+			count++;
+		}
+	}
+	free(p);
+	return count;
+}
+
+int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
+{
+	USTACK_ENSURE();
+	int ms = tv ? (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000) : -1;
+	int r = select_impl(nfds, rd, wr, ex, ms, NULL);
+	if (r == -2)
+		return ustack_real.select(nfds, rd, wr, ex, tv);
+	return r;
+}
+
+int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *ts, const sigset_t *mask)
+{
+	USTACK_ENSURE();
+	int ms = ts ? (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000) : -1;
+	int r = select_impl(nfds, rd, wr, ex, ms, mask);
+	if (r == -2)
+		return ustack_real.pselect(nfds, rd, wr, ex, ts, mask);
+	return r;
+}

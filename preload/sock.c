@@ -1,0 +1,148 @@
+/* Interposers for socket set-up and tear-down calls. */
+#include "intercept.h"
+#include <netinet/in.h>
+#include <unistd.h>
+
+int socket(int domain, int type, int protocol)
+{
+	USTACK_ENSURE();
+	int fd = ustack_real.socket(domain, type, protocol);
+	if (fd < 0 || fd >= USTACK_FDMAX || ustack_go_off || ustack_forked_child)
+		return fd;
+	if (domain != AF_INET || (type & 0xf) != SOCK_STREAM || (protocol != 0 && protocol != IPPROTO_TCP))
+		return fd;
+	/* Before Go's package init has finished this call waits for it (cgo makes exports wait),
+	 * so a program that opens its first socket early in main is still accelerated. */
+	ustack_socket(fd, type);
+	return fd;
+}
+
+int bind(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	USTACK_PROLOGUE(fd, ustack_real.bind(fd, addr, len));
+	long r = ustack_bind(fd, (void *)addr, len);
+	if (r == USTACK_PASS)
+		return ustack_real.bind(fd, addr, len);
+	return ustack_ret(r);
+}
+
+int listen(int fd, int backlog)
+{
+	USTACK_PROLOGUE(fd, ustack_real.listen(fd, backlog));
+	long r = ustack_listen(fd, backlog);
+	if (r == USTACK_PASS)
+		return ustack_real.listen(fd, backlog);
+	return ustack_ret(r);
+}
+
+int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+	USTACK_PROLOGUE(fd, ustack_real.accept4(fd, addr, len, flags));
+	long r = USTACK_BLOCKING(fd, POLLIN, ustack_fds[fd].rcvtimeo_ms, ustack_accept(fd, addr, len, flags));
+	if (r == USTACK_PASS)
+		return ustack_real.accept4(fd, addr, len, flags);
+	return ustack_ret(r);
+}
+
+int accept(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	return accept4(fd, addr, len, 0);
+}
+
+int connect(int fd, const struct sockaddr *addr, socklen_t len)
+{
+	USTACK_PROLOGUE(fd, ustack_real.connect(fd, addr, len));
+	long r = ustack_connect(fd, (void *)addr, len);
+	if (r == USTACK_PASS)
+		return ustack_real.connect(fd, addr, len);
+	if (r == USTACK_WAIT)
+		r = USTACK_BLOCKING(fd, POLLOUT, ustack_fds[fd].sndtimeo_ms, ustack_connect_wait(fd));
+	if (r == -EAGAIN) /* SO_SNDTIMEO ran out: the kernel says EINPROGRESS */
+		r = -EINPROGRESS;
+	return ustack_ret(r);
+}
+
+int shutdown(int fd, int how)
+{
+	USTACK_PROLOGUE(fd, ustack_real.shutdown(fd, how));
+	long r = ustack_shutdown(fd, how);
+	if (r == USTACK_PASS)
+		return ustack_real.shutdown(fd, how);
+	return ustack_ret(r);
+}
+
+/* ustack_release lets go of fd's accelerated state before the fd number goes away. */
+static void ustack_release(int fd)
+{
+	int k = ustack_kind(fd);
+	if (k == USTACK_KIND_NONE)
+		return;
+	if (ustack_forked_child) {
+		/* our copy of the table only; the parent's sockets are untouched */
+		__atomic_store_n(&ustack_fds[fd].kind, USTACK_KIND_NONE, __ATOMIC_RELEASE);
+		return;
+	}
+	if (k == USTACK_KIND_TCP)
+		ustack_close(fd);
+	else if (k == USTACK_KIND_EPOLL)
+		ustack_epoll_close(fd);
+}
+
+int close(int fd)
+{
+	USTACK_ENSURE();
+	ustack_release(fd);
+	return ustack_real.close(fd);
+}
+
+int dup2(int oldfd, int newfd)
+{
+	USTACK_ENSURE();
+	if (oldfd != newfd)
+		ustack_release(newfd);
+	return ustack_real.dup2(oldfd, newfd);
+}
+
+int dup3(int oldfd, int newfd, int flags)
+{
+	USTACK_ENSURE();
+	if (oldfd != newfd)
+		ustack_release(newfd);
+	return ustack_real.dup3(oldfd, newfd, flags);
+}
+
+int getsockname(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	USTACK_PROLOGUE(fd, ustack_real.getsockname(fd, addr, len));
+	long r = ustack_getsockname(fd, addr, len);
+	if (r == USTACK_PASS)
+		return ustack_real.getsockname(fd, addr, len);
+	return ustack_ret(r);
+}
+
+int getpeername(int fd, struct sockaddr *addr, socklen_t *len)
+{
+	USTACK_PROLOGUE(fd, ustack_real.getpeername(fd, addr, len));
+	long r = ustack_getpeername(fd, addr, len);
+	if (r == USTACK_PASS)
+		return ustack_real.getpeername(fd, addr, len);
+	return ustack_ret(r);
+}
+
+int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
+{
+	USTACK_PROLOGUE(fd, ustack_real.getsockopt(fd, level, name, val, len));
+	long r = ustack_getsockopt(fd, level, name, val, len);
+	if (r == USTACK_PASS)
+		return ustack_real.getsockopt(fd, level, name, val, len);
+	return ustack_ret(r);
+}
+
+int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
+{
+	USTACK_PROLOGUE(fd, ustack_real.setsockopt(fd, level, name, val, len));
+	long r = ustack_setsockopt(fd, level, name, (void *)val, len);
+	if (r == USTACK_PASS)
+		return ustack_real.setsockopt(fd, level, name, val, len);
+	return ustack_ret(r);
+}

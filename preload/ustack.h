@@ -1,0 +1,111 @@
+/* Shared declarations of the interposers (C) and the Go exports.
+ *
+ * The C side keeps a table indexed by fd that answers "is this fd ours?" without a
+ * call into Go, and holds what a blocked thread waits on. Go fills it (shim.FDTable).
+ */
+#ifndef USTACK_H
+#define USTACK_H
+
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/select.h>
+
+#define USTACK_FDMAX 65536
+
+/* Results of the Go exports besides >= 0 and -errno. Keep in step with shim/codes.go. */
+#define USTACK_PASS (-100000) /* call the real function on this fd */
+#define USTACK_WAIT (-100001) /* would block on a blocking socket: wait, then call again */
+
+enum ustack_kind {
+	USTACK_KIND_NONE = 0,
+	USTACK_KIND_TCP = 1,
+	USTACK_KIND_EPOLL = 2, /* an epoll fd that has accelerated members */
+};
+
+/* One entry per fd. Go writes kind last when publishing and first when withdrawing. */
+struct ustack_fd {
+	int32_t kind;
+	int32_t rx_efd;      /* eventfd readable while the socket is readable */
+	int32_t tx_efd;      /* eventfd readable while the socket is writable */
+	int32_t extra_fd;    /* listener: the kernel shadow (pending kernel connections); epoll: the wake epoll fd */
+	int32_t rcvtimeo_ms; /* SO_RCVTIMEO, 0 = none */
+	int32_t sndtimeo_ms; /* SO_SNDTIMEO, 0 = none */
+	int32_t pad[2];
+};
+
+extern struct ustack_fd ustack_fds[USTACK_FDMAX];
+extern volatile int ustack_xsk_fd;      /* the stack's AF_XDP fd, -1 when no stack runs */
+extern volatile int ustack_go_ready;    /* set by Go's init: exports may be called */
+extern volatile int ustack_go_off;      /* set by Go's init when acceleration is off for good */
+extern volatile int ustack_forked_child;/* we are a fork() child that did not exec: never call Go */
+
+/* data value of the wake epoll fd inside an application's epoll set */
+#define USTACK_EPOLL_MAGIC 0x75737461636b7721ULL
+
+/* real libc entry points */
+struct ustack_real {
+	int (*socket)(int, int, int);
+	int (*bind)(int, const struct sockaddr *, socklen_t);
+	int (*listen)(int, int);
+	int (*accept)(int, struct sockaddr *, socklen_t *);
+	int (*accept4)(int, struct sockaddr *, socklen_t *, int);
+	int (*connect)(int, const struct sockaddr *, socklen_t);
+	int (*shutdown)(int, int);
+	int (*close)(int);
+	int (*dup2)(int, int);
+	int (*dup3)(int, int, int);
+	int (*getsockname)(int, struct sockaddr *, socklen_t *);
+	int (*getpeername)(int, struct sockaddr *, socklen_t *);
+	int (*getsockopt)(int, int, int, void *, socklen_t *);
+	int (*setsockopt)(int, int, int, const void *, socklen_t);
+	ssize_t (*read)(int, void *, size_t);
+	ssize_t (*write)(int, const void *, size_t);
+	ssize_t (*readv)(int, const struct iovec *, int);
+	ssize_t (*writev)(int, const struct iovec *, int);
+	ssize_t (*recv)(int, void *, size_t, int);
+	ssize_t (*recvfrom)(int, void *, size_t, int, struct sockaddr *, socklen_t *);
+	ssize_t (*recvmsg)(int, struct msghdr *, int);
+	ssize_t (*send)(int, const void *, size_t, int);
+	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
+	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	int (*fcntl)(int, int, ...);
+	int (*ioctl)(int, unsigned long, ...);
+	int (*poll)(struct pollfd *, nfds_t, int);
+	int (*ppoll)(struct pollfd *, nfds_t, const struct timespec *, const sigset_t *);
+	int (*select)(int, fd_set *, fd_set *, fd_set *, struct timeval *);
+	int (*pselect)(int, fd_set *, fd_set *, fd_set *, const struct timespec *, const sigset_t *);
+	int (*epoll_create)(int);
+	int (*epoll_create1)(int);
+	int (*epoll_ctl)(int, int, int, struct epoll_event *);
+	int (*epoll_wait)(int, struct epoll_event *, int, int);
+	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
+	int (*sigaction)(int, const struct sigaction *, struct sigaction *);
+};
+extern struct ustack_real ustack_real;
+void ustack_resolve(void);
+
+/* ustack_ours reports whether fd is an accelerated socket that this process may drive through Go.
+ * In a fork child it is still "ours" (the caller must answer EBADFD) — see ustack_child_ours. */
+static inline int ustack_kind(int fd)
+{
+	if (fd < 0 || fd >= USTACK_FDMAX)
+		return USTACK_KIND_NONE;
+	return __atomic_load_n(&ustack_fds[fd].kind, __ATOMIC_ACQUIRE);
+}
+
+/* helpers shared by the interposer files */
+int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask);
+int ustack_ret(long r); /* -errno -> -1 with errno set */
+long ustack_now_ms(void);
+int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask);
+
+#define USTACK_ENSURE() do { if (!ustack_real.socket) ustack_resolve(); } while (0)
+/* Go may be called: the runtime is up and we are not a fork child. */
+#define USTACK_GO_OK() (ustack_go_ready && !ustack_forked_child)
+
+#endif

@@ -1,0 +1,90 @@
+package shim
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+)
+
+// Config is ustack's configuration, read from USTACK_* environment variables (see README.md).
+type Config struct {
+	Disable        bool   // USTACK_DISABLE=1
+	Iface          string // USTACK_IFACE; "" = interface of the default route, else the only non-loopback up one
+	LogLevel       string // USTACK_LOG: debug, info, warn (default), error
+	LogFile        string // USTACK_LOG_FILE; "" = stderr
+	VerifyChecksum bool   // USTACK_CHECKSUM_VERIFY, default true
+	XDPMode        string // USTACK_XDP_MODE: auto (default), native, generic
+	StatsDir       string // USTACK_STATS_DIR, default /dev/shm
+	SpinUs         int    // USTACK_SPIN_US, default 0
+	RecvBuf        int    // USTACK_RCVBUF bytes per connection, 0 = stack default
+	SendBuf        int    // USTACK_SNDBUF bytes per connection, 0 = stack default
+}
+
+// ConfigFromEnv reads the USTACK_* variables. An unparsable value is an error naming it.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	c := Config{
+		Iface:          getenv("USTACK_IFACE"),
+		LogLevel:       getenv("USTACK_LOG"),
+		LogFile:        getenv("USTACK_LOG_FILE"),
+		VerifyChecksum: true,
+		XDPMode:        getenv("USTACK_XDP_MODE"),
+		StatsDir:       getenv("USTACK_STATS_DIR"),
+	}
+	var err error
+	if c.Disable, err = envBool(getenv, "USTACK_DISABLE", false); err != nil {
+		return c, err
+	}
+	if c.VerifyChecksum, err = envBool(getenv, "USTACK_CHECKSUM_VERIFY", true); err != nil {
+		return c, err
+	}
+	if c.SpinUs, err = envInt(getenv, "USTACK_SPIN_US", 0); err != nil {
+		return c, err
+	}
+	if c.RecvBuf, err = envInt(getenv, "USTACK_RCVBUF", 0); err != nil {
+		return c, err
+	}
+	if c.SendBuf, err = envInt(getenv, "USTACK_SNDBUF", 0); err != nil {
+		return c, err
+	}
+	switch c.XDPMode {
+	case "", "auto":
+		c.XDPMode = ""
+	case "native", "generic":
+	default:
+		return c, fmt.Errorf("USTACK_XDP_MODE=%q: want auto, native or generic", c.XDPMode)
+	}
+	if c.StatsDir == "" {
+		c.StatsDir = "/dev/shm"
+	}
+	if c.LogLevel == "" {
+		c.LogLevel = "warn"
+	}
+	return c, nil
+}
+
+func envBool(getenv func(string) string, name string, def bool) (bool, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return def, fmt.Errorf("%s=%q: want 0 or 1", name, v)
+	}
+	return b, nil
+}
+
+func envInt(getenv func(string) string, name string, def int) (int, error) {
+	v := getenv(name)
+	if v == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return def, fmt.Errorf("%s=%q: want a non-negative integer", name, v)
+	}
+	return n, nil
+}

@@ -1,0 +1,118 @@
+package shim
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+)
+
+// FDMax bounds the fds that can be accelerated; keep in step with USTACK_FDMAX in preload.
+const FDMax = 65536
+
+// Engine is ustack inside one process: the configuration, the accelerated sockets by fd, and the
+// stack, started on the first socket that could use it.
+type Engine struct {
+	cfg   Config
+	tab   FDTable
+	Log   zerolog.Logger
+	socks []atomic.Pointer[socket]
+
+	startOnce sync.Once
+	st        *stack // nil until started, and when acceleration is off
+	off       atomic.Bool
+
+	epolls map[int]*epollSet // by application epoll fd; guarded by st.mu
+}
+
+// NewEngine makes an engine. Nothing is opened until the first accelerated socket.
+func NewEngine(cfg Config, tab FDTable) *Engine {
+	e := &Engine{cfg: cfg, tab: tab, socks: make([]atomic.Pointer[socket], FDMax), epolls: map[int]*epollSet{}}
+	e.Log = newLogger(cfg)
+	if cfg.Disable {
+		e.off.Store(true)
+	}
+	return e
+}
+
+func newLogger(cfg Config) zerolog.Logger {
+	var w io.Writer = os.Stderr
+	if cfg.LogFile != "" {
+		if f, err := os.OpenFile(cfg.LogFile, os.O_WRONLY|os.O_CREATE|os.O_APPEND|unix.O_CLOEXEC, 0o644); err == nil {
+			w = f
+		}
+	}
+	cw := zerolog.ConsoleWriter{Out: w, NoColor: true, PartsExclude: []string{zerolog.TimestampFieldName},
+		FormatLevel: func(i any) string { return "ustack: " + strings.ToLower(fmt.Sprint(i)) + ":" }}
+	lvl, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil || cfg.LogLevel == "" {
+		lvl = zerolog.WarnLevel
+	}
+	return zerolog.New(cw).Level(lvl)
+}
+
+// stack starts the stack on first use. A failure prints one warning and turns acceleration off
+// for the life of the process: every socket stays a kernel socket.
+func (e *Engine) stack() *stack {
+	if e.off.Load() {
+		return nil
+	}
+	e.startOnce.Do(func() {
+		st, err := newStack(e, e.cfg)
+		if err != nil {
+			e.off.Store(true)
+			e.Log.Warn().Msgf("acceleration off, sockets stay on the kernel: %v", err)
+			return
+		}
+		e.st = st
+		e.tab.SetXSKFd(st.link.Fd())
+		e.Log.Info().Str("iface", st.ifc.name).Str("mode", st.link.Mode()).Msg("stack started")
+	})
+	return e.st
+}
+
+// Close stops the stack (tests; a process simply exits).
+func (e *Engine) Close() {
+	if e.st != nil {
+		e.st.close()
+	}
+}
+
+// Recovered is called by the exports when a call panicked: the call fails with EIO and the
+// panic is logged instead of taking the program down.
+func (e *Engine) Recovered(p any) int {
+	if e.st != nil {
+		atomic.AddUint64(&e.st.stats.Panics, 1)
+	}
+	e.Log.Error().Msgf("panic in ustack, call failed with EIO: %v\n%s", p, debug.Stack())
+	return neg(unix.EIO)
+}
+
+func (e *Engine) sock(fd int) *socket {
+	if fd < 0 || fd >= FDMax {
+		return nil
+	}
+	return e.socks[fd].Load()
+}
+
+// wake tells the threads waiting on a socket that its readiness may have changed. Caller holds
+// st.mu; cookie is fd+1 of the socket.
+func (e *Engine) wake(cookie uintptr) {
+	s := e.sock(int(cookie) - 1)
+	if s == nil {
+		return
+	}
+	s.wakeGen++
+	if s.readableLocked() {
+		s.signal(&s.rxSignalled, s.rxEfd)
+	}
+	if s.writableLocked() {
+		s.signal(&s.txSignalled, s.txEfd)
+	}
+}

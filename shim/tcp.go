@@ -1,0 +1,746 @@
+package shim
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"ustack/stackcore"
+)
+
+// socket is an accelerated TCP socket. Its fd is a real kernel socket, the shadow: it gives the
+// program a unique fd number, holds the port in the kernel, and becomes the socket itself when
+// the socket is handed over to the kernel. Fields below fd are guarded by st.mu.
+type socket struct {
+	fd    int
+	st    *stack
+	rxEfd int
+	txEfd int
+
+	rxSignalled, txSignalled bool
+	wakeGen                  uint64 // bumped each time the stack reports a change (edge-triggered epoll)
+
+	nonblock  bool
+	bound     bool
+	boundAny  bool // bound to 0.0.0.0
+	boundPort uint16
+	listener  *stackcore.Listener
+	conn      *stackcore.TCPConn
+	shutRd    bool
+	nodelay   bool
+	epolls    []int // application epoll fds this socket is a member of
+}
+
+// signal makes efd readable unless it already is. Caller holds st.mu.
+func (s *socket) signal(flag *bool, efd int) {
+	if *flag {
+		return
+	}
+	*flag = true
+	var one = [8]byte{1}
+	_, _ = unix.Write(efd, one[:])
+}
+
+// unsignal empties efd if it was signalled. Caller holds st.mu.
+func (s *socket) unsignal(flag *bool, efd int) {
+	if !*flag {
+		return
+	}
+	*flag = false
+	var buf [8]byte
+	_, _ = unix.Read(efd, buf[:])
+}
+
+func (s *socket) readableLocked() bool {
+	switch {
+	case s.listener != nil:
+		return s.listener.Readable()
+	case s.conn != nil:
+		return s.conn.Readable() || s.shutRd
+	}
+	return false
+}
+
+func (s *socket) writableLocked() bool {
+	return s.conn != nil && !s.conn.Connecting() && s.conn.Writable()
+}
+
+// Socket makes the new kernel socket fd accelerated if a stack runs (or can be started).
+func (e *Engine) Socket(fd, typ int) {
+	if fd < 0 || fd >= FDMax {
+		return
+	}
+	st := e.stack()
+	if st == nil {
+		return
+	}
+	rx, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return
+	}
+	tx, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(rx)
+		return
+	}
+	s := &socket{fd: fd, st: st, rxEfd: rx, txEfd: tx, nonblock: typ&unix.SOCK_NONBLOCK != 0}
+	e.register(s, -1)
+	atomic.AddUint64(&st.stats.SocketsAccelerated, 1)
+}
+
+func (e *Engine) register(s *socket, extra int) {
+	e.socks[s.fd].Store(s)
+	e.tab.Publish(s.fd, FDEntry{Kind: KindTCP, RxEfd: int32(s.rxEfd), TxEfd: int32(s.txEfd), ExtraFd: int32(extra)})
+}
+
+// handOver gives fd to the kernel for good: the shadow becomes the socket.
+func (e *Engine) handOver(s *socket) {
+	e.tab.Withdraw(s.fd)
+	e.socks[s.fd].Store(nil)
+	unix.Close(s.rxEfd)
+	unix.Close(s.txEfd)
+	atomic.AddUint64(&s.st.stats.PassedToKernel, 1)
+}
+
+// parseInet4 reads a struct sockaddr_in. ok is false for another family.
+func parseInet4(sa []byte) (ip [4]byte, port uint16, ok bool, errno unix.Errno) {
+	if len(sa) < 2 {
+		return ip, 0, false, unix.EINVAL
+	}
+	if binary.NativeEndian.Uint16(sa) != unix.AF_INET {
+		return ip, 0, false, 0
+	}
+	if len(sa) < unix.SizeofSockaddrInet4 {
+		return ip, 0, false, unix.EINVAL
+	}
+	copy(ip[:], sa[4:8])
+	return ip, binary.BigEndian.Uint16(sa[2:4]), true, 0
+}
+
+// putInet4 writes a struct sockaddr_in into out (truncating like the kernel) and sets *outLen to
+// its full size.
+func putInet4(out []byte, outLen *uint32, ip [4]byte, port uint16) {
+	var sa [unix.SizeofSockaddrInet4]byte
+	binary.NativeEndian.PutUint16(sa[0:], unix.AF_INET)
+	binary.BigEndian.PutUint16(sa[2:], port)
+	copy(sa[4:8], ip[:])
+	if outLen == nil {
+		return
+	}
+	copy(out[:min(int(*outLen), len(out))], sa[:])
+	*outLen = unix.SizeofSockaddrInet4
+}
+
+func shadowPort(fd int) (uint16, error) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, err
+	}
+	in, ok := sa.(*unix.SockaddrInet4)
+	if !ok {
+		return 0, unix.EAFNOSUPPORT
+	}
+	return uint16(in.Port), nil
+}
+
+func errnoOf(err error) int {
+	var en unix.Errno
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, stackcore.ErrWouldBlock):
+		return neg(unix.EAGAIN)
+	case errors.Is(err, stackcore.ErrReset):
+		return neg(unix.ECONNRESET)
+	case errors.Is(err, stackcore.ErrRefused):
+		return neg(unix.ECONNREFUSED)
+	case errors.Is(err, stackcore.ErrTimedOut):
+		return neg(unix.ETIMEDOUT)
+	case errors.Is(err, stackcore.ErrClosed):
+		return neg(unix.EPIPE)
+	case errors.Is(err, stackcore.ErrNotConnected):
+		return neg(unix.ENOTCONN)
+	case errors.Is(err, stackcore.ErrAddrInUse):
+		return neg(unix.EADDRINUSE)
+	case errors.As(err, &en):
+		return neg(en)
+	}
+	return neg(unix.EIO)
+}
+
+func (e *Engine) Bind(fd int, sa []byte) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	ip, port, ok, errno := parseInet4(sa)
+	if errno != 0 {
+		return neg(errno)
+	}
+	if !ok {
+		return Pass
+	}
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: ip}); err != nil {
+		return errnoOf(err)
+	}
+	if ip != [4]byte{} && ip != s.st.ifc.addr {
+		// bound to loopback or another interface's address: the kernel's socket
+		e.handOver(s)
+		return 0
+	}
+	p, err := shadowPort(fd)
+	if err != nil {
+		return errnoOf(err)
+	}
+	s.st.mu.Lock()
+	s.bound, s.boundAny, s.boundPort = true, ip == [4]byte{}, p
+	s.st.mu.Unlock()
+	return 0
+}
+
+func (e *Engine) Listen(fd, backlog int) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s.conn != nil {
+		return neg(unix.EINVAL)
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		return errnoOf(err)
+	}
+	if s.listener != nil {
+		return 0
+	}
+	port, err := shadowPort(fd)
+	if err != nil {
+		return errnoOf(err)
+	}
+	if backlog <= 0 {
+		backlog = 1
+	}
+	l, err := st.core.Listen(port, backlog)
+	if err != nil {
+		return errnoOf(err)
+	}
+	if err := st.steerLocked(port); err != nil {
+		l.Close()
+		e.Log.Warn().Err(err).Uint16("port", port).Msg("steering listener")
+		return neg(unix.ENOBUFS)
+	}
+	l.Cookie = uintptr(fd) + 1
+	s.listener, s.bound, s.boundPort = l, true, port
+	// the shadow listens too (loopback and other interfaces); it is polled, never blocked on
+	_ = unix.SetNonblock(fd, true)
+	e.register(s, fd)
+	return 0
+}
+
+func (e *Engine) Accept(fd int, sa []byte, saLen *uint32, flags int) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	if s.listener == nil {
+		return neg(unix.EINVAL)
+	}
+	if flags&^(unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) != 0 {
+		return neg(unix.EINVAL)
+	}
+	st := s.st
+	st.mu.Lock()
+	st.rxLocked()
+	if s.listener.Readable() {
+		nfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|(flags&unix.SOCK_CLOEXEC)|(flags&unix.SOCK_NONBLOCK), 0)
+		if err != nil {
+			st.mu.Unlock()
+			return errnoOf(err)
+		}
+		if nfd >= FDMax {
+			unix.Close(nfd)
+			st.mu.Unlock()
+			return neg(unix.EMFILE)
+		}
+		rx, err1 := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		tx, err2 := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+		if err1 != nil || err2 != nil {
+			unix.Close(nfd)
+			unix.Close(rx)
+			unix.Close(tx)
+			st.mu.Unlock()
+			return neg(unix.EMFILE)
+		}
+		c := s.listener.Accept()
+		c.Cookie = uintptr(nfd) + 1
+		c.SetNoDelay(s.nodelay)
+		ns := &socket{fd: nfd, st: st, rxEfd: rx, txEfd: tx, nonblock: flags&unix.SOCK_NONBLOCK != 0, conn: c, nodelay: s.nodelay}
+		if !s.listener.Readable() {
+			s.unsignal(&s.rxSignalled, s.rxEfd)
+		}
+		e.register(ns, -1)
+		if ns.readableLocked() {
+			ns.signal(&ns.rxSignalled, ns.rxEfd)
+		}
+		if ns.writableLocked() {
+			ns.signal(&ns.txSignalled, ns.txEfd)
+		}
+		atomic.AddUint64(&st.stats.SocketsAccelerated, 1)
+		ip, port := c.Remote()
+		st.mu.Unlock()
+		putInet4(sa, saLen, ip, port)
+		return nfd
+	}
+	s.unsignal(&s.rxSignalled, s.rxEfd)
+	st.txLocked()
+	st.mu.Unlock()
+
+	// a connection that came through the kernel (loopback, another interface)
+	nfd, rsa, err := unix.Accept4(fd, flags)
+	if err == nil {
+		atomic.AddUint64(&st.stats.KernelAccepts, 1)
+		if in, ok := rsa.(*unix.SockaddrInet4); ok {
+			putInet4(sa, saLen, in.Addr, uint16(in.Port))
+		} else if saLen != nil {
+			*saLen = 0
+		}
+		return nfd
+	}
+	if err != unix.EAGAIN {
+		return errnoOf(err)
+	}
+	if s.nonblock {
+		return neg(unix.EAGAIN)
+	}
+	return Wait
+}
+
+func isLoopbackOrAny(ip [4]byte) bool { return ip[0] == 127 || ip == [4]byte{} }
+
+func (e *Engine) Connect(fd int, sa []byte) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	dst, dport, ok, errno := parseInet4(sa)
+	if errno != 0 {
+		return neg(errno)
+	}
+	if !ok {
+		return Pass
+	}
+	st := s.st
+	st.mu.Lock()
+	switch {
+	case s.listener != nil:
+		st.mu.Unlock()
+		return neg(unix.EISCONN)
+	case s.conn != nil && s.conn.Connecting():
+		st.mu.Unlock()
+		return neg(unix.EALREADY)
+	case s.conn != nil:
+		st.mu.Unlock()
+		return neg(unix.EISCONN)
+	}
+	st.mu.Unlock()
+
+	if isLoopbackOrAny(dst) || dst == st.ifc.addr {
+		e.handOver(s)
+		return Pass
+	}
+	nextHop, ok := st.ifc.routeVia(dst)
+	if !ok {
+		e.handOver(s)
+		return Pass
+	}
+	mac, err := st.ifc.resolve(nextHop, time.Second)
+	if err != nil {
+		e.Log.Info().Err(err).Msg("next hop unresolved, connection stays on the kernel")
+		e.handOver(s)
+		return Pass
+	}
+	if !s.bound {
+		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: st.ifc.addr}); err != nil {
+			return errnoOf(err)
+		}
+		p, err := shadowPort(fd)
+		if err != nil {
+			return errnoOf(err)
+		}
+		s.bound, s.boundPort = true, p
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := st.steerLocked(s.boundPort); err != nil {
+		e.Log.Warn().Err(err).Msg("steering connection")
+		return neg(unix.ENOBUFS)
+	}
+	c, err := st.core.Connect(st.now(), s.boundPort, stackcore.IPv4(dst), dport, stackcore.MAC(mac))
+	if err != nil {
+		st.unsteerLocked(s.boundPort)
+		return errnoOf(err)
+	}
+	st.activePorts[s.boundPort]++
+	c.Cookie = uintptr(fd) + 1
+	c.SetNoDelay(s.nodelay)
+	s.conn = c
+	st.txLocked()
+	if s.nonblock {
+		return neg(unix.EINPROGRESS)
+	}
+	return Wait
+}
+
+// ConnectWait finishes a blocking connect: Wait while the handshake runs, then its result.
+func (e *Engine) ConnectWait(fd int) int {
+	s := e.sock(fd)
+	if s == nil || s.conn == nil {
+		return neg(unix.EBADF)
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.rxLocked()
+	st.txLocked()
+	if s.conn.Connecting() {
+		s.unsignal(&s.txSignalled, s.txEfd)
+		return Wait
+	}
+	return errnoOf(s.conn.TakeErr())
+}
+
+// Recv reads into iov. flags: MSG_DONTWAIT, MSG_PEEK (not yet), MSG_WAITALL (looped in C).
+func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	if flags&unix.MSG_PEEK != 0 {
+		return neg(unix.EOPNOTSUPP)
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := s.conn
+	if c == nil {
+		return neg(unix.ENOTCONN)
+	}
+	if s.shutRd {
+		return 0
+	}
+	st.rxLocked()
+	total := 0
+	var err error
+	for i := range iov {
+		if iov[i].Len == 0 {
+			continue
+		}
+		var n int
+		n, err = c.Read(unsafe.Slice(iov[i].Base, iov[i].Len))
+		total += n
+		if err != nil || uint64(n) < iov[i].Len {
+			break
+		}
+	}
+	if total > 0 {
+		st.txLocked() // a window update may be due
+		return total
+	}
+	switch {
+	case err == io.EOF:
+		return 0
+	case errors.Is(err, stackcore.ErrWouldBlock):
+		s.unsignal(&s.rxSignalled, s.rxEfd)
+		if s.nonblock || flags&unix.MSG_DONTWAIT != 0 {
+			return neg(unix.EAGAIN)
+		}
+		return Wait
+	}
+	return errnoOf(err)
+}
+
+// Send queues iov for sending; partial results are normal.
+func (e *Engine) Send(fd int, iov []unix.Iovec, flags int) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	c := s.conn
+	if c == nil {
+		return neg(unix.ENOTCONN)
+	}
+	st.rxLocked()
+	total := 0
+	var err error
+	for i := range iov {
+		if iov[i].Len == 0 {
+			continue
+		}
+		var n int
+		n, err = c.Write(unsafe.Slice(iov[i].Base, iov[i].Len))
+		total += n
+		if err != nil || uint64(n) < iov[i].Len {
+			break
+		}
+	}
+	st.txLocked()
+	if total > 0 {
+		return total
+	}
+	if errors.Is(err, stackcore.ErrWouldBlock) || (err == nil && c.Connecting()) {
+		s.unsignal(&s.txSignalled, s.txEfd)
+		if s.nonblock || flags&unix.MSG_DONTWAIT != 0 {
+			return neg(unix.EAGAIN)
+		}
+		return Wait
+	}
+	if err == nil {
+		return 0
+	}
+	return errnoOf(err)
+}
+
+// CloseFD lets go of an accelerated socket; the caller then closes the shadow fd.
+func (e *Engine) CloseFD(fd int) {
+	s := e.sock(fd)
+	if s == nil {
+		return
+	}
+	e.tab.Withdraw(fd)
+	e.socks[fd].Store(nil)
+	st := s.st
+	st.mu.Lock()
+	e.leaveEpollsLocked(s)
+	if s.listener != nil {
+		s.listener.Cookie = 0
+		s.listener.Close()
+		st.unsteerLocked(s.boundPort)
+	}
+	if s.conn != nil {
+		s.conn.Cookie = 0
+		s.conn.Close()
+	}
+	st.txLocked()
+	st.mu.Unlock()
+	unix.Close(s.rxEfd)
+	unix.Close(s.txEfd)
+}
+
+func (e *Engine) Shutdown(fd, how int) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s.conn == nil {
+		if s.listener != nil {
+			return Pass
+		}
+		return neg(unix.ENOTCONN)
+	}
+	switch how {
+	case unix.SHUT_RD:
+		s.shutRd = true
+	case unix.SHUT_WR:
+		s.conn.CloseWrite()
+	case unix.SHUT_RDWR:
+		s.shutRd = true
+		s.conn.CloseWrite()
+	default:
+		return neg(unix.EINVAL)
+	}
+	st.txLocked()
+	e.wake(uintptr(fd) + 1)
+	return 0
+}
+
+func (e *Engine) Getsockname(fd int, out []byte, outLen *uint32) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	switch {
+	case s.conn != nil:
+		putInet4(out, outLen, st.ifc.addr, s.conn.LocalPort())
+	case s.listener != nil && s.boundAny:
+		putInet4(out, outLen, [4]byte{}, s.boundPort)
+	case s.listener != nil:
+		putInet4(out, outLen, st.ifc.addr, s.boundPort)
+	default:
+		return Pass
+	}
+	return 0
+}
+
+func (e *Engine) Getpeername(fd int, out []byte, outLen *uint32) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	st := s.st
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if s.conn == nil || s.conn.Connecting() {
+		return neg(unix.ENOTCONN)
+	}
+	ip, port := s.conn.Remote()
+	putInet4(out, outLen, ip, port)
+	return 0
+}
+
+func (e *Engine) Getsockopt(fd, level, name int, val []byte, valLen *uint32) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	if level == unix.SOL_SOCKET && name == unix.SO_ERROR {
+		st := s.st
+		st.mu.Lock()
+		r := 0
+		if s.conn != nil {
+			r = -errnoOf(s.conn.TakeErr())
+		}
+		st.mu.Unlock()
+		return putInt(val, valLen, r)
+	}
+	return Pass
+}
+
+func putInt(val []byte, valLen *uint32, v int) int {
+	if valLen == nil || *valLen < 4 || len(val) < 4 {
+		return neg(unix.EINVAL)
+	}
+	binary.NativeEndian.PutUint32(val, uint32(int32(v)))
+	*valLen = 4
+	return 0
+}
+
+func getInt(val []byte) (int, bool) {
+	if len(val) < 4 {
+		return 0, false
+	}
+	return int(int32(binary.NativeEndian.Uint32(val))), true
+}
+
+// Setsockopt records what the stack needs and lets the shadow take the option too, so that
+// getsockopt answers and a hand-over keeps it.
+func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	switch {
+	case level == unix.IPPROTO_TCP && name == unix.TCP_NODELAY:
+		v, ok := getInt(val)
+		if !ok {
+			return neg(unix.EINVAL)
+		}
+		s.st.mu.Lock()
+		s.nodelay = v != 0
+		if s.conn != nil {
+			s.conn.SetNoDelay(s.nodelay)
+		}
+		s.st.mu.Unlock()
+	case level == unix.SOL_SOCKET && (name == unix.SO_RCVTIMEO || name == unix.SO_SNDTIMEO):
+		if len(val) < 16 {
+			return neg(unix.EINVAL)
+		}
+		sec := int64(binary.NativeEndian.Uint64(val))
+		usec := int64(binary.NativeEndian.Uint64(val[8:]))
+		ms := sec*1000 + (usec+999)/1000
+		if ms > 1<<31-1 || ms < 0 {
+			ms = 0
+		}
+		if name == unix.SO_RCVTIMEO {
+			e.tab.SetTimeouts(fd, int32(ms), -1)
+		} else {
+			e.tab.SetTimeouts(fd, -1, int32(ms))
+		}
+	}
+	return Pass
+}
+
+func (e *Engine) Fcntl(fd, cmd int, arg uintptr) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	switch cmd {
+	case unix.F_GETFL:
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err != nil {
+			return errnoOf(err)
+		}
+		fl &^= unix.O_NONBLOCK
+		if s.nonblock {
+			fl |= unix.O_NONBLOCK
+		}
+		return fl
+	case unix.F_SETFL:
+		fl := int(arg)
+		s.st.mu.Lock()
+		s.nonblock = fl&unix.O_NONBLOCK != 0
+		if s.listener != nil {
+			fl |= unix.O_NONBLOCK
+		}
+		s.st.mu.Unlock()
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl); err != nil {
+			return errnoOf(err)
+		}
+		return 0
+	}
+	return Pass
+}
+
+func (e *Engine) Ioctl(fd int, req uint, arg unsafe.Pointer) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	switch req {
+	case ioctlFIONBIO:
+		if arg == nil {
+			return neg(unix.EFAULT)
+		}
+		on := *(*int32)(arg) != 0
+		s.st.mu.Lock()
+		s.nonblock = on
+		listener := s.listener != nil
+		s.st.mu.Unlock()
+		if !listener {
+			_ = unix.SetNonblock(fd, on)
+		}
+		return 0
+	case ioctlFIONREAD, ioctlSIOCOUTQ:
+		if arg == nil {
+			return neg(unix.EFAULT)
+		}
+		s.st.mu.Lock()
+		defer s.st.mu.Unlock()
+		if s.conn == nil {
+			return neg(unix.EINVAL)
+		}
+		n := s.conn.InQueue()
+		if req == ioctlSIOCOUTQ {
+			n = s.conn.OutQueue()
+		}
+		*(*int32)(arg) = int32(n)
+		return 0
+	}
+	return Pass
+}
