@@ -158,10 +158,11 @@ func (st *stack) txLocked() stackcore.Time {
 		}
 	}
 	// wake the poller if it sleeps past the new deadline (1 ms slack keeps this rare)
-	if int64(next)+1000 < st.pollerDeadline.Load() {
+	if next != stackcore.Never && int64(next)+1000 < st.pollerDeadline.Load() {
 		st.pollerDeadline.Store(int64(next))
 		var one = [8]byte{1}
 		_, _ = unix.Write(st.kickFd, one[:])
+		atomic.AddUint64(&st.stats.PollerKicks, 1)
 	}
 	return next
 }
@@ -205,7 +206,9 @@ func (st *stack) poller() {
 			timeout = int((wait + 999) / 1000)
 		}
 		fds[0].Revents, fds[1].Revents = 0, 0
-		_, _ = unix.Poll(fds, timeout)
+		if n, _ := unix.Poll(fds, timeout); n == 0 {
+			atomic.AddUint64(&st.stats.PollerTimeouts, 1)
+		}
 		if fds[1].Revents != 0 {
 			_, _ = unix.Read(st.kickFd, buf[:])
 		}

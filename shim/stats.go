@@ -12,6 +12,8 @@ type Stats struct {
 	PassedToKernel     uint64 `stat:"shim.passed_to_kernel"` // sockets handed over to the kernel
 	KernelAccepts      uint64 `stat:"shim.kernel_accepts"`   // accepted through a listener's kernel shadow
 	PollerWakeups      uint64 `stat:"shim.poller_wakeups"`
+	PollerTimeouts     uint64 `stat:"shim.poller_timeouts"` // woke for a timer
+	PollerKicks        uint64 `stat:"shim.poller_kicks"`    // woken early by an application thread
 	Panics             uint64 `stat:"shim.panics"`
 }
 

@@ -48,7 +48,8 @@ const (
 	dataRetries     = 15
 	initialCwndSegs = 10
 	maxOOO          = 4
-	maxDupOwed      = 16 // immediate duplicate ACKs per connection per Poll
+	maxDupOwed      = 16                // immediate duplicate ACKs per connection per Poll
+	oowRateLimit    = 500 * Millisecond // like Linux tcp_invalid_ratelimit
 	defaultPeerMSS  = 536
 )
 
@@ -117,6 +118,8 @@ type TCPConn struct {
 	oooFinS seq
 	ackNow  bool // send an ACK at the next Poll
 	dupOwed int  // extra immediate duplicate ACKs owed for out-of-order segments
+	oowAt   Time // last ACK sent for an out-of-window segment (rate limit)
+	oowSent bool
 
 	err       error // pending error (SO_ERROR)
 	hardErr   error // sticky error for Read/Write

@@ -34,7 +34,7 @@ func (c *TCPConn) input(now Time, g *segment) {
 			g.flags &^= wire.TCPFlagFIN | wire.TCPFlagSYN
 		} else {
 			if !g.has(wire.TCPFlagRST) {
-				c.ackNow = true
+				c.oowAck(now, g)
 			}
 			inc(&st.DropBadSegment)
 			return
@@ -45,7 +45,7 @@ func (c *TCPConn) input(now Time, g *segment) {
 	if g.has(wire.TCPFlagRST) {
 		if g.seq != c.rcvNxt {
 			inc(&st.TCPChallengeAck)
-			c.ackNow = true
+			c.oowAck(now, g)
 			return
 		}
 		inc(&st.TCPRstsRecv)
@@ -72,7 +72,7 @@ func (c *TCPConn) input(now Time, g *segment) {
 			return
 		}
 		inc(&st.TCPChallengeAck)
-		c.ackNow = true
+		c.oowAck(now, g)
 		return
 	}
 
@@ -146,6 +146,23 @@ func (c *TCPConn) input(now Time, g *segment) {
 	}
 }
 
+// oowAck schedules the ACK RFC 9293 3.10.7.4 asks for in reply to an
+// unacceptable segment, a challenge ACK (RFC 5961), or an ACK of unsent data.
+// Like Linux (tcp_oow_rate_limited), replies to segments without data are
+// limited to one per 500ms per connection so two desynchronised ends cannot
+// ACK each other forever (RFC 9293 3.10.7.4 notes the ACK-war risk).
+func (c *TCPConn) oowAck(now Time, g *segment) {
+	if len(g.payload) > 0 && !g.has(wire.TCPFlagSYN) {
+		c.ackNow = true
+		return
+	}
+	if c.oowSent && now-c.oowAt < oowRateLimit {
+		return
+	}
+	c.oowSent, c.oowAt = true, now
+	c.ackNow = true
+}
+
 func (c *TCPConn) inWindow(s seq, wnd int) bool {
 	return s.geq(c.rcvNxt) && s.lt(c.rcvNxt.add(wnd))
 }
@@ -155,7 +172,7 @@ func (c *TCPConn) inWindow(s seq, wnd int) bool {
 func (c *TCPConn) processAck(now Time, g *segment) bool {
 	if g.ack.gt(c.sndMax) {
 		// ACK for something not yet sent: ACK and drop (3.10.7.4).
-		c.ackNow = true
+		c.oowAck(now, g)
 		return false
 	}
 	wnd := g.wnd << c.sndSh
