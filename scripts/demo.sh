@@ -10,7 +10,8 @@ source scripts/topo.sh
 work=$(mktemp -d); chmod 755 "$work"
 stats=$(mktemp -d /dev/shm/ustack-demo-XXXXXX)
 cleanup() {
-	[ -n "${srv:-}" ] && kill "$srv" 2>/dev/null
+	set +e
+	[ -n "${srv:-}" ] && { kill "$srv"; wait "$srv"; } 2>/dev/null
 	topo_down
 	rm -rf "$work" "$stats"
 }

@@ -47,20 +47,7 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	coreNames, err := statNames(stackcore.Stats{})
-	if err != nil {
-		return nil, err
-	}
-	xskNames, err := statNames(xdp.Stats{})
-	if err != nil {
-		return nil, err
-	}
-	shimNames, err := statNames(Stats{})
-	if err != nil {
-		return nil, err
-	}
-	names := append(append(append([]string{}, coreNames...), xskNames...), shimNames...)
-
+	names := shm.StatNames(&stackcore.Stats{}, &xdp.Stats{}, &Stats{})
 	st := &stack{
 		ifc:         ifc,
 		epoch:       time.Now(),
@@ -79,10 +66,9 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 		return nil, fmt.Errorf("creating stats segment: %w", err)
 	}
 	st.seg = seg
-	vals := seg.Values()
-	coreStats, off := bindStats[stackcore.Stats](vals, 0)
-	xskStats, off := bindStats[xdp.Stats](vals, off)
-	st.stats, _ = bindStats[Stats](vals, off)
+	coreStats, rest := shm.BindStats[stackcore.Stats](seg.Values())
+	xskStats, rest := shm.BindStats[xdp.Stats](rest)
+	st.stats, _ = shm.BindStats[Stats](rest)
 
 	link, err := xdp.Open(ifc.name, 0, xdp.Options{Mode: cfg.XDPMode, Stats: xskStats})
 	if err != nil {
