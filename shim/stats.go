@@ -1,6 +1,5 @@
 package shim
 
-
 // Stats are the shim's own counters, published next to the stack's and the NIC's.
 type Stats struct {
 	SocketsAccelerated uint64 `stat:"shim.sockets_accelerated"`
@@ -11,4 +10,3 @@ type Stats struct {
 	PollerKicks        uint64 `stat:"shim.poller_kicks"`    // woken early by an application thread
 	Panics             uint64 `stat:"shim.panics"`
 }
-
