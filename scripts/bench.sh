@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# make bench: the same workloads through the kernel and through ustack, on one
+# topology in one run, side by side. The client runs in namespace A (under
+# LD_PRELOAD for ustack), the server in B on the kernel.
+#   sockperf TCP ping-pong, 64-byte messages, $SOCKPERF_SECS s (default 5):
+#     kernel, kernel with busy polling (net.core.busy_poll/busy_read, global
+#     sysctls, restored afterwards), ustack
+#   iperf3, one stream, $IPERF_SECS s (default 10): kernel, ustack
+# Reports the client's CPU time (user+sys, from /usr/bin/time). No thresholds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+lib=${USTACK_LIB:-$root/build/libustack.so}
+SOCKPERF_SECS=${SOCKPERF_SECS:-5}
+IPERF_SECS=${IPERF_SECS:-10}
+BUSY_US=${BUSY_US:-50}
+source scripts/topo.sh
+
+work=$(mktemp -d)
+stats=$(mktemp -d /dev/shm/ustack-bench-XXXXXX)
+bp0=$(cat /proc/sys/net/core/busy_poll); br0=$(cat /proc/sys/net/core/busy_read)
+cleanup() {
+	set +e
+	for p in ${srv1:-} ${srv2:-}; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+	echo "$bp0" > /proc/sys/net/core/busy_poll; echo "$br0" > /proc/sys/net/core/busy_read
+	topo_down
+	rm -rf "$work" "$stats"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+topo_up
+ip netns exec "$NSB" sockperf server --tcp -i "$ADDRB" -p 11111 >"$work/sockperf-server.log" 2>&1 &
+srv1=$!
+ip netns exec "$NSB" iperf3 -s -B "$ADDRB" -p 5201 >"$work/iperf-server.log" 2>&1 &
+srv2=$!
+wait_listen "$NSB" 11111
+wait_listen "$NSB" 5201
+
+accel=(env LD_PRELOAD="$lib" USTACK_IFACE="$IFA" USTACK_STATS_DIR="$stats")
+kernel=(env)
+
+# run NAME MODE cmd...: runs cmd in A, output in $work/NAME.out, CPU in $work/NAME.cpu
+run() {
+	local name=$1 mode=$2; shift 2
+	local pre=("${kernel[@]}")
+	[ "$mode" = ustack ] && pre=("${accel[@]}")
+	echo "bench: $name" >&2
+	if ! /usr/bin/time -f '%U %S %e' -o "$work/$name.cpu" \
+		timeout $(( ${SOCKPERF_SECS} + ${IPERF_SECS} + 30 )) \
+		ip netns exec "$NSA" "${pre[@]}" "$@" >"$work/$name.out" 2>&1; then
+		echo "bench: $name failed:" >&2; tail -5 "$work/$name.out" >&2
+		echo failed >"$work/$name.failed"
+	fi
+}
+
+sp=(sockperf ping-pong --tcp -i "$ADDRB" -p 11111 -m 64 -t "$SOCKPERF_SECS")
+run sockperf-kernel kernel "${sp[@]}"
+echo "$BUSY_US" > /proc/sys/net/core/busy_poll; echo "$BUSY_US" > /proc/sys/net/core/busy_read
+run sockperf-busypoll kernel "${sp[@]}"
+echo "$bp0" > /proc/sys/net/core/busy_poll; echo "$br0" > /proc/sys/net/core/busy_read
+run sockperf-ustack ustack "${sp[@]}"
+ip=(iperf3 -c "$ADDRB" -p 5201 -t "$IPERF_SECS" -J)
+run iperf3-kernel kernel "${ip[@]}"
+run iperf3-ustack ustack "${ip[@]}"
+
+/usr/bin/python3 - "$work" "$SOCKPERF_SECS" "$IPERF_SECS" "$BUSY_US" <<'PY'
+import json, os, re, sys
+work, sps, ips, busy = sys.argv[1:5]
+
+def read(name, f):
+    try:
+        return open(os.path.join(work, name + f)).read()
+    except OSError:
+        return None
+
+def cpu(name):
+    t = read(name, ".cpu")
+    m = re.search(r"^([\d.]+) ([\d.]+) ([\d.]+)$", t or "", re.M)
+    return float(m.group(1)) + float(m.group(2)) if m else None
+
+def sockperf(name):
+    if read(name, ".failed"):
+        return {}
+    out = read(name, ".out") or ""
+    r = {}
+    m = re.search(r"avg-lat(?:ency)?=\s*([\d.]+)", out)
+    if m: r["avg"] = float(m.group(1))
+    m = re.search(r"percentile 50\.000 =\s*([\d.]+)", out)
+    if m: r["p50"] = float(m.group(1))
+    m = re.search(r"percentile 99\.000 =\s*([\d.]+)", out)
+    if m: r["p99"] = float(m.group(1))
+    m = re.search(r"\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)", out)
+    if m and float(m.group(1)) > 0: r["rate"] = int(m.group(2)) / float(m.group(1))
+    return r
+
+def iperf(name):
+    if read(name, ".failed"):
+        return {}
+    try:
+        j = json.loads(read(name, ".out") or "")
+        return {"gbps": j["end"]["sum_received"]["bits_per_second"] / 1e9}
+    except Exception:
+        return {}
+
+def fmt(v, f="%.2f"):
+    return "failed" if v is None else f % v
+
+def ratio(u, k):
+    return "-" if u is None or k is None or k == 0 else "%.2fx" % (u / k)
+
+sk, sb, su = sockperf("sockperf-kernel"), sockperf("sockperf-busypoll"), sockperf("sockperf-ustack")
+ik, iu = iperf("iperf3-kernel"), iperf("iperf3-ustack")
+rows = [
+    ("sockperf TCP ping-pong 64 B (%s s)" % sps, "", "", "", ""),
+    ("  avg latency, us", fmt(sk.get("avg")), fmt(sb.get("avg")), fmt(su.get("avg")), ratio(su.get("avg"), sk.get("avg"))),
+    ("  median latency, us", fmt(sk.get("p50")), fmt(sb.get("p50")), fmt(su.get("p50")), ratio(su.get("p50"), sk.get("p50"))),
+    ("  p99 latency, us", fmt(sk.get("p99")), fmt(sb.get("p99")), fmt(su.get("p99")), ratio(su.get("p99"), sk.get("p99"))),
+    ("  round trips/s", fmt(sk.get("rate"), "%.0f"), fmt(sb.get("rate"), "%.0f"), fmt(su.get("rate"), "%.0f"),
+     ratio(su.get("rate"), sk.get("rate"))),
+    ("  client CPU, s", fmt(cpu("sockperf-kernel")), fmt(cpu("sockperf-busypoll")), fmt(cpu("sockperf-ustack")),
+     ratio(cpu("sockperf-ustack"), cpu("sockperf-kernel"))),
+    ("iperf3 one stream (%s s)" % ips, "", "", "", ""),
+    ("  throughput, Gbit/s", fmt(ik.get("gbps")), "", fmt(iu.get("gbps")), ratio(iu.get("gbps"), ik.get("gbps"))),
+    ("  client CPU, s", fmt(cpu("iperf3-kernel")), "", fmt(cpu("iperf3-ustack")), ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel"))),
+]
+hdr = ("", "kernel", "kernel busy-poll %sus" % busy, "ustack", "ustack/kernel")
+w = [max(len(r[i]) for r in rows + [hdr]) for i in range(5)]
+print()
+for r in [hdr] + rows:
+    print("  ".join((r[0].ljust(w[0]),) + tuple(c.rjust(w[i]) for i, c in enumerate(r) if i)))
+PY
+for f in "$work"/*.failed; do [ -e "$f" ] && { echo; echo "some runs failed (see above)"; }; break; done
+exit 0
