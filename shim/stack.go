@@ -29,9 +29,8 @@ type stack struct {
 	rx       [][]byte
 	woken    []uintptr
 	released []uint16
-	// steering references per local TCP port: a listener holds one, an active connection one
-	steerRefs   map[uint16]int
-	activePorts map[uint16]int
+	// local TCP ports steered to this stack; the core says when a port has no user left
+	steered map[uint16]bool
 
 	kickFd         int          // eventfd that wakes the poller early
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
@@ -49,15 +48,14 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	}
 	names := shm.StatNames(&stackcore.Stats{}, &xdp.Stats{}, &Stats{})
 	st := &stack{
-		ifc:         ifc,
-		epoch:       time.Now(),
-		rx:          make([][]byte, rxBatch),
-		woken:       make([]uintptr, 0, 256),
-		released:    make([]uint16, 0, 64),
-		steerRefs:   map[uint16]int{},
-		activePorts: map[uint16]int{},
-		kickFd:      -1,
-		eng:         eng,
+		ifc:      ifc,
+		epoch:    time.Now(),
+		rx:       make([][]byte, rxBatch),
+		woken:    make([]uintptr, 0, 256),
+		released: make([]uint16, 0, 64),
+		steered:  map[uint16]bool{},
+		kickFd:   -1,
+		eng:      eng,
 	}
 	st.pollerDeadline.Store(int64(stackcore.Never))
 
@@ -138,10 +136,7 @@ func (st *stack) txLocked() stackcore.Time {
 	}
 	st.released = st.core.Released(st.released[:0])
 	for _, p := range st.released {
-		if st.activePorts[p] > 0 {
-			st.activePorts[p]--
-			st.unsteerLocked(p)
-		}
+		st.unsteerLocked(p)
 	}
 	// wake the poller if it sleeps past the new deadline (1 ms slack keeps this rare)
 	if next != stackcore.Never && int64(next)+1000 < st.pollerDeadline.Load() {
@@ -153,25 +148,25 @@ func (st *stack) txLocked() stackcore.Time {
 	return next
 }
 
+// steerLocked sends the frames of a local TCP port to this stack.
 func (st *stack) steerLocked(port uint16) error {
-	if st.steerRefs[port] == 0 {
-		if err := st.link.Steer(unix.IPPROTO_TCP, st.ifc.addr, port); err != nil {
-			return err
-		}
+	if st.steered[port] {
+		return nil
 	}
-	st.steerRefs[port]++
+	if err := st.link.Steer(unix.IPPROTO_TCP, st.ifc.addr, port); err != nil {
+		return err
+	}
+	st.steered[port] = true
 	return nil
 }
 
+// unsteerLocked gives a port's frames back to the kernel once the core no longer uses it.
 func (st *stack) unsteerLocked(port uint16) {
-	if st.steerRefs[port] == 0 {
+	if !st.steered[port] {
 		return
 	}
-	st.steerRefs[port]--
-	if st.steerRefs[port] == 0 {
-		delete(st.steerRefs, port)
-		_ = st.link.Unsteer(unix.IPPROTO_TCP, st.ifc.addr, port)
-	}
+	delete(st.steered, port)
+	_ = st.link.Unsteer(unix.IPPROTO_TCP, st.ifc.addr, port)
 }
 
 // poller runs timers and drains the link while no application thread is inside the stack.

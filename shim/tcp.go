@@ -378,16 +378,15 @@ func (e *Engine) Connect(fd int, sa []byte) int {
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	c, err := st.core.Connect(st.now(), s.boundPort, stackcore.IPv4(dst), dport, stackcore.MAC(mac))
+	if err != nil {
+		return errnoOf(err)
+	}
 	if err := st.steerLocked(s.boundPort); err != nil {
+		c.Abort()
 		e.Log.Warn().Err(err).Msg("steering connection")
 		return neg(unix.ENOBUFS)
 	}
-	c, err := st.core.Connect(st.now(), s.boundPort, stackcore.IPv4(dst), dport, stackcore.MAC(mac))
-	if err != nil {
-		st.unsteerLocked(s.boundPort)
-		return errnoOf(err)
-	}
-	st.activePorts[s.boundPort]++
 	c.Cookie = uintptr(fd) + 1
 	c.SetNoDelay(s.nodelay)
 	s.conn = c
@@ -523,8 +522,7 @@ func (e *Engine) CloseFD(fd int) {
 	e.leaveEpollsLocked(s)
 	if s.listener != nil {
 		s.listener.Cookie = 0
-		s.listener.Close()
-		st.unsteerLocked(s.boundPort)
+		s.listener.Close() // the core releases the port once its connections are gone too
 	}
 	if s.conn != nil {
 		s.conn.Cookie = 0

@@ -105,6 +105,9 @@ func TestSocatEcho(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Stop it even on failure: a process still attached to IfA would keep
+		// the next subtest's socat from attaching its XDP program.
+		defer srv.Stop()
 		r := tp.RunStdinB(bytes.NewReader(data), 90*time.Second, "socat", append(client, fmt.Sprintf("TCP:%s:7000", tp.AddrA), "STDIO")...)
 		if r.Err != nil {
 			t.Fatalf("kernel socat client: %s\n%s", r, srv.Output())
@@ -138,7 +141,7 @@ func TestSocatEcho(t *testing.T) {
 		c := e.stats(t, r.Pid)
 		e.logStats(t, "socat client", c)
 		if c["xsk.rx_bytes"] < size || c["xsk.tx_bytes"] < size || c["tcp.active_opens"] < 1 {
-			t.Errorf("socat client: the echo did not go through ustack")
+			t.Errorf("socat client: the echo did not go through ustack; its stderr:\n%s", r.Stderr)
 		}
 	})
 }
