@@ -1,0 +1,92 @@
+package wire
+
+import (
+	"encoding/binary"
+	"testing"
+)
+
+// refChecksum is RFC 1071 section 4.1, 16 bits at a time.
+func refChecksum(b []byte, initial uint32) uint32 {
+	sum := initial
+	for len(b) >= 2 {
+		sum += uint32(binary.BigEndian.Uint16(b))
+		b = b[2:]
+	}
+	if len(b) == 1 {
+		sum += uint32(b[0]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = sum>>16 + sum&0xffff
+	}
+	return sum
+}
+
+func TestChecksumMatchesReference(t *testing.T) {
+	b := make([]byte, 2000)
+	x := uint32(12345)
+	for i := range b {
+		x = x*1103515245 + 12345
+		b[i] = byte(x >> 16)
+	}
+	for n := 0; n <= len(b); n += 1 + n/7 {
+		for _, init := range []uint32{0, 0xffff, 0x1234} {
+			if got, want := Checksum(b[:n], init), refChecksum(b[:n], init); got != want {
+				t.Fatalf("len %d init %x: got %x want %x", n, init, got, want)
+			}
+		}
+	}
+	ff := make([]byte, 1500)
+	for i := range ff {
+		ff[i] = 0xff
+	}
+	if got, want := Checksum(ff, 0xffff), refChecksum(ff, 0xffff); got != want {
+		t.Fatalf("all ones: %x %x", got, want)
+	}
+}
+
+func FuzzChecksum(f *testing.F) {
+	f.Add([]byte{0x45, 0, 0, 0x3c}, uint32(0))
+	f.Add([]byte{0xff, 0xff, 0xff}, uint32(0xffff))
+	f.Fuzz(func(t *testing.T, b []byte, init uint32) {
+		init &= 0xffff
+		if got, want := Checksum(b, init), refChecksum(b, init); got != want {
+			t.Fatalf("got %x want %x", got, want)
+		}
+	})
+}
+
+func FuzzParsers(f *testing.F) {
+	f.Add([]byte{0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+		0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 2, 0xff, 0xff, 0, 0, 0, 0, 2, 4, 5, 0xb4})
+	f.Add([]byte{0x46, 0, 0, 24, 0, 0, 0, 0, 64, 6, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1, 0, 0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ip := IPv4(b)
+		if ip.Check(false) != IPv4OK {
+			return
+		}
+		_ = ip.Src()
+		_ = ip.IsFragment()
+		tcp := TCP(ip.Payload())
+		if !tcp.Valid() {
+			return
+		}
+		o := ParseTCPOptions(tcp.Options())
+		_ = o
+		_ = tcp.Payload()
+		_ = tcp.ChecksumOK(ip.Src(), ip.Dst())
+	})
+}
+
+func FuzzTCPOptions(f *testing.F) {
+	f.Add([]byte{2, 4, 5, 0xb4, 1, 3, 3, 7})
+	f.Add([]byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	f.Add([]byte{3, 1})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		o := ParseTCPOptions(b)
+		var buf [8]byte
+		n := PutSynOptions(buf[:], o.MSS, int(o.WScale))
+		if r := ParseTCPOptions(buf[:n]); r.MSS != o.MSS || r.WScale != o.WScale || !r.HasWScale {
+			t.Fatalf("round trip %+v -> %+v", o, r)
+		}
+	})
+}
