@@ -221,3 +221,46 @@ func dropNth(k int, pred func(tcp wire.TCP) bool) (pair.Hook, *int) {
 }
 
 func hasData(tcp wire.TCP) bool { return len(tcp.Payload()) > 0 }
+
+// raw builds a frame from macA/addrA to macB/addrB (template segment).
+type raw struct {
+	sport, dport uint16
+	seq, ack     uint32
+	flags        uint8
+	wnd          uint16
+	payload      []byte
+	mss          uint16 // SYN options if non-zero
+	ws           int    // window scale option if >= 0 (with mss)
+}
+
+func (r raw) frame() []byte {
+	s := &Stack{cfg: Config{MAC: macA, Addr: addrA}, stats: new(Stats)}
+	rg := newRing(len(r.payload) + 1)
+	rg.Write(r.payload)
+	buf := make([]byte, 2048)
+	n := s.encodeTCPOpt(buf, macB, addrB, r.sport, r.dport, seq(r.seq), seq(r.ack), r.flags, r.wnd, &rg, 0,
+		len(r.payload), r.mss, r.ws)
+	return buf[:n]
+}
+
+// outFrames polls h and returns the TCP headers it emits (consumed from the wire).
+func (n *testNet) outFrames(h *host) []wire.TCP {
+	h.next = h.s.Poll(n.now, h.end)
+	h.end.Flush()
+	peer := n.a
+	if h == n.a {
+		peer = n.b
+	}
+	var got []wire.TCP
+	for {
+		k := peer.end.Receive(peer.rx)
+		if k == 0 {
+			break
+		}
+		for _, f := range peer.rx[:k] {
+			got = append(got, append(wire.TCP(nil), tcpOf(f)...))
+		}
+		peer.end.ReleaseRx()
+	}
+	return got
+}

@@ -185,8 +185,10 @@ func (c *TCPConn) setState(st State) {
 	c.wake()
 }
 
+// wake marks the connection for TakeWoken. Children not yet accepted are
+// unknown to the host; their listener is woken instead when they are queued.
 func (c *TCPConn) wake() {
-	if !c.woken {
+	if !c.woken && c.lst == nil {
 		c.woken = true
 		c.s.wokenConns = append(c.s.wokenConns, c)
 	}

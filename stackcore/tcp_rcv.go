@@ -454,7 +454,7 @@ func (c *TCPConn) inputSynSent(now Time, g *segment) {
 	if ackOK {
 		c.sndUna = g.ack
 		c.sndNxt = seqMax(c.sndNxt, g.ack)
-		c.sndWnd = g.wnd << c.sndSh
+		c.sndWnd = g.wnd // never scaled in a SYN (RFC 7323 2.2)
 		c.maxWnd = c.sndWnd
 		c.sndWl1, c.sndWl2 = g.seq, g.ack
 		c.rtoAt = Never
