@@ -168,3 +168,25 @@ func TestTakeWoken(t *testing.T) {
 		t.Fatalf("marks not cleared: %v", w)
 	}
 }
+
+// RFC 9293 3.10.7.4 (TIME-WAIT, FIN bit): when the last ACK is lost the peer
+// retransmits its FIN; we ACK it again and the peer reaches CLOSED.
+func TestLastAckLost(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	c, s, _ := n.connect(80)
+	c.Close()
+	n.settle()
+	hook, dropped := dropNth(0, func(tcp wire.TCP) bool { return true })
+	n.a.end.Hook = hook // drop the client's ACK of the server's FIN
+	s.Close()
+	n.settle()
+	if *dropped != 1 || c.State() != StateTimeWait || s.State() != StateLastAck {
+		t.Fatalf("%d %v %v", *dropped, c.State(), s.State())
+	}
+	if !n.runUntil(5*Second, func() bool { return s.State() == StateClosed }) {
+		t.Fatalf("server stuck in %v", s.State())
+	}
+	if c.State() != StateTimeWait || c.closeAt-n.now < timeWaitLen-Second {
+		t.Fatalf("TIME-WAIT not restarted: %v", c.closeAt-n.now)
+	}
+}

@@ -33,6 +33,13 @@ func (c *TCPConn) input(now Time, g *segment) {
 			g.payload = g.payload[:0]
 			g.flags &^= wire.TCPFlagFIN | wire.TCPFlagSYN
 		} else {
+			if c.state == StateTimeWait && g.has(wire.TCPFlagFIN) && !g.has(wire.TCPFlagRST) {
+				// Retransmitted FIN: our last ACK was lost. ACK again and
+				// restart the 2*MSL timeout (RFC 9293 3.10.7.4 eighth, TIME-WAIT).
+				c.closeAt = now + timeWaitLen
+				c.ackNow = true
+				return
+			}
 			if !g.has(wire.TCPFlagRST) {
 				c.oowAck(now, g)
 			}
