@@ -28,6 +28,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // Topo is one instance of the topology.
@@ -262,6 +263,9 @@ func (r *Result) String() string {
 }
 
 func clip(b []byte) []byte {
+	if !utf8.Valid(b) {
+		return fmt.Appendf(nil, "<%d bytes of binary data>", len(b))
+	}
 	if len(b) > 4000 {
 		return append(append([]byte{}, b[:2000]...), append([]byte("\n...\n"), b[len(b)-2000:]...)...)
 	}
