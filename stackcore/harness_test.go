@@ -107,6 +107,13 @@ func (n *testNet) runUntil(dur Time, cond func() bool) bool {
 		if n.step() {
 			continue
 		}
+		// Idle at this time: cond may act (write, read) once more before time moves.
+		if cond() {
+			return true
+		}
+		if n.step() {
+			continue
+		}
 		if n.now >= end {
 			return false
 		}

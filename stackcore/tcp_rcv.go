@@ -227,6 +227,11 @@ func (c *TCPConn) finSent() bool { return c.sndMax.gt(c.finSeq()) }
 // newAck handles an ACK that advances SND.UNA by acked.
 func (c *TCPConn) newAck(now Time, ack seq, acked int) {
 	c.rttSample(now, ack)
+	// Forward progress ends the exponential backoff, as Linux does: with
+	// Karn's rule and no timestamps a lossy path might otherwise not get a
+	// fresh sample for a long time and keep a backed-off RTO (RFC 6298 5.7
+	// allows keeping it; we follow Linux).
+	c.rto = c.baseRTO()
 	// Release acknowledged data from the send buffer.
 	if d := ack.sub(c.bufSeq); d > 0 {
 		d = min(d, c.sndBuf.Len())
@@ -309,8 +314,16 @@ func (c *TCPConn) rttSample(now Time, ack seq) {
 		c.rttvar = (3*c.rttvar + d) / 4
 		c.srtt = (7*c.srtt + r) / 8
 	}
-	c.rto = c.srtt + max(Millisecond, 4*c.rttvar)
-	c.rto = min(max(c.rto, rtoMin), rtoMax)
+	c.rto = c.baseRTO()
+}
+
+// baseRTO is SRTT + max(G, 4*RTTVAR) clamped to [200ms, 120s] (RFC 6298 2.3,
+// 2.4 with Linux's floor), or the initial 1s before any sample.
+func (c *TCPConn) baseRTO() Time {
+	if c.srtt == 0 && c.rttvar == 0 {
+		return rtoInitial
+	}
+	return min(max(c.srtt+max(Millisecond, 4*c.rttvar), rtoMin), rtoMax)
 }
 
 // receive places segment text in the receive ring (in order or out of order)
