@@ -96,6 +96,7 @@ type TCPConn struct {
 
 	// RTT and timers (RFC 6298).
 	srtt, rttvar Time
+	hasRTT       bool
 	rto          Time
 	rttOn        bool
 	rttSeq       seq

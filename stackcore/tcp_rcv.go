@@ -303,7 +303,8 @@ func (c *TCPConn) rttSample(now Time, ack seq) {
 	if r < 0 {
 		r = 0
 	}
-	if c.srtt == 0 {
+	if !c.hasRTT {
+		c.hasRTT = true
 		c.srtt = r
 		c.rttvar = r / 2
 	} else {
@@ -320,7 +321,7 @@ func (c *TCPConn) rttSample(now Time, ack seq) {
 // baseRTO is SRTT + max(G, 4*RTTVAR) clamped to [200ms, 120s] (RFC 6298 2.3,
 // 2.4 with Linux's floor), or the initial 1s before any sample.
 func (c *TCPConn) baseRTO() Time {
-	if c.srtt == 0 && c.rttvar == 0 {
+	if !c.hasRTT {
 		return rtoInitial
 	}
 	return min(max(c.srtt+max(Millisecond, 4*c.rttvar), rtoMin), rtoMax)
