@@ -34,6 +34,9 @@ func (s *socket) pollEvents() int16 {
 			// both directions are done (or the connection was reset)
 			ev |= unix.POLLHUP
 		}
+		if c.PeerClosed() {
+			ev |= unix.POLLRDHUP
+		}
 	default:
 		// a socket that is neither listening nor connected: Linux reports POLLOUT|POLLHUP
 		ev |= unix.POLLOUT | unix.POLLHUP

@@ -415,15 +415,13 @@ func (e *Engine) ConnectWait(fd int) int {
 	return errnoOf(s.conn.TakeErr())
 }
 
-// Recv reads into iov. flags: MSG_DONTWAIT, MSG_PEEK (not yet), MSG_WAITALL (looped in C).
+// Recv reads into iov. flags: MSG_DONTWAIT, MSG_PEEK, MSG_WAITALL (looped in C).
 func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int) int {
 	s := e.sock(fd)
 	if s == nil {
 		return Pass
 	}
-	if flags&unix.MSG_PEEK != 0 {
-		return neg(unix.EOPNOTSUPP)
-	}
+	peek := flags&unix.MSG_PEEK != 0
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -442,14 +440,20 @@ func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int) int {
 			continue
 		}
 		var n int
-		n, err = c.Read(unsafe.Slice(iov[i].Base, iov[i].Len))
+		if peek {
+			n, err = c.Peek(total, unsafe.Slice(iov[i].Base, iov[i].Len))
+		} else {
+			n, err = c.Read(unsafe.Slice(iov[i].Base, iov[i].Len))
+		}
 		total += n
 		if err != nil || uint64(n) < iov[i].Len {
 			break
 		}
 	}
 	if total > 0 {
-		st.txLocked() // a window update may be due
+		if !peek {
+			st.txLocked() // a window update may be due
+		}
 		return total
 	}
 	switch {

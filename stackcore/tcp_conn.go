@@ -267,6 +267,21 @@ func (c *TCPConn) Read(p []byte) (int, error) {
 	return 0, ErrWouldBlock
 }
 
+// Peek copies received bytes starting off bytes into the receive queue into p without consuming
+// them (MSG_PEEK). Nothing there gives the same results as Read.
+func (c *TCPConn) Peek(off int, p []byte) (int, error) {
+	if c.rcvBuf.Len() > off {
+		return c.rcvBuf.peek(off, p), nil
+	}
+	if off > 0 {
+		return 0, nil
+	}
+	return c.Read(p[:0:0])
+}
+
+// PeerClosed reports whether the peer's FIN has arrived (poll's POLLRDHUP).
+func (c *TCPConn) PeerClosed() bool { return c.finRcvd }
+
 // maybeWindowUpdate schedules an ACK when reading opened the window enough
 // that the peer, which may be blocked on a small window, should hear of it
 // (RFC 9293 3.8.6.2.2).
