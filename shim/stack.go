@@ -71,9 +71,11 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	link, err := xdp.Open(ifc.name, 0, xdp.Options{Mode: cfg.XDPMode, Stats: xskStats})
 	if err != nil {
 		st.close()
+		_ = seg.Remove() // no stack after all: nothing for onloadctl to show
 		return nil, fmt.Errorf("opening AF_XDP on %s: %w", ifc.name, err)
 	}
 	st.link = link
+	seg.SetMode(link.Mode())
 
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])

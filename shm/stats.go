@@ -124,6 +124,14 @@ func putString(dst []byte, s string) {
 	copy(dst, s)
 }
 
+// SetMode records the link mode once it is known (the segment exists before the link opens, so
+// the link can count into it from the start). Readers may see it appear; nothing else changes.
+func (s *StatsSegment) SetMode(mode string) {
+	field := s.mem[statsOffMode : statsOffMode+statsModeLen]
+	clear(field)
+	putString(field, mode)
+}
+
 // Path returns the segment's file path.
 func (s *StatsSegment) Path() string { return s.path }
 

@@ -249,3 +249,24 @@ func TestStatsConcurrentReader(t *testing.T) {
 		t.Log("writer made no progress before the reads ended")
 	}
 }
+
+func TestStatsSetMode(t *testing.T) {
+	dir := t.TempDir()
+	seg, err := CreateStats(dir, []string{"a.b"}, StatsInfo{Iface: "veth0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer seg.Remove()
+	seg.SetMode("native/copy")
+	snap, err := ReadStats(seg.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Mode != "native/copy" {
+		t.Fatalf("mode %q after SetMode", snap.Mode)
+	}
+	seg.SetMode("gen")
+	if snap, _ = ReadStats(seg.Path()); snap.Mode != "gen" {
+		t.Fatalf("mode %q: a shorter mode must not keep the old tail", snap.Mode)
+	}
+}
