@@ -234,7 +234,14 @@ func TestPreloadIntoOrdinaryPrograms(t *testing.T) {
 		{"true", []string{"true"}, ""},
 		{"python3 -c pass", []string{python, "-c", "pass"}, ""},
 		{"bash -c curl file://", []string{"bash", "-c", "curl -s file://" + filepath.Join(dir, "f")}, "file contents\n"},
-		{"fork without exec", []string{forkchild, tp.AddrB, "8000"}, "forkchild ok\n"},
+		// the child's copy of the parent's accelerated socket: EBADFD, never a hang (README)
+		{"fork without exec", []string{forkchild, tp.AddrB, "8000"},
+			"inherited socket: write EBADFD, poll POLLNVAL, close 0\nforkchild ok\n"},
+	}
+	// The same fork program on the kernel alone: what differs is only the inherited socket.
+	if r := tp.RunA(nil, 15*time.Second, "timeout", "5", forkchild, tp.AddrB, "8000"); r.Err != nil ||
+		string(r.Stdout) != "inherited socket: write ok, poll POLLOUT, close 0\nforkchild ok\n" {
+		t.Errorf("forkchild without ustack: %s", r)
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
