@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ustack/nic"
 	"ustack/nic/xdp"
 	"ustack/shm"
 	"ustack/stackcore"
@@ -23,8 +24,9 @@ const rxBatch = 64
 type stack struct {
 	mu       sync.Mutex
 	core     *stackcore.Stack
-	link     *xdp.Socket
+	link     Link
 	ifc      iface
+	cp       controlPlane
 	epoch    time.Time
 	rx       [][]byte
 	woken    []uintptr
@@ -35,66 +37,92 @@ type stack struct {
 	kickFd         int          // eventfd that wakes the poller early
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
 	closed         atomic.Bool
+	pollerDone     sync.WaitGroup
 
 	seg   *shm.StatsSegment
 	stats *Stats
 	eng   *Engine
 }
 
+// Link is what the stack drives: a NIC link that can also steer local ports to itself.
+type Link interface {
+	nic.Link
+	Steer(proto uint8, ip [4]byte, port uint16) error
+	Unsteer(proto uint8, ip [4]byte, port uint16) error
+	Mode() string
+}
+
+// controlPlane answers the questions the kernel owns: which routes go through the accelerated
+// interface, and the Ethernet address of a neighbour.
+type controlPlane interface {
+	routeVia(dst [4]byte) (nextHop [4]byte, ok bool)
+	resolve(ip [4]byte, timeout time.Duration) ([6]byte, error)
+}
+
+// newStack starts a stack on the configured interface: stats segment, AF_XDP link, core, poller.
 func newStack(eng *Engine, cfg Config) (*stack, error) {
 	ifc, err := findIface(cfg.Iface)
 	if err != nil {
 		return nil, err
 	}
 	names := shm.StatNames(&stackcore.Stats{}, &xdp.Stats{}, &Stats{})
+	seg, err := shm.CreateStats(cfg.StatsDir, names, shm.StatsInfo{Iface: ifc.name})
+	if err != nil {
+		return nil, fmt.Errorf("creating stats segment: %w", err)
+	}
+	coreStats, rest := shm.BindStats[stackcore.Stats](seg.Values())
+	xskStats, rest := shm.BindStats[xdp.Stats](rest)
+	shimStats, _ := shm.BindStats[Stats](rest)
+
+	link, err := xdp.Open(ifc.name, 0, xdp.Options{Mode: cfg.XDPMode, Stats: xskStats})
+	if err != nil {
+		_ = seg.Remove() // no stack after all: nothing for onloadctl to show
+		return nil, fmt.Errorf("opening AF_XDP on %s: %w", ifc.name, err)
+	}
+	seg.SetMode(link.Mode())
+	st, err := startStack(eng, cfg, ifc, &ifc, link, coreStats, shimStats)
+	if err != nil {
+		link.Close()
+		_ = seg.Remove()
+		return nil, err
+	}
+	st.seg = seg
+	return st, nil
+}
+
+// startStack runs a stack over link; the caller owns where the counters live.
+func startStack(eng *Engine, cfg Config, ifc iface, cp controlPlane, link Link, coreStats *stackcore.Stats, stats *Stats) (*stack, error) {
+	kfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating poller eventfd: %w", err)
+	}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
 	st := &stack{
 		ifc:      ifc,
+		cp:       cp,
+		link:     link,
 		epoch:    time.Now(),
 		rx:       make([][]byte, rxBatch),
 		woken:    make([]uintptr, 0, 256),
 		released: make([]uint16, 0, 64),
 		steered:  map[uint16]bool{},
-		kickFd:   -1,
+		kickFd:   kfd,
+		stats:    stats,
 		eng:      eng,
+		core: stackcore.New(stackcore.Config{
+			MAC:             stackcore.MAC(ifc.mac),
+			Addr:            stackcore.IPv4(ifc.addr),
+			MTU:             ifc.mtu,
+			VerifyChecksums: cfg.VerifyChecksum,
+			Stats:           coreStats,
+			Seed:            binary.LittleEndian.Uint64(seed[:]),
+			RecvBuf:         cfg.RecvBuf,
+			SendBuf:         cfg.SendBuf,
+		}),
 	}
 	st.pollerDeadline.Store(int64(stackcore.Never))
-
-	seg, err := shm.CreateStats(cfg.StatsDir, names, shm.StatsInfo{Iface: ifc.name})
-	if err != nil {
-		return nil, fmt.Errorf("creating stats segment: %w", err)
-	}
-	st.seg = seg
-	coreStats, rest := shm.BindStats[stackcore.Stats](seg.Values())
-	xskStats, rest := shm.BindStats[xdp.Stats](rest)
-	st.stats, _ = shm.BindStats[Stats](rest)
-
-	link, err := xdp.Open(ifc.name, 0, xdp.Options{Mode: cfg.XDPMode, Stats: xskStats})
-	if err != nil {
-		st.close()
-		_ = seg.Remove() // no stack after all: nothing for onloadctl to show
-		return nil, fmt.Errorf("opening AF_XDP on %s: %w", ifc.name, err)
-	}
-	st.link = link
-	seg.SetMode(link.Mode())
-
-	var seed [8]byte
-	_, _ = rand.Read(seed[:])
-	st.core = stackcore.New(stackcore.Config{
-		MAC:             stackcore.MAC(ifc.mac),
-		Addr:            stackcore.IPv4(ifc.addr),
-		MTU:             ifc.mtu,
-		VerifyChecksums: cfg.VerifyChecksum,
-		Stats:           coreStats,
-		Seed:            binary.LittleEndian.Uint64(seed[:]),
-		RecvBuf:         cfg.RecvBuf,
-		SendBuf:         cfg.SendBuf,
-	})
-	kfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		st.close()
-		return nil, fmt.Errorf("creating poller eventfd: %w", err)
-	}
-	st.kickFd = kfd
+	st.pollerDone.Add(1)
 	go st.poller()
 	return st, nil
 }
@@ -174,6 +202,7 @@ func (st *stack) unsteerLocked(port uint16) {
 // poller runs timers and drains the link while no application thread is inside the stack.
 func (st *stack) poller() {
 	fds := []unix.PollFd{{Fd: int32(st.link.Fd()), Events: unix.POLLIN}, {Fd: int32(st.kickFd), Events: unix.POLLIN}}
+	defer st.pollerDone.Done()
 	var buf [8]byte
 	for !st.closed.Load() {
 		st.mu.Lock()
@@ -199,12 +228,13 @@ func (st *stack) poller() {
 	}
 }
 
+// close stops the poller and releases the link (tests; a process simply exits).
 func (st *stack) close() {
 	st.closed.Store(true)
-	if st.kickFd >= 0 {
-		var one = [8]byte{1}
-		_, _ = unix.Write(st.kickFd, one[:])
-	}
+	var one = [8]byte{1}
+	_, _ = unix.Write(st.kickFd, one[:])
+	st.pollerDone.Wait()
+	unix.Close(st.kickFd)
 	if st.link != nil {
 		st.link.Close()
 	}

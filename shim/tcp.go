@@ -322,8 +322,6 @@ func (e *Engine) Accept(fd int, sa []byte, saLen *uint32, flags int) int {
 	return Wait
 }
 
-func isLoopbackOrAny(ip [4]byte) bool { return ip[0] == 127 || ip == [4]byte{} }
-
 func (e *Engine) Connect(fd int, sa []byte) int {
 	s := e.sock(fd)
 	if s == nil {
@@ -351,16 +349,16 @@ func (e *Engine) Connect(fd int, sa []byte) int {
 	}
 	st.mu.Unlock()
 
-	if isLoopbackOrAny(dst) || dst == st.ifc.addr {
-		e.handOver(s)
+	if dst == [4]byte{} || dst == st.ifc.addr {
+		e.handOver(s) // the kernel's local delivery
 		return Pass
 	}
-	nextHop, ok := st.ifc.routeVia(dst)
+	nextHop, ok := st.cp.routeVia(dst)
 	if !ok {
-		e.handOver(s)
+		e.handOver(s) // loopback, another interface, unreachable: the kernel's
 		return Pass
 	}
-	mac, err := st.ifc.resolve(nextHop, time.Second)
+	mac, err := st.cp.resolve(nextHop, time.Second)
 	if err != nil {
 		e.Log.Info().Err(err).Msg("next hop unresolved, connection stays on the kernel")
 		e.handOver(s)
