@@ -58,9 +58,19 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 		} else {
 			wait = -1;
 		}
-		int m = n < max ? (mask ? ustack_real.epoll_pwait(epfd, evs + n, max - n, wait, mask)
-					: ustack_real.epoll_wait(epfd, evs + n, max - n, wait))
-				: 0;
+		int m = 0;
+		if (n < max) {
+			/* the application's set holds the wake epoll, which holds the AF_XDP fd */
+			if (wait != 0)
+				ustack_sleep_begin();
+			m = mask ? ustack_real.epoll_pwait(epfd, evs + n, max - n, wait, mask)
+				 : ustack_real.epoll_wait(epfd, evs + n, max - n, wait);
+			if (wait != 0) {
+				int saved = errno;
+				ustack_sleep_end();
+				errno = saved;
+			}
+		}
 		if (m < 0)
 			return n > 0 ? n : -1;
 		int woken = 0;

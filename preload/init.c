@@ -8,6 +8,7 @@
 
 struct ustack_fd ustack_fds[USTACK_FDMAX];
 volatile int ustack_xsk_fd = -1;
+int ustack_xsk_waiters;
 volatile int ustack_go_ready;
 volatile int ustack_go_off;
 volatile int ustack_forked_child;
@@ -75,6 +76,8 @@ int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask)
 	int xsk = ustack_xsk_fd;
 	if (xsk >= 0) { p[n].fd = xsk; p[n].events = POLLIN; n++; }
 	int r;
+	if (xsk >= 0)
+		ustack_sleep_begin();
 	if (mask) {
 		struct timespec ts, *tsp = NULL;
 		if (timeout_ms >= 0) { ts.tv_sec = timeout_ms / 1000; ts.tv_nsec = (timeout_ms % 1000) * 1000000L; tsp = &ts; }
@@ -82,8 +85,11 @@ int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask)
 	} else {
 		r = ustack_real.poll(p, n, timeout_ms);
 	}
+	int saved = errno;
+	if (xsk >= 0)
+		ustack_sleep_end();
 	if (r < 0)
-		return -errno;
+		return -saved;
 	if (r == 0)
 		return -EAGAIN;
 	return 0;

@@ -65,3 +65,7 @@ func (cTable) SetTimeouts(fd int, rcvMs, sndMs int32) {
 }
 
 func (cTable) SetXSKFd(fd int) { C.ustack_xsk_fd = C.int(fd) }
+
+func (cTable) XSKWaiters() int32 {
+	return atomic.LoadInt32((*int32)(unsafe.Pointer(&C.ustack_xsk_waiters)))
+}

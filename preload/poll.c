@@ -74,6 +74,9 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			if (xsk >= 0 && n > nfds)
 				real[n++] = (struct pollfd){ .fd = xsk, .events = POLLIN };
 		}
+		int sleeping = wait != 0 && n > nfds;
+		if (sleeping)
+			ustack_sleep_begin();
 		int r;
 		if (mask) {
 			struct timespec ts, *tsp = NULL;
@@ -85,6 +88,11 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			r = ustack_real.ppoll(real, n, tsp, mask);
 		} else {
 			r = ustack_real.poll(real, n, wait);
+		}
+		if (sleeping) {
+			int saved = errno;
+			ustack_sleep_end();
+			errno = saved;
 		}
 		if (r < 0) {
 			result = -1;

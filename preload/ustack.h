@@ -40,6 +40,7 @@ struct ustack_fd {
 
 extern struct ustack_fd ustack_fds[USTACK_FDMAX];
 extern volatile int ustack_xsk_fd;      /* the stack's AF_XDP fd, -1 when no stack runs */
+extern int ustack_xsk_waiters;          /* threads sleeping with ustack_xsk_fd in their wait set */
 extern volatile int ustack_go_ready;    /* set by Go's init: exports may be called */
 extern volatile int ustack_go_off;      /* set by Go's init when acceleration is off for good */
 extern volatile int ustack_forked_child;/* we are a fork() child that did not exec: never call Go */
@@ -97,6 +98,11 @@ static inline int ustack_kind(int fd)
 		return USTACK_KIND_NONE;
 	return __atomic_load_n(&ustack_fds[fd].kind, __ATOMIC_ACQUIRE);
 }
+
+/* Bracket a sleep whose wait set holds the AF_XDP fd: while one does, the poller leaves the
+ * frames to the sleeper. */
+static inline void ustack_sleep_begin(void) { __atomic_add_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
+static inline void ustack_sleep_end(void) { __atomic_sub_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
 
 /* helpers shared by the interposer files */
 int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask);

@@ -25,6 +25,8 @@ type FDTable interface {
 	Withdraw(fd int)
 	SetTimeouts(fd int, rcvMs, sndMs int32) // -1 keeps a value
 	SetXSKFd(fd int)
+	// XSKWaiters is how many application threads sleep with the AF_XDP fd in their wait set.
+	XSKWaiters() int32
 }
 
 // MapTable is an in-memory FDTable for tests.
@@ -38,6 +40,7 @@ func NewMapTable() *MapTable { return &MapTable{Entries: map[int]FDEntry{}, XSKF
 func (t *MapTable) Publish(fd int, e FDEntry) { t.Entries[fd] = e }
 func (t *MapTable) Withdraw(fd int)           { delete(t.Entries, fd) }
 func (t *MapTable) SetXSKFd(fd int)           { t.XSKFd = fd }
+func (t *MapTable) XSKWaiters() int32         { return 0 }
 func (t *MapTable) SetTimeouts(fd int, r, s int32) {
 	e := t.Entries[fd]
 	if r >= 0 {

@@ -168,8 +168,8 @@ func (st *stack) txLocked() stackcore.Time {
 	for _, p := range st.released {
 		st.unsteerLocked(p)
 	}
-	// wake the poller if it sleeps past the new deadline (1 ms slack keeps this rare)
-	if next != stackcore.Never && int64(next)+1000 < st.pollerDeadline.Load() {
+	// wake the poller if it sleeps past the new deadline (see pollerTick)
+	if next != stackcore.Never && int64(next)+int64(stackcore.Millisecond) < st.pollerDeadline.Load() {
 		st.pollerDeadline.Store(int64(next))
 		var one = [8]byte{1}
 		_, _ = unix.Write(st.kickFd, one[:])
@@ -199,29 +199,49 @@ func (st *stack) unsteerLocked(port uint16) {
 	_ = st.link.Unsteer(unix.IPPROTO_TCP, st.ifc.addr, port)
 }
 
+// Poller pacing. The poller sleeps at most pollerTick while any timer is pending, so an
+// application thread that arms a timer (every send arms the retransmission timer) only has to
+// kick it when it sleeps with no timeout at all, or the new deadline is closer than its wake-up.
+// While application threads sleep on the AF_XDP fd themselves they drive the stack, and the
+// poller only looks in every pollerIdleTick instead of racing them for every frame.
+const (
+	pollerTick     = 10 * stackcore.Millisecond
+	pollerIdleTick = stackcore.Millisecond
+)
+
 // poller runs timers and drains the link while no application thread is inside the stack.
 func (st *stack) poller() {
-	fds := []unix.PollFd{{Fd: int32(st.link.Fd()), Events: unix.POLLIN}, {Fd: int32(st.kickFd), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(st.kickFd), Events: unix.POLLIN}, {Fd: int32(st.link.Fd()), Events: unix.POLLIN}}
 	defer st.pollerDone.Done()
 	var buf [8]byte
 	for !st.closed.Load() {
 		st.mu.Lock()
 		next := st.serviceLocked()
-		st.pollerDeadline.Store(int64(next))
-		st.mu.Unlock()
-		timeout := -1
+		now := st.now()
+		watchLink := st.eng.tab.XSKWaiters() == 0
+		wake := next
 		if next != stackcore.Never {
-			wait := int64(next) - int64(st.now())
-			if wait < 0 {
-				wait = 0
-			}
-			timeout = int((wait + 999) / 1000)
+			wake = min(next, now+pollerTick)
+		}
+		if !watchLink {
+			wake = min(wake, now+pollerIdleTick)
+		}
+		st.pollerDeadline.Store(int64(wake))
+		st.mu.Unlock()
+
+		timeout := -1
+		if wake != stackcore.Never {
+			timeout = int((max(wake-now, 0) + 999) / 1000)
+		}
+		n := 2
+		if !watchLink {
+			n = 1
 		}
 		fds[0].Revents, fds[1].Revents = 0, 0
-		if n, _ := unix.Poll(fds, timeout); n == 0 {
+		if k, _ := unix.Poll(fds[:n], timeout); k == 0 {
 			atomic.AddUint64(&st.stats.PollerTimeouts, 1)
 		}
-		if fds[1].Revents != 0 {
+		if fds[0].Revents != 0 {
 			_, _ = unix.Read(st.kickFd, buf[:])
 		}
 		atomic.AddUint64(&st.stats.PollerWakeups, 1)
