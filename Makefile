@@ -40,7 +40,8 @@ build: $(BUILD)/libustack.so $(BUILD)/onloadctl $(C_BINS)
 .PHONY: $(BUILD)/libustack.so $(BUILD)/onloadctl
 $(BUILD)/libustack.so:
 	@mkdir -p $(BUILD)
-	CGO_ENABLED=1 $(GO) build -buildmode=c-shared -o $@ ./preload
+	CGO_ENABLED=1 $(GO) build -buildmode=c-shared \
+		-ldflags="-extldflags=-Wl,--version-script=$(CURDIR)/preload/libustack.map" -o $@ ./preload
 
 $(BUILD)/onloadctl:
 	@mkdir -p $(BUILD)
