@@ -41,7 +41,8 @@ build: $(BUILD)/libustack.so $(BUILD)/onloadctl $(C_BINS)
 $(BUILD)/libustack.so:
 	@mkdir -p $(BUILD)
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared \
-		-ldflags="-extldflags=-Wl,--version-script=$(CURDIR)/preload/libustack.map" -o $@ ./preload
+		-ldflags="-X main.exportsMap=$$(sha256sum preload/libustack.map | cut -c1-16) \
+			-extldflags=-Wl,--version-script=$(CURDIR)/preload/libustack.map" -o $@ ./preload
 
 $(BUILD)/onloadctl:
 	@mkdir -p $(BUILD)

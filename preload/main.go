@@ -20,6 +20,10 @@ import (
 
 func main() {}
 
+// exportsMap is set by the Makefile to a hash of libustack.map: go build caches the link step
+// by its flags, not by the version script's contents, so a changed map must change the flags.
+var exportsMap string
+
 // eng is the process's engine: one process, one preload, one engine.
 var eng *shim.Engine
 
