@@ -25,7 +25,10 @@
 // recovered by retransmission), zero-window probing, FIN/half-close,
 // TIME_WAIT (2*MSL, MSL = 30s), RST generation (RFC 9293 3.10.7.1) and
 // RFC 5961 RST/SYN handling (exact-sequence RSTs reset, other in-window RSTs
-// and SYNs draw a challenge ACK). Not implemented: SACK, timestamps, urgent
+// and SYNs draw a challenge ACK), and delayed ACKs (RFC 9293 3.8.6.3 with
+// Linux's engine: quick-ack start, ping-pong mode, ATO from 40ms, an ACK per
+// second full-sized segment, immediate ACKs for out-of-order data, FIN and
+// window updates; SetQuickAck is TCP_QUICKACK). Not implemented: SACK, timestamps, urgent
 // data (the urgent pointer is ignored), keep-alives, SYN cookies, IP options
 // (skipped) and IP fragments (dropped, counted as drop.fragment).
 //

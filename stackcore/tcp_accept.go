@@ -115,6 +115,7 @@ func (l *Listener) input(now Time, g *segment) {
 	c.irs = g.seq
 	c.rcvNxt = g.seq + 1
 	c.rcvAdv = c.rcvNxt
+	c.rcvWup = c.rcvNxt
 	c.takeSynOptions(g)
 	c.sndWnd = g.wnd // never scaled in a SYN
 	c.maxWnd = c.sndWnd

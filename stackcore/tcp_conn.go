@@ -51,6 +51,9 @@ const (
 	maxDupOwed      = 16                // immediate duplicate ACKs per connection per Poll
 	oowRateLimit    = 500 * Millisecond // like Linux tcp_invalid_ratelimit
 	defaultPeerMSS  = 536
+	atoMin          = 40 * Millisecond  // Linux TCP_ATO_MIN
+	atoMax          = 200 * Millisecond // Linux TCP_DELACK_MAX; RFC 9293 3.8.6.3 requires < 500ms
+	maxQuickAcks    = 16                // Linux TCP_MAX_QUICKACKS
 )
 
 type oooRange struct{ start, end seq }
@@ -122,6 +125,17 @@ type TCPConn struct {
 	oowAt   Time // last ACK sent for an out-of-window segment (rate limit)
 	oowSent bool
 
+	// Delayed ACKs (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2), modelled on Linux's
+	// delayed-ACK engine (quick-ack and ping-pong modes, adaptive ATO).
+	rcvWup    seq  // RCV.NXT carried by the last ACK we sent (Last.ACK.sent)
+	delackAt  Time // delayed-ACK timer
+	ato       Time // current ACK timeout, in [atoMin, atoMax]; 0 before the first data
+	quickAcks int  // ACKs still sent at once (quick-ack mode)
+	quickAck  bool // SetQuickAck(true): every segment is ACKed at once
+	pingpong  bool // interactive: we sent data soon after receiving; ACKs wait for it
+	rcvMss    int  // largest segment received (Linux rcv_mss)
+	lrcvAt    Time // when data last arrived
+
 	err       error // pending error (SO_ERROR)
 	hardErr   error // sticky error for Read/Write
 	appClosed bool
@@ -141,6 +155,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		rtoAt:     Never,
 		persistAt: Never,
 		closeAt:   Never,
+		delackAt:  Never,
 		mss:       defaultPeerMSS,
 		ssthresh:  1<<31 - 1,
 	}
@@ -430,3 +445,18 @@ func (c *TCPConn) SetNoDelay(v bool) { c.noDelay = v }
 
 // NoDelay returns the value set by SetNoDelay.
 func (c *TCPConn) NoDelay() bool { return c.noDelay }
+
+// SetQuickAck is TCP_QUICKACK. true sends a pending delayed ACK at the next
+// Poll and then ACKs every segment at once; false returns to delayed ACKs.
+// Unlike Linux, where the flag is a one-shot that the stack may clear again,
+// the setting stays until changed (applications that set it after every
+// read get the same behaviour).
+func (c *TCPConn) SetQuickAck(v bool) {
+	c.quickAck = v
+	if v && c.delackAt != Never {
+		c.ackNow = true
+	}
+}
+
+// QuickAck returns the value set by SetQuickAck.
+func (c *TCPConn) QuickAck() bool { return c.quickAck }

@@ -258,7 +258,8 @@ func (c *TCPConn) newAck(now Time, ack seq, acked int) {
 		}
 		c.cwnd += mss
 	case c.cwnd < c.ssthresh:
-		c.cwnd += min(uint32(acked), mss)
+		// RFC 3465 2.2 (L = 2*SMSS): a delayed ACK covers two segments.
+		c.cwnd += min(uint32(acked), 2*mss)
 	default:
 		c.cwnd += max(mss*mss/c.cwnd, 1)
 	}
@@ -338,21 +339,28 @@ func (c *TCPConn) receive(now Time, g *segment) {
 		c.ackNow = true
 		return
 	}
-	c.ackNow = true
 	off := g.seq.sub(c.rcvNxt)
 	if len(g.payload) > 0 {
 		n := c.rcvBuf.writeAt(off, g.payload)
 		if n == 0 {
+			c.ackNow = true // window full: tell the peer at once
 			return
 		}
 		add(&st.TCPBytesIn, uint64(n))
 		if off == 0 {
+			hole := c.nooo > 0
 			c.advance(n)
+			c.scheduleAck(now, n, hole)
 		} else if !c.addOOO(g.seq, g.seq.add(n)) {
 			inc(&st.TCPOOODropped)
+			c.ackNow = true
 			return
 		} else {
 			inc(&st.TCPOOOQueued)
+			// Out-of-order data is ACKed at once (RFC 5681 4.2) and puts the
+			// receiver in quick-ack mode, as Linux does.
+			c.ackNow = true
+			c.incrQuickAck()
 			// RFC 5681 3.2: one duplicate ACK per out-of-order segment, even
 			// when several arrive in one batch, so fast retransmit works.
 			if c.dupOwed < maxDupOwed {
@@ -364,12 +372,64 @@ func (c *TCPConn) receive(now Time, g *segment) {
 		fs := g.seq.add(len(g.payload))
 		if fs != c.rcvNxt {
 			c.oooFin, c.oooFinS = true, fs
+			c.ackNow = true
 			return
 		}
 		c.finReceived(now)
 	} else if c.oooFin && c.oooFinS == c.rcvNxt {
 		c.finReceived(now)
 	}
+}
+
+// scheduleAck decides between an immediate and a delayed ACK for n
+// in-order bytes just received (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2, RFC 5681
+// 4.2), with Linux's engine (tcp_event_data_recv, __tcp_ack_snd_check): ACK
+// at once in quick-ack mode (the first segments of a connection or after an
+// idle period, unless the connection is interactive), when the segment
+// fills a hole, or when more than one full-sized segment is unacknowledged;
+// otherwise start the delayed-ACK timer (ATO, at least 40ms), hoping to
+// piggyback the ACK on data.
+func (c *TCPConn) scheduleAck(now Time, n int, hole bool) {
+	c.rcvMss = max(c.rcvMss, min(n, c.s.mss))
+	if c.ato == 0 {
+		// First data: start the delayed-ACK engine in quick-ack mode.
+		c.ato = atoMin
+		c.incrQuickAck()
+	} else {
+		m := now - c.lrcvAt
+		switch {
+		case m <= atoMin/2:
+			c.ato = c.ato/2 + atoMin/2
+		case m < c.ato:
+			c.ato = min(c.ato/2+m, c.rto)
+		case m > c.rto:
+			c.incrQuickAck() // the peer was idle: restart quickly
+		}
+	}
+	c.lrcvAt = now
+	if c.quickAck || hole || (c.quickAcks > 0 && !c.pingpong) || c.rcvNxt.sub(c.rcvWup) > c.rcvMss {
+		c.ackNow = true
+		return
+	}
+	if c.delackAt == Never {
+		d := c.ato
+		bound := atoMax
+		if c.hasRTT {
+			bound = min(bound, max(c.srtt, atoMin))
+		}
+		c.delackAt = now + min(d, bound)
+	}
+}
+
+// incrQuickAck enters quick-ack mode for about a window's worth of segments
+// (Linux tcp_incr_quickack).
+func (c *TCPConn) incrQuickAck() {
+	mss := max(c.rcvMss, defaultPeerMSS)
+	q := c.rcvBuf.Cap() / (2 * mss)
+	if q == 0 {
+		q = 2
+	}
+	c.quickAcks = max(c.quickAcks, min(q, maxQuickAcks))
 }
 
 // advance commits n in-order bytes and any out-of-order ranges they join.
@@ -470,6 +530,7 @@ func (c *TCPConn) inputSynSent(now Time, g *segment) {
 	c.irs = g.seq
 	c.rcvNxt = g.seq + 1
 	c.rcvAdv = c.rcvNxt
+	c.rcvWup = c.rcvNxt
 	c.takeSynOptions(g)
 	c.ackNow = true
 	if ackOK {

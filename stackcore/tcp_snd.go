@@ -139,8 +139,22 @@ func (c *TCPConn) emitSyn(now Time, out Output, flags uint8, ack seq) (bool, boo
 	if c.rtoAt == Never {
 		c.rtoAt = now + c.rto
 	}
-	c.ackNow = false
+	c.ackSent()
 	return true, true
+}
+
+// ackSent records that a segment carrying ACK = RCV.NXT went out: it
+// satisfies any pending or delayed ACK (Linux tcp_event_ack_sent).
+func (c *TCPConn) ackSent() {
+	c.ackNow = false
+	c.delackAt = Never
+	if c.rcvNxt != c.rcvWup && c.quickAcks > 0 {
+		c.quickAcks--
+		if c.quickAcks == 0 {
+			c.ato = atoMin
+		}
+	}
+	c.rcvWup = c.rcvNxt
 }
 
 // emit sends one segment at sq with n bytes from the send buffer and FIN if
@@ -163,7 +177,12 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	fl := c.s.encodeTCPOpt(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, sq, c.rcvNxt, flags, wnd,
 		&c.sndBuf, sq.sub(c.bufSeq), n, 0, -1)
 	out.SubmitTx(buf, fl)
-	c.ackNow = false
+	c.ackSent()
+	if n > 0 && c.ato != 0 && now-c.lrcvAt < c.ato {
+		// Data sent soon after data arrived: an interactive exchange, where
+		// ACKs wait to ride on the reply (Linux tcp_event_data_sent).
+		c.pingpong = true
+	}
 	if probe {
 		return true, true
 	}
@@ -204,6 +223,19 @@ func (c *TCPConn) timers(now Time) {
 		c.onRTO(now)
 		if c.freed {
 			return
+		}
+	}
+	if c.delackAt <= now {
+		// Delayed-ACK timer (Linux tcp_delack_timer_handler): send it; an
+		// interactive connection whose reply did not come in time leaves
+		// ping-pong mode, otherwise the ATO grows.
+		c.delackAt = Never
+		c.ackNow = true
+		if c.pingpong {
+			c.pingpong = false
+			c.ato = atoMin
+		} else {
+			c.ato = min(2*c.ato, c.rto)
 		}
 	}
 	if c.persistAt <= now {
@@ -250,5 +282,5 @@ func (c *TCPConn) deadline() Time {
 	if c.freed {
 		return Never
 	}
-	return min(c.rtoAt, c.persistAt, c.closeAt)
+	return min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt)
 }
