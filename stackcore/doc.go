@@ -28,7 +28,8 @@
 // and SYNs draw a challenge ACK), and delayed ACKs (RFC 9293 3.8.6.3 with
 // Linux's engine: quick-ack start, ping-pong mode, ATO from 40ms, an ACK per
 // second full-sized segment, immediate ACKs for out-of-order data, FIN and
-// window updates; SetQuickAck is TCP_QUICKACK). Not implemented: SACK, timestamps, urgent
+// window updates; SetQuickAck is TCP_QUICKACK), Nagle's algorithm on by
+// default in Linux's (Minshall's) variant with SetNoDelay and SetCork. Not implemented: SACK, timestamps, urgent
 // data (the urgent pointer is ignored), keep-alives, SYN cookies, IP options
 // (skipped) and IP fragments (dropped, counted as drop.fragment).
 //

@@ -54,6 +54,7 @@ const (
 	atoMin          = 40 * Millisecond  // Linux TCP_ATO_MIN
 	atoMax          = 200 * Millisecond // Linux TCP_DELACK_MAX; RFC 9293 3.8.6.3 requires < 500ms
 	maxQuickAcks    = 16                // Linux TCP_MAX_QUICKACKS
+	corkMax         = 200 * Millisecond // TCP_CORK ceiling (tcp(7))
 )
 
 type oooRange struct{ start, end seq }
@@ -87,7 +88,10 @@ type TCPConn struct {
 	finAckd bool
 	rtxOne  bool // fast retransmit: resend one segment at sndUna
 	probe   bool // send a zero-window probe
-	noDelay bool
+	noDelay bool // TCP_NODELAY: Nagle's algorithm off
+	cork    bool // TCP_CORK: hold partial segments
+	corkAt  Time // when a corked partial segment goes out anyway
+	sndSml  seq  // end of the last small segment sent (Minshall's Nagle)
 	wsOK    bool // both sides sent window scale
 
 	// Congestion control (RFC 5681, RFC 6582).
@@ -156,12 +160,14 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		persistAt: Never,
 		closeAt:   Never,
 		delackAt:  Never,
+		corkAt:    Never,
 		mss:       defaultPeerMSS,
 		ssthresh:  1<<31 - 1,
 	}
 	c.iss = s.isn(key, now)
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.recover = c.iss
+	c.sndSml = c.iss
 	c.cwnd = uint32(initialCwndSegs * c.mss)
 	c.bufSeq = c.iss + 1
 	for c.rcvSh < 14 && s.cfg.RecvBuf>>c.rcvSh > 0xffff {
@@ -439,12 +445,26 @@ func (c *TCPConn) LocalPort() uint16 { return c.key.lport }
 // Remote returns the peer's address and port.
 func (c *TCPConn) Remote() (IPv4, uint16) { return c.key.raddr, c.key.rport }
 
-// SetNoDelay records TCP_NODELAY. Nagle's algorithm is not implemented:
-// segments always go out as soon as window allows.
+// SetNoDelay is TCP_NODELAY: true turns Nagle's algorithm off, so partial
+// segments go out as soon as the windows allow (it is on by default, as in
+// Linux). Held data goes out at the next Poll.
 func (c *TCPConn) SetNoDelay(v bool) { c.noDelay = v }
 
 // NoDelay returns the value set by SetNoDelay.
 func (c *TCPConn) NoDelay() bool { return c.noDelay }
+
+// SetCork is TCP_CORK: while corked only full-sized segments are sent; a
+// partial one waits until SetCork(false) (it goes out at the next Poll) or
+// at most 200ms, as in Linux.
+func (c *TCPConn) SetCork(v bool) {
+	c.cork = v
+	if !v {
+		c.corkAt = Never
+	}
+}
+
+// Cork returns the value set by SetCork.
+func (c *TCPConn) Cork() bool { return c.cork }
 
 // SetQuickAck is TCP_QUICKACK. true sends a pending delayed ACK at the next
 // Poll and then ACKs every segment at once; false returns to delayed ACKs.

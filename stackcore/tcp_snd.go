@@ -67,6 +67,9 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 	if n > 0 && n < c.mss && n < unsent && uint32(n) < c.maxWnd/2 && inflight {
 		n = 0 // sender silly window avoidance (RFC 9293 3.8.6.2.1)
 	}
+	if n > 0 && n < c.mss && n == unsent && !c.finQ && c.holdPartial(now) {
+		n = 0
+	}
 	fin := false
 	if c.finQ && c.sndNxt.add(n) == dataEnd {
 		switch c.state {
@@ -92,6 +95,24 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 		return c.emit(now, out, c.sndNxt, 0, false, false)
 	}
 	return false, true
+}
+
+// holdPartial reports whether a partial (less than MSS) segment holding all
+// unsent data must wait: under TCP_CORK until uncorked or 200ms have passed;
+// otherwise Nagle's algorithm (RFC 9293 3.7.4, RFC 896) in Minshall's
+// variant, as Linux: while a previously sent small segment is still
+// unacknowledged (draft-minshall-nagle). A queued FIN sends it regardless.
+func (c *TCPConn) holdPartial(now Time) bool {
+	if c.cork {
+		if c.corkAt == Never {
+			c.corkAt = now + corkMax
+		}
+		return now < c.corkAt
+	}
+	if c.noDelay {
+		return false
+	}
+	return c.sndMax != c.sndUna && c.sndSml.gt(c.sndUna) && c.sndSml.leq(c.sndNxt)
 }
 
 // advertise returns the window field for an outgoing segment and records the
@@ -200,8 +221,14 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 		c.rttOn, c.rttSeq, c.rttAt = true, sq.add(l), now
 	}
 	end := sq.add(l)
+	if n < c.mss && end.gt(c.sndMax) {
+		c.sndSml = end
+	}
 	if end.gt(c.sndNxt) {
 		c.sndNxt = end
+	}
+	if c.sndNxt.geq(dataEnd) {
+		c.corkAt = Never
 	}
 	c.sndMax = seqMax(c.sndMax, end)
 	if c.rtoAt == Never {
@@ -282,5 +309,9 @@ func (c *TCPConn) deadline() Time {
 	if c.freed {
 		return Never
 	}
-	return min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt)
+	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt)
+	if c.cork {
+		d = min(d, c.corkAt)
+	}
+	return d
 }
