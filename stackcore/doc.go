@@ -29,8 +29,9 @@
 // Linux's engine: quick-ack start, ping-pong mode, ATO from 40ms, an ACK per
 // second full-sized segment, immediate ACKs for out-of-order data, FIN and
 // window updates; SetQuickAck is TCP_QUICKACK), Nagle's algorithm on by
-// default in Linux's (Minshall's) variant with SetNoDelay and SetCork. Not implemented: SACK, timestamps, urgent
-// data (the urgent pointer is ignored), keep-alives, SYN cookies, IP options
+// default in Linux's (Minshall's) variant with SetNoDelay and SetCork, and
+// keepalive (SetKeepAlive, Linux defaults and timing). Not implemented: SACK, timestamps, urgent
+// data (the urgent pointer is ignored), SYN cookies, IP options
 // (skipped) and IP fragments (dropped, counted as drop.fragment).
 //
 // The established path (Input of an in-order data segment, Read, Write,

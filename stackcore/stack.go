@@ -289,20 +289,8 @@ func (s *Stack) queueRST(mac MAC, ip IPv4, sport, dport uint16, sq, ack seq, fla
 // timers, and returns the next deadline (Never if none).
 func (s *Stack) Poll(now Time, out Output) Time {
 	next := Never
-	for s.nrst > 0 {
-		r := &s.rst[0]
-		buf := out.AllocTx()
-		if buf == nil {
-			inc(&s.stats.DropTxNoBuffer)
-			return now + 50*Microsecond
-		}
-		n := s.encodeTCP(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, 0, nil, 0, -1)
-		out.SubmitTx(buf, n)
-		if r.flags&wire.TCPFlagRST != 0 {
-			inc(&s.stats.TCPRstsSent)
-		}
-		copy(s.rst[:], s.rst[1:s.nrst])
-		s.nrst--
+	if !s.flushRST(out) {
+		return now + 50*Microsecond
 	}
 	for i := 0; i < len(s.list); i++ {
 		c := s.list[i]
@@ -320,6 +308,9 @@ func (s *Stack) Poll(now Time, out Output) Time {
 			next = d
 		}
 	}
+	if !s.flushRST(out) { // resets queued by timers (keepalive, Abort)
+		next = now + 50*Microsecond
+	}
 	if s.dirty {
 		j := 0
 		for _, c := range s.list {
@@ -333,6 +324,26 @@ func (s *Stack) Poll(now Time, out Output) Time {
 		s.dirty = false
 	}
 	return next
+}
+
+// flushRST emits the queued resets; false when the Output ran out of buffers.
+func (s *Stack) flushRST(out Output) bool {
+	for s.nrst > 0 {
+		r := &s.rst[0]
+		buf := out.AllocTx()
+		if buf == nil {
+			inc(&s.stats.DropTxNoBuffer)
+			return false
+		}
+		n := s.encodeTCP(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, 0, nil, 0, -1)
+		out.SubmitTx(buf, n)
+		if r.flags&wire.TCPFlagRST != 0 {
+			inc(&s.stats.TCPRstsSent)
+		}
+		copy(s.rst[:], s.rst[1:s.nrst])
+		s.nrst--
+	}
+	return true
 }
 
 // TakeWoken appends the Cookies of sockets whose readiness may have changed

@@ -55,6 +55,9 @@ const (
 	atoMax          = 200 * Millisecond // Linux TCP_DELACK_MAX; RFC 9293 3.8.6.3 requires < 500ms
 	maxQuickAcks    = 16                // Linux TCP_MAX_QUICKACKS
 	corkMax         = 200 * Millisecond // TCP_CORK ceiling (tcp(7))
+	kaIdleDefault   = 7200 * Second     // Linux tcp_keepalive_time
+	kaIntvlDefault  = 75 * Second       // Linux tcp_keepalive_intvl
+	kaCntDefault    = 9                 // Linux tcp_keepalive_probes
 )
 
 type oooRange struct{ start, end seq }
@@ -140,6 +143,15 @@ type TCPConn struct {
 	rcvMss    int  // largest segment received (Linux rcv_mss)
 	lrcvAt    Time // when data last arrived
 
+	// Keepalive (RFC 9293 3.8.4, RFC 1122 4.2.3.6), Linux's timer.
+	kaOn      bool
+	kaIdle    Time
+	kaIntvl   Time
+	kaCnt     int
+	kaProbes  int  // unanswered probes (tcpi_probes)
+	kaAt      Time // next keepalive check
+	lastRcvAt Time // last acceptable segment from the peer
+
 	err       error // pending error (SO_ERROR)
 	hardErr   error // sticky error for Read/Write
 	appClosed bool
@@ -161,6 +173,8 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		closeAt:   Never,
 		delackAt:  Never,
 		corkAt:    Never,
+		kaAt:      Never,
+		lastRcvAt: now,
 		mss:       defaultPeerMSS,
 		ssthresh:  1<<31 - 1,
 	}
@@ -480,3 +494,35 @@ func (c *TCPConn) SetQuickAck(v bool) {
 
 // QuickAck returns the value set by SetQuickAck.
 func (c *TCPConn) QuickAck() bool { return c.quickAck }
+
+// SetKeepAlive is SO_KEEPALIVE with TCP_KEEPIDLE, TCP_KEEPINTVL and
+// TCP_KEEPCNT (RFC 9293 3.8.4, RFC 1122 4.2.3.6). When on, a connection that
+// has heard nothing from the peer for idle and has no data outstanding sends
+// a probe (an old sequence number, which draws an ACK) every interval; after
+// count unanswered probes it is reset and fails with ErrTimedOut. Zero or
+// negative idle, interval or count take Linux's defaults: 7200s, 75s, 9.
+func (c *TCPConn) SetKeepAlive(on bool, idle, interval Time, count int) {
+	if idle <= 0 {
+		idle = kaIdleDefault
+	}
+	if interval <= 0 {
+		interval = kaIntvlDefault
+	}
+	if count <= 0 {
+		count = kaCntDefault
+	}
+	c.kaOn, c.kaIdle, c.kaIntvl, c.kaCnt = on, idle, interval, count
+	c.kaProbes = 0
+	c.kaAt = Never
+	if on {
+		c.kaAt = c.lastRcvAt + idle // rechecked when due
+	}
+}
+
+// KeepAlive returns the keepalive settings.
+func (c *TCPConn) KeepAlive() (on bool, idle, interval Time, count int) {
+	if c.kaIdle == 0 {
+		return c.kaOn, kaIdleDefault, kaIntvlDefault, kaCntDefault
+	}
+	return c.kaOn, c.kaIdle, c.kaIntvl, c.kaCnt
+}

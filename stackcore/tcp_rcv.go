@@ -133,6 +133,9 @@ func (c *TCPConn) input(now Time, g *segment) {
 			c.lst.established(c)
 		}
 	}
+	// An acceptable ACK: the peer is alive (keepalive, Linux rcv_tstamp).
+	c.lastRcvAt = now
+	c.kaProbes = 0
 	if !c.processAck(now, g) {
 		return
 	}
@@ -534,6 +537,7 @@ func (c *TCPConn) inputSynSent(now Time, g *segment) {
 	c.takeSynOptions(g)
 	c.ackNow = true
 	if ackOK {
+		c.lastRcvAt = now
 		c.sndUna = g.ack
 		c.sndNxt = seqMax(c.sndNxt, g.ack)
 		c.sndWnd = g.wnd // never scaled in a SYN (RFC 7323 2.2)

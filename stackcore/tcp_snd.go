@@ -265,11 +265,46 @@ func (c *TCPConn) timers(now Time) {
 			c.ato = min(2*c.ato, c.rto)
 		}
 	}
+	if c.kaAt <= now {
+		c.keepalive(now)
+		if c.freed {
+			return
+		}
+	}
 	if c.persistAt <= now {
 		c.probe = true
 		c.persistIv = min(c.persistIv*2, persistMax)
 		c.persistAt = now + c.persistIv
 	}
+}
+
+// keepalive is the keepalive timer (Linux tcp_keepalive_timer): probe a
+// peer idle for kaIdle every kaIntvl while nothing is outstanding, give up
+// after kaCnt unanswered probes.
+func (c *TCPConn) keepalive(now Time) {
+	if !c.state.synchronized() || c.state == StateTimeWait {
+		c.kaAt = now + c.kaIdle
+		return
+	}
+	if c.sndMax != c.sndUna || c.finSeq().gt(c.sndNxt) {
+		// Data outstanding: the retransmission and persist timers watch the peer.
+		c.kaAt = now + c.kaIdle
+		return
+	}
+	elapsed := now - c.lastRcvAt
+	if elapsed < c.kaIdle {
+		c.kaAt = c.lastRcvAt + c.kaIdle
+		return
+	}
+	if c.kaProbes >= c.kaCnt {
+		inc(&c.s.stats.TCPTimeouts)
+		c.s.queueRST(c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
+		c.fail(ErrTimedOut)
+		return
+	}
+	c.probe = true
+	c.kaProbes++
+	c.kaAt = now + c.kaIntvl
 }
 
 // onRTO is the retransmission timeout (RFC 6298 5.4-5.6, RFC 5681 3.1):
@@ -309,7 +344,7 @@ func (c *TCPConn) deadline() Time {
 	if c.freed {
 		return Never
 	}
-	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt)
+	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt, c.kaAt)
 	if c.cork {
 		d = min(d, c.corkAt)
 	}
