@@ -17,7 +17,8 @@
 	}
 
 /* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, waiting in between for events on fd,
- * for at most timeout_ms (0 = forever). A signal ends the wait with -EINTR. */
+ * for at most timeout_ms (0 = forever). A signal ends the wait with -EINTR, unless its handler
+ * has SA_RESTART and no timeout is set: then the call goes on, as signal(7) says of sockets. */
 #define USTACK_BLOCKING(fd, events, timeout_ms, CALL)                                   \
 	({                                                                              \
 		long _r;                                                                \
@@ -34,8 +35,9 @@
 					break;                                          \
 				}                                                       \
 			}                                                               \
+			ustack_signal_wait_begin();                                     \
 			int _w = ustack_wait(fd, events, _t, NULL);                     \
-			if (_w == -EINTR) {                                             \
+			if (_w == -EINTR && ((timeout_ms) > 0 || !ustack_restart_after_signal())) { \
 				_r = -EINTR;                                            \
 				break;                                                  \
 			}                                                               \

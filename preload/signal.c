@@ -1,18 +1,186 @@
-/* Handlers the program installs after we load run on whatever thread the kernel picks, Go's own
- * threads included; Go requires them to run on the alternate signal stack, so every handler gets
- * SA_ONSTACK. */
+/* Signal handlers the program installs after we load.
+ *
+ * Every handler is installed behind one trampoline, with SA_ONSTACK added: the kernel may run it
+ * on one of Go's threads, and Go requires handlers to run on the alternate signal stack. The
+ * trampoline does two more things:
+ *   - it notes on the interrupted thread which signal ran, so that a blocking accelerated call
+ *     woken by EINTR can restart when that handler has SA_RESTART, as the kernel's socket calls
+ *     do (signal(7));
+ *   - for SIGSEGV, SIGBUS, SIGFPE and SIGILL it sends faults inside libustack.so to Go's own
+ *     handler (a nil dereference in Go becomes a panic that the exports recover as EIO) and all
+ *     other faults to the program's handler.
+ * sigaction() reports the program's own settings back, never the trampoline. */
 #include "intercept.h"
+#include <link.h>
 #include <string.h>
+#include <ucontext.h>
+
+#define NSIG_MAX 65
+
+static struct sigaction app_act[NSIG_MAX]; /* what the program asked for, where we trampoline */
+static int app_wrapped[NSIG_MAX];          /* app_act[sig] is behind the trampoline */
+static struct sigaction go_act[NSIG_MAX];  /* Go's handler for the fault signals */
+static int go_saved[NSIG_MAX];
+static uintptr_t lib_lo, lib_hi;           /* our executable segments */
+
+static __thread volatile sig_atomic_t last_sig __attribute__((tls_model("initial-exec")));
+
+static int is_fault(int sig)
+{
+	return sig == SIGSEGV || sig == SIGBUS || sig == SIGFPE || sig == SIGILL;
+}
+
+static int find_self(struct dl_phdr_info *info, size_t size, void *data)
+{
+	(void)size;
+	uintptr_t me = (uintptr_t)data;
+	for (int i = 0; i < info->dlpi_phnum; i++) {
+		const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+		if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X))
+			continue;
+		uintptr_t lo = info->dlpi_addr + ph->p_vaddr, hi = lo + ph->p_memsz;
+		if (me >= lo && me < hi) {
+			lib_lo = lo;
+			lib_hi = hi;
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static uintptr_t fault_pc(void *ucv)
+{
+	ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+	return (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+#elif defined(__aarch64__)
+	return (uintptr_t)uc->uc_mcontext.pc;
+#else
+	(void)uc;
+	return 0;
+#endif
+}
+
+static void trampoline(int sig, siginfo_t *info, void *uc);
+
+static void call_action(const struct sigaction *a, int sig, siginfo_t *info, void *uc)
+{
+	if (a->sa_flags & SA_SIGINFO)
+		a->sa_sigaction(sig, info, uc);
+	else if (a->sa_handler == SIG_DFL) {
+		/* the default action of a fault: die of it */
+		struct sigaction dfl;
+		memset(&dfl, 0, sizeof dfl);
+		dfl.sa_handler = SIG_DFL;
+		ustack_real.sigaction(sig, &dfl, NULL);
+		raise(sig);
+	} else if (a->sa_handler != SIG_IGN)
+		a->sa_handler(sig);
+}
+
+static void trampoline(int sig, siginfo_t *info, void *uc)
+{
+	if (sig > 0 && sig < NSIG_MAX && is_fault(sig) && go_saved[sig]) {
+		uintptr_t pc = fault_pc(uc);
+		if (pc >= lib_lo && pc < lib_hi) {
+			call_action(&go_act[sig], sig, info, uc);
+			return;
+		}
+	}
+	last_sig = sig;
+	if (sig <= 0 || sig >= NSIG_MAX)
+		return;
+	struct sigaction a = app_act[sig];
+	if (a.sa_flags & SA_RESETHAND)
+		app_wrapped[sig] = 0; /* the kernel has put SIG_DFL back in our place */
+	call_action(&a, sig, info, uc);
+}
+
+int ustack_restart_after_signal(void)
+{
+	int sig = last_sig;
+	last_sig = 0;
+	return sig > 0 && sig < NSIG_MAX && app_wrapped[sig] && (app_act[sig].sa_flags & SA_RESTART);
+}
+
+void ustack_signal_wait_begin(void)
+{
+	last_sig = 0;
+}
+
+static int from_self(void *caller)
+{
+	if (!lib_lo)
+		dl_iterate_phdr(find_self, (void *)(uintptr_t)&trampoline);
+	return (uintptr_t)caller >= lib_lo && (uintptr_t)caller < lib_hi;
+}
+
+static int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old);
 
 int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 {
 	USTACK_ENSURE();
-	if (act && act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN && !(act->sa_flags & SA_ONSTACK)) {
-		struct sigaction copy = *act;
-		copy.sa_flags |= SA_ONSTACK;
-		return ustack_real.sigaction(sig, &copy, old);
+	if (sig <= 0 || sig >= NSIG_MAX || sig == SIGKILL || sig == SIGSTOP)
+		return ustack_real.sigaction(sig, act, old);
+	if (from_self(__builtin_return_address(0))) {
+		/* the Go runtime installing its own handlers (cgo calls libc's sigaction) */
+		int r = ustack_real.sigaction(sig, act, old);
+		if (r == 0 && act && is_fault(sig) && act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN) {
+			go_act[sig] = *act;
+			go_saved[sig] = 1;
+		}
+		return r;
 	}
-	return ustack_real.sigaction(sig, act, old);
+	return app_sigaction(sig, act, old);
+}
+
+/* app_sigaction installs the program's handler behind the trampoline. */
+static int app_sigaction(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	struct sigaction prev;
+	int wrapped = app_wrapped[sig];
+	if (wrapped)
+		prev = app_act[sig];
+	if (!act) {
+		int r = ustack_real.sigaction(sig, NULL, wrapped ? NULL : old);
+		if (r == 0 && wrapped && old)
+			*old = prev;
+		return r;
+	}
+	if (act->sa_handler == SIG_DFL || act->sa_handler == SIG_IGN) {
+		int r = ustack_real.sigaction(sig, act, wrapped ? NULL : old);
+		if (r == 0) {
+			if (wrapped && old)
+				*old = prev;
+			app_wrapped[sig] = 0;
+		}
+		return r;
+	}
+	struct sigaction tramp = *act;
+	tramp.sa_sigaction = trampoline;
+	tramp.sa_flags = (act->sa_flags | SA_SIGINFO | SA_ONSTACK);
+	struct sigaction kernel_old;
+	app_act[sig] = *act;
+	int r = ustack_real.sigaction(sig, &tramp, &kernel_old);
+	if (r < 0) {
+		if (wrapped)
+			app_act[sig] = prev;
+		return r;
+	}
+	app_wrapped[sig] = 1;
+	if (old)
+		*old = wrapped ? prev : kernel_old;
+	return 0;
+}
+
+/* sigaction_checked is sigaction for the program's own wrappers below (their calls come from
+ * inside this library, so they must not look like the Go runtime's). */
+static int sigaction_checked(int sig, const struct sigaction *act, struct sigaction *old)
+{
+	USTACK_ENSURE();
+	if (sig <= 0 || sig >= NSIG_MAX || sig == SIGKILL || sig == SIGSTOP)
+		return ustack_real.sigaction(sig, act, old);
+	return app_sigaction(sig, act, old);
 }
 
 /* signal(2) with glibc's BSD semantics (SA_RESTART), through our sigaction. */
@@ -23,13 +191,37 @@ sighandler_t signal(int sig, sighandler_t handler)
 	act.sa_handler = handler;
 	act.sa_flags = SA_RESTART;
 	sigemptyset(&act.sa_mask);
-	sigaddset(&act.sa_mask, sig);
-	if (sigaction(sig, &act, &old) < 0)
+	if (sigaction_checked(sig, &act, &old) < 0)
 		return SIG_ERR;
-	return old.sa_handler;
+	return (old.sa_flags & SA_SIGINFO) ? (sighandler_t)old.sa_sigaction : old.sa_handler;
 }
 
 sighandler_t bsd_signal(int sig, sighandler_t handler)
 {
 	return signal(sig, handler);
+}
+
+/* sigset(3) (System V): no SA_RESTART; SIG_HOLD only changes the mask. */
+sighandler_t sigset(int sig, sighandler_t handler)
+{
+	if (handler == SIG_HOLD) {
+		sigset_t s;
+		sigemptyset(&s);
+		sigaddset(&s, sig);
+		struct sigaction old;
+		if (sigaction_checked(sig, NULL, &old) < 0 || sigprocmask(SIG_BLOCK, &s, NULL) < 0)
+			return SIG_ERR;
+		return SIG_HOLD;
+	}
+	struct sigaction act, old;
+	memset(&act, 0, sizeof act);
+	act.sa_handler = handler;
+	sigemptyset(&act.sa_mask);
+	if (sigaction_checked(sig, &act, &old) < 0)
+		return SIG_ERR;
+	sigset_t s;
+	sigemptyset(&s);
+	sigaddset(&s, sig);
+	sigprocmask(SIG_UNBLOCK, &s, NULL);
+	return (old.sa_flags & SA_SIGINFO) ? (sighandler_t)old.sa_sigaction : old.sa_handler;
 }

@@ -104,6 +104,10 @@ static inline int ustack_kind(int fd)
 static inline void ustack_sleep_begin(void) { __atomic_add_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
 static inline void ustack_sleep_end(void) { __atomic_sub_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
 
+/* signal.c: did the handler that interrupted this thread's last wait ask for SA_RESTART? */
+void ustack_signal_wait_begin(void);
+int ustack_restart_after_signal(void);
+
 /* helpers shared by the interposer files */
 int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask);
 int ustack_ret(long r); /* -errno -> -1 with errno set */

@@ -707,12 +707,20 @@ func (e *Engine) Fcntl(fd, cmd int, arg uintptr) int {
 	return Pass
 }
 
+// IoctlSelfTestPanic makes the call panic inside Go on purpose (a nil dereference, so the fault
+// takes the SIGSEGV path): tests use it to prove a panic fails the call with EIO and leaves the
+// program running, even when the program installed its own SIGSEGV handler.
+const IoctlSelfTestPanic = 0x7573ffff
+
 func (e *Engine) Ioctl(fd int, req uint, arg unsafe.Pointer) int {
 	s := e.sock(fd)
 	if s == nil {
 		return Pass
 	}
 	switch req {
+	case IoctlSelfTestPanic:
+		var nilSock *socket
+		return nilSock.fd
 	case ioctlFIONBIO:
 		if arg == nil {
 			return neg(unix.EFAULT)
