@@ -14,7 +14,7 @@
 // The routed variant (Options.Routed) has no relay: A and B are on two
 // subnets and R is an IPv4 router between them (kernel forwarding):
 //
-//	  IfA 10.X.Y.1/24 <─veth─> IfRA 10.X.Y.254 │ R │ IfRB 10.X.Z.254 <─veth─> IfB 10.X.Z.2/24
+//	IfA 10.X.Y.1/24 <─veth─> IfRA 10.X.Y.254 │ R │ IfRB 10.X.Z.254 <─veth─> IfB 10.X.Z.2/24
 //
 // Every veth end the kernel transmits from has TX checksum offload and
 // TSO/GSO/GRO off (IfRA, IfRB, IfB), so frames carry full checksums and are at
