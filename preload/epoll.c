@@ -41,16 +41,20 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 		return -1;
 	}
 	long deadline = timeout >= 0 ? ustack_now_ms() + timeout : -1;
+	long spin_end = 0;
+	int result;
 	for (;;) {
 		int n = 0;
 		if (!ustack_forked_child) {
 			long r = ustack_epoll_check(epfd, evs, max);
-			if (r < 0)
-				return ustack_ret(r);
+			if (r < 0) {
+				result = ustack_ret(r);
+				break;
+			}
 			n = (int)r;
 		}
 		int wait;
-		if (n > 0) {
+		if (n > 0 || (timeout != 0 && ustack_spinning(&spin_end))) {
 			wait = 0;
 		} else if (deadline >= 0) {
 			long left = deadline - ustack_now_ms();
@@ -71,15 +75,25 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 				errno = saved;
 			}
 		}
-		if (m < 0)
-			return n > 0 ? n : -1;
+		if (m < 0) {
+			result = n > 0 ? n : -1;
+			break;
+		}
 		int woken = 0;
 		m = drop_magic(evs + n, m, &woken);
-		if (n + m > 0)
-			return n + m;
-		if (!woken && wait >= 0 && (deadline < 0 || ustack_now_ms() >= deadline))
-			return 0;
+		if (n + m > 0) {
+			result = n + m;
+			break;
+		}
+		if (!woken && deadline >= 0 && ustack_now_ms() >= deadline) {
+			result = 0;
+			break;
+		}
 	}
+	int saved = errno;
+	ustack_spin_done(spin_end);
+	errno = saved;
+	return result;
 }
 
 int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)

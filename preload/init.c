@@ -9,6 +9,7 @@
 struct ustack_fd ustack_fds[USTACK_FDMAX];
 volatile int ustack_xsk_fd = -1;
 int ustack_xsk_waiters;
+int ustack_spin_us;
 volatile int ustack_go_ready;
 volatile int ustack_go_off;
 volatile int ustack_forked_child;
@@ -57,6 +58,13 @@ long ustack_now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+long ustack_now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1000000L + ts.tv_nsec / 1000L;
 }
 
 /* ustack_wait blocks the calling thread until fd may be ready for events (POLLIN or POLLOUT), the

@@ -16,17 +16,20 @@
 		return -1;                              \
 	}
 
-/* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, waiting in between for events on fd,
- * for at most timeout_ms (0 = forever). A signal ends the wait with -EINTR, unless its handler
+/* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, first for USTACK_SPIN_US without
+ * sleeping, then waiting in between for events on fd, for at most timeout_ms (0 = forever). A signal ends the wait with -EINTR, unless its handler
  * has SA_RESTART and no timeout is set: then the call goes on, as signal(7) says of sockets. */
 #define USTACK_BLOCKING(fd, events, timeout_ms, CALL)                                   \
 	({                                                                              \
 		long _r;                                                                \
 		long _dl = (timeout_ms) > 0 ? ustack_now_ms() + (timeout_ms) : -1;       \
+		long _spin_end = 0;                                                     \
 		for (;;) {                                                              \
 			_r = (CALL);                                                    \
 			if (_r != USTACK_WAIT)                                          \
 				break;                                                  \
+			if (ustack_spinning(&_spin_end))                                \
+				continue; /* USTACK_SPIN_US: ask again, no sleep */     \
 			int _t = -1;                                                    \
 			if (_dl >= 0) {                                                 \
 				_t = (int)(_dl - ustack_now_ms());                      \
@@ -42,6 +45,7 @@
 				break;                                                  \
 			}                                                               \
 		}                                                                       \
+		ustack_spin_done(_spin_end);                                            \
 		_r;                                                                     \
 	})
 

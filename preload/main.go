@@ -39,6 +39,7 @@ func init() {
 		return
 	}
 	eng = shim.NewEngine(cfg, cTable{})
+	C.ustack_spin_us = C.int(cfg.SpinUs)
 	C.ustack_go_ready = 1
 }
 

@@ -10,6 +10,16 @@
 
 #define STACK_ENTRIES 64
 
+/* ours_skipped counts the entries of fds that are all accelerated (the real poll would skip
+ * them all): spinning then needs no system call. */
+static nfds_t ours_skipped(const struct pollfd *fds, nfds_t nfds)
+{
+	for (nfds_t i = 0; i < nfds; i++)
+		if (fds[i].fd >= 0 && ustack_kind(fds[i].fd) != USTACK_KIND_TCP)
+			return (nfds_t)-1;
+	return nfds;
+}
+
 int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask)
 {
 	nfds_t ours = 0;
@@ -26,6 +36,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		}
 	}
 	long deadline = timeout_ms >= 0 ? ustack_now_ms() + timeout_ms : -1;
+	long spin_end = 0;
 	int result;
 	for (;;) {
 		long ready = 0;
@@ -51,7 +62,8 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			n++;
 		}
 		int wait = 0;
-		if (ready == 0) {
+		int spin = ready == 0 && timeout_ms != 0 && ustack_spinning(&spin_end);
+		if (ready == 0 && !spin) {
 			if (deadline >= 0) {
 				long left = deadline - ustack_now_ms();
 				wait = left > 0 ? (int)left : 0;
@@ -78,7 +90,9 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		if (sleeping)
 			ustack_sleep_begin();
 		int r;
-		if (mask) {
+		if (spin && n == ours_skipped(fds, nfds)) {
+			r = 0; /* only accelerated fds: nothing for the kernel to say */
+		} else if (mask) {
 			struct timespec ts, *tsp = NULL;
 			if (wait >= 0) {
 				ts.tv_sec = wait / 1000;
@@ -109,12 +123,15 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			result = count;
 			break;
 		}
+		if (spin)
+			continue;
 		if (r == 0 && wait >= 0 && (deadline < 0 || ustack_now_ms() >= deadline)) {
 			result = 0;
 			break;
 		}
 		/* only wake-up fds fired: look at the accelerated fds again */
 	}
+	ustack_spin_done(spin_end);
 	if (real != onstack) {
 		int saved = errno;
 		free(real);

@@ -41,6 +41,7 @@ struct ustack_fd {
 extern struct ustack_fd ustack_fds[USTACK_FDMAX];
 extern volatile int ustack_xsk_fd;      /* the stack's AF_XDP fd, -1 when no stack runs */
 extern int ustack_xsk_waiters;          /* threads sleeping with ustack_xsk_fd in their wait set */
+extern int ustack_spin_us;              /* USTACK_SPIN_US: how long to poll before sleeping */
 extern volatile int ustack_go_ready;    /* set by Go's init: exports may be called */
 extern volatile int ustack_go_off;      /* set by Go's init when acceleration is off for good */
 extern volatile int ustack_forked_child;/* we are a fork() child that did not exec: never call Go */
@@ -99,6 +100,9 @@ static inline int ustack_kind(int fd)
 	return __atomic_load_n(&ustack_fds[fd].kind, __ATOMIC_ACQUIRE);
 }
 
+long ustack_now_ms(void);
+long ustack_now_us(void);
+
 /* Bracket a sleep whose wait set holds the AF_XDP fd: while one does, the poller leaves the
  * frames to the sleeper. */
 static inline void ustack_sleep_begin(void) { __atomic_add_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
@@ -108,10 +112,43 @@ static inline void ustack_sleep_end(void) { __atomic_sub_fetch(&ustack_xsk_waite
 void ustack_signal_wait_begin(void);
 int ustack_restart_after_signal(void);
 
+static inline void ustack_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield");
+#endif
+}
+
+/* ustack_spinning tells a wait loop whether USTACK_SPIN_US says to look again instead of
+ * sleeping; *end starts at 0 and holds the end of the spin. While a thread spins it counts as
+ * sleeping on the AF_XDP fd (it drives the stack itself); ustack_spin_done ends that. */
+static inline int ustack_spinning(long *end)
+{
+	if (ustack_spin_us <= 0)
+		return 0;
+	long now = ustack_now_us();
+	if (*end == 0) {
+		*end = now + ustack_spin_us;
+		ustack_sleep_begin();
+	}
+	if (now < *end) {
+		ustack_cpu_relax();
+		return 1;
+	}
+	return 0;
+}
+
+static inline void ustack_spin_done(long end)
+{
+	if (end != 0)
+		ustack_sleep_end();
+}
+
 /* helpers shared by the interposer files */
 int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask);
 int ustack_ret(long r); /* -errno -> -1 with errno set */
-long ustack_now_ms(void);
 int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask);
 
 #define USTACK_ENSURE() do { if (!ustack_real.socket) ustack_resolve(); } while (0)
