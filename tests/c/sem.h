@@ -82,6 +82,11 @@ static void sem_watchdog(int sig)
 	_exit(3);
 }
 
+/* An unexpected SIGPIPE (its default action would kill the program) fails
+ * the check, and the run goes on. */
+static volatile sig_atomic_t sem_sigpipes;
+static void sem_sigpipe(int sig) { (void)sig; sem_sigpipes++; }
+
 static long now_ms(void)
 {
 	struct timespec ts;
@@ -291,10 +296,13 @@ static int sem_run(int argc, char **argv, const struct check *c, size_t n)
 		ran++;
 		sem_cur = c[i].name;
 		sem_cur_failed = 0;
-		signal(SIGPIPE, SIG_DFL);
+		signal(SIGPIPE, sem_sigpipe); /* checks that expect SIGPIPE install their own handler */
 		alarm(c[i].secs ? c[i].secs : 10);
+		sem_sigpipes = 0;
 		c[i].fn();
 		alarm(0);
+		if (sem_sigpipes && !sem_cur_failed)
+			failf("unexpected SIGPIPE (its default action would have killed the program)");
 		if (!sem_cur_failed)
 			printf("ok %s\n", c[i].name);
 	}
