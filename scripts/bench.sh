@@ -60,8 +60,18 @@ echo "$BUSY_US" > /proc/sys/net/core/busy_poll; echo "$BUSY_US" > /proc/sys/net/
 run sockperf-busypoll kernel "${sp[@]}"
 echo "$bp0" > /proc/sys/net/core/busy_poll; echo "$br0" > /proc/sys/net/core/busy_read
 run sockperf-ustack ustack "${sp[@]}"
+accel+=(USTACK_SPIN_US="$BUSY_US")
+run sockperf-ustackspin ustack "${sp[@]}"
+unset 'accel[-1]'
 ip=(iperf3 -c "$ADDRB" -p 5201 -t "$IPERF_SECS" -J)
 run iperf3-kernel kernel "${ip[@]}"
+# The kernel in A hands 64 KiB GSO super-frames to the veth; ustack sends MTU frames through
+# AF_XDP. The same kernel without TSO/GSO on A's veth shows the per-frame cost alone.
+offl=$(ip netns exec "$NSA" ethtool -k "$IFA" | awk '/^(tcp-segmentation-offload|generic-segmentation-offload):/ {print $2}' | tr '\n' ' ')
+ip netns exec "$NSA" ethtool -K "$IFA" tso off gso off >/dev/null
+run iperf3-kernel-nogso kernel "${ip[@]}"
+set -- $offl
+ip netns exec "$NSA" ethtool -K "$IFA" tso "${1:-on}" gso "${2:-on}" >/dev/null
 run iperf3-ustack ustack "${ip[@]}"
 
 /usr/bin/python3 - "$work" "$SOCKPERF_SECS" "$IPERF_SECS" "$BUSY_US" <<'PY'
@@ -109,26 +119,35 @@ def fmt(v, f="%.2f"):
 def ratio(u, k):
     return "-" if u is None or k is None or k == 0 else "%.2fx" % (u / k)
 
-sk, sb, su = sockperf("sockperf-kernel"), sockperf("sockperf-busypoll"), sockperf("sockperf-ustack")
-ik, iu = iperf("iperf3-kernel"), iperf("iperf3-ustack")
-rows = [
-    ("sockperf TCP ping-pong 64 B (%s s)" % sps, "", "", "", ""),
-    ("  avg latency, us", fmt(sk.get("avg")), fmt(sb.get("avg")), fmt(su.get("avg")), ratio(su.get("avg"), sk.get("avg"))),
-    ("  median latency, us", fmt(sk.get("p50")), fmt(sb.get("p50")), fmt(su.get("p50")), ratio(su.get("p50"), sk.get("p50"))),
-    ("  p99 latency, us", fmt(sk.get("p99")), fmt(sb.get("p99")), fmt(su.get("p99")), ratio(su.get("p99"), sk.get("p99"))),
-    ("  round trips/s", fmt(sk.get("rate"), "%.0f"), fmt(sb.get("rate"), "%.0f"), fmt(su.get("rate"), "%.0f"),
-     ratio(su.get("rate"), sk.get("rate"))),
-    ("  client CPU, s", fmt(cpu("sockperf-kernel")), fmt(cpu("sockperf-busypoll")), fmt(cpu("sockperf-ustack")),
-     ratio(cpu("sockperf-ustack"), cpu("sockperf-kernel"))),
-    ("iperf3 one stream (%s s)" % ips, "", "", "", ""),
-    ("  throughput, Gbit/s", fmt(ik.get("gbps")), "", fmt(iu.get("gbps")), ratio(iu.get("gbps"), ik.get("gbps"))),
-    ("  client CPU, s", fmt(cpu("iperf3-kernel")), "", fmt(cpu("iperf3-ustack")), ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel"))),
+sk, sb, su, ss = (sockperf("sockperf-" + n) for n in ("kernel", "busypoll", "ustack", "ustackspin"))
+ik, ing, iu = iperf("iperf3-kernel"), iperf("iperf3-kernel-nogso"), iperf("iperf3-ustack")
+sections = [
+    (("sockperf TCP ping-pong 64 B (%s s)" % sps, "kernel", "kernel busy-poll %sus" % busy, "ustack",
+      "ustack spin %sus" % busy, "ustack/kernel", "spin/busy-poll"), [
+        ("  avg latency, us",) + tuple(fmt(r.get("avg")) for r in (sk, sb, su, ss))
+        + (ratio(su.get("avg"), sk.get("avg")), ratio(ss.get("avg"), sb.get("avg"))),
+        ("  median latency, us",) + tuple(fmt(r.get("p50")) for r in (sk, sb, su, ss))
+        + (ratio(su.get("p50"), sk.get("p50")), ratio(ss.get("p50"), sb.get("p50"))),
+        ("  p99 latency, us",) + tuple(fmt(r.get("p99")) for r in (sk, sb, su, ss))
+        + (ratio(su.get("p99"), sk.get("p99")), ratio(ss.get("p99"), sb.get("p99"))),
+        ("  round trips/s",) + tuple(fmt(r.get("rate"), "%.0f") for r in (sk, sb, su, ss))
+        + (ratio(su.get("rate"), sk.get("rate")), ratio(ss.get("rate"), sb.get("rate"))),
+        ("  client CPU, s",) + tuple(fmt(cpu("sockperf-" + n)) for n in ("kernel", "busypoll", "ustack", "ustackspin"))
+        + (ratio(cpu("sockperf-ustack"), cpu("sockperf-kernel")), ratio(cpu("sockperf-ustackspin"), cpu("sockperf-busypoll"))),
+    ]),
+    (("iperf3 one stream (%s s)" % ips, "kernel", "kernel, no TSO/GSO", "ustack", "", "ustack/kernel", "ustack/no GSO"), [
+        ("  throughput, Gbit/s", fmt(ik.get("gbps")), fmt(ing.get("gbps")), fmt(iu.get("gbps")), "",
+         ratio(iu.get("gbps"), ik.get("gbps")), ratio(iu.get("gbps"), ing.get("gbps"))),
+        ("  client CPU, s", fmt(cpu("iperf3-kernel")), fmt(cpu("iperf3-kernel-nogso")), fmt(cpu("iperf3-ustack")), "",
+         ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel")), ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel-nogso"))),
+    ]),
 ]
-hdr = ("", "kernel", "kernel busy-poll %sus" % busy, "ustack", "ustack/kernel")
-w = [max(len(r[i]) for r in rows + [hdr]) for i in range(5)]
-print()
-for r in [hdr] + rows:
-    print("  ".join((r[0].ljust(w[0]),) + tuple(c.rjust(w[i]) for i, c in enumerate(r) if i)))
+allrows = [r for hdr, rows in sections for r in [hdr] + rows]
+w = [max(len(r[i]) for r in allrows) for i in range(len(allrows[0]))]
+for hdr, rows in sections:
+    print()
+    for r in [hdr] + rows:
+        print("  ".join((r[0].ljust(w[0]),) + tuple(c.rjust(w[i]) for i, c in enumerate(r) if i)))
 PY
 for f in "$work"/*.failed; do [ -e "$f" ] && { echo; echo "some runs failed (see above)"; }; break; done
 exit 0
