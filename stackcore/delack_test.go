@@ -76,7 +76,7 @@ func TestDelayedAckEverySecondSegment(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	c, s, _ := n.connect(80)
 	c.SetNoDelay(true)
-	seg := make([]byte, 1460)
+	seg := make([]byte, c.mss)
 	buf := make([]byte, 64<<10)
 	acks := func() uint64 { return n.b.end.Sent }
 	// Quick-ack start: each of the first 16 segments is ACKed immediately.
@@ -104,7 +104,7 @@ func TestDelayedAckEverySecondSegment(t *testing.T) {
 	// Ten full segments in one burst, delivered one per Poll: one ACK per
 	// two. (Segments that arrive in one batch share one ACK, like GRO.)
 	a = acks()
-	c.Write(make([]byte, 10*1460))
+	c.Write(make([]byte, 10*c.mss))
 	n.a.next = n.a.s.Poll(n.now, n.a.end)
 	n.a.end.Flush()
 	k := n.b.end.Receive(n.b.rx)
@@ -128,7 +128,7 @@ func TestDelayedAckEverySecondSegment(t *testing.T) {
 	// An out-of-order segment is ACKed at once (duplicate ACK).
 	hook, dropped := dropNth(0, hasData)
 	n.a.end.Hook = hook
-	c.Write(make([]byte, 2*1460))
+	c.Write(make([]byte, 2*c.mss))
 	a = acks()
 	n.settle()
 	if *dropped != 1 || acks() != a+1 {
@@ -156,11 +156,11 @@ func TestSetQuickAck(t *testing.T) {
 	c.SetNoDelay(true)
 	buf := make([]byte, 4096)
 	for range maxQuickAcks {
-		c.Write(make([]byte, 1460))
+		c.Write(make([]byte, c.mss))
 		n.settle()
 		s.Read(buf)
 	}
-	c.Write(make([]byte, 1460))
+	c.Write(make([]byte, c.mss))
 	n.settle()
 	a := n.b.end.Sent
 	s.SetQuickAck(true)
@@ -170,7 +170,7 @@ func TestSetQuickAck(t *testing.T) {
 	}
 	for i := range 5 {
 		a := n.b.end.Sent
-		c.Write(make([]byte, 1460))
+		c.Write(make([]byte, c.mss))
 		n.settle()
 		if n.b.end.Sent != a+1 {
 			t.Fatalf("segment %d not ACKed at once", i)

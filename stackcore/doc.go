@@ -30,7 +30,9 @@
 // second full-sized segment, immediate ACKs for out-of-order data, FIN and
 // window updates; SetQuickAck is TCP_QUICKACK), Nagle's algorithm on by
 // default in Linux's (Minshall's) variant with SetNoDelay and SetCork, and
-// keepalive (SetKeepAlive, Linux defaults and timing). Not implemented: SACK, timestamps, urgent
+// keepalive (SetKeepAlive, Linux defaults and timing), RFC 7323 timestamps
+// (TSval in ms with a per-connection offset, PAWS, TS.Recent per 4.3, RTT
+// samples from TSecr where Karn's rule leaves none; Config.NoTimestamps). Not implemented: SACK, urgent
 // data (the urgent pointer is ignored), SYN cookies, IP options
 // (skipped) and IP fragments (dropped, counted as drop.fragment).
 //

@@ -238,6 +238,7 @@ type raw struct {
 	payload      []byte
 	mss          uint16 // SYN options if non-zero
 	ws           int    // window scale option if >= 0 (with mss)
+	opts         []byte // raw options (instead of mss/ws)
 }
 
 func (r raw) frame() []byte {
@@ -245,6 +246,11 @@ func (r raw) frame() []byte {
 	rg := newRing(len(r.payload) + 1)
 	rg.Write(r.payload)
 	buf := make([]byte, 2048)
+	if r.opts != nil {
+		n := s.encodeTCPRaw(buf, macB, addrB, r.sport, r.dport, seq(r.seq), seq(r.ack), r.flags, r.wnd, &rg, 0,
+			len(r.payload), r.opts)
+		return buf[:n]
+	}
 	n := s.encodeTCPOpt(buf, macB, addrB, r.sport, r.dport, seq(r.seq), seq(r.ack), r.flags, r.wnd, &rg, 0,
 		len(r.payload), r.mss, r.ws)
 	return buf[:n]
@@ -270,4 +276,27 @@ func (n *testNet) outFrames(h *host) []wire.TCP {
 		peer.end.ReleaseRx()
 	}
 	return got
+}
+
+// deliver hands the frames waiting for h to its stack, then polls it.
+func (n *testNet) deliver(h *host) {
+	for {
+		k := h.end.Receive(h.rx)
+		if k == 0 {
+			break
+		}
+		for _, f := range h.rx[:k] {
+			h.s.Input(n.now, f)
+		}
+		h.end.ReleaseRx()
+	}
+	h.next = h.s.Poll(n.now, h.end)
+	h.end.Flush()
+}
+
+// tsOpt returns a NOP, NOP, timestamps option.
+func tsOpt(val, ecr uint32) []byte {
+	b := make([]byte, 12)
+	wire.PutTimestamp(b, val, ecr)
+	return b
 }

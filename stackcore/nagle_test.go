@@ -67,8 +67,8 @@ func TestNagleMinshall(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	c, s, _ := n.connect(80)
 	c.Write(make([]byte, 2000))
-	if got := n.sentData(); !eqInts(got, 1460, 540) {
-		t.Fatalf("sent %v, want [1460 540]", got)
+	if got := n.sentData(); !eqInts(got, c.mss, 2000-c.mss) {
+		t.Fatalf("sent %v, want [%d %d]", got, c.mss, 2000-c.mss)
 	}
 	c.Write(make([]byte, 10))
 	if got := n.sentData(); len(got) != 0 {
@@ -100,11 +100,11 @@ func TestCork(t *testing.T) {
 		t.Fatalf("corked data after %dus", n.now-start)
 	}
 	c.Write(make([]byte, 3000))
-	if got := n.sentData(); !eqInts(got, 1460, 1460) {
+	if got := n.sentData(); !eqInts(got, c.mss, c.mss) {
 		t.Fatalf("corked 3000 bytes sent %v", got)
 	}
 	c.SetCork(false)
-	if got := n.sentData(); !eqInts(got, 80) {
+	if got := n.sentData(); !eqInts(got, 3000-2*c.mss) {
 		t.Fatalf("uncork sent %v", got)
 	}
 	n.settle()

@@ -49,6 +49,11 @@ type Config struct {
 	Seed            uint64 // secret for ISNs
 	RecvBuf         int    // per-connection receive buffer (default 256 KiB)
 	SendBuf         int    // per-connection send buffer (default 256 KiB)
+
+	// Options offered in SYNs and accepted from peers, on by default as in
+	// Linux: RFC 7323 timestamps, RFC 2018 SACK.
+	NoTimestamps bool
+	NoSACK       bool
 }
 
 const (
@@ -411,6 +416,17 @@ func (s *Stack) encodeTCP(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, s
 
 func (s *Stack) encodeTCPOpt(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
 	wnd uint16, src *ring, off, n int, mss uint16, wscale int) int {
+	var o [8]byte
+	var opts []byte
+	if mss != 0 {
+		opts = o[:wire.PutSynOptions(o[:], mss, wscale)]
+	}
+	return s.encodeTCPRaw(buf, dmac, dip, sport, dport, sq, ack, flags, wnd, src, off, n, opts)
+}
+
+// encodeTCPRaw is encodeTCP with the given option bytes (a multiple of 4 long).
+func (s *Stack) encodeTCPRaw(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
+	wnd uint16, src *ring, off, n int, opts []byte) int {
 	if n < 0 {
 		n = 0
 	}
@@ -420,10 +436,7 @@ func (s *Stack) encodeTCPOpt(buf []byte, dmac MAC, dip IPv4, sport, dport uint16
 	eth.SetType(wire.EtherTypeIPv4)
 	ip := wire.IPv4(buf[wire.EthHeaderLen:])
 	tcp := wire.TCP(ip[wire.IPv4MinLen:])
-	hl := wire.TCPMinLen
-	if mss != 0 {
-		hl += wire.PutSynOptions(tcp[wire.TCPMinLen:], mss, wscale)
-	}
+	hl := wire.TCPMinLen + copy(tcp[wire.TCPMinLen:wire.TCPMinLen+wire.TCPMaxOptLen], opts)
 	tcp = tcp[:hl+n]
 	tcp.SetSrcPort(sport)
 	tcp.SetDstPort(dport)

@@ -30,6 +30,7 @@ type Stats struct {
 	TCPOOOQueued    uint64 `stat:"tcp.ooo_queued"`
 	TCPOOODropped   uint64 `stat:"tcp.ooo_dropped"`
 	TCPChallengeAck uint64 `stat:"tcp.challenge_acks"`
+	TCPPAWSDrops    uint64 `stat:"tcp.paws_drops"`
 
 	DropMalformed        uint64 `stat:"drop.malformed"`
 	DropBadChecksum      uint64 `stat:"drop.bad_checksum"`

@@ -116,7 +116,7 @@ func (l *Listener) input(now Time, g *segment) {
 	c.rcvNxt = g.seq + 1
 	c.rcvAdv = c.rcvNxt
 	c.rcvWup = c.rcvNxt
-	c.takeSynOptions(g)
+	c.takeSynOptions(now, g)
 	c.sndWnd = g.wnd // never scaled in a SYN
 	c.maxWnd = c.sndWnd
 	c.sndWl1, c.sndWl2 = g.seq, c.iss
@@ -126,7 +126,7 @@ func (l *Listener) input(now Time, g *segment) {
 }
 
 // takeSynOptions applies the peer's MSS and window scale (RFC 7323 2.2).
-func (c *TCPConn) takeSynOptions(g *segment) {
+func (c *TCPConn) takeSynOptions(now Time, g *segment) {
 	mss := int(g.opts.MSS)
 	if mss == 0 {
 		mss = defaultPeerMSS
@@ -145,4 +145,15 @@ func (c *TCPConn) takeSynOptions(g *segment) {
 		c.sndSh, c.rcvSh = 0, 0
 	}
 	c.cwnd = uint32(initialCwndSegs * c.mss)
+	// RFC 7323 3.2 and RFC 2018 2: used only when both SYNs carry them.
+	c.tsOK = g.opts.HasTS && !c.s.cfg.NoTimestamps
+	if c.tsOK {
+		c.tsRecent, c.tsRecentAt = g.opts.TSVal, now
+	}
+	c.sackOK = g.opts.SACKPerm && !c.s.cfg.NoSACK
+	if c.tsOK {
+		// Every segment carries the 12-byte timestamp option (Linux mss_cache).
+		c.mss = max(c.mss-12, 64)
+		c.cwnd = uint32(initialCwndSegs * c.mss)
+	}
 }

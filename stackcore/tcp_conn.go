@@ -51,13 +51,14 @@ const (
 	maxDupOwed      = 16                // immediate duplicate ACKs per connection per Poll
 	oowRateLimit    = 500 * Millisecond // like Linux tcp_invalid_ratelimit
 	defaultPeerMSS  = 536
-	atoMin          = 40 * Millisecond  // Linux TCP_ATO_MIN
-	atoMax          = 200 * Millisecond // Linux TCP_DELACK_MAX; RFC 9293 3.8.6.3 requires < 500ms
-	maxQuickAcks    = 16                // Linux TCP_MAX_QUICKACKS
-	corkMax         = 200 * Millisecond // TCP_CORK ceiling (tcp(7))
-	kaIdleDefault   = 7200 * Second     // Linux tcp_keepalive_time
-	kaIntvlDefault  = 75 * Second       // Linux tcp_keepalive_intvl
-	kaCntDefault    = 9                 // Linux tcp_keepalive_probes
+	atoMin          = 40 * Millisecond        // Linux TCP_ATO_MIN
+	atoMax          = 200 * Millisecond       // Linux TCP_DELACK_MAX; RFC 9293 3.8.6.3 requires < 500ms
+	maxQuickAcks    = 16                      // Linux TCP_MAX_QUICKACKS
+	pawsIdle        = 24 * 24 * 3600 * Second // RFC 7323 5.5: TS.Recent expires after 24 days idle
+	corkMax         = 200 * Millisecond       // TCP_CORK ceiling (tcp(7))
+	kaIdleDefault   = 7200 * Second           // Linux tcp_keepalive_time
+	kaIntvlDefault  = 75 * Second             // Linux tcp_keepalive_intvl
+	kaCntDefault    = 9                       // Linux tcp_keepalive_probes
 )
 
 type oooRange struct{ start, end seq }
@@ -96,6 +97,14 @@ type TCPConn struct {
 	corkAt  Time // when a corked partial segment goes out anyway
 	sndSml  seq  // end of the last small segment sent (Minshall's Nagle)
 	wsOK    bool // both sides sent window scale
+
+	// RFC 7323 timestamps; RFC 2018 SACK.
+	tsOK       bool   // both sides sent timestamps
+	sackOK     bool   // both sides sent SACK-permitted
+	tsOff      uint32 // per-connection offset of our TSval clock (ms)
+	tsRecent   uint32 // TS.Recent
+	tsRecentAt Time   // when TS.Recent was last updated
+	optBuf     [wire.TCPMaxOptLen]byte
 
 	// Congestion control (RFC 5681, RFC 6582).
 	cwnd     uint32
@@ -179,6 +188,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		ssthresh:  1<<31 - 1,
 	}
 	c.iss = s.isn(key, now)
+	c.tsOff = uint32(s.isn(key, 0)) * 0x9E3779B1 // random per connection, like Linux
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.recover = c.iss
 	c.sndSml = c.iss

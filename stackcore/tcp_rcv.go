@@ -10,6 +10,16 @@ func (c *TCPConn) input(now Time, g *segment) {
 	}
 	st := c.s.stats
 
+	// RFC 7323 5.3 R1 (PAWS): a segment whose timestamp is older than
+	// TS.Recent is an old duplicate: ACK it (unless RST) and drop it. A
+	// TS.Recent idle for more than 24 days is no longer trusted (5.5).
+	ts := c.tsOK && g.opts.HasTS
+	if ts && !g.has(wire.TCPFlagRST) && int32(g.opts.TSVal-c.tsRecent) < 0 && now-c.tsRecentAt <= pawsIdle {
+		inc(&st.TCPPAWSDrops)
+		c.oowAck(now, g)
+		return
+	}
+
 	// First: sequence number acceptability (3.10.7.4).
 	wnd := c.rcvBuf.Free()
 	if a := c.rcvAdv.sub(c.rcvNxt); a > wnd {
@@ -81,6 +91,12 @@ func (c *TCPConn) input(now Time, g *segment) {
 		inc(&st.TCPChallengeAck)
 		c.oowAck(now, g)
 		return
+	}
+
+	// RFC 7323 4.3 (R3): remember the timestamp to echo, from the segment
+	// at the left edge of what our last ACK covered.
+	if ts && g.seq.leq(c.rcvWup) && (int32(g.opts.TSVal-c.tsRecent) >= 0 || now-c.tsRecentAt > pawsIdle) {
+		c.tsRecent, c.tsRecentAt = g.opts.TSVal, now
 	}
 
 	// Trim to the window: drop what we already have, cut what does not fit.
@@ -191,7 +207,7 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 	}
 	acked := g.ack.sub(c.sndUna)
 	if acked > 0 {
-		c.newAck(now, g.ack, acked)
+		c.newAck(now, g, acked)
 	} else if len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd && c.sndMax != c.sndUna {
 		c.dupAck()
 	}
@@ -228,8 +244,15 @@ func (c *TCPConn) finSeq() seq   { return c.bufSeq.add(c.sndBuf.Len()) }
 func (c *TCPConn) finSent() bool { return c.sndMax.gt(c.finSeq()) }
 
 // newAck handles an ACK that advances SND.UNA by acked.
-func (c *TCPConn) newAck(now Time, ack seq, acked int) {
-	c.rttSample(now, ack)
+func (c *TCPConn) newAck(now Time, g *segment, acked int) {
+	ack := g.ack
+	if !c.rttSample(now, ack) && c.tsOK && g.opts.HasTS && g.opts.TSEcr != 0 {
+		// RFC 7323 4.1: the echoed timestamp times a retransmitted segment
+		// too, where Karn's rule leaves the timer without a sample.
+		if r := int32(c.tsNow(now) - g.opts.TSEcr); r >= 0 && Time(r) < rtoMax/Millisecond {
+			c.addRTT(Time(r) * Millisecond)
+		}
+	}
 	// Forward progress ends the exponential backoff, as Linux does: with
 	// Karn's rule and no timestamps a lossy path might otherwise not get a
 	// fresh sample for a long time and keep a backed-off RTO (RFC 6298 5.7
@@ -298,15 +321,17 @@ func (c *TCPConn) dupAck() {
 
 // rttSample updates SRTT/RTTVAR/RTO when ack covers the timed segment
 // (RFC 6298 section 2; Karn's rule: timing is off after a retransmission).
-func (c *TCPConn) rttSample(now Time, ack seq) {
+func (c *TCPConn) rttSample(now Time, ack seq) bool {
 	if !c.rttOn || ack.lt(c.rttSeq) {
-		return
+		return false
 	}
 	c.rttOn = false
-	r := now - c.rttAt
-	if r < 0 {
-		r = 0
-	}
+	c.addRTT(max(now-c.rttAt, 0))
+	return true
+}
+
+// addRTT feeds one RTT measurement r to the estimator (RFC 6298 2.2, 2.3).
+func (c *TCPConn) addRTT(r Time) {
 	if !c.hasRTT {
 		c.hasRTT = true
 		c.srtt = r
@@ -534,7 +559,7 @@ func (c *TCPConn) inputSynSent(now Time, g *segment) {
 	c.rcvNxt = g.seq + 1
 	c.rcvAdv = c.rcvNxt
 	c.rcvWup = c.rcvNxt
-	c.takeSynOptions(g)
+	c.takeSynOptions(now, g)
 	c.ackNow = true
 	if ackOK {
 		c.lastRcvAt = now

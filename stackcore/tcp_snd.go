@@ -146,8 +146,15 @@ func (c *TCPConn) emitSyn(now Time, out Output, flags uint8, ack seq) (bool, boo
 		c.rcvAdv = c.rcvNxt.add(int(wnd))
 	}
 	retrans := c.sndMax != c.iss
-	n := c.s.encodeTCPOpt(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.iss, ack, flags, wnd, nil, 0, 0,
-		uint16(c.s.mss), ws)
+	o := wire.SynOptions{MSS: uint16(c.s.mss), WScale: ws, TSVal: c.tsNow(now)}
+	if flags&wire.TCPFlagACK != 0 {
+		o.TS, o.SACKPerm, o.TSEcr = c.tsOK, c.sackOK, c.tsRecent
+	} else {
+		o.TS, o.SACKPerm = !c.s.cfg.NoTimestamps, !c.s.cfg.NoSACK
+	}
+	nopt := wire.PutSynOptionsFull(c.optBuf[:], o)
+	n := c.s.encodeTCPRaw(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.iss, ack, flags, wnd, nil, 0, 0,
+		c.optBuf[:nopt])
 	out.SubmitTx(buf, n)
 	if retrans {
 		inc(&c.s.stats.TCPRetransSegs)
@@ -162,6 +169,19 @@ func (c *TCPConn) emitSyn(now Time, out Output, flags uint8, ack seq) (bool, boo
 	}
 	c.ackSent()
 	return true, true
+}
+
+// tsNow is our TSval clock: milliseconds plus a per-connection offset (RFC 7323 5.4).
+func (c *TCPConn) tsNow(now Time) uint32 { return uint32(now/Millisecond) + c.tsOff }
+
+// segOptions builds the options of a non-SYN segment in c.optBuf: timestamps
+// (RFC 7323 3.2) and SACK blocks (RFC 2018 4).
+func (c *TCPConn) segOptions(now Time) []byte {
+	n := 0
+	if c.tsOK {
+		n = wire.PutTimestamp(c.optBuf[:], c.tsNow(now), c.tsRecent)
+	}
+	return c.optBuf[:n]
 }
 
 // ackSent records that a segment carrying ACK = RCV.NXT went out: it
@@ -188,6 +208,11 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	}
 	flags := uint8(wire.TCPFlagACK)
 	dataEnd := c.finSeq()
+	opts := c.segOptions(now)
+	if room := c.s.cfg.MTU - 40 - len(opts); n > room {
+		n = room // SACK blocks take payload room (Linux tcp_current_mss)
+		fin = false
+	}
 	if n > 0 && sq.add(n) == dataEnd {
 		flags |= wire.TCPFlagPSH
 	}
@@ -195,8 +220,8 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 		flags |= wire.TCPFlagFIN
 	}
 	wnd := c.advertise()
-	fl := c.s.encodeTCPOpt(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, sq, c.rcvNxt, flags, wnd,
-		&c.sndBuf, sq.sub(c.bufSeq), n, 0, -1)
+	fl := c.s.encodeTCPRaw(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, sq, c.rcvNxt, flags, wnd,
+		&c.sndBuf, sq.sub(c.bufSeq), n, opts)
 	out.SubmitTx(buf, fl)
 	c.ackSent()
 	if n > 0 && c.ato != 0 && now-c.lrcvAt < c.ato {

@@ -14,8 +14,10 @@ import (
 func TestHandshake(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	c, s, _ := n.connect(80)
-	if c.mss != 1460 || s.mss != 1460 {
-		t.Fatalf("mss %d %d", c.mss, s.mss)
+	// RFC 7323 3.2 / RFC 2018 2: timestamps and SACK both ways; the
+	// 12-byte timestamp option comes out of the MSS.
+	if c.mss != 1448 || s.mss != 1448 || !c.tsOK || !s.tsOK || !c.sackOK || !s.sackOK {
+		t.Fatalf("mss %d %d ts %v %v sack %v %v", c.mss, s.mss, c.tsOK, s.tsOK, c.sackOK, s.sackOK)
 	}
 	if !c.wsOK || c.sndSh != s.rcvSh || s.sndSh != c.rcvSh || c.rcvSh != 3 {
 		t.Fatalf("wscale: c snd %d rcv %d, s snd %d rcv %d", c.sndSh, c.rcvSh, s.sndSh, s.rcvSh)

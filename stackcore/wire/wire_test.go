@@ -81,12 +81,35 @@ func FuzzTCPOptions(f *testing.F) {
 	f.Add([]byte{2, 4, 5, 0xb4, 1, 3, 3, 7})
 	f.Add([]byte{1, 1, 8, 10, 0, 0, 0, 0, 0, 0, 0, 0, 0})
 	f.Add([]byte{3, 1})
+	f.Add([]byte{2, 4, 5, 0xb4, 4, 2, 8, 10, 1, 2, 3, 4, 5, 6, 7, 8, 1, 3, 3, 7})
+	f.Add([]byte{1, 1, 5, 18, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 0, 9})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		o := ParseTCPOptions(b)
 		var buf [8]byte
 		n := PutSynOptions(buf[:], o.MSS, int(o.WScale))
 		if r := ParseTCPOptions(buf[:n]); r.MSS != o.MSS || r.WScale != o.WScale || !r.HasWScale {
 			t.Fatalf("round trip %+v -> %+v", o, r)
+		}
+		// Full SYN options and data-segment options round-trip too.
+		var big [40]byte
+		n = PutSynOptionsFull(big[:], SynOptions{MSS: o.MSS, WScale: int(o.WScale), SACKPerm: o.SACKPerm, TS: o.HasTS,
+			TSVal: o.TSVal, TSEcr: o.TSEcr})
+		r := ParseTCPOptions(big[:n])
+		if n%4 != 0 || n > 20 || r.MSS != o.MSS || r.SACKPerm != o.SACKPerm || r.HasTS != o.HasTS || r.TSVal != o.TSVal ||
+			r.TSEcr != o.TSEcr || r.WScale != o.WScale {
+			t.Fatalf("syn round trip %+v -> %+v", o, r)
+		}
+		k := min(o.NSACK, 3)
+		n = PutTimestamp(big[:], o.TSVal, o.TSEcr)
+		n += PutSACK(big[n:], o.SACK[:k])
+		r = ParseTCPOptions(big[:n])
+		if n > 40 || !r.HasTS || r.TSVal != o.TSVal || r.NSACK != k || r.SACK != ([TCPMaxSACKBlocks]SACKBlock{}) && k == 0 {
+			t.Fatalf("data round trip %+v -> %+v", o, r)
+		}
+		for i := range k {
+			if r.SACK[i] != o.SACK[i] {
+				t.Fatalf("sack block %d: %+v -> %+v", i, o.SACK[i], r.SACK[i])
+			}
 		}
 	})
 }
