@@ -88,6 +88,13 @@ func ustack_close(fd C.int) (r C.long) {
 	return 0
 }
 
+//export ustack_dup
+func ustack_dup(oldfd, newfd C.int) (r C.long) {
+	defer guard(&r)
+	eng.Dup(int(oldfd), int(newfd))
+	return 0
+}
+
 //export ustack_getsockname
 func ustack_getsockname(fd C.int, addr unsafe.Pointer, alen *C.socklen_t) (r C.long) {
 	defer guard(&r)

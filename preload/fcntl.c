@@ -4,8 +4,17 @@
 #include <stdarg.h>
 #include <sys/ioctl.h>
 
+void ustack_adopt(int oldfd, int newfd);
+
 static int fcntl_impl(int fd, int cmd, void *arg)
 {
+	USTACK_ENSURE();
+	if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && ustack_kind(fd) != USTACK_KIND_NONE) {
+		int r = ustack_real.fcntl(fd, cmd, arg);
+		if (r >= 0)
+			ustack_adopt(fd, r);
+		return r;
+	}
 	USTACK_PROLOGUE(fd, ustack_real.fcntl(fd, cmd, arg));
 	long r = ustack_fcntl(fd, cmd, (long)arg);
 	if (r == USTACK_PASS)

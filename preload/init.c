@@ -27,13 +27,13 @@ static void ustack_atfork_child(void)
 void ustack_resolve(void)
 {
 	RESOLVE(bind); RESOLVE(listen); RESOLVE(accept); RESOLVE(accept4); RESOLVE(connect);
-	RESOLVE(shutdown); RESOLVE(close); RESOLVE(dup2); RESOLVE(dup3); RESOLVE(getsockname);
+	RESOLVE(shutdown); RESOLVE(close); RESOLVE(dup); RESOLVE(dup2); RESOLVE(dup3); RESOLVE(getsockname);
 	RESOLVE(getpeername); RESOLVE(getsockopt); RESOLVE(setsockopt); RESOLVE(read); RESOLVE(write);
 	RESOLVE(readv); RESOLVE(writev); RESOLVE(recv); RESOLVE(recvfrom); RESOLVE(recvmsg);
 	RESOLVE(send); RESOLVE(sendto); RESOLVE(sendmsg); RESOLVE(fcntl); RESOLVE(ioctl);
 	RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect); RESOLVE(epoll_create);
 	RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
-	RESOLVE(sigaction);
+	RESOLVE(sigaction); RESOLVE(close_range); RESOLVE(sendfile);
 	/* socket last: its pointer doubles as the "resolved" flag of USTACK_ENSURE */
 	__atomic_store_n(&ustack_real.socket, (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket"), __ATOMIC_RELEASE);
 }

@@ -179,3 +179,51 @@ ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	USTACK_PROLOGUE(fd, ustack_real.sendmsg(fd, msg, flags));
 	return send_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
 }
+
+/* sendfile from a file to an accelerated socket: read into a buffer, send like send(2) (a
+ * blocking socket takes all of it, a non-blocking one what fits). */
+static ssize_t sendfile_impl(int out, int in, off_t *off, size_t count)
+{
+	USTACK_PROLOGUE(out, ustack_real.sendfile(out, in, off, count));
+	char buf[65536];
+	size_t done = 0;
+	while (done < count) {
+		size_t want = count - done < sizeof buf ? count - done : sizeof buf;
+		ssize_t n = off ? pread(in, buf, want, *off + (off_t)done) : ustack_real.read(in, buf, want);
+		if (n < 0) {
+			if (done == 0)
+				return -1;
+			break;
+		}
+		if (n == 0)
+			break;
+		struct iovec v = { buf, (size_t)n };
+		ssize_t w = send_iov(out, &v, 1, 0);
+		if (w < 0) {
+			if (!off)
+				lseek(in, -n, SEEK_CUR);
+			if (done == 0)
+				return -1;
+			break;
+		}
+		done += w;
+		if (w < n) {
+			if (!off)
+				lseek(in, -(n - w), SEEK_CUR);
+			break;
+		}
+	}
+	if (off)
+		*off += done;
+	return done;
+}
+
+ssize_t sendfile(int out, int in, off_t *off, size_t count)
+{
+	return sendfile_impl(out, in, off, count);
+}
+
+ssize_t sendfile64(int out, int in, off_t *off, size_t count)
+{
+	return sendfile_impl(out, in, off, count);
+}

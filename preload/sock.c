@@ -1,5 +1,6 @@
 /* Interposers for socket set-up and tear-down calls. */
 #include "intercept.h"
+#include <linux/close_range.h>
 #include <netinet/in.h>
 #include <unistd.h>
 
@@ -95,12 +96,56 @@ int close(int fd)
 	return ustack_real.close(fd);
 }
 
+int close_range(unsigned int first, unsigned int last, int flags)
+{
+	USTACK_ENSURE();
+	if (!ustack_real.close_range) {
+		errno = ENOSYS;
+		return -1;
+	}
+	if (!(flags & CLOSE_RANGE_CLOEXEC))
+		for (unsigned int fd = first; fd <= last && fd < USTACK_FDMAX; fd++)
+			ustack_release((int)fd);
+	return ustack_real.close_range(first, last, flags);
+}
+
+/* ustack_adopt makes newfd, just made a kernel duplicate of oldfd, share oldfd's accelerated
+ * socket or epoll set. */
+void ustack_adopt(int oldfd, int newfd)
+{
+	if (newfd < 0 || newfd >= USTACK_FDMAX || ustack_kind(oldfd) == USTACK_KIND_NONE)
+		return;
+	if (ustack_forked_child) {
+		/* no Go here: the copy answers EBADFD like the original */
+		struct ustack_fd e = ustack_fds[oldfd];
+		int kind = e.kind;
+		e.kind = USTACK_KIND_NONE;
+		ustack_fds[newfd] = e;
+		__atomic_store_n(&ustack_fds[newfd].kind, kind, __ATOMIC_RELEASE);
+		return;
+	}
+	ustack_dup(oldfd, newfd);
+}
+
+int dup(int oldfd)
+{
+	USTACK_ENSURE();
+	int r = ustack_real.dup(oldfd);
+	if (r >= 0)
+		ustack_adopt(oldfd, r);
+	return r;
+}
+
 int dup2(int oldfd, int newfd)
 {
 	USTACK_ENSURE();
-	if (oldfd != newfd)
-		ustack_release(newfd);
-	return ustack_real.dup2(oldfd, newfd);
+	if (oldfd == newfd)
+		return ustack_real.dup2(oldfd, newfd);
+	ustack_release(newfd);
+	int r = ustack_real.dup2(oldfd, newfd);
+	if (r >= 0)
+		ustack_adopt(oldfd, r);
+	return r;
 }
 
 int dup3(int oldfd, int newfd, int flags)
@@ -108,7 +153,10 @@ int dup3(int oldfd, int newfd, int flags)
 	USTACK_ENSURE();
 	if (oldfd != newfd)
 		ustack_release(newfd);
-	return ustack_real.dup3(oldfd, newfd, flags);
+	int r = ustack_real.dup3(oldfd, newfd, flags);
+	if (r >= 0)
+		ustack_adopt(oldfd, r);
+	return r;
 }
 
 int getsockname(int fd, struct sockaddr *addr, socklen_t *len)

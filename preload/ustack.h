@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <sys/select.h>
+#include <sys/types.h>
 
 #define USTACK_FDMAX 65536
 
@@ -59,6 +60,7 @@ struct ustack_real {
 	int (*connect)(int, const struct sockaddr *, socklen_t);
 	int (*shutdown)(int, int);
 	int (*close)(int);
+	int (*dup)(int);
 	int (*dup2)(int, int);
 	int (*dup3)(int, int, int);
 	int (*getsockname)(int, struct sockaddr *, socklen_t *);
@@ -87,6 +89,8 @@ struct ustack_real {
 	int (*epoll_wait)(int, struct epoll_event *, int, int);
 	int (*epoll_pwait)(int, struct epoll_event *, int, int, const sigset_t *);
 	int (*sigaction)(int, const struct sigaction *, struct sigaction *);
+	int (*close_range)(unsigned int, unsigned int, int);
+	ssize_t (*sendfile)(int, int, off_t *, size_t);
 };
 extern struct ustack_real ustack_real;
 void ustack_resolve(void);

@@ -28,12 +28,17 @@ type Engine struct {
 	st        *stack // nil until started, and when acceleration is off
 	off       atomic.Bool
 
-	epolls map[int]*epollSet // by application epoll fd; guarded by st.mu
+	epolls map[int]*epollSet // by application epoll fd (dups included); guarded by st.mu
+
+	// sockets by the Cookie their listener or connection carries in the core; guarded by st.mu
+	cookies    map[uintptr]*socket
+	lastCookie uintptr
 }
 
 // NewEngine makes an engine. Nothing is opened until the first accelerated socket.
 func NewEngine(cfg Config, tab FDTable) *Engine {
-	e := &Engine{cfg: cfg, tab: tab, socks: make([]atomic.Pointer[socket], FDMax), epolls: map[int]*epollSet{}}
+	e := &Engine{cfg: cfg, tab: tab, socks: make([]atomic.Pointer[socket], FDMax), epolls: map[int]*epollSet{},
+		cookies: map[uintptr]*socket{}}
 	e.Log = newLogger(cfg)
 	if cfg.Disable {
 		e.off.Store(true)
@@ -102,9 +107,9 @@ func (e *Engine) sock(fd int) *socket {
 }
 
 // wake tells the threads waiting on a socket that its readiness may have changed. Caller holds
-// st.mu; cookie is fd+1 of the socket.
+// st.mu.
 func (e *Engine) wake(cookie uintptr) {
-	s := e.sock(int(cookie) - 1)
+	s := e.cookies[cookie]
 	if s == nil {
 		return
 	}

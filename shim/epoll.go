@@ -11,7 +11,7 @@ const epollMagic = 0x75737461636b7721
 // epollSet is the accelerated part of one application epoll fd: its members and the wake epoll
 // fd that the application's set contains on their behalf.
 type epollSet struct {
-	epfd    int
+	epfds   []int // the application's fds of this epoll instance (dups included)
 	wakeEp  int // readable when a member's eventfd is signalled or frames wait on the link
 	members map[int]*epollMember
 }
@@ -93,7 +93,7 @@ func (e *Engine) EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) int {
 		}
 		m := &epollMember{s: s, events: ev.Events, data: epollData(ev), armed: true, seenGen: s.wakeGen - 1}
 		set.members[fd] = m
-		s.epolls = append(s.epolls, epfd)
+		s.epolls = append(s.epolls, set)
 		set.watch(m)
 	case unix.EPOLL_CTL_MOD:
 		if ev == nil {
@@ -112,7 +112,7 @@ func (e *Engine) EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) int {
 		}
 		set.unwatch(set.members[fd])
 		delete(set.members, fd)
-		s.epolls = removeInt(s.epolls, epfd)
+		s.epolls = removeSet(s.epolls, set)
 	default:
 		return neg(unix.EINVAL)
 	}
@@ -138,7 +138,7 @@ func (e *Engine) newEpollSetLocked(epfd int) (*epollSet, int) {
 		unix.Close(wake)
 		return nil, errnoOf(err) // EBADF, EINVAL: epfd is no epoll fd
 	}
-	set := &epollSet{epfd: epfd, wakeEp: wake, members: map[int]*epollMember{}}
+	set := &epollSet{epfds: []int{epfd}, wakeEp: wake, members: map[int]*epollMember{}}
 	e.epolls[epfd] = set
 	e.tab.Publish(epfd, FDEntry{Kind: KindEpoll, RxEfd: -1, TxEfd: -1, ExtraFd: int32(wake)})
 	return set, 0
@@ -190,18 +190,29 @@ func (e *Engine) EpollCheck(epfd int, out []unix.EpollEvent) int {
 	return n
 }
 
-// leaveEpollsLocked removes a closing socket from every epoll set it is in.
+// leaveEpollsLocked removes a socket that is going away from every epoll set it is in.
 func (e *Engine) leaveEpollsLocked(s *socket) {
-	for _, epfd := range s.epolls {
-		if set := e.epolls[epfd]; set != nil && set.members[s.fd] != nil {
-			set.unwatch(set.members[s.fd])
-			delete(set.members, s.fd)
+	for _, set := range s.epolls {
+		for fd, m := range set.members {
+			if m.s == s {
+				set.unwatch(m)
+				delete(set.members, fd)
+			}
 		}
 	}
 	s.epolls = nil
 }
 
-// EpollClose forgets an application epoll fd that is being closed.
+func removeSet(sets []*epollSet, set *epollSet) []*epollSet {
+	for i, x := range sets {
+		if x == set {
+			return append(sets[:i], sets[i+1:]...)
+		}
+	}
+	return sets
+}
+
+// EpollClose forgets an application epoll fd that is being closed; the set goes with its last fd.
 func (e *Engine) EpollClose(epfd int) {
 	st := e.st
 	if st == nil {
@@ -211,16 +222,21 @@ func (e *Engine) EpollClose(epfd int) {
 	st.mu.Lock()
 	set := e.epolls[epfd]
 	delete(e.epolls, epfd)
-	if set != nil {
-		for fd, m := range set.members {
-			m.s.epolls = removeInt(m.s.epolls, epfd)
-			delete(set.members, fd)
-		}
+	if set == nil {
+		st.mu.Unlock()
+		return
+	}
+	set.epfds = removeInt(set.epfds, epfd)
+	if len(set.epfds) > 0 {
+		st.mu.Unlock()
+		return
+	}
+	for fd, m := range set.members {
+		m.s.epolls = removeSet(m.s.epolls, set)
+		delete(set.members, fd)
 	}
 	st.mu.Unlock()
-	if set != nil {
-		unix.Close(set.wakeEp)
-	}
+	unix.Close(set.wakeEp)
 }
 
 func removeInt(xs []int, x int) []int {

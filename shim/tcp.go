@@ -17,10 +17,12 @@ import (
 // program a unique fd number, holds the port in the kernel, and becomes the socket itself when
 // the socket is handed over to the kernel. Fields below fd are guarded by st.mu.
 type socket struct {
-	fd    int
-	st    *stack
-	rxEfd int
-	txEfd int
+	fd     int   // one of fds, for calls on the shadow
+	fds    []int // every fd that refers to this socket (dup, dup2, F_DUPFD)
+	cookie uintptr
+	st     *stack
+	rxEfd  int
+	txEfd  int
 
 	rxSignalled, txSignalled bool
 	wakeGen                  uint64 // bumped each time the stack reports a change (edge-triggered epoll)
@@ -33,7 +35,8 @@ type socket struct {
 	conn      *stackcore.TCPConn
 	shutRd    bool
 	nodelay   bool
-	epolls    []int // application epoll fds this socket is a member of
+	lingerRST bool  // SO_LINGER on with a zero timeout: close resets
+	epolls    []*epollSet // epoll sets this socket is a member of
 }
 
 // signal makes efd readable unless it already is. Caller holds st.mu.
@@ -88,20 +91,43 @@ func (e *Engine) Socket(fd, typ int) {
 		unix.Close(rx)
 		return
 	}
-	s := &socket{fd: fd, st: st, rxEfd: rx, txEfd: tx, nonblock: typ&unix.SOCK_NONBLOCK != 0}
-	e.register(s, -1)
+	s := &socket{fd: fd, fds: []int{fd}, st: st, rxEfd: rx, txEfd: tx, nonblock: typ&unix.SOCK_NONBLOCK != 0}
+	st.mu.Lock()
+	e.adoptLocked(s)
+	st.mu.Unlock()
+	e.register(s, fd)
 	atomic.AddUint64(&st.stats.SocketsAccelerated, 1)
 }
 
-func (e *Engine) register(s *socket, extra int) {
-	e.socks[s.fd].Store(s)
-	e.tab.Publish(s.fd, FDEntry{Kind: KindTCP, RxEfd: int32(s.rxEfd), TxEfd: int32(s.txEfd), ExtraFd: int32(extra)})
+// adoptLocked gives a new socket its cookie. Caller holds st.mu.
+func (e *Engine) adoptLocked(s *socket) {
+	e.lastCookie++
+	s.cookie = e.lastCookie
+	e.cookies[s.cookie] = s
 }
 
-// handOver gives fd to the kernel for good: the shadow becomes the socket.
+// register publishes fd as one of s's fds.
+func (e *Engine) register(s *socket, fd int) {
+	extra := int32(-1)
+	if s.listener != nil {
+		extra = int32(fd) // a listener's own shadow: kernel connections to accept
+	}
+	e.socks[fd].Store(s)
+	e.tab.Publish(fd, FDEntry{Kind: KindTCP, RxEfd: int32(s.rxEfd), TxEfd: int32(s.txEfd), ExtraFd: extra})
+}
+
+// handOver gives the socket to the kernel for good: its shadow becomes the socket.
 func (e *Engine) handOver(s *socket) {
-	e.tab.Withdraw(s.fd)
-	e.socks[s.fd].Store(nil)
+	s.st.mu.Lock()
+	fds := s.fds
+	s.fds = nil
+	delete(e.cookies, s.cookie)
+	e.leaveEpollsLocked(s)
+	s.st.mu.Unlock()
+	for _, fd := range fds {
+		e.tab.Withdraw(fd)
+		e.socks[fd].Store(nil)
+	}
 	unix.Close(s.rxEfd)
 	unix.Close(s.txEfd)
 	atomic.AddUint64(&s.st.stats.PassedToKernel, 1)
@@ -236,11 +262,13 @@ func (e *Engine) Listen(fd, backlog int) int {
 		e.Log.Warn().Err(err).Uint16("port", port).Msg("steering listener")
 		return neg(unix.ENOBUFS)
 	}
-	l.Cookie = uintptr(fd) + 1
+	l.Cookie = s.cookie
 	s.listener, s.bound, s.boundPort = l, true, port
 	// the shadow listens too (loopback and other interfaces); it is polled, never blocked on
 	_ = unix.SetNonblock(fd, true)
-	e.register(s, fd)
+	for _, a := range s.fds {
+		e.register(s, a)
+	}
 	return 0
 }
 
@@ -279,13 +307,14 @@ func (e *Engine) Accept(fd int, sa []byte, saLen *uint32, flags int) int {
 			return neg(unix.EMFILE)
 		}
 		c := s.listener.Accept()
-		c.Cookie = uintptr(nfd) + 1
 		c.SetNoDelay(s.nodelay)
-		ns := &socket{fd: nfd, st: st, rxEfd: rx, txEfd: tx, nonblock: flags&unix.SOCK_NONBLOCK != 0, conn: c, nodelay: s.nodelay}
+		ns := &socket{fd: nfd, fds: []int{nfd}, st: st, rxEfd: rx, txEfd: tx, nonblock: flags&unix.SOCK_NONBLOCK != 0, conn: c, nodelay: s.nodelay}
+		e.adoptLocked(ns)
+		c.Cookie = ns.cookie
 		if !s.listener.Readable() {
 			s.unsignal(&s.rxSignalled, s.rxEfd)
 		}
-		e.register(ns, -1)
+		e.register(ns, nfd)
 		if ns.readableLocked() {
 			ns.signal(&ns.rxSignalled, ns.rxEfd)
 		}
@@ -385,7 +414,7 @@ func (e *Engine) Connect(fd int, sa []byte) int {
 		e.Log.Warn().Err(err).Msg("steering connection")
 		return neg(unix.ENOBUFS)
 	}
-	c.Cookie = uintptr(fd) + 1
+	c.Cookie = s.cookie
 	c.SetNoDelay(s.nodelay)
 	s.conn = c
 	st.txLocked()
@@ -511,7 +540,7 @@ func (e *Engine) Send(fd int, iov []unix.Iovec, flags int) int {
 	return errnoOf(err)
 }
 
-// CloseFD lets go of an accelerated socket; the caller then closes the shadow fd.
+// CloseFD lets go of fd, about to be closed; the socket goes when its last fd does.
 func (e *Engine) CloseFD(fd int) {
 	s := e.sock(fd)
 	if s == nil {
@@ -521,6 +550,16 @@ func (e *Engine) CloseFD(fd int) {
 	e.socks[fd].Store(nil)
 	st := s.st
 	st.mu.Lock()
+	s.fds = removeInt(s.fds, fd)
+	if len(s.fds) > 0 {
+		// a dup lives on: so does the socket (and, as on Linux, its epoll registrations)
+		if s.fd == fd {
+			s.fd = s.fds[0]
+		}
+		st.mu.Unlock()
+		return
+	}
+	delete(e.cookies, s.cookie)
 	e.leaveEpollsLocked(s)
 	if s.listener != nil {
 		s.listener.Cookie = 0
@@ -528,12 +567,40 @@ func (e *Engine) CloseFD(fd int) {
 	}
 	if s.conn != nil {
 		s.conn.Cookie = 0
-		s.conn.Close()
+		if s.lingerRST {
+			s.conn.Abort()
+		} else {
+			s.conn.Close()
+		}
 	}
 	st.txLocked()
 	st.mu.Unlock()
 	unix.Close(s.rxEfd)
 	unix.Close(s.txEfd)
+}
+
+// Dup makes newfd, a kernel duplicate of oldfd's shadow, another fd of the same socket (or of
+// the same epoll set).
+func (e *Engine) Dup(oldfd, newfd int) {
+	if newfd < 0 || newfd >= FDMax {
+		return
+	}
+	if s := e.sock(oldfd); s != nil {
+		s.st.mu.Lock()
+		s.fds = append(s.fds, newfd)
+		s.st.mu.Unlock()
+		e.register(s, newfd)
+		return
+	}
+	if st := e.st; st != nil {
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		if set := e.epolls[oldfd]; set != nil {
+			set.epfds = append(set.epfds, newfd)
+			e.epolls[newfd] = set
+			e.tab.Publish(newfd, FDEntry{Kind: KindEpoll, RxEfd: -1, TxEfd: -1, ExtraFd: int32(set.wakeEp)})
+		}
+	}
 }
 
 func (e *Engine) Shutdown(fd, how int) int {
@@ -562,7 +629,7 @@ func (e *Engine) Shutdown(fd, how int) int {
 		return neg(unix.EINVAL)
 	}
 	st.txLocked()
-	e.wake(uintptr(fd) + 1)
+	e.wake(s.cookie)
 	return 0
 }
 
@@ -655,6 +722,14 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 		if s.conn != nil {
 			s.conn.SetNoDelay(s.nodelay)
 		}
+		s.st.mu.Unlock()
+	case level == unix.SOL_SOCKET && name == unix.SO_LINGER:
+		if len(val) < 8 {
+			return neg(unix.EINVAL)
+		}
+		on, secs := int32(binary.NativeEndian.Uint32(val)), int32(binary.NativeEndian.Uint32(val[4:]))
+		s.st.mu.Lock()
+		s.lingerRST = on != 0 && secs == 0
 		s.st.mu.Unlock()
 	case level == unix.SOL_SOCKET && (name == unix.SO_RCVTIMEO || name == unix.SO_SNDTIMEO):
 		if len(val) < 16 {

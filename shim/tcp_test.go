@@ -310,3 +310,53 @@ func TestErrnoOf(t *testing.T) {
 		}
 	}
 }
+
+// dup(2): both fds are the same socket; closing one leaves the other working, and the socket
+// goes with its last fd.
+func TestDupSharesTheSocket(t *testing.T) {
+	r := newRig(t)
+	fd, pc := r.connected(86)
+	d, err := unix.Dup(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.e.Dup(fd, d)
+	if r.tab.Entries[d].Kind != KindTCP || r.e.sock(d) != r.e.sock(fd) {
+		t.Fatal("dup is not the same accelerated socket")
+	}
+	r.close(fd)
+	if n := r.e.Send(d, iov([]byte("still")), 0); n != 5 {
+		t.Fatalf("send on the dup after closing the original: %d", n)
+	}
+	got := make([]byte, 8)
+	var n int
+	r.eventually("peer read", func() bool {
+		r.peer.do(func(*stackcore.Stack) { n, _ = pc.Read(got) })
+		return n > 0
+	})
+	if string(got[:n]) != "still" {
+		t.Fatalf("peer got %q", got[:n])
+	}
+	r.close(d)
+	var err2 error
+	r.eventually("peer EOF after the last close", func() bool {
+		r.peer.do(func(*stackcore.Stack) { _, err2 = pc.Read(got) })
+		return err2 == io.EOF
+	})
+}
+
+// SO_LINGER with l_onoff=1, l_linger=0: close(2) resets the connection (socket(7)).
+func TestLingerZeroResets(t *testing.T) {
+	r := newRig(t)
+	fd, pc := r.connected(87)
+	linger := []byte{1, 0, 0, 0, 0, 0, 0, 0}
+	if res := r.e.Setsockopt(fd, unix.SOL_SOCKET, unix.SO_LINGER, linger); res != Pass {
+		t.Fatalf("setsockopt SO_LINGER: %d", res)
+	}
+	r.close(fd)
+	var err error
+	r.eventually("peer sees RST", func() bool {
+		r.peer.do(func(*stackcore.Stack) { _, err = pc.Read(make([]byte, 8)) })
+		return err == stackcore.ErrReset
+	})
+}
