@@ -12,7 +12,7 @@ const epollMagic = 0x75737461636b7721
 // fd that the application's set contains on their behalf.
 type epollSet struct {
 	epfds   []int // the application's fds of this epoll instance (dups included)
-	wakeEp  int // readable when a member's eventfd is signalled or frames wait on the link
+	wakeEp  int   // readable when a member's eventfd is signalled or frames wait on the link
 	members map[int]*epollMember
 }
 

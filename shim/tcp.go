@@ -35,7 +35,7 @@ type socket struct {
 	conn      *stackcore.TCPConn
 	shutRd    bool
 	nodelay   bool
-	lingerRST bool  // SO_LINGER on with a zero timeout: close resets
+	lingerRST bool        // SO_LINGER on with a zero timeout: close resets
 	epolls    []*epollSet // epoll sets this socket is a member of
 }
 
