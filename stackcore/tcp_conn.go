@@ -161,6 +161,23 @@ type TCPConn struct {
 	kaAt      Time // next keepalive check
 	lastRcvAt Time // last acceptable segment from the peer
 
+	// Per-connection counters for TCPInfo (Linux struct tcp_info).
+	totalRetrans uint32
+	totalRTO     uint16
+	lossRec      bool // after an RTO until SND.UNA passes the recovery point (TCP_CA_Loss)
+	segsIn       uint32
+	segsOut      uint32
+	dataSegsIn   uint32
+	dataSegsOut  uint32
+	oooPkts      uint32
+	delivered    uint32
+	bytesAcked   uint64
+	bytesRcvd    uint64
+	bytesSent    uint64
+	bytesRetrans uint64
+	lsndAt       Time // last data sent
+	minRTT       Time
+
 	err       error // pending error (SO_ERROR)
 	hardErr   error // sticky error for Read/Write
 	appClosed bool

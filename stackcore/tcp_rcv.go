@@ -9,6 +9,10 @@ func (c *TCPConn) input(now Time, g *segment) {
 		return
 	}
 	st := c.s.stats
+	c.segsIn++
+	if len(g.payload) > 0 {
+		c.dataSegsIn++
+	}
 
 	// RFC 7323 5.3 R1 (PAWS): a segment whose timestamp is older than
 	// TS.Recent is an old duplicate: ACK it (unless RST) and drop it. A
@@ -265,6 +269,11 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 		c.bufSeq = c.bufSeq.add(d)
 		c.wake()
 	}
+	c.bytesAcked += uint64(acked)
+	c.delivered += uint32((acked + c.mss - 1) / c.mss)
+	if c.lossRec && ack.geq(c.recover) {
+		c.lossRec = false
+	}
 	c.sndUna = ack
 	if c.sndNxt.lt(ack) {
 		c.sndNxt = ack
@@ -332,6 +341,9 @@ func (c *TCPConn) rttSample(now Time, ack seq) bool {
 
 // addRTT feeds one RTT measurement r to the estimator (RFC 6298 2.2, 2.3).
 func (c *TCPConn) addRTT(r Time) {
+	if c.minRTT == 0 || r < c.minRTT {
+		c.minRTT = max(r, 1)
+	}
 	if !c.hasRTT {
 		c.hasRTT = true
 		c.srtt = r
@@ -385,6 +397,7 @@ func (c *TCPConn) receive(now Time, g *segment) {
 			return
 		} else {
 			inc(&st.TCPOOOQueued)
+			c.oooPkts++
 			// Out-of-order data is ACKed at once (RFC 5681 4.2) and puts the
 			// receiver in quick-ack mode, as Linux does.
 			c.ackNow = true
@@ -476,6 +489,7 @@ func (c *TCPConn) advance(n int) {
 			}
 		}
 	}
+	c.bytesRcvd += uint64(end.sub(c.rcvNxt))
 	c.rcvBuf.commit(end.sub(c.rcvNxt))
 	c.rcvNxt = end
 	c.wake()

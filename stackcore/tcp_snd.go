@@ -156,7 +156,9 @@ func (c *TCPConn) emitSyn(now Time, out Output, flags uint8, ack seq) (bool, boo
 	n := c.s.encodeTCPRaw(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.iss, ack, flags, wnd, nil, 0, 0,
 		c.optBuf[:nopt])
 	out.SubmitTx(buf, n)
+	c.segsOut++
 	if retrans {
+		c.totalRetrans++
 		inc(&c.s.stats.TCPRetransSegs)
 		c.rttOn = false
 	} else {
@@ -223,6 +225,12 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	fl := c.s.encodeTCPRaw(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, sq, c.rcvNxt, flags, wnd,
 		&c.sndBuf, sq.sub(c.bufSeq), n, opts)
 	out.SubmitTx(buf, fl)
+	c.segsOut++
+	if n > 0 {
+		c.dataSegsOut++
+		c.bytesSent += uint64(n)
+		c.lsndAt = now
+	}
 	c.ackSent()
 	if n > 0 && c.ato != 0 && now-c.lrcvAt < c.ato {
 		// Data sent soon after data arrived: an interactive exchange, where
@@ -240,6 +248,8 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 		return true, true
 	}
 	if sq.lt(c.sndMax) {
+		c.totalRetrans++
+		c.bytesRetrans += uint64(n)
 		inc(&c.s.stats.TCPRetransSegs)
 		c.rttOn = false // Karn's rule
 	} else if !c.rttOn {
@@ -350,6 +360,8 @@ func (c *TCPConn) onRTO(now Time) {
 		return
 	}
 	inc(&c.s.stats.TCPTimeouts)
+	c.totalRTO++
+	c.lossRec = true
 	mss := uint32(c.mss)
 	flight := uint32(max(c.sndMax.sub(c.sndUna), 0))
 	c.ssthresh = max(flight/2, 2*mss)
