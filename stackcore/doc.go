@@ -20,7 +20,9 @@
 // per connection, retransmission timeout per RFC 6298 (min 200ms as Linux,
 // initial 1s, Karn's rule, exponential backoff), fast retransmit and NewReno
 // recovery (RFC 5681, RFC 6582) with an initial window of 10 segments
-// (RFC 6928), a bounded out-of-order queue (up to 4 ranges held in the
+// (RFC 6928), congestion control behind an interface (congestion.go: CUBIC,
+// RFC 9438, by default; NewReno selectable with SetCongestion or
+// Config.Congestion), a bounded out-of-order queue (up to 4 ranges held in the
 // receive ring itself; segments that would need a fifth range are dropped and
 // recovered by retransmission), zero-window probing, FIN/half-close,
 // TIME_WAIT (2*MSL, MSL = 30s), RST generation (RFC 9293 3.10.7.1) and

@@ -54,6 +54,10 @@ type Config struct {
 	// Linux: RFC 7323 timestamps, RFC 2018 SACK.
 	NoTimestamps bool
 	NoSACK       bool
+
+	// Congestion is the default congestion control of new connections:
+	// "cubic" (default) or "reno".
+	Congestion string
 }
 
 const (
@@ -122,6 +126,9 @@ func New(cfg Config) *Stack {
 	}
 	if cfg.SendBuf <= 0 {
 		cfg.SendBuf = defaultBuf
+	}
+	if cfg.Congestion != CongestionReno {
+		cfg.Congestion = CongestionCubic
 	}
 	st := cfg.Stats
 	if st == nil {

@@ -109,6 +109,8 @@ type TCPConn struct {
 	// Congestion control (RFC 5681, RFC 6582).
 	cwnd     uint32
 	ssthresh uint32
+	cc       congestion // &cubic or renoCC{}
+	cubic    cubicCC
 	dupAcks  int
 	recovery bool
 	recover  seq
@@ -210,6 +212,10 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 	c.recover = c.iss
 	c.sndSml = c.iss
 	c.cwnd = uint32(initialCwndSegs * c.mss)
+	c.cc = &c.cubic
+	if s.cfg.Congestion == CongestionReno {
+		c.cc = renoCC{}
+	}
 	c.bufSeq = c.iss + 1
 	for c.rcvSh < 14 && s.cfg.RecvBuf>>c.rcvSh > 0xffff {
 		c.rcvSh++

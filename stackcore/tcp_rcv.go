@@ -213,7 +213,7 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 	if acked > 0 {
 		c.newAck(now, g, acked)
 	} else if len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd && c.sndMax != c.sndUna {
-		c.dupAck()
+		c.dupAck(now)
 	}
 	// Window update (3.10.7.4, SND.WL1/SND.WL2 rule).
 	if c.sndWl1.lt(g.seq) || (c.sndWl1 == g.seq && c.sndWl2.leq(g.ack)) {
@@ -292,11 +292,8 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 			c.cwnd -= uint32(acked)
 		}
 		c.cwnd += mss
-	case c.cwnd < c.ssthresh:
-		// RFC 3465 2.2 (L = 2*SMSS): a delayed ACK covers two segments.
-		c.cwnd += min(uint32(acked), 2*mss)
 	default:
-		c.cwnd += max(mss*mss/c.cwnd, 1)
+		c.cc.onAck(c, now, acked)
 	}
 	if !c.recovery && c.sndUna.sub(c.recover) > 1<<30 {
 		c.recover = c.sndUna - 1 // keep RFC 6582's comparison valid across wrap
@@ -310,7 +307,7 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 }
 
 // dupAck counts duplicate ACKs; the third starts fast retransmit (RFC 5681 3.2).
-func (c *TCPConn) dupAck() {
+func (c *TCPConn) dupAck(now Time) {
 	c.dupAcks++
 	mss := uint32(c.mss)
 	if c.recovery {
@@ -318,8 +315,7 @@ func (c *TCPConn) dupAck() {
 		return
 	}
 	if c.dupAcks == 3 && c.sndUna.gt(c.recover) {
-		flight := uint32(c.sndMax.sub(c.sndUna))
-		c.ssthresh = max(flight/2, 2*mss)
+		c.ssthresh = c.cc.onLoss(c, now)
 		c.cwnd = c.ssthresh + 3*mss
 		c.recovery = true
 		c.recover = c.sndMax

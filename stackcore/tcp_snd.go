@@ -363,8 +363,7 @@ func (c *TCPConn) onRTO(now Time) {
 	c.totalRTO++
 	c.lossRec = true
 	mss := uint32(c.mss)
-	flight := uint32(max(c.sndMax.sub(c.sndUna), 0))
-	c.ssthresh = max(flight/2, 2*mss)
+	c.ssthresh = c.cc.onRTO(c, now)
 	c.cwnd = mss
 	c.recovery = false
 	c.recover = c.sndMax
