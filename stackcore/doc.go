@@ -19,7 +19,9 @@
 // avoidance (RFC 9293 3.8.6.2), send and receive ring buffers allocated once
 // per connection, retransmission timeout per RFC 6298 (min 200ms as Linux,
 // initial 1s, Karn's rule, exponential backoff), fast retransmit and NewReno
-// recovery (RFC 5681, RFC 6582) with an initial window of 10 segments
+// recovery (RFC 5681, RFC 6582) for peers without SACK, SACK (RFC 2018:
+// blocks from the out-of-order queue, a sender scoreboard) with RFC 6675
+// loss recovery, limited transmit (RFC 3042), an initial window of 10 segments
 // (RFC 6928), congestion control behind an interface (congestion.go: CUBIC,
 // RFC 9438, by default; NewReno selectable with SetCongestion or
 // Config.Congestion), a bounded out-of-order queue (up to 4 ranges held in the
@@ -34,7 +36,7 @@
 // default in Linux's (Minshall's) variant with SetNoDelay and SetCork, and
 // keepalive (SetKeepAlive, Linux defaults and timing), RFC 7323 timestamps
 // (TSval in ms with a per-connection offset, PAWS, TS.Recent per 4.3, RTT
-// samples from TSecr where Karn's rule leaves none; Config.NoTimestamps). Not implemented: SACK, urgent
+// samples from TSecr where Karn's rule leaves none; Config.NoTimestamps). Not implemented: urgent
 // data (the urgent pointer is ignored), SYN cookies, IP options
 // (skipped) and IP fragments (dropped, counted as drop.fragment).
 //

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"ustack/nic/pair"
+	"ustack/stackcore/wire"
 )
 
 // seedFrames returns real frames from a handshake, a transfer and a close.
@@ -22,6 +23,17 @@ func seedFrames(t testing.TB) [][]byte {
 	n.transfer(c, s, pattern(3000, 1), true, 10*Second)
 	s.Close()
 	n.settle()
+	// ACKs with SACK blocks and timestamps (RFC 2018, RFC 7323) from a window with holes.
+	n = newNet(t, pair.Options{}, Config{}, Config{})
+	c, s, _ = n.connect(80)
+	n.b.end.Hook = dropSegs(1, 3)
+	n.a.end.Hook = func(_ uint64, f []byte) bool {
+		if wire.ParseTCPOptions(tcpOf(f).Options()).NSACK > 0 && len(frames) < 32 {
+			frames = append(frames, append([]byte(nil), f...))
+		}
+		return false
+	}
+	n.transfer(s, c, pattern(8*c.mss, 2), false, 10*Second)
 	return frames
 }
 

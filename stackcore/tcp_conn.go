@@ -115,6 +115,11 @@ type TCPConn struct {
 	recovery bool
 	recover  seq
 
+	// SACK scoreboard (sack.go).
+	sb      [maxSACKRanges]oooRange
+	nsb     int
+	highRxt seq // end of the highest retransmission in SACK recovery (HighRxt)
+
 	// RTT and timers (RFC 6298).
 	srtt, rttvar Time
 	hasRTT       bool
@@ -135,6 +140,7 @@ type TCPConn struct {
 	rcvBuf  ring
 	ooo     [maxOOO]oooRange
 	nooo    int
+	oooLast seq // start of the most recent out-of-order segment (first SACK block)
 	finRcvd bool
 	oooFin  bool // a FIN was seen beyond rcvNxt, at oooFinS
 	oooFinS seq

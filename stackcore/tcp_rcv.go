@@ -209,10 +209,20 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 	if g.ack.lt(c.sndUna) {
 		return true // old duplicate, ignore the ACK
 	}
+	sacked := false
+	if c.sackOK && (g.opts.NSACK > 0 || c.nsb > 0) {
+		sacked = c.takeSACK(g)
+	}
 	acked := g.ack.sub(c.sndUna)
 	if acked > 0 {
 		c.newAck(now, g, acked)
-	} else if len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd && c.sndMax != c.sndUna {
+		if sacked && !c.recovery && c.isLostBelow(0) {
+			// RFC 6675 5 (4): the scoreboard alone shows a loss.
+			c.dupAck(now)
+		}
+	} else if c.sndMax != c.sndUna && (sacked ||
+		len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd) {
+		// A duplicate ACK (RFC 5681 2), or one that SACKs new data (RFC 6675 2).
 		c.dupAck(now)
 	}
 	// Window update (3.10.7.4, SND.WL1/SND.WL2 rule).
@@ -285,8 +295,10 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 	case c.recovery && ack.geq(c.recover):
 		c.recovery = false
 		c.cwnd = min(c.ssthresh, uint32(max(c.sndMax.sub(ack), 0))+mss)
+	case c.recovery && c.sackOK:
+		// RFC 6675 5 (C): the pipe, not cwnd inflation, drives sending.
 	case c.recovery:
-		// Partial ACK: retransmit the next hole, deflate.
+		// Partial ACK (RFC 6582 3.2 step 5): retransmit the next hole, deflate.
 		c.rtxOne = true
 		if uint32(acked) < c.cwnd {
 			c.cwnd -= uint32(acked)
@@ -311,10 +323,26 @@ func (c *TCPConn) dupAck(now Time) {
 	c.dupAcks++
 	mss := uint32(c.mss)
 	if c.recovery {
-		c.cwnd += mss
+		if !c.sackOK {
+			c.cwnd += mss // RFC 6582 3.2 step 4: inflate
+		}
 		return
 	}
-	if c.dupAcks == 3 && c.sndUna.gt(c.recover) {
+	if !c.sndUna.gt(c.recover) {
+		return // RFC 6582 4.1: no new recovery for losses of the old window
+	}
+	if c.sackOK && (c.dupAcks >= dupThresh || c.nsb > 0 && c.isLostBelow(0)) {
+		// RFC 6675 5 (A)/(4): SACK-based recovery; the pipe limits sending.
+		c.ssthresh = c.cc.onLoss(c, now)
+		c.cwnd = c.ssthresh
+		c.recovery = true
+		c.recover = c.sndMax
+		c.highRxt = c.sndUna
+		c.rtxOne = true // (4.3): the first segment goes out regardless of the pipe
+		inc(&c.s.stats.TCPFastRetrans)
+		return
+	}
+	if !c.sackOK && c.dupAcks == dupThresh {
 		c.ssthresh = c.cc.onLoss(c, now)
 		c.cwnd = c.ssthresh + 3*mss
 		c.recovery = true
@@ -394,6 +422,7 @@ func (c *TCPConn) receive(now Time, g *segment) {
 		} else {
 			inc(&st.TCPOOOQueued)
 			c.oooPkts++
+			c.oooLast = g.seq
 			// Out-of-order data is ACKed at once (RFC 5681 4.2) and puts the
 			// receiver in quick-ack mode, as Linux does.
 			c.ackNow = true

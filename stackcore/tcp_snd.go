@@ -54,6 +54,25 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 			return c.emit(now, out, c.sndUna, n, fin, false)
 		}
 	}
+	if c.recovery && c.sackOK {
+		// RFC 6675 5 (C): while cwnd - pipe >= 1 SMSS, send NextSeg: lost
+		// holes first (rule 1), then new data (rule 2, the path below),
+		// then other unSACKed holes (rule 3).
+		sq, n := seq(0), 0
+		if int(c.cwnd)-c.pipe() >= c.mss {
+			sq, n = c.nextSeg(true)
+			if n == 0 && !(dataEnd.gt(c.sndNxt) && c.sndUna.add(int(c.sndWnd)).gt(c.sndNxt)) {
+				sq, n = c.nextSeg(false)
+			}
+		}
+		if n > 0 {
+			n = min(n, max(dataEnd.sub(sq), 0))
+			fin := c.finQ && sq.add(n) == dataEnd && c.finSent()
+			if n > 0 || fin {
+				return c.emit(now, out, sq, n, fin, false)
+			}
+		}
+	}
 	if c.probe {
 		// Zero-window probe: an old sequence number draws an ACK with the
 		// current window (as Linux does), without touching the send state.
@@ -61,7 +80,16 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 		return c.emit(now, out, c.sndUna-1, 0, false, true)
 	}
 	unsent := max(dataEnd.sub(c.sndNxt), 0)
-	usable := max(c.sndUna.add(int(min(c.sndWnd, c.cwnd))).sub(c.sndNxt), 0)
+	cwndRoom := c.sndUna.add(int(c.cwnd)).sub(c.sndNxt)
+	switch {
+	case c.recovery && c.sackOK:
+		cwndRoom = int(c.cwnd) - c.pipe()
+	case !c.recovery && c.dupAcks > 0:
+		// RFC 3042 (limited transmit): each of the first two duplicate
+		// ACKs lets one new segment out beyond cwnd.
+		cwndRoom += min(c.dupAcks, 2) * c.mss
+	}
+	usable := max(min(c.sndUna.add(int(c.sndWnd)).sub(c.sndNxt), cwndRoom), 0)
 	n := min(unsent, usable, c.mss)
 	inflight := c.sndNxt != c.sndUna
 	if n > 0 && n < c.mss && n < unsent && uint32(n) < c.maxWnd/2 && inflight {
@@ -183,6 +211,9 @@ func (c *TCPConn) segOptions(now Time) []byte {
 	if c.tsOK {
 		n = wire.PutTimestamp(c.optBuf[:], c.tsNow(now), c.tsRecent)
 	}
+	if c.sackOK && c.nooo > 0 {
+		n += c.sackBlocks(c.optBuf[n:], (len(c.optBuf)-n-4)/8)
+	}
 	return c.optBuf[:n]
 }
 
@@ -248,6 +279,9 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 		return true, true
 	}
 	if sq.lt(c.sndMax) {
+		if c.recovery && sq.add(l).gt(c.highRxt) {
+			c.highRxt = sq.add(l)
+		}
 		c.totalRetrans++
 		c.bytesRetrans += uint64(n)
 		inc(&c.s.stats.TCPRetransSegs)
@@ -369,6 +403,7 @@ func (c *TCPConn) onRTO(now Time) {
 	c.recover = c.sndMax
 	c.dupAcks = 0
 	c.rtxOne = false
+	c.nsb = 0 // RFC 2018 8: forget SACK information after a timeout
 	c.sndNxt = c.sndUna
 	c.rttOn = false
 	c.rto = min(2*c.rto, rtoMax)
