@@ -182,3 +182,17 @@ func (c *TCPConn) nextSeg(lostOnly bool) (seq, int) {
 	}
 	return at, 0
 }
+
+// lostBytes is the unSACKed bytes below the highest SACKed byte that
+// IsLost marks as lost (tcpi_lost).
+func (c *TCPConn) lostBytes() int {
+	n := 0
+	at := c.sndUna
+	for i := 0; i < c.nsb; i++ {
+		if e := c.sb[i].start; e.gt(at) && c.isLostBelow(i) {
+			n += e.sub(at)
+		}
+		at = seqMax(at, c.sb[i].end)
+	}
+	return n
+}

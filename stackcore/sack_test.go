@@ -74,6 +74,11 @@ func TestSACKRecoveryMultipleLosses(t *testing.T) {
 		n.a.end.Flush()
 		n.deliver(n.b) // duplicate ACKs
 		n.deliver(n.a) // recovery
+		if i := c.TCPInfo(n.now); !noSACK && (i.Sacked != 6 || i.Lost != 2 || i.CAState != CARecovery) {
+			// Segments 2, 5, 8 lost: 3, 4, 6, 7, 9, 10 SACKed; 2 and 5 have more than
+			// 2*SMSS SACKed above them (RFC 6675 IsLost), 8 does not.
+			t.Fatalf("tcp_info sacked %d lost %d ca_state %d", i.Sacked, i.Lost, i.CAState)
+		}
 		first := n.a.s.Stats().TCPRetransSegs
 		want := uint64(3)
 		if noSACK {

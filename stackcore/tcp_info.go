@@ -174,6 +174,8 @@ func (c *TCPConn) TCPInfo(now Time) TCPInfo {
 	if c.state.synchronized() || c.state == StateSynReceived || c.state == StateSynSent {
 		i.Unacked = uint32((max(c.sndMax.sub(c.sndUna), 0) + mss - 1) / mss)
 	}
+	i.Sacked = uint32((c.sackedBytes() + mss - 1) / mss)
+	i.Lost = uint32((c.lostBytes() + mss - 1) / mss)
 	if c.recovery || c.lossRec {
 		i.Retrans = uint32(min(max(c.sndNxt.sub(c.sndUna), 0), max(c.sndMax.sub(c.sndUna), 0)) / mss)
 	}
