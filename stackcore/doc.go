@@ -36,9 +36,11 @@
 // default in Linux's (Minshall's) variant with SetNoDelay and SetCork, and
 // keepalive (SetKeepAlive, Linux defaults and timing), RFC 7323 timestamps
 // (TSval in ms with a per-connection offset, PAWS, TS.Recent per 4.3, RTT
-// samples from TSecr where Karn's rule leaves none; Config.NoTimestamps). Not implemented: urgent
-// data (the urgent pointer is ignored), SYN cookies, IP options
-// (skipped) and IP fragments (dropped, counted as drop.fragment).
+// samples from TSecr where Karn's rule leaves none; Config.NoTimestamps),
+// and TCPInfo/AppendTCPInfo (Linux's struct tcp_info). Not implemented:
+// urgent data (the urgent pointer is ignored), SYN cookies, user timeout,
+// ICMP errors, IP options (skipped) and IP fragments (dropped, counted as
+// drop.fragment).
 //
 // The established path (Input of an in-order data segment, Read, Write,
 // Poll emitting data and ACKs) allocates nothing.
