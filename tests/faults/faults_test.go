@@ -205,3 +205,67 @@ func TestRouted(t *testing.T) {
 		t.Error("Stats without a relay: no error")
 	}
 }
+
+// Delay with jitter: the RTT is about twice the one-way delay.
+func TestRelayDelay(t *testing.T) {
+	ft := New(t, Symmetric(Fault{Delay: 20 * time.Millisecond, Jitter: 5 * time.Millisecond}))
+	if err := ping(ft, ft.NSA, ft.AddrB); err != nil { // resolves B's address: ARP is delayed too
+		t.Fatal(err)
+	}
+	out, err := exec.Command("ip", "netns", "exec", ft.NSA, "ping", "-c", "5", "-i", "0.1", "-W", "2", ft.AddrB).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ping: %v\n%s", err, out)
+	}
+	var min, avg, max float64
+	i := bytes.Index(out, []byte("= "))
+	if i < 0 {
+		t.Fatalf("no rtt summary:\n%s", out)
+	}
+	if _, err := fmt.Sscanf(string(out[i+2:]), "%f/%f/%f", &min, &avg, &max); err != nil {
+		t.Fatalf("parsing %q: %v", out[i:], err)
+	}
+	t.Logf("rtt min/avg/max %.1f/%.1f/%.1f ms with 20±5 ms each way", min, avg, max)
+	if min < 30 || max > 60 {
+		t.Errorf("rtt %.1f..%.1f ms, want within 30..60", min, max)
+	}
+}
+
+func mac(t *testing.T, ns, ifname string) string {
+	t.Helper()
+	b, err := exec.Command("ip", "netns", "exec", ns, "cat", "/sys/class/net/"+ifname+"/address").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// The same seed drops the same frames: with static neighbours the only
+// frames from A to B are the 40 echo requests.
+func TestRelaySeedRepeats(t *testing.T) {
+	dropped := func() uint64 {
+		ft := New(t, Options{AB: Fault{Loss: 0.3}, Seed: 7})
+		for _, s := range [][]string{
+			{"ip", "-n", ft.NSA, "neigh", "replace", ft.AddrB, "lladdr", mac(t, ft.NSB, ft.IfB), "dev", ft.IfA, "nud", "permanent"},
+			{"ip", "-n", ft.NSB, "neigh", "replace", ft.AddrA, "lladdr", mac(t, ft.NSA, ft.IfA), "dev", ft.IfB, "nud", "permanent"},
+		} {
+			if err := run(5*time.Second, s...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		exec.Command("ip", "netns", "exec", ft.NSA, "ping", "-c", "40", "-i", "0.01", "-W", "0.3", "-q", ft.AddrB).Run()
+		s, err := ft.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.AB.Received != 40 {
+			t.Fatalf("%d frames from A to B, want the 40 echo requests", s.AB.Received)
+		}
+		ft.Close()
+		return s.AB.Dropped
+	}
+	a, b := dropped(), dropped()
+	t.Logf("seed 7, loss 0.3: dropped %d and %d of 40", a, b)
+	if a != b || a == 0 {
+		t.Errorf("dropped %d then %d with the same seed", a, b)
+	}
+}
