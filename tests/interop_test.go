@@ -14,6 +14,8 @@
 //	USTACK_INTEROP_MB=N   size of each transfer in MiB (default 64 full, 8 reduced).
 //	USTACK_INTEROP_CASES=a,b  run only these cases (names as in the table).
 //	USTACK_INTEROP_SEED=N seed of the relay (default: random, logged).
+//	USTACK_INTEROP_PCAP=DIR  capture each transfer's headers on B's interface
+//	                      (tcpdump) into DIR/<test name>.pcap.
 package tests
 
 import (
@@ -277,6 +279,14 @@ func (x *interopXfer) run(t *testing.T, aSends, accel bool, port int) *xferResul
 	out := filepath.Join(dataDir(t), "out")
 	retrans0 := snmpTCP(t, sendNS, "RetransSegs")
 	kin0 := e.kernelInSegs(tp.NSA)
+	if dir := os.Getenv("USTACK_INTEROP_PCAP"); dir != "" {
+		stop, err := capture(tp, dir, t.Name(), port)
+		if err != nil {
+			t.Logf("no capture: %v", err)
+		} else {
+			defer stop()
+		}
+	}
 	srv, err := tp.StartServer(recvNS, recvEnv, port, serverWait, "socat", "-u",
 		fmt.Sprintf("TCP-LISTEN:%d,reuseaddr", port), "OPEN:"+out+",creat,trunc")
 	if err != nil {
@@ -356,6 +366,27 @@ func (x *interopXfer) run(t *testing.T, aSends, accel bool, port int) *xferResul
 	t.Logf("%s, A %s: %d MiB in %v: %.2f MiB/s, %d segments retransmitted", stack,
 		map[bool]string{true: "sends", false: "receives"}[aSends], x.size/mb, elapsed.Round(time.Millisecond), res.mbps, res.retrans)
 	return res
+}
+
+// capture starts tcpdump on B's interface for the transfer on port and
+// returns the function that stops it.
+func capture(tp *topo.Topo, dir, name string, port int) (stop func(), err error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(dir, strings.NewReplacer("/", "-", " ", "_").Replace(name)+".pcap")
+	p, err := tp.Start(tp.NSB, nil, "tcpdump", "-i", tp.IfB, "-s", "128", "-U", "-w", path, "tcp", "port", strconv.Itoa(port))
+	if err != nil {
+		return nil, err
+	}
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(string(p.Stderr()), "listening on"); {
+		if p.Exited() || time.Now().After(deadline) {
+			p.Stop()
+			return nil, fmt.Errorf("tcpdump did not start: %s", p.Output())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return func() { p.Stop() }, nil
 }
 
 // diagnose describes a transfer that hangs: who still runs, the kernel's
