@@ -2,7 +2,9 @@
  *
  * Go keeps the interest list of accelerated members (ustack_epoll_ctl). It also puts one "wake"
  * epoll fd into the application's epoll set, tagged USTACK_EPOLL_MAGIC, that becomes readable when
- * a member's eventfd is signalled or frames wait on the AF_XDP fd. epoll_wait asks Go for ready
+ * a member's eventfd is signalled, and, while a thread sleeps in this set, when frames wait on
+ * the AF_XDP fd (then the sleeper drives the stack itself; at other times frames must not make
+ * the set look readable, to an epoll set nesting it for one). epoll_wait asks Go for ready
  * members first, then sleeps in the real epoll_wait; a wake-up by the magic entry alone means
  * "ask Go again". */
 #include "intercept.h"
@@ -32,6 +34,25 @@ static int drop_magic(struct epoll_event *evs, int n, int *woken)
 		evs[k++] = evs[i];
 	}
 	return k;
+}
+
+/* xsk_watch puts the AF_XDP fd into epfd's wake epoll for the first sleeper and takes it out
+ * after the last. A sleeper that races the last one out goes without it and is woken by the
+ * poller instead: later, never lost. */
+static void xsk_watch(int epfd, int on)
+{
+	struct ustack_fd *e = &ustack_fds[epfd];
+	int xsk = ustack_xsk_fd;
+	if (xsk < 0 || e->extra_fd < 0)
+		return;
+	if (on) {
+		if (__atomic_fetch_add(&e->sleepers, 1, __ATOMIC_ACQ_REL) == 0) {
+			struct epoll_event ev = { .events = EPOLLIN };
+			ustack_real.epoll_ctl(e->extra_fd, EPOLL_CTL_ADD, xsk, &ev);
+		}
+	} else if (__atomic_sub_fetch(&e->sleepers, 1, __ATOMIC_ACQ_REL) == 0) {
+		ustack_real.epoll_ctl(e->extra_fd, EPOLL_CTL_DEL, xsk, NULL);
+	}
 }
 
 static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
@@ -65,12 +86,15 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 		int m = 0;
 		if (n < max) {
 			/* the application's set holds the wake epoll, which holds the AF_XDP fd */
-			if (wait != 0)
+			if (wait != 0) {
 				ustack_sleep_begin();
+				xsk_watch(epfd, 1);
+			}
 			m = mask ? ustack_real.epoll_pwait(epfd, evs + n, max - n, wait, mask)
 				 : ustack_real.epoll_wait(epfd, evs + n, max - n, wait);
 			if (wait != 0) {
 				int saved = errno;
+				xsk_watch(epfd, 0);
 				ustack_sleep_end();
 				errno = saved;
 			}
@@ -85,7 +109,7 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 			result = n + m;
 			break;
 		}
-		if (!woken && deadline >= 0 && ustack_now_ms() >= deadline) {
+		if (deadline >= 0 && ustack_now_ms() >= deadline) {
 			result = 0;
 			break;
 		}

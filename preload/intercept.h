@@ -19,7 +19,11 @@
 /* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, first for USTACK_SPIN_US without
  * sleeping, then waiting in between for events on fd, for at most timeout_ms (0 = forever). A signal ends the wait with -EINTR, unless its handler
  * has SA_RESTART and no timeout is set: then the call goes on, as signal(7) says of sockets. */
-#define USTACK_BLOCKING(fd, events, timeout_ms, CALL)                                   \
+#define USTACK_BLOCKING(fd, events, timeout_ms, CALL) USTACK_BLOCKING_R(fd, events, timeout_ms, 1, CALL)
+
+/* USTACK_BLOCKING_R is USTACK_BLOCKING where restartable says whether SA_RESTART may restart the
+ * call (not once part of the data moved: the part is returned). */
+#define USTACK_BLOCKING_R(fd, events, timeout_ms, restartable, CALL)                    \
 	({                                                                              \
 		long _r;                                                                \
 		long _dl = (timeout_ms) > 0 ? ustack_now_ms() + (timeout_ms) : -1;       \
@@ -40,7 +44,7 @@
 			}                                                               \
 			ustack_signal_wait_begin();                                     \
 			int _w = ustack_wait(fd, events, _t, NULL);                     \
-			if (_w == -EINTR && ((timeout_ms) > 0 || !ustack_restart_after_signal())) { \
+			if (_w == -EINTR && ((timeout_ms) > 0 || !(restartable) || !ustack_restart_after_signal())) { \
 				_r = -EINTR;                                            \
 				break;                                                  \
 			}                                                               \

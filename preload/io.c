@@ -43,7 +43,7 @@ static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
 	size_t want = iov_total(iov, cnt), got = 0;
 	int tmo = ustack_fds[fd].rcvtimeo_ms;
 	for (;;) {
-		long r = USTACK_BLOCKING(fd, POLLIN, tmo, ustack_recvmsg(fd, iov, cnt, flags));
+		long r = USTACK_BLOCKING_R(fd, POLLIN, tmo, got == 0, ustack_recvmsg(fd, iov, cnt, flags));
 		if (r < 0)
 			return got > 0 ? (ssize_t)got : ustack_ret(r);
 		got += r;
@@ -67,7 +67,7 @@ static ssize_t send_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
 	size_t want = iov_total(iov, cnt), sent = 0;
 	int tmo = ustack_fds[fd].sndtimeo_ms;
 	for (;;) {
-		long r = USTACK_BLOCKING(fd, POLLOUT, tmo, ustack_sendmsg(fd, iov, cnt, flags));
+		long r = USTACK_BLOCKING_R(fd, POLLOUT, tmo, sent == 0, ustack_sendmsg(fd, iov, cnt, flags));
 		if (r < 0) {
 			if (sent > 0)
 				return sent;

@@ -125,7 +125,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		}
 		if (spin)
 			continue;
-		if (r == 0 && wait >= 0 && (deadline < 0 || ustack_now_ms() >= deadline)) {
+		if (deadline >= 0 && ustack_now_ms() >= deadline) {
 			result = 0;
 			break;
 		}
@@ -247,9 +247,18 @@ int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
 {
 	USTACK_ENSURE();
 	int ms = tv ? (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000) : -1;
+	long start = tv ? ustack_now_us() : 0;
 	int r = select_impl(nfds, rd, wr, ex, ms, NULL);
 	if (r == -2)
 		return ustack_real.select(nfds, rd, wr, ex, tv);
+	if (tv) {
+		/* Linux writes back the time not slept */
+		long left = tv->tv_sec * 1000000L + tv->tv_usec - (ustack_now_us() - start);
+		if (left < 0)
+			left = 0;
+		tv->tv_sec = left / 1000000L;
+		tv->tv_usec = left % 1000000L;
+	}
 	return r;
 }
 

@@ -36,7 +36,8 @@ struct ustack_fd {
 	int32_t extra_fd;    /* listener: the kernel shadow (pending kernel connections); epoll: the wake epoll fd */
 	int32_t rcvtimeo_ms; /* SO_RCVTIMEO, 0 = none */
 	int32_t sndtimeo_ms; /* SO_SNDTIMEO, 0 = none */
-	int32_t pad[2];
+	int32_t sleepers;    /* epoll: threads asleep in it (the AF_XDP fd is in its wake epoll meanwhile) */
+	int32_t pad;
 };
 
 extern struct ustack_fd ustack_fds[USTACK_FDMAX];

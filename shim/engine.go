@@ -113,6 +113,17 @@ func (e *Engine) wake(cookie uintptr) {
 	if s == nil {
 		return
 	}
+	if s.lshare != nil && len(s.lshare.socks) > 1 {
+		for _, ls := range s.lshare.socks {
+			ls.wakeOne()
+		}
+		return
+	}
+	s.wakeOne()
+}
+
+// wakeOne signals s's eventfds for what it is ready for. Caller holds st.mu.
+func (s *socket) wakeOne() {
 	s.wakeGen++
 	if s.readableLocked() {
 		s.signal(&s.rxSignalled, s.rxEfd)

@@ -103,14 +103,18 @@ func (e *Engine) EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) int {
 			return neg(unix.ENOENT)
 		}
 		m := set.members[fd]
-		set.unwatch(m)
+		if m.armed {
+			set.unwatch(m)
+		}
 		m.events, m.data, m.armed, m.seenGen = ev.Events, epollData(ev), true, s.wakeGen-1
 		set.watch(m)
 	case unix.EPOLL_CTL_DEL:
 		if set == nil || set.members[fd] == nil {
 			return neg(unix.ENOENT)
 		}
-		set.unwatch(set.members[fd])
+		if m := set.members[fd]; m.armed {
+			set.unwatch(m)
+		}
 		delete(set.members, fd)
 		s.epolls = removeSet(s.epolls, set)
 	default:
@@ -127,12 +131,8 @@ func (e *Engine) newEpollSetLocked(epfd int) (*epollSet, int) {
 	if err != nil {
 		return nil, errnoOf(err)
 	}
+	// the AF_XDP fd joins the wake epoll only while a thread sleeps in the set (preload/epoll.c)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	if err := unix.EpollCtl(wake, unix.EPOLL_CTL_ADD, e.st.link.Fd(), &ev); err != nil {
-		unix.Close(wake)
-		return nil, errnoOf(err)
-	}
-	ev = unix.EpollEvent{Events: unix.EPOLLIN}
 	setEpollData(&ev, epollMagic)
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
 		unix.Close(wake)
@@ -181,7 +181,9 @@ func (e *Engine) EpollCheck(epfd int, out []unix.EpollEvent) int {
 			m.s.unsignal(&m.s.txSignalled, m.s.txEfd)
 		}
 		if m.events&unix.EPOLLONESHOT != 0 {
+			// disarmed until EPOLL_CTL_MOD: its eventfds must not wake the set meanwhile
 			m.armed = false
+			set.unwatch(m)
 		}
 		out[n].Events = ready
 		setEpollData(&out[n], m.data)
@@ -195,7 +197,9 @@ func (e *Engine) leaveEpollsLocked(s *socket) {
 	for _, set := range s.epolls {
 		for fd, m := range set.members {
 			if m.s == s {
-				set.unwatch(m)
+				if m.armed {
+					set.unwatch(m)
+				}
 				delete(set.members, fd)
 			}
 		}

@@ -6,40 +6,43 @@ import (
 	"ustack/stackcore"
 )
 
-// pollEvents computes the poll(2) mask of an accelerated socket, the way Linux's tcp_poll does.
-// Caller holds st.mu.
+// pollEvents computes the poll(2) mask of an accelerated socket the way Linux's tcp_poll does:
+// HUP once both directions are shut (or the connection is gone), IN|RDHUP once the receive side
+// is, OUT while the send side has room or is shut (a write would not block), ERR while an error
+// is pending. Caller holds st.mu.
 func (s *socket) pollEvents() int16 {
-	var ev int16
 	switch {
 	case s.listener != nil:
 		if s.listener.Readable() || shadowPending(s.fd) {
+			return unix.POLLIN | pollRdNorm
+		}
+		return 0
+	case s.conn == nil:
+		// neither listening nor connected: Linux reports POLLOUT|POLLHUP
+		return unix.POLLOUT | unix.POLLHUP
+	}
+	c := s.conn
+	var ev int16
+	state := c.State()
+	gone := state == stackcore.StateClosed // reset, refused, timed out, or closed both ways
+	rcvShut := s.shutRd || c.PeerClosed() || gone
+	sndShut := s.shutWr || gone
+	if rcvShut && sndShut {
+		ev |= unix.POLLHUP
+	}
+	if rcvShut {
+		ev |= unix.POLLIN | pollRdNorm | unix.POLLRDHUP
+	}
+	if state != stackcore.StateSynSent && state != stackcore.StateSynReceived {
+		if c.InQueue() >= max(s.opts.rcvLowat, 1) {
 			ev |= unix.POLLIN | pollRdNorm
 		}
-	case s.conn != nil:
-		c := s.conn
-		if c.Connecting() {
-			break
-		}
-		if c.Err() != nil {
-			ev |= unix.POLLERR
-		}
-		if c.Readable() || s.shutRd {
-			ev |= unix.POLLIN | pollRdNorm
-		}
-		if c.Writable() {
+		if sndShut || c.Writable() {
 			ev |= unix.POLLOUT | pollWrNorm
 		}
-		switch c.State() {
-		case stackcore.StateClosed, stackcore.StateTimeWait:
-			// both directions are done (or the connection was reset)
-			ev |= unix.POLLHUP
-		}
-		if c.PeerClosed() {
-			ev |= unix.POLLRDHUP
-		}
-	default:
-		// a socket that is neither listening nor connected: Linux reports POLLOUT|POLLHUP
-		ev |= unix.POLLOUT | unix.POLLHUP
+	}
+	if c.Err() != nil {
+		ev |= unix.POLLERR
 	}
 	return ev
 }

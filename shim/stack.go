@@ -33,6 +33,8 @@ type stack struct {
 	released []uint16
 	// local TCP ports steered to this stack; the core says when a port has no user left
 	steered map[uint16]bool
+	// listening ports and their sockets
+	listeners map[uint16]*listenShare
 
 	kickFd         int          // eventfd that wakes the poller early
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
@@ -99,17 +101,18 @@ func startStack(eng *Engine, cfg Config, ifc iface, cp controlPlane, link Link, 
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	st := &stack{
-		ifc:      ifc,
-		cp:       cp,
-		link:     link,
-		epoch:    time.Now(),
-		rx:       make([][]byte, rxBatch),
-		woken:    make([]uintptr, 0, 256),
-		released: make([]uint16, 0, 64),
-		steered:  map[uint16]bool{},
-		kickFd:   kfd,
-		stats:    stats,
-		eng:      eng,
+		ifc:       ifc,
+		cp:        cp,
+		link:      link,
+		epoch:     time.Now(),
+		rx:        make([][]byte, rxBatch),
+		woken:     make([]uintptr, 0, 256),
+		released:  make([]uint16, 0, 64),
+		steered:   map[uint16]bool{},
+		listeners: map[uint16]*listenShare{},
+		kickFd:    kfd,
+		stats:     stats,
+		eng:       eng,
 		core: stackcore.New(stackcore.Config{
 			MAC:             stackcore.MAC(ifc.mac),
 			Addr:            stackcore.IPv4(ifc.addr),

@@ -28,15 +28,38 @@ type socket struct {
 	wakeGen                  uint64 // bumped each time the stack reports a change (edge-triggered epoll)
 
 	nonblock  bool
+	opts      tcpOpts // options the connection takes when it exists
 	bound     bool
 	boundAny  bool // bound to 0.0.0.0
 	boundPort uint16
-	listener  *stackcore.Listener
+	listener  *stackcore.Listener // lshare.l
+	lshare    *listenShare
 	conn      *stackcore.TCPConn
 	shutRd    bool
-	nodelay   bool
+	shutWr    bool
 	lingerRST bool        // SO_LINGER on with a zero timeout: close resets
 	epolls    []*epollSet // epoll sets this socket is a member of
+
+	connectReported bool // a completed non-blocking connect answered 0 once; EISCONN after
+	errReported     bool // a reset was reported once (recv, send or SO_ERROR); then EOF/EPIPE
+	moreCork        bool // corked by MSG_MORE, not by TCP_CORK
+}
+
+// listenShare is a listening port of the core and the sockets listening on it: one, or several
+// with SO_REUSEPORT, which then take connections from the same accept queue.
+type listenShare struct {
+	l     *stackcore.Listener
+	port  uint16
+	socks []*socket
+}
+
+func removeSock(xs []*socket, x *socket) []*socket {
+	for i, v := range xs {
+		if v == x {
+			return append(xs[:i], xs[i+1:]...)
+		}
+	}
+	return xs
 }
 
 // signal makes efd readable unless it already is. Caller holds st.mu.
@@ -62,15 +85,15 @@ func (s *socket) unsignal(flag *bool, efd int) {
 func (s *socket) readableLocked() bool {
 	switch {
 	case s.listener != nil:
-		return s.listener.Readable()
+		return s.listener.Readable() // kernel connections: the sleeper watches the shadow itself
 	case s.conn != nil:
-		return s.conn.Readable() || s.shutRd
+		return s.pollEvents()&(unix.POLLIN|unix.POLLHUP|unix.POLLERR) != 0
 	}
 	return false
 }
 
 func (s *socket) writableLocked() bool {
-	return s.conn != nil && !s.conn.Connecting() && s.conn.Writable()
+	return s.conn != nil && s.pollEvents()&(unix.POLLOUT|unix.POLLHUP|unix.POLLERR) != 0
 }
 
 // Socket makes the new kernel socket fd accelerated if a stack runs (or can be started).
@@ -211,6 +234,17 @@ func (e *Engine) Bind(fd int, sa []byte) int {
 	if !ok {
 		return Pass
 	}
+	if port != 0 && (ip == [4]byte{} || ip == s.st.ifc.addr) {
+		// Connections of ours (TIME-WAIT ones too) hold their ports in the core only: the
+		// kernel would refuse this bind without SO_REUSEADDR, so we do.
+		s.st.mu.Lock()
+		inUse := s.st.core.PortInUse(port) && s.st.listeners[port] == nil
+		reuse := s.opts.reuseAddr
+		s.st.mu.Unlock()
+		if inUse && !reuse {
+			return neg(unix.EADDRINUSE)
+		}
+	}
 	if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: ip}); err != nil {
 		return errnoOf(err)
 	}
@@ -253,17 +287,25 @@ func (e *Engine) Listen(fd, backlog int) int {
 	if backlog <= 0 {
 		backlog = 1
 	}
-	l, err := st.core.Listen(port, backlog)
-	if err != nil {
-		return errnoOf(err)
+	if sh := st.listeners[port]; sh != nil {
+		// SO_REUSEPORT (the kernel let both shadows bind): the sockets share one accept queue
+		sh.socks = append(sh.socks, s)
+		s.lshare = sh
+	} else {
+		l, err := st.core.Listen(port, backlog)
+		if err != nil {
+			return errnoOf(err)
+		}
+		if err := st.steerLocked(port); err != nil {
+			l.Close()
+			e.Log.Warn().Err(err).Uint16("port", port).Msg("steering listener")
+			return neg(unix.ENOBUFS)
+		}
+		l.Cookie = s.cookie
+		s.lshare = &listenShare{l: l, port: port, socks: []*socket{s}}
+		st.listeners[port] = s.lshare
 	}
-	if err := st.steerLocked(port); err != nil {
-		l.Close()
-		e.Log.Warn().Err(err).Uint16("port", port).Msg("steering listener")
-		return neg(unix.ENOBUFS)
-	}
-	l.Cookie = s.cookie
-	s.listener, s.bound, s.boundPort = l, true, port
+	s.listener, s.bound, s.boundPort = s.lshare.l, true, port
 	// the shadow listens too (loopback and other interfaces); it is polled, never blocked on
 	_ = unix.SetNonblock(fd, true)
 	for _, a := range s.fds {
@@ -307,8 +349,8 @@ func (e *Engine) Accept(fd int, sa []byte, saLen *uint32, flags int) int {
 			return neg(unix.EMFILE)
 		}
 		c := s.listener.Accept()
-		c.SetNoDelay(s.nodelay)
-		ns := &socket{fd: nfd, fds: []int{nfd}, st: st, rxEfd: rx, txEfd: tx, nonblock: flags&unix.SOCK_NONBLOCK != 0, conn: c, nodelay: s.nodelay}
+		ns := &socket{fd: nfd, fds: []int{nfd}, st: st, rxEfd: rx, txEfd: tx, nonblock: flags&unix.SOCK_NONBLOCK != 0, conn: c, opts: s.opts}
+		ns.opts.apply(c)
 		e.adoptLocked(ns)
 		c.Cookie = ns.cookie
 		if !s.listener.Readable() {
@@ -372,6 +414,15 @@ func (e *Engine) Connect(fd int, sa []byte) int {
 	case s.conn != nil && s.conn.Connecting():
 		st.mu.Unlock()
 		return neg(unix.EALREADY)
+	case s.conn != nil && !s.connectReported:
+		// the first connect after a non-blocking one completed gives its result (Linux)
+		s.connectReported = true
+		err := s.conn.TakeErr()
+		if err != nil {
+			s.errReported = true
+		}
+		st.mu.Unlock()
+		return errnoOf(err)
 	case s.conn != nil:
 		st.mu.Unlock()
 		return neg(unix.EISCONN)
@@ -415,7 +466,7 @@ func (e *Engine) Connect(fd int, sa []byte) int {
 		return neg(unix.ENOBUFS)
 	}
 	c.Cookie = s.cookie
-	c.SetNoDelay(s.nodelay)
+	s.opts.apply(c)
 	s.conn = c
 	st.txLocked()
 	if s.nonblock {
@@ -439,7 +490,12 @@ func (e *Engine) ConnectWait(fd int) int {
 		s.unsignal(&s.txSignalled, s.txEfd)
 		return Wait
 	}
-	return errnoOf(s.conn.TakeErr())
+	s.connectReported = true
+	err := s.conn.TakeErr()
+	if err != nil {
+		s.errReported = true
+	}
+	return errnoOf(err)
 }
 
 // Recv reads into iov. flags: MSG_DONTWAIT, MSG_PEEK, MSG_WAITALL (looped in C).
@@ -456,10 +512,14 @@ func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int) int {
 	if c == nil {
 		return neg(unix.ENOTCONN)
 	}
-	if s.shutRd {
+	if s.shutRd && c.InQueue() == 0 {
 		return 0
 	}
 	st.rxLocked()
+	// SO_RCVLOWAT: wait for min(low-water mark, buffer) bytes unless the stream has ended
+	if lowat := s.opts.rcvLowat; lowat > 1 && c.InQueue() < min(lowat, iovLen(iov)) && !c.PeerClosed() && c.State() != stackcore.StateClosed {
+		return s.wouldBlockRecv(flags)
+	}
 	total := 0
 	var err error
 	for i := range iov {
@@ -480,6 +540,9 @@ func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int) int {
 	if total > 0 {
 		if !peek {
 			st.txLocked() // a window update may be due
+			if !s.readableLocked() {
+				s.unsignal(&s.rxSignalled, s.rxEfd)
+			}
 		}
 		return total
 	}
@@ -487,16 +550,41 @@ func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int) int {
 	case err == io.EOF:
 		return 0
 	case errors.Is(err, stackcore.ErrWouldBlock):
-		s.unsignal(&s.rxSignalled, s.rxEfd)
-		if s.nonblock || flags&unix.MSG_DONTWAIT != 0 {
-			return neg(unix.EAGAIN)
+		return s.wouldBlockRecv(flags)
+	case isHardErr(err):
+		// a reset is reported once, by whichever call sees it first; the stream then reads EOF
+		if s.errReported {
+			return 0
 		}
-		return Wait
+		s.errReported = true
+		c.TakeErr()
 	}
 	return errnoOf(err)
 }
 
-// Send queues iov for sending; partial results are normal.
+func (s *socket) wouldBlockRecv(flags int) int {
+	s.unsignal(&s.rxSignalled, s.rxEfd)
+	if s.nonblock || flags&unix.MSG_DONTWAIT != 0 {
+		return neg(unix.EAGAIN)
+	}
+	return Wait
+}
+
+func iovLen(iov []unix.Iovec) int {
+	n := 0
+	for i := range iov {
+		n += int(iov[i].Len)
+	}
+	return n
+}
+
+// isHardErr tells the errors that end a connection (as opposed to would-block or EOF).
+func isHardErr(err error) bool {
+	return errors.Is(err, stackcore.ErrReset) || errors.Is(err, stackcore.ErrTimedOut) || errors.Is(err, stackcore.ErrRefused)
+}
+
+// Send queues iov for sending; partial results are normal. MSG_MORE holds a partial segment
+// back like TCP_CORK until a send without it.
 func (e *Engine) Send(fd int, iov []unix.Iovec, flags int) int {
 	s := e.sock(fd)
 	if s == nil {
@@ -509,7 +597,14 @@ func (e *Engine) Send(fd int, iov []unix.Iovec, flags int) int {
 	if c == nil {
 		return neg(unix.ENOTCONN)
 	}
+	if s.shutWr {
+		return neg(unix.EPIPE)
+	}
 	st.rxLocked()
+	if more := flags&unix.MSG_MORE != 0; more != s.moreCork {
+		s.moreCork = more
+		c.SetCork(more || s.opts.cork)
+	}
 	total := 0
 	var err error
 	for i := range iov {
@@ -525,17 +620,27 @@ func (e *Engine) Send(fd int, iov []unix.Iovec, flags int) int {
 	}
 	st.txLocked()
 	if total > 0 {
+		if !s.writableLocked() {
+			s.unsignal(&s.txSignalled, s.txEfd)
+		}
 		return total
 	}
-	if errors.Is(err, stackcore.ErrWouldBlock) || (err == nil && c.Connecting()) {
+	switch {
+	case errors.Is(err, stackcore.ErrWouldBlock) || (err == nil && c.Connecting()):
 		s.unsignal(&s.txSignalled, s.txEfd)
 		if s.nonblock || flags&unix.MSG_DONTWAIT != 0 {
 			return neg(unix.EAGAIN)
 		}
 		return Wait
-	}
-	if err == nil {
+	case err == nil:
 		return 0
+	case isHardErr(err):
+		// ECONNRESET once, then EPIPE (and SIGPIPE, raised in C), as Linux does
+		if s.errReported {
+			return neg(unix.EPIPE)
+		}
+		s.errReported = true
+		c.TakeErr()
 	}
 	return errnoOf(err)
 }
@@ -561,9 +666,15 @@ func (e *Engine) CloseFD(fd int) {
 	}
 	delete(e.cookies, s.cookie)
 	e.leaveEpollsLocked(s)
-	if s.listener != nil {
-		s.listener.Cookie = 0
-		s.listener.Close() // the core releases the port once its connections are gone too
+	if sh := s.lshare; sh != nil {
+		sh.socks = removeSock(sh.socks, s)
+		if len(sh.socks) == 0 {
+			sh.l.Cookie = 0
+			sh.l.Close() // the core releases the port once its connections are gone too
+			delete(st.listeners, sh.port)
+		} else if sh.l.Cookie == s.cookie {
+			sh.l.Cookie = sh.socks[0].cookie
+		}
 	}
 	if s.conn != nil {
 		s.conn.Cookie = 0
@@ -621,9 +732,10 @@ func (e *Engine) Shutdown(fd, how int) int {
 	case unix.SHUT_RD:
 		s.shutRd = true
 	case unix.SHUT_WR:
+		s.shutWr = true
 		s.conn.CloseWrite()
 	case unix.SHUT_RDWR:
-		s.shutRd = true
+		s.shutRd, s.shutWr = true, true
 		s.conn.CloseWrite()
 	default:
 		return neg(unix.EINVAL)
@@ -668,86 +780,6 @@ func (e *Engine) Getpeername(fd int, out []byte, outLen *uint32) int {
 	ip, port := s.conn.Remote()
 	putInet4(out, outLen, ip, port)
 	return 0
-}
-
-func (e *Engine) Getsockopt(fd, level, name int, val []byte, valLen *uint32) int {
-	s := e.sock(fd)
-	if s == nil {
-		return Pass
-	}
-	if level == unix.SOL_SOCKET && name == unix.SO_ERROR {
-		st := s.st
-		st.mu.Lock()
-		r := 0
-		if s.conn != nil {
-			r = -errnoOf(s.conn.TakeErr())
-		}
-		st.mu.Unlock()
-		return putInt(val, valLen, r)
-	}
-	return Pass
-}
-
-func putInt(val []byte, valLen *uint32, v int) int {
-	if valLen == nil || *valLen < 4 || len(val) < 4 {
-		return neg(unix.EINVAL)
-	}
-	binary.NativeEndian.PutUint32(val, uint32(int32(v)))
-	*valLen = 4
-	return 0
-}
-
-func getInt(val []byte) (int, bool) {
-	if len(val) < 4 {
-		return 0, false
-	}
-	return int(int32(binary.NativeEndian.Uint32(val))), true
-}
-
-// Setsockopt records what the stack needs and lets the shadow take the option too, so that
-// getsockopt answers and a hand-over keeps it.
-func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
-	s := e.sock(fd)
-	if s == nil {
-		return Pass
-	}
-	switch {
-	case level == unix.IPPROTO_TCP && name == unix.TCP_NODELAY:
-		v, ok := getInt(val)
-		if !ok {
-			return neg(unix.EINVAL)
-		}
-		s.st.mu.Lock()
-		s.nodelay = v != 0
-		if s.conn != nil {
-			s.conn.SetNoDelay(s.nodelay)
-		}
-		s.st.mu.Unlock()
-	case level == unix.SOL_SOCKET && name == unix.SO_LINGER:
-		if len(val) < 8 {
-			return neg(unix.EINVAL)
-		}
-		on, secs := int32(binary.NativeEndian.Uint32(val)), int32(binary.NativeEndian.Uint32(val[4:]))
-		s.st.mu.Lock()
-		s.lingerRST = on != 0 && secs == 0
-		s.st.mu.Unlock()
-	case level == unix.SOL_SOCKET && (name == unix.SO_RCVTIMEO || name == unix.SO_SNDTIMEO):
-		if len(val) < 16 {
-			return neg(unix.EINVAL)
-		}
-		sec := int64(binary.NativeEndian.Uint64(val))
-		usec := int64(binary.NativeEndian.Uint64(val[8:]))
-		ms := sec*1000 + (usec+999)/1000
-		if ms > 1<<31-1 || ms < 0 {
-			ms = 0
-		}
-		if name == unix.SO_RCVTIMEO {
-			e.tab.SetTimeouts(fd, int32(ms), -1)
-		} else {
-			e.tab.SetTimeouts(fd, -1, int32(ms))
-		}
-	}
-	return Pass
 }
 
 func (e *Engine) Fcntl(fd, cmd int, arg uintptr) int {

@@ -386,6 +386,9 @@ func (s *Stack) Released(dst []uint16) []uint16 {
 	return dst
 }
 
+// PortInUse reports whether a listener or a connection (TIME-WAIT included) holds local port p.
+func (s *Stack) PortInUse(p uint16) bool { return s.portRefs[p] > 0 }
+
 func (s *Stack) refPort(p uint16) { s.portRefs[p]++ }
 
 func (s *Stack) unrefPort(p uint16) {

@@ -1,5 +1,3 @@
-//go:build semantics
-
 // The semantic test suite of issue 4 (Done-when 7): each C program
 // tests/c/sem_*.c checks a group of socket semantics against the peer
 // tests/c/sem_peer.c (a kernel program in namespace B) and prints one line
