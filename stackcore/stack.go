@@ -108,6 +108,12 @@ type Stack struct {
 	wokenLns   []*Listener
 	released   []uint16
 
+	udpPorts    map[uint16]*UDPSocket
+	udpTx       []*UDPSocket // sockets with datagrams to send
+	wokenUDP    []*UDPSocket
+	releasedUDP []uint16
+	nextUDPPort uint16
+
 	ipID     uint16
 	nextPort uint16
 	dirty    bool // list has freed connections to compact
@@ -135,17 +141,21 @@ func New(cfg Config) *Stack {
 		st = new(Stats)
 	}
 	return &Stack{
-		cfg:        cfg,
-		stats:      st,
-		mss:        cfg.MTU - 40,
-		conns:      make(map[connKey]*TCPConn),
-		listeners:  make(map[uint16]*Listener),
-		portRefs:   make(map[uint16]int),
-		list:       make([]*TCPConn, 0, 64),
-		wokenConns: make([]*TCPConn, 0, 64),
-		wokenLns:   make([]*Listener, 0, 8),
-		nextPort:   ephemeralLo,
-		ipID:       uint16(cfg.Seed),
+		cfg:         cfg,
+		stats:       st,
+		mss:         cfg.MTU - 40,
+		conns:       make(map[connKey]*TCPConn),
+		listeners:   make(map[uint16]*Listener),
+		portRefs:    make(map[uint16]int),
+		list:        make([]*TCPConn, 0, 64),
+		wokenConns:  make([]*TCPConn, 0, 64),
+		wokenLns:    make([]*Listener, 0, 8),
+		nextPort:    ephemeralLo,
+		udpPorts:    make(map[uint16]*UDPSocket),
+		udpTx:       make([]*UDPSocket, 0, 16),
+		wokenUDP:    make([]*UDPSocket, 0, 16),
+		nextUDPPort: ephemeralLo,
+		ipID:        uint16(cfg.Seed),
 	}
 }
 
@@ -220,7 +230,15 @@ func (s *Stack) Input(now Time, frame []byte) {
 		inc(&st.DropFragment)
 		return
 	}
-	if ip.Protocol() != wire.ProtoTCP {
+	switch ip.Protocol() {
+	case wire.ProtoTCP:
+	case wire.ProtoUDP:
+		s.udpInput(MAC(eth.Src()), IPv4(ip.Src()), ip)
+		return
+	case wire.ProtoICMP:
+		s.icmpInput(now, ip)
+		return
+	default:
 		inc(&st.DropUnsupportedProto)
 		return
 	}
@@ -304,6 +322,9 @@ func (s *Stack) Poll(now Time, out Output) Time {
 	if !s.flushRST(out) {
 		return now + 50*Microsecond
 	}
+	if len(s.udpTx) > 0 && !s.flushUDP(out) {
+		next = now + 50*Microsecond
+	}
 	for i := 0; i < len(s.list); i++ {
 		c := s.list[i]
 		if c.freed {
@@ -373,6 +394,14 @@ func (s *Stack) TakeWoken(dst []uintptr) []uintptr {
 	}
 	clear(s.wokenLns)
 	s.wokenLns = s.wokenLns[:0]
+	for _, u := range s.wokenUDP {
+		if !u.closed {
+			dst = append(dst, u.Cookie)
+		}
+		u.woken = false
+	}
+	clear(s.wokenUDP)
+	s.wokenUDP = s.wokenUDP[:0]
 	return dst
 }
 

@@ -40,6 +40,19 @@ type Stats struct {
 	DropNoSocket         uint64 `stat:"drop.no_socket"`
 	DropTxNoBuffer       uint64 `stat:"drop.tx_no_buffer"`
 	DropBadSegment       uint64 `stat:"drop.bad_segment"`
+
+	// UDP (RFC 768), named after Linux's Udp MIB.
+	UDPInDatagrams  uint64 `stat:"udp.in_datagrams"`
+	UDPOutDatagrams uint64 `stat:"udp.out_datagrams"`
+	UDPNoPorts      uint64 `stat:"udp.no_ports"`
+	UDPInErrors     uint64 `stat:"udp.in_errors"`
+	UDPRcvbufErrors uint64 `stat:"udp.rcvbuf_errors"`
+	UDPSndbufErrors uint64 `stat:"udp.sndbuf_errors"`
+
+	// ICMP (RFC 792), named after Linux's Icmp MIB.
+	ICMPInMsgs         uint64 `stat:"icmp.in_msgs"`
+	ICMPInErrors       uint64 `stat:"icmp.in_errors"`
+	ICMPInDestUnreachs uint64 `stat:"icmp.in_dest_unreachs"`
 }
 
 // StatNames returns the `stat` tags of Stats in field order.

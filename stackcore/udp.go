@@ -1,0 +1,396 @@
+package stackcore
+
+import (
+	"errors"
+
+	"ustack/stackcore/wire"
+)
+
+// ErrMsgSize is returned by SendTo for a datagram larger than MTU-28: the
+// stack does not fragment (EMSGSIZE).
+var ErrMsgSize = errors.New("stackcore: message too long")
+
+// dgram describes one queued datagram; its bytes sit in the queue's ring.
+type dgram struct {
+	n    int
+	addr IPv4 // source (receive) or destination (send)
+	port uint16
+	mac  MAC // source MAC (receive) or next hop (send)
+}
+
+// dgramQueue is a bounded FIFO of datagrams: payload bytes in a ring and
+// their descriptors in a fixed array, both allocated once.
+type dgramQueue struct {
+	data ring
+	meta []dgram
+	head int
+	cnt  int
+}
+
+func newDgramQueue(bytes int) dgramQueue {
+	slots := min(max(bytes/128, 16), 8192)
+	return dgramQueue{data: newRing(bytes), meta: make([]dgram, slots)}
+}
+
+func (q *dgramQueue) fits(n int) bool { return q.cnt < len(q.meta) && q.data.Free() >= n }
+
+func (q *dgramQueue) push(p []byte, d dgram) {
+	q.data.Write(p)
+	d.n = len(p)
+	i := q.head + q.cnt
+	if i >= len(q.meta) {
+		i -= len(q.meta)
+	}
+	q.meta[i] = d
+	q.cnt++
+}
+
+func (q *dgramQueue) front() *dgram { return &q.meta[q.head] }
+
+func (q *dgramQueue) pop() {
+	q.data.discard(q.meta[q.head].n)
+	q.head++
+	if q.head == len(q.meta) {
+		q.head = 0
+	}
+	q.cnt--
+}
+
+func (q *dgramQueue) reset() {
+	q.data.discard(q.data.Len())
+	q.head, q.cnt = 0, 0
+}
+
+// resize moves the queued datagrams that fit into a queue of the new size.
+func (q *dgramQueue) resize(bytes int) {
+	nq := newDgramQueue(bytes)
+	tmp := make([]byte, 0, 64<<10)
+	for q.cnt > 0 {
+		d := *q.front()
+		if nq.fits(d.n) {
+			tmp = tmp[:d.n]
+			q.data.peek(0, tmp)
+			nq.push(tmp, d)
+		}
+		q.pop()
+	}
+	*q = nq
+}
+
+// UDPSocket is a UDP endpoint (RFC 768) on a local port of the stack's
+// address. Cookie is the host's handle, reported by TakeWoken.
+type UDPSocket struct {
+	Cookie uintptr
+
+	s         *Stack
+	port      uint16
+	connected bool
+	raddr     IPv4
+	rport     uint16
+	rmac      MAC
+	rx, tx    dgramQueue
+	err       error // pending error (SO_ERROR)
+	closed    bool
+	woken     bool
+	inTx      bool // listed in s.udpTx
+}
+
+// maxUDPPayload is the largest datagram sent without fragmenting.
+func (s *Stack) maxUDPPayload() int { return s.cfg.MTU - wire.IPv4MinLen - wire.UDPHeaderLen }
+
+// UDPBind opens a UDP socket on local port port (0 picks an ephemeral
+// port). UDP ports are a namespace of their own: ErrAddrInUse only when
+// another UDP socket holds the port.
+func (s *Stack) UDPBind(port uint16) (*UDPSocket, error) {
+	if port == 0 {
+		if port = s.udpEphemeralPort(); port == 0 {
+			return nil, ErrAddrInUse
+		}
+	} else if s.udpPorts[port] != nil {
+		return nil, ErrAddrInUse
+	}
+	least := s.maxUDPPayload()
+	u := &UDPSocket{
+		s:    s,
+		port: port,
+		rx:   newDgramQueue(max(s.cfg.RecvBuf, least)),
+		tx:   newDgramQueue(max(s.cfg.SendBuf, least)),
+	}
+	s.udpPorts[port] = u
+	return u, nil
+}
+
+func (s *Stack) udpEphemeralPort() uint16 {
+	for range 65536 - ephemeralLo {
+		p := s.nextUDPPort
+		s.nextUDPPort++
+		if s.nextUDPPort == 0 {
+			s.nextUDPPort = ephemeralLo
+		}
+		if s.udpPorts[p] == nil {
+			return p
+		}
+	}
+	return 0
+}
+
+// UDPPortInUse reports whether a UDP socket holds local port p.
+func (s *Stack) UDPPortInUse(p uint16) bool { return s.udpPorts[p] != nil }
+
+// ReleasedUDP appends the UDP ports freed by Close since the last call; the
+// host removes their steering entries.
+func (s *Stack) ReleasedUDP(dst []uint16) []uint16 {
+	dst = append(dst, s.releasedUDP...)
+	s.releasedUDP = s.releasedUDP[:0]
+	return dst
+}
+
+// LocalPort returns the bound port.
+func (u *UDPSocket) LocalPort() uint16 { return u.port }
+
+// Connect sets the default destination; from then on datagrams from any
+// other source are dropped (as Linux does) and ICMP port unreachable from
+// the destination is reported as ErrRefused. Datagrams already queued stay.
+func (u *UDPSocket) Connect(remote IPv4, port uint16, nextHop MAC) {
+	u.connected, u.raddr, u.rport, u.rmac = true, remote, port, nextHop
+	u.err = nil
+}
+
+// Disconnect removes the default destination (connect with AF_UNSPEC).
+func (u *UDPSocket) Disconnect() {
+	u.connected, u.raddr, u.rport, u.rmac = false, IPv4{}, 0, MAC{}
+	u.err = nil
+}
+
+// Remote returns the default destination; ok is false when not connected.
+func (u *UDPSocket) Remote() (IPv4, uint16, bool) { return u.raddr, u.rport, u.connected }
+
+// RemoteMAC returns the next hop given to Connect.
+func (u *UDPSocket) RemoteMAC() MAC { return u.rmac }
+
+// SendTo copies one datagram into the send queue; it goes out at the next
+// Poll. It returns ErrMsgSize for more than MTU-28 bytes, ErrWouldBlock when
+// the queue has no room, and a pending error (which it clears) first.
+func (u *UDPSocket) SendTo(p []byte, dst IPv4, dport uint16, nextHop MAC) (int, error) {
+	if u.closed {
+		return 0, ErrClosed
+	}
+	if u.err != nil {
+		return 0, u.TakeErr()
+	}
+	if len(p) > u.s.maxUDPPayload() {
+		return 0, ErrMsgSize
+	}
+	if !u.tx.fits(len(p)) {
+		inc(&u.s.stats.UDPSndbufErrors)
+		return 0, ErrWouldBlock
+	}
+	u.tx.push(p, dgram{addr: dst, port: dport, mac: nextHop})
+	if !u.inTx {
+		u.inTx = true
+		u.s.udpTx = append(u.s.udpTx, u)
+	}
+	return len(p), nil
+}
+
+// RecvFrom takes the next datagram: n bytes are copied into p, full is the
+// datagram's length (n < full: truncated, MSG_TRUNC). peek leaves it queued
+// (MSG_PEEK). A pending error is returned (and cleared) first; ErrWouldBlock
+// when nothing is queued.
+func (u *UDPSocket) RecvFrom(p []byte, peek bool) (n, full int, src IPv4, sport uint16, err error) {
+	n, full, src, sport, _, err = u.RecvFromMAC(p, peek)
+	return
+}
+
+// RecvFromMAC is RecvFrom that also returns the Ethernet source of the
+// datagram (the next hop for a reply).
+func (u *UDPSocket) RecvFromMAC(p []byte, peek bool) (n, full int, src IPv4, sport uint16, mac MAC, err error) {
+	if u.err != nil {
+		return 0, 0, src, 0, mac, u.TakeErr()
+	}
+	if u.rx.cnt == 0 {
+		if u.closed {
+			return 0, 0, src, 0, mac, ErrNotConnected
+		}
+		return 0, 0, src, 0, mac, ErrWouldBlock
+	}
+	d := u.rx.front()
+	full = d.n
+	n = u.rx.data.peek(0, p[:min(len(p), d.n)])
+	src, sport, mac = d.addr, d.port, d.mac
+	if !peek {
+		u.rx.pop()
+	}
+	return n, full, src, sport, mac, nil
+}
+
+// Readable reports whether a datagram or an error is pending.
+func (u *UDPSocket) Readable() bool { return u.rx.cnt > 0 || u.err != nil }
+
+// Writable reports whether the send queue has room for a datagram of the
+// largest size (a pending error also makes it writable: the send fails).
+func (u *UDPSocket) Writable() bool {
+	return u.err != nil || u.tx.fits(u.s.maxUDPPayload())
+}
+
+// NextLen returns the length of the next datagram, 0 if none (FIONREAD).
+func (u *UDPSocket) NextLen() int {
+	if u.rx.cnt == 0 {
+		return 0
+	}
+	return u.rx.front().n
+}
+
+// InQueue returns the bytes of all queued received datagrams.
+func (u *UDPSocket) InQueue() int { return u.rx.data.Len() }
+
+// OutQueue returns the bytes queued to send (SIOCOUTQ).
+func (u *UDPSocket) OutQueue() int { return u.tx.data.Len() }
+
+// Err returns the pending error (SO_ERROR) without clearing it.
+func (u *UDPSocket) Err() error { return u.err }
+
+// TakeErr returns and clears the pending error.
+func (u *UDPSocket) TakeErr() error {
+	e := u.err
+	u.err = nil
+	return e
+}
+
+// SetBuffers sets the receive and send queue sizes in bytes (SO_RCVBUF,
+// SO_SNDBUF); 0 keeps a size. Sizes are raised to at least one datagram of
+// the largest size. Queued datagrams that do not fit the new size are dropped.
+func (u *UDPSocket) SetBuffers(rcv, snd int) {
+	least := u.s.maxUDPPayload()
+	if rcv > 0 {
+		u.rx.resize(max(rcv, least))
+	}
+	if snd > 0 {
+		u.tx.resize(max(snd, least))
+		if u.tx.cnt == 0 && u.inTx {
+			u.inTx = false
+			for i, x := range u.s.udpTx {
+				if x == u {
+					u.s.udpTx = append(u.s.udpTx[:i], u.s.udpTx[i+1:]...)
+					break
+				}
+			}
+		}
+	}
+}
+
+// Buffers returns the receive and send queue sizes in bytes.
+func (u *UDPSocket) Buffers() (rcv, snd int) { return u.rx.data.Cap(), u.tx.data.Cap() }
+
+// Close frees the port (reported by ReleasedUDP) and drops received
+// datagrams; datagrams already queued to send still go out at the next Poll.
+func (u *UDPSocket) Close() {
+	if u.closed {
+		return
+	}
+	u.closed = true
+	u.rx.reset()
+	u.err = nil
+	if u.s.udpPorts[u.port] == u {
+		delete(u.s.udpPorts, u.port)
+		u.s.releasedUDP = append(u.s.releasedUDP, u.port)
+	}
+}
+
+func (u *UDPSocket) wake() {
+	if !u.woken && !u.closed {
+		u.woken = true
+		u.s.wokenUDP = append(u.s.wokenUDP, u)
+	}
+}
+
+// udpInput delivers a datagram to the socket bound to its port (RFC 768).
+func (s *Stack) udpInput(srcMAC MAC, src IPv4, ip wire.IPv4) {
+	st := s.stats
+	d := wire.UDP(ip.Payload())
+	if !d.Valid() {
+		inc(&st.UDPInErrors)
+		inc(&st.DropMalformed)
+		return
+	}
+	if s.cfg.VerifyChecksums && !d.ChecksumOK(src, s.cfg.Addr) {
+		inc(&st.UDPInErrors)
+		inc(&st.DropBadChecksum)
+		return
+	}
+	sport := d.SrcPort()
+	u := s.udpPorts[d.DstPort()]
+	if u == nil || u.connected && (u.raddr != src || u.rport != sport) {
+		// Linux matches no socket either: a connected socket accepts only its peer.
+		inc(&st.UDPNoPorts)
+		inc(&st.DropNoSocket)
+		return
+	}
+	p := d.Payload()
+	if !u.rx.fits(len(p)) {
+		inc(&st.UDPRcvbufErrors)
+		inc(&st.UDPInErrors)
+		return
+	}
+	u.rx.push(p, dgram{addr: src, port: sport, mac: srcMAC})
+	inc(&st.UDPInDatagrams)
+	u.wake()
+}
+
+// flushUDP emits the queued datagrams; false when the Output ran out of buffers.
+func (s *Stack) flushUDP(out Output) bool {
+	ok := true
+	j := 0
+	for _, u := range s.udpTx {
+		sent := false
+		for ok && u.tx.cnt > 0 {
+			buf := out.AllocTx()
+			if buf == nil {
+				inc(&s.stats.DropTxNoBuffer)
+				ok = false
+				break
+			}
+			d := u.tx.front()
+			n := s.encodeUDP(buf, d.mac, d.addr, u.port, d.port, &u.tx.data, d.n)
+			out.SubmitTx(buf, n)
+			u.tx.pop()
+			sent = true
+		}
+		if u.tx.cnt > 0 {
+			s.udpTx[j] = u
+			j++
+		} else {
+			u.inTx = false
+		}
+		if sent {
+			u.wake()
+		}
+	}
+	clear(s.udpTx[j:])
+	s.udpTx = s.udpTx[:j]
+	return ok
+}
+
+// encodeUDP writes Ethernet+IPv4+UDP headers and n payload bytes from the
+// front of src into buf; it returns the frame length.
+func (s *Stack) encodeUDP(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, src *ring, n int) int {
+	eth := wire.Ethernet(buf)
+	eth.SetDst(dmac)
+	eth.SetSrc(s.cfg.MAC)
+	eth.SetType(wire.EtherTypeIPv4)
+	ip := wire.IPv4(buf[wire.EthHeaderLen:])
+	ul := wire.UDPHeaderLen + n
+	d := wire.UDP(ip[wire.IPv4MinLen : wire.IPv4MinLen+ul])
+	d.SetSrcPort(sport)
+	d.SetDstPort(dport)
+	d.SetLength(ul)
+	src.peek(0, d[wire.UDPHeaderLen:])
+	d.SetChecksumIPv4(s.cfg.Addr, dip)
+	s.ipID++
+	ip.Encode(wire.IPv4MinLen+ul, s.ipID, 64, wire.ProtoUDP, s.cfg.Addr, dip)
+	st := s.stats
+	inc(&st.EthTxFrames)
+	inc(&st.IPTxPackets)
+	inc(&st.UDPOutDatagrams)
+	return wire.EthHeaderLen + wire.IPv4MinLen + ul
+}
