@@ -12,7 +12,9 @@ LONG_FUZZTIME ?= 5m
 # binary:package pairs installed by `make deps` when the binary is missing.
 DEPS := ip:iproute2 ss:iproute2 ethtool:ethtool curl:curl socat:socat sockperf:sockperf \
 	iperf3:iperf3 /usr/bin/python3:python3 gcc:gcc make:make ping:iputils-ping \
-	/usr/bin/time:time sha256sum:coreutils timeout:coreutils
+	/usr/bin/time:time sha256sum:coreutils timeout:coreutils \
+	redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
+	/usr/sbin/nginx:nginx memcached:memcached wrk:wrk
 
 C_SRCS := $(wildcard tests/c/*.c)
 C_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(C_SRCS))
