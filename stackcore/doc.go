@@ -1,5 +1,5 @@
-// Package stackcore is ustack's pure TCP/IPv4 stack: Ethernet, IPv4 and TCP
-// over frames the host hands in, in the smoltcp / iip style. It makes no
+// Package stackcore is ustack's pure TCP/IPv4 stack: Ethernet, IPv4, ICMP
+// errors, UDP and TCP over frames the host hands in, in the smoltcp / iip style. It makes no
 // syscalls, starts no goroutines and never reads a clock: time comes in as an
 // argument (Time, microseconds), received frames come in through Input, and
 // Poll emits frames into an Output the host lends buffers from and returns the
@@ -39,9 +39,29 @@
 // samples from TSecr where Karn's rule leaves none; Config.NoTimestamps),
 // and TCPInfo/AppendTCPInfo (Linux's struct tcp_info). Not implemented:
 // urgent data (the urgent pointer is ignored), SYN cookies, user timeout,
-// ICMP errors, IP options (skipped) and IP fragments (dropped, counted as
-// drop.fragment).
+// IP options (skipped) and IP fragments (dropped, counted as drop.fragment).
+//
+// UDP (RFC 768, udp.go): UDPBind on a port of its own namespace (0 picks an
+// ephemeral port), SendTo copying a datagram into a bounded send queue that
+// Poll empties, a bounded receive queue (overflow dropped and counted in
+// udp.rcvbuf_errors), connected sockets that accept only their peer,
+// MSG_TRUNC and MSG_PEEK semantics in RecvFrom, checksums verified per
+// Config (zero means none). No fragmentation: more than MTU-28 bytes is
+// ErrMsgSize. Queues are rings allocated at bind time (and by SetBuffers).
+//
+// ICMP (RFC 792, RFC 1122 3.2.2, RFC 5927, icmp.go): the checksum is always
+// verified; errors (destination unreachable, time exceeded, source quench,
+// parameter problem) quoting a segment or datagram we sent reach its socket.
+// UDP: port unreachable is ErrRefused on a connected socket only (Linux).
+// TCP: the quoted sequence number must lie in SND.UNA..SND.MAX; port or
+// protocol unreachable in SYN-SENT fails the attempt with ErrRefused; other
+// unreachables and time exceeded are soft errors (RFC 1122 4.2.3.9) reported
+// only if the connection later times out; fragmentation needed lowers the
+// connection's MSS to the next-hop MTU (RFC 1191; < 68 ignored, 0 means the
+// plateau below the datagram size, never raised) and resends what is in
+// flight at the new size. Echo requests get no reply: the kernel answers ping.
 //
 // The established path (Input of an in-order data segment, Read, Write,
-// Poll emitting data and ACKs) allocates nothing.
+// Poll emitting data and ACKs) and the UDP path (SendTo, Poll, Input,
+// RecvFrom) allocate nothing.
 package stackcore

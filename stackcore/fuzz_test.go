@@ -34,7 +34,36 @@ func seedFrames(t testing.TB) [][]byte {
 		return false
 	}
 	n.transfer(s, c, pattern(8*c.mss, 2), false, 10*Second)
-	return frames
+	return append(frames, udpICMPSeeds(t)...)
+}
+
+// udpICMPSeeds returns UDP datagrams for B's sockets of the fuzz target and
+// ICMP messages to B quoting a data segment B sent on a fresh connection and
+// a datagram from B's connected UDP socket (RFC 792, RFC 1191).
+func udpICMPSeeds(t testing.TB) [][]byte {
+	cfg := Config{RecvBuf: 16 << 10, SendBuf: 16 << 10}
+	n := newNet(t, pair.Options{}, cfg, cfg)
+	_, s, _ := n.connect(80)
+	segs := capture(n.b.end, func(f []byte) bool { return hasData(tcpOf(f)) })
+	s.Write(pattern(3000, 3))
+	n.step()
+	seg := (*segs)[0]
+	dgram := udpFrameFrom(macB, addrB, macA, addrA, 5354, 5000, []byte("query"))
+	to := func(f []byte, typ, code uint8, mtu uint16) []byte {
+		return icmpErrorTo(f, addrA, macA, addrB, macB, typ, code, mtu)
+	}
+	return [][]byte{
+		udpFrame(5000, 5353, []byte("datagram")),
+		udpFrame(5000, 5354, []byte("connected")),
+		udpFrame(5001, 5354, nil),
+		to(seg, wire.ICMPDestUnreach, wire.ICMPFragNeeded, 576),
+		to(seg, wire.ICMPDestUnreach, wire.ICMPFragNeeded, 0),
+		to(seg, wire.ICMPDestUnreach, wire.ICMPPortUnreach, 0),
+		to(seg, wire.ICMPDestUnreach, wire.ICMPHostUnreach, 0),
+		to(seg, wire.ICMPTimeExceeded, 0, 0),
+		to(seg, wire.ICMPEchoRequest, 0, 0),
+		to(dgram, wire.ICMPDestUnreach, wire.ICMPPortUnreach, 0),
+	}
 }
 
 // FuzzEthernetIPv4TCP feeds arbitrary frames to Input of a stack that has a
@@ -52,6 +81,10 @@ func FuzzEthernetIPv4TCP(f *testing.F) {
 		n := newNet(t, pair.Options{NumFrames: 64}, cfg, cfg)
 		c, _, _ := n.connect(80)
 		_ = c
+		u, _ := n.b.s.UDPBind(5353)
+		uc, _ := n.b.s.UDPBind(5354)
+		uc.Connect(addrA, 5000, macA)
+		uc.SendTo([]byte("query"), addrA, 5000, macA)
 		n.b.s.cfg.VerifyChecksums = verify
 		// Frames from the seeds were built for B (or A); aim everything at B.
 		if len(frame) >= 34 {
@@ -63,5 +96,11 @@ func FuzzEthernetIPv4TCP(f *testing.F) {
 		n.now += 2
 		n.settle()
 		n.runUntil(5*Second, func() bool { return false })
+		buf := make([]byte, 64)
+		for _, x := range []*UDPSocket{u, uc} {
+			for x.Readable() {
+				x.RecvFrom(buf, false)
+			}
+		}
 	})
 }

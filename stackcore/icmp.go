@@ -1,10 +1,26 @@
 package stackcore
 
-import "ustack/stackcore/wire"
+import (
+	"encoding/binary"
+	"errors"
+
+	"ustack/stackcore/wire"
+)
+
+// Soft errors from ICMP (RFC 1122 4.2.3.9): kept on the connection and
+// reported instead of ErrTimedOut if it later times out, as Linux reports
+// sk_err_soft.
+var (
+	ErrHostUnreach = errors.New("stackcore: no route to host")
+	ErrNetUnreach  = errors.New("stackcore: network is unreachable")
+)
+
+const minPMTU = 68 // RFC 791: every host must take 68-byte datagrams unfragmented
 
 // icmpInput handles an ICMP message addressed to us (RFC 792). Echo requests
-// are left alone: the kernel answers ping (the XDP program does not steer
-// them here). Errors quoting a datagram we sent go to its socket.
+// and other queries are left alone: the kernel answers ping (the XDP program
+// does not steer them here). Errors quoting a datagram we sent go to its
+// socket (RFC 1122 3.2.2, RFC 5927).
 func (s *Stack) icmpInput(now Time, ip wire.IPv4) {
 	st := s.stats
 	inc(&st.ICMPInMsgs)
@@ -16,5 +32,130 @@ func (s *Stack) icmpInput(now Time, ip wire.IPv4) {
 	if m.Type() == wire.ICMPDestUnreach {
 		inc(&st.ICMPInDestUnreachs)
 	}
+	if !m.IsError() {
+		return
+	}
+	q, l4, ok := wire.Quoted(m.Body())
+	if !ok {
+		inc(&st.ICMPInErrors)
+		return
+	}
+	// Only errors about datagrams we sent, and first fragments (the ports
+	// are in the quoted bytes).
+	if IPv4(q.Src()) != s.cfg.Addr || q.FlagsFrag()&wire.IPv4FragOffMask != 0 {
+		return
+	}
+	dst := IPv4(q.Dst())
+	sport := binary.BigEndian.Uint16(l4[0:])
+	dport := binary.BigEndian.Uint16(l4[2:])
+	switch q.Protocol() {
+	case wire.ProtoTCP:
+		if c := s.conns[connKey{dst, dport, sport}]; c != nil {
+			c.icmpError(now, m, q, seq(binary.BigEndian.Uint32(l4[4:])))
+		}
+	case wire.ProtoUDP:
+		if u := s.udpPorts[sport]; u != nil {
+			u.icmpError(m, dst, dport)
+		}
+	}
+}
+
+// icmpError applies an ICMP error quoting one of our segments with sequence
+// number sq (RFC 5927 4.1: it must lie in SND.UNA..SND.MAX, as Linux
+// checks, or it is ignored as a likely blind attack).
+func (c *TCPConn) icmpError(now Time, m wire.ICMPv4, q wire.IPv4, sq seq) {
+	if c.freed || c.state == StateTimeWait || sq.lt(c.sndUna) || sq.gt(c.sndMax) {
+		return
+	}
 	_ = now
+	typ, code := m.Type(), m.Code()
+	switch {
+	case typ == wire.ICMPDestUnreach && code == wire.ICMPFragNeeded:
+		c.pmtuUpdate(int(m.NextHopMTU()), q.TotalLen())
+	case typ == wire.ICMPDestUnreach && (code == wire.ICMPPortUnreach || code == wire.ICMPProtoUnreach):
+		// A connection attempt refused by the host itself: Linux reports
+		// ECONNREFUSED and gives up. Once synchronized it is a soft error
+		// (RFC 1122 4.2.3.9: do not abort).
+		if c.state == StateSynSent {
+			c.fail(ErrRefused)
+			return
+		}
+		c.softErr = ErrRefused
+	case typ == wire.ICMPDestUnreach:
+		switch code {
+		case 0, 6, 9, 11: // net unreachable, net unknown, net prohibited, net for TOS
+			c.softErr = ErrNetUnreach
+		default:
+			c.softErr = ErrHostUnreach
+		}
+	case typ == wire.ICMPTimeExceeded:
+		c.softErr = ErrHostUnreach
+	}
+	// Source quench is ignored (RFC 6633), parameter problem too.
+}
+
+// pmtuUpdate is RFC 1191 path MTU discovery for a "fragmentation needed"
+// message announcing next-hop MTU mtu for a datagram of origLen bytes:
+// lower the connection's MSS to fit (never raise it from ICMP), and resend
+// what is in flight in segments of the new size (Linux
+// tcp_simple_retransmit).
+func (c *TCPConn) pmtuUpdate(mtu, origLen int) {
+	if mtu == 0 {
+		mtu = plateauBelow(origLen) // RFC 1191 5: a router that predates RFC 1191
+	}
+	if mtu < minPMTU {
+		return
+	}
+	mtu = min(mtu, c.s.cfg.MTU)
+	if c.pmtu != 0 && mtu >= c.pmtu {
+		return
+	}
+	c.pmtu = mtu
+	mss := mtu - wire.IPv4MinLen - wire.TCPMinLen
+	if c.tsOK {
+		mss -= 12
+	}
+	mss = max(mss, 8)
+	if mss >= c.mss {
+		return
+	}
+	c.mss = mss
+	if c.sndMax.gt(c.sndUna) && c.state.synchronized() {
+		c.sndNxt = c.sndUna
+		c.rtxOne = false
+		c.rttOn = false // Karn's rule
+	}
+}
+
+// plateauBelow returns the RFC 1191 section 7 plateau MTU below size.
+func plateauBelow(size int) int {
+	for _, p := range [...]int{32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68} {
+		if p < size {
+			return p
+		}
+	}
+	return 0
+}
+
+// PathMTU returns the path MTU learnt from ICMP, or the interface MTU.
+func (c *TCPConn) PathMTU() int {
+	if c.pmtu != 0 {
+		return c.pmtu
+	}
+	return c.s.cfg.MTU
+}
+
+// MSS returns the current send MSS (payload bytes per segment, TCP_MAXSEG).
+func (c *TCPConn) MSS() int { return c.mss }
+
+// icmpError reports ICMP port unreachable from the connected peer as
+// ErrRefused; Linux reports it only on connected sockets.
+func (u *UDPSocket) icmpError(m wire.ICMPv4, dst IPv4, dport uint16) {
+	if u.closed || !u.connected || u.raddr != dst || u.rport != dport {
+		return
+	}
+	if m.Type() == wire.ICMPDestUnreach && m.Code() == wire.ICMPPortUnreach {
+		u.err = ErrRefused
+		u.wake()
+	}
 }

@@ -134,10 +134,13 @@ func (c *TCPConn) takeSynOptions(now Time, g *segment) {
 	if mss > c.s.mss {
 		mss = c.s.mss
 	}
-	if mss < 64 {
+	if c.pmtu != 0 {
+		mss = min(mss, c.pmtu-40) // RFC 1191: fragmentation needed during the handshake
+	}
+	if mss < 64 && c.pmtu == 0 {
 		mss = 64
 	}
-	c.mss = mss
+	c.mss = max(mss, 8)
 	c.wsOK = g.opts.HasWScale
 	if g.opts.HasWScale {
 		c.sndSh = min(g.opts.WScale, 14)
@@ -153,7 +156,7 @@ func (c *TCPConn) takeSynOptions(now Time, g *segment) {
 	c.sackOK = g.opts.SACKPerm && !c.s.cfg.NoSACK
 	if c.tsOK {
 		// Every segment carries the 12-byte timestamp option (Linux mss_cache).
-		c.mss = max(c.mss-12, 64)
+		c.mss = max(c.mss-12, min(64, c.mss))
 		c.cwnd = uint32(initialCwndSegs * c.mss)
 	}
 }

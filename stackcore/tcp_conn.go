@@ -186,8 +186,11 @@ type TCPConn struct {
 	lsndAt       Time // last data sent
 	minRTT       Time
 
+	pmtu int // path MTU from ICMP fragmentation needed (RFC 1191), 0 = interface MTU
+
 	err       error // pending error (SO_ERROR)
 	hardErr   error // sticky error for Read/Write
+	softErr   error // last ICMP soft error, reported on timeout (RFC 1122 4.2.3.9)
 	appClosed bool
 	freed     bool
 	woken     bool

@@ -242,7 +242,7 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	flags := uint8(wire.TCPFlagACK)
 	dataEnd := c.finSeq()
 	opts := c.segOptions(now)
-	if room := c.s.cfg.MTU - 40 - len(opts); n > room {
+	if room := c.PathMTU() - 40 - len(opts); n > room {
 		n = room // SACK blocks take payload room (Linux tcp_current_mss)
 		fin = false
 	}
@@ -388,6 +388,10 @@ func (c *TCPConn) onRTO(now Time) {
 		inc(&c.s.stats.TCPTimeouts)
 		if c.state == StateSynReceived && c.lst != nil {
 			c.s.free(c)
+			return
+		}
+		if c.softErr != nil {
+			c.fail(c.softErr) // Linux reports sk_err_soft instead of ETIMEDOUT
 			return
 		}
 		c.fail(ErrTimedOut)

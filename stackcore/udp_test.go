@@ -11,11 +11,15 @@ import (
 
 // udpFrame builds a datagram from macA/addrA:sport to macB/addrB:dport.
 func udpFrame(sport, dport uint16, payload []byte) []byte {
-	s := &Stack{cfg: Config{MAC: macA, Addr: addrA}, stats: new(Stats)}
+	return udpFrameFrom(macA, addrA, macB, addrB, sport, dport, payload)
+}
+
+func udpFrameFrom(fromMAC MAC, from IPv4, toMAC MAC, to IPv4, sport, dport uint16, payload []byte) []byte {
+	s := &Stack{cfg: Config{MAC: fromMAC, Addr: from}, stats: new(Stats)}
 	rg := newRing(len(payload) + 1)
 	rg.Write(payload)
 	buf := make([]byte, 2048)
-	n := s.encodeUDP(buf, macB, addrB, sport, dport, &rg, len(payload))
+	n := s.encodeUDP(buf, toMAC, to, sport, dport, &rg, len(payload))
 	return buf[:n]
 }
 

@@ -58,6 +58,13 @@ func FuzzChecksum(f *testing.F) {
 func FuzzParsers(f *testing.F) {
 	f.Add([]byte{0x45, 0, 0, 40, 0, 0, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
 		0, 80, 0x9c, 0x40, 0, 0, 0, 1, 0, 0, 0, 0, 0x60, 2, 0xff, 0xff, 0, 0, 0, 0, 2, 4, 5, 0xb4})
+	// UDP, and ICMP port unreachable quoting a UDP header (RFC 792).
+	f.Add([]byte{0x45, 0, 0, 29, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+		0x13, 0x88, 0x17, 0x70, 0, 9, 0, 0, 'x'})
+	f.Add([]byte{0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 10, 0, 0, 2, 10, 0, 0, 1,
+		3, 3, 0, 0, 0, 0, 0, 0,
+		0x45, 0, 0, 29, 0, 0, 0x40, 0, 64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+		0x13, 0x88, 0x17, 0x70, 0, 9, 0, 0})
 	f.Add([]byte{0x46, 0, 0, 24, 0, 0, 0, 0, 64, 6, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 1, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		ip := IPv4(b)
@@ -66,6 +73,20 @@ func FuzzParsers(f *testing.F) {
 		}
 		_ = ip.Src()
 		_ = ip.IsFragment()
+		if u := UDP(ip.Payload()); u.Valid() {
+			_ = u.Payload()
+			_ = u.ChecksumOK(ip.Src(), ip.Dst())
+		}
+		if m := ICMPv4(ip.Payload()); m.Valid() {
+			_ = m.ChecksumOK()
+			_ = m.NextHopMTU()
+			if q, l4, ok := Quoted(m.Body()); ok {
+				_ = q.Src()
+				_ = q.Protocol()
+				_ = q.FlagsFrag()
+				_ = l4[7]
+			}
+		}
 		tcp := TCP(ip.Payload())
 		if !tcp.Valid() {
 			return
