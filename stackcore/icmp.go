@@ -2,18 +2,23 @@ package stackcore
 
 import (
 	"encoding/binary"
-	"errors"
 
 	"ustack/stackcore/wire"
 )
 
 // Soft errors from ICMP (RFC 1122 4.2.3.9): kept on the connection and
 // reported instead of ErrTimedOut if it later times out, as Linux reports
-// sk_err_soft.
+// sk_err_soft (EHOSTUNREACH, ENETUNREACH). Both also match ErrTimedOut
+// with errors.Is, so a host that does not know them sees a timeout.
 var (
-	ErrHostUnreach = errors.New("stackcore: no route to host")
-	ErrNetUnreach  = errors.New("stackcore: network is unreachable")
+	ErrHostUnreach error = &timeoutCause{"stackcore: no route to host"}
+	ErrNetUnreach  error = &timeoutCause{"stackcore: network is unreachable"}
 )
+
+type timeoutCause struct{ msg string }
+
+func (e *timeoutCause) Error() string        { return e.msg }
+func (e *timeoutCause) Is(target error) bool { return target == ErrTimedOut }
 
 const minPMTU = 68 // RFC 791: every host must take 68-byte datagrams unfragmented
 

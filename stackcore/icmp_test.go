@@ -3,6 +3,7 @@ package stackcore
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"testing"
 
 	"ustack/nic/pair"
@@ -183,7 +184,7 @@ func TestICMPSoftErrorsEstablished(t *testing.T) {
 	if !n.runUntil(30*60*Second, func() bool { return c.State() == StateClosed }) {
 		t.Fatal("no timeout")
 	}
-	if c.Err() != ErrHostUnreach {
+	if c.Err() != ErrHostUnreach || !errors.Is(c.Err(), ErrTimedOut) {
 		t.Fatalf("timeout reported %v", c.Err())
 	}
 }

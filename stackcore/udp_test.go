@@ -369,3 +369,48 @@ func TestUDPAllocs(t *testing.T) {
 		t.Fatalf("UDP path allocates %v times per cycle", allocs)
 	}
 }
+
+// Close drops what was received but still sends what was queued (as a
+// kernel socket whose datagrams already left sendto); the port is free at
+// once. SetBuffers keeps the queued datagrams that fit.
+func TestUDPCloseAndResize(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	a := mustBind(t, n.a.s, 5000)
+	b := mustBind(t, n.b.s, 6000)
+	n.a.s.Input(n.now, udpFrameFrom(macB, addrB, macA, addrA, 6000, 5000, []byte("unread")))
+	if a.NextLen() != 6 {
+		t.Fatal("datagram for A not queued")
+	}
+	for i := range 3 {
+		if _, err := a.SendTo(pattern(500, uint64(i)), addrB, 6000, macB); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.SetBuffers(0, 1200) // raised to 1472 (one largest datagram): 2 of 3 kept
+	if _, snd := a.Buffers(); snd != 1472 || a.OutQueue() != 1000 {
+		t.Fatalf("sndbuf %d outq %d", snd, a.OutQueue())
+	}
+	a.Cookie = 9
+	a.Close()
+	if _, err := a.SendTo([]byte("x"), addrB, 6000, macB); err != ErrClosed {
+		t.Fatalf("SendTo after Close: %v", err)
+	}
+	if n.a.s.UDPPortInUse(5000) || a.InQueue() != 0 {
+		t.Fatal("port or received data held after Close")
+	}
+	if _, _, _, _, err := a.RecvFrom(make([]byte, 10), false); err != ErrNotConnected {
+		t.Fatalf("RecvFrom after Close: %v", err)
+	}
+	n.settle()
+	if w := n.a.s.TakeWoken(nil); slices.Contains(w, 9) {
+		t.Fatal("closed socket reported woken")
+	}
+	for i := range 2 {
+		if got, _, _, _ := recvOne(t, b, 1000); !bytes.Equal(got, pattern(500, uint64(i))) {
+			t.Fatalf("datagram %d", i)
+		}
+	}
+	if b.Readable() {
+		t.Fatal("third datagram survived the resize")
+	}
+}
