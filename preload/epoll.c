@@ -12,7 +12,7 @@
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	USTACK_ENSURE();
-	if (ustack_kind(fd) != USTACK_KIND_TCP)
+	if (!ustack_sock(fd))
 		return ustack_real.epoll_ctl(epfd, op, fd, ev);
 	if (ustack_forked_child) {
 		errno = EBADFD;

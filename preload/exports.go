@@ -130,15 +130,16 @@ func iovecs(iov *C.struct_iovec, cnt C.int) []unix.Iovec {
 }
 
 //export ustack_recvmsg
-func ustack_recvmsg(fd C.int, iov *C.struct_iovec, cnt, flags C.int) (r C.long) {
+func ustack_recvmsg(fd C.int, iov *C.struct_iovec, cnt, flags C.int, name unsafe.Pointer, namelen *C.socklen_t, msgflags *C.int) (r C.long) {
 	defer guard(&r)
-	return C.long(eng.Recv(int(fd), iovecs(iov, cnt), int(flags)))
+	sa, l := outAddr(name, namelen)
+	return C.long(eng.Recv(int(fd), iovecs(iov, cnt), int(flags), sa, l, (*int32)(unsafe.Pointer(msgflags))))
 }
 
 //export ustack_sendmsg
-func ustack_sendmsg(fd C.int, iov *C.struct_iovec, cnt, flags C.int) (r C.long) {
+func ustack_sendmsg(fd C.int, iov *C.struct_iovec, cnt, flags C.int, name unsafe.Pointer, namelen C.socklen_t) (r C.long) {
 	defer guard(&r)
-	return C.long(eng.Send(int(fd), iovecs(iov, cnt), int(flags)))
+	return C.long(eng.Send(int(fd), iovecs(iov, cnt), int(flags), bytesOf(name, C.int(namelen))))
 }
 
 //export ustack_fcntl

@@ -30,7 +30,7 @@ void ustack_resolve(void)
 	RESOLVE(shutdown); RESOLVE(close); RESOLVE(dup); RESOLVE(dup2); RESOLVE(dup3); RESOLVE(getsockname);
 	RESOLVE(getpeername); RESOLVE(getsockopt); RESOLVE(setsockopt); RESOLVE(read); RESOLVE(write);
 	RESOLVE(readv); RESOLVE(writev); RESOLVE(recv); RESOLVE(recvfrom); RESOLVE(recvmsg);
-	RESOLVE(send); RESOLVE(sendto); RESOLVE(sendmsg); RESOLVE(fcntl); RESOLVE(ioctl);
+	RESOLVE(send); RESOLVE(sendto); RESOLVE(sendmsg); RESOLVE(recvmmsg); RESOLVE(sendmmsg); RESOLVE(fcntl); RESOLVE(ioctl);
 	RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect); RESOLVE(epoll_create);
 	RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
 	RESOLVE(sigaction); RESOLVE(close_range); RESOLVE(sendfile);

@@ -9,7 +9,7 @@
 
 #define USTACK_PROLOGUE(fd, realcall)                   \
 	USTACK_ENSURE();                                \
-	if (ustack_kind(fd) != USTACK_KIND_TCP)         \
+	if (!ustack_sock(fd))                           \
 		return realcall;                        \
 	if (ustack_forked_child) {                      \
 		errno = EBADFD;                         \

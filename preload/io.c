@@ -29,9 +29,9 @@ static size_t iov_total(const struct iovec *iov, int cnt)
 	return t;
 }
 
-/* recv_iov reads into iov like recvmsg(2) on a TCP socket: blocking sockets wait for the first byte
- * (or for all of them with MSG_WAITALL). */
-static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
+/* recv_iov reads into iov like recvmsg(2): a blocking socket waits for the first byte (TCP: for
+ * all of them with MSG_WAITALL) or for a datagram (UDP). name/namelen/msgflags may be NULL. */
+static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags, void *name, socklen_t *namelen, int *msgflags)
 {
 	if (cnt < 0 || cnt > IOV_MAX) {
 		errno = EINVAL;
@@ -43,11 +43,12 @@ static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
 	size_t want = iov_total(iov, cnt), got = 0;
 	int tmo = ustack_fds[fd].rcvtimeo_ms;
 	for (;;) {
-		long r = USTACK_BLOCKING_R(fd, POLLIN, tmo, got == 0, ustack_recvmsg(fd, iov, cnt, flags));
+		long r = USTACK_BLOCKING_R(fd, POLLIN, tmo, got == 0, ustack_recvmsg(fd, iov, cnt, flags, name, namelen, msgflags));
 		if (r < 0)
 			return got > 0 ? (ssize_t)got : ustack_ret(r);
 		got += r;
-		if (r == 0 || !(flags & MSG_WAITALL) || got >= want || (flags & MSG_PEEK))
+		if (r == 0 || !(flags & MSG_WAITALL) || got >= want || (flags & (MSG_PEEK | MSG_TRUNC)) ||
+		    ustack_kind(fd) == USTACK_KIND_UDP)
 			return got;
 		advance(&iov, &cnt, r);
 	}
@@ -55,7 +56,7 @@ static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
 
 /* send_iov writes iov like sendmsg(2): a blocking socket returns only when everything is queued,
  * or when a signal or an error stops it after part of it (then the part is returned). */
-static ssize_t send_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
+static ssize_t send_iov(int fd, const struct iovec *iov_in, int cnt, int flags, const void *name, socklen_t namelen)
 {
 	if (cnt < 0 || cnt > IOV_MAX) {
 		errno = EINVAL;
@@ -67,7 +68,7 @@ static ssize_t send_iov(int fd, const struct iovec *iov_in, int cnt, int flags)
 	size_t want = iov_total(iov, cnt), sent = 0;
 	int tmo = ustack_fds[fd].sndtimeo_ms;
 	for (;;) {
-		long r = USTACK_BLOCKING_R(fd, POLLOUT, tmo, sent == 0, ustack_sendmsg(fd, iov, cnt, flags));
+		long r = USTACK_BLOCKING_R(fd, POLLOUT, tmo, sent == 0, ustack_sendmsg(fd, iov, cnt, flags, (void *)name, namelen));
 		if (r < 0) {
 			if (sent > 0)
 				return sent;
@@ -86,7 +87,7 @@ ssize_t read(int fd, void *buf, size_t n)
 {
 	USTACK_PROLOGUE(fd, ustack_real.read(fd, buf, n));
 	struct iovec v = { buf, n };
-	return recv_iov(fd, &v, 1, 0);
+	return recv_iov(fd, &v, 1, 0, NULL, NULL, NULL);
 }
 
 ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
@@ -100,26 +101,26 @@ ssize_t write(int fd, const void *buf, size_t n)
 {
 	USTACK_PROLOGUE(fd, ustack_real.write(fd, buf, n));
 	struct iovec v = { (void *)buf, n };
-	return send_iov(fd, &v, 1, 0);
+	return send_iov(fd, &v, 1, 0, NULL, 0);
 }
 
 ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
 	USTACK_PROLOGUE(fd, ustack_real.readv(fd, iov, cnt));
-	return recv_iov(fd, iov, cnt, 0);
+	return recv_iov(fd, iov, cnt, 0, NULL, NULL, NULL);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
 	USTACK_PROLOGUE(fd, ustack_real.writev(fd, iov, cnt));
-	return send_iov(fd, iov, cnt, 0);
+	return send_iov(fd, iov, cnt, 0, NULL, 0);
 }
 
 ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
 	USTACK_PROLOGUE(fd, ustack_real.recv(fd, buf, n, flags));
 	struct iovec v = { buf, n };
-	return recv_iov(fd, &v, 1, flags);
+	return recv_iov(fd, &v, 1, flags, NULL, NULL, NULL);
 }
 
 ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
@@ -133,10 +134,8 @@ ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, 
 {
 	USTACK_PROLOGUE(fd, ustack_real.recvfrom(fd, buf, n, flags, addr, alen));
 	struct iovec v = { buf, n };
-	ssize_t r = recv_iov(fd, &v, 1, flags);
-	if (r >= 0 && addr && alen)
-		*alen = 0; /* a connected TCP socket reports no source address, like Linux */
-	return r;
+	/* Go fills the source address of a datagram; a TCP socket reports none (*alen = 0) */
+	return recv_iov(fd, &v, 1, flags, addr, addr ? alen : NULL, NULL);
 }
 
 ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, struct sockaddr *addr, socklen_t *alen)
@@ -146,38 +145,80 @@ ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen, int flags, st
 	return recvfrom(fd, buf, n, flags, addr, alen);
 }
 
+static ssize_t recvmsg_ours(int fd, struct msghdr *msg, int flags)
+{
+	socklen_t namelen = msg->msg_name ? msg->msg_namelen : 0;
+	int mflags = 0;
+	ssize_t r = recv_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags, msg->msg_name, msg->msg_name ? &namelen : NULL, &mflags);
+	if (r >= 0) {
+		msg->msg_namelen = msg->msg_name ? namelen : 0;
+		msg->msg_controllen = 0; /* no ancillary data yet */
+		msg->msg_flags = mflags;
+	}
+	return r;
+}
+
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
 	USTACK_PROLOGUE(fd, ustack_real.recvmsg(fd, msg, flags));
-	ssize_t r = recv_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
-	if (r >= 0) {
-		msg->msg_namelen = 0;
-		msg->msg_controllen = 0;
-		msg->msg_flags = 0;
+	return recvmsg_ours(fd, msg, flags);
+}
+
+int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *tmo)
+{
+	USTACK_PROLOGUE(fd, ustack_real.recvmmsg(fd, v, n, flags, tmo));
+	unsigned int i;
+	for (i = 0; i < n; i++) {
+		int f = flags & ~MSG_WAITFORONE;
+		if (i > 0 && (flags & MSG_WAITFORONE))
+			f |= MSG_DONTWAIT;
+		ssize_t r = recvmsg_ours(fd, &v[i].msg_hdr, f);
+		if (r < 0) {
+			if (i > 0)
+				break; /* the error waits for the next call, as on Linux */
+			return -1;
+		}
+		v[i].msg_len = (unsigned int)r;
 	}
-	return r;
+	return (int)i;
 }
 
 ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
 	USTACK_PROLOGUE(fd, ustack_real.send(fd, buf, n, flags));
 	struct iovec v = { (void *)buf, n };
-	return send_iov(fd, &v, 1, flags);
+	return send_iov(fd, &v, 1, flags, NULL, 0);
 }
 
 ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen)
 {
 	USTACK_PROLOGUE(fd, ustack_real.sendto(fd, buf, n, flags, addr, alen));
-	/* a connected TCP socket ignores the address (Linux: EISCONN only for a non-NULL one on
-	 * some families; TCP ignores it) */
+	/* a connected TCP socket ignores the address, a UDP socket sends there */
 	struct iovec v = { (void *)buf, n };
-	return send_iov(fd, &v, 1, flags);
+	return send_iov(fd, &v, 1, flags, addr, addr ? alen : 0);
 }
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
 	USTACK_PROLOGUE(fd, ustack_real.sendmsg(fd, msg, flags));
-	return send_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags);
+	return send_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags, msg->msg_name, msg->msg_name ? msg->msg_namelen : 0);
+}
+
+int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
+{
+	USTACK_PROLOGUE(fd, ustack_real.sendmmsg(fd, v, n, flags));
+	unsigned int i;
+	for (i = 0; i < n; i++) {
+		const struct msghdr *m = &v[i].msg_hdr;
+		ssize_t r = send_iov(fd, m->msg_iov, (int)m->msg_iovlen, flags, m->msg_name, m->msg_name ? m->msg_namelen : 0);
+		if (r < 0) {
+			if (i > 0)
+				break;
+			return -1;
+		}
+		v[i].msg_len = (unsigned int)r;
+	}
+	return (int)i;
 }
 
 /* sendfile from a file to an accelerated socket: read into a buffer, send like send(2) (a
@@ -198,7 +239,7 @@ static ssize_t sendfile_impl(int out, int in, off_t *off, size_t count)
 		if (n == 0)
 			break;
 		struct iovec v = { buf, (size_t)n };
-		ssize_t w = send_iov(out, &v, 1, 0);
+		ssize_t w = send_iov(out, &v, 1, 0, NULL, 0);
 		if (w < 0) {
 			if (!off)
 				lseek(in, -n, SEEK_CUR);

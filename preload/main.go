@@ -4,7 +4,7 @@
 package main
 
 /*
-#cgo CFLAGS: -O2 -Wall -Wno-unused-function
+#cgo CFLAGS: -O2 -Wall -Wno-unused-function -D_GNU_SOURCE
 #cgo LDFLAGS: -ldl
 #include "ustack.h"
 */

@@ -15,7 +15,7 @@
 static nfds_t ours_skipped(const struct pollfd *fds, nfds_t nfds)
 {
 	for (nfds_t i = 0; i < nfds; i++)
-		if (fds[i].fd >= 0 && ustack_kind(fds[i].fd) != USTACK_KIND_TCP)
+		if (fds[i].fd >= 0 && !ustack_sock(fds[i].fd))
 			return (nfds_t)-1;
 	return nfds;
 }
@@ -24,7 +24,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 {
 	nfds_t ours = 0;
 	for (nfds_t i = 0; i < nfds; i++)
-		if (ustack_kind(fds[i].fd) == USTACK_KIND_TCP)
+		if (ustack_sock(fds[i].fd))
 			ours++;
 	nfds_t cap = nfds + 3 * ours + 1;
 	struct pollfd onstack[STACK_ENTRIES], *real = onstack;
@@ -42,7 +42,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		long ready = 0;
 		if (ustack_forked_child) {
 			for (nfds_t i = 0; i < nfds; i++)
-				if (ustack_kind(fds[i].fd) == USTACK_KIND_TCP) {
+				if (ustack_sock(fds[i].fd)) {
 					fds[i].revents = POLLNVAL;
 					ready++;
 				}
@@ -57,7 +57,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		for (nfds_t i = 0; i < nfds; i++) {
 			real[n] = fds[i];
 			real[n].revents = 0;
-			if (ustack_kind(fds[i].fd) == USTACK_KIND_TCP)
+			if (ustack_sock(fds[i].fd))
 				real[n].fd = -1; /* poll skips negative fds */
 			n++;
 		}
@@ -72,7 +72,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			}
 			for (nfds_t i = 0; i < nfds; i++) {
 				struct ustack_fd *e = &ustack_fds[fds[i].fd < 0 ? 0 : fds[i].fd];
-				if (ustack_kind(fds[i].fd) != USTACK_KIND_TCP)
+				if (!ustack_sock(fds[i].fd))
 					continue;
 				if (fds[i].events & (POLLIN | POLLRDNORM)) {
 					real[n++] = (struct pollfd){ .fd = e->rx_efd, .events = POLLIN };
@@ -114,7 +114,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		}
 		int count = 0;
 		for (nfds_t i = 0; i < nfds; i++) {
-			if (ustack_kind(fds[i].fd) != USTACK_KIND_TCP)
+			if (!ustack_sock(fds[i].fd))
 				fds[i].revents = real[i].revents;
 			if (fds[i].revents)
 				count++;

@@ -10,7 +10,11 @@ int socket(int domain, int type, int protocol)
 	int fd = ustack_real.socket(domain, type, protocol);
 	if (fd < 0 || fd >= USTACK_FDMAX || ustack_go_off || ustack_forked_child)
 		return fd;
-	if (domain != AF_INET || (type & 0xf) != SOCK_STREAM || (protocol != 0 && protocol != IPPROTO_TCP))
+	if (domain != AF_INET)
+		return fd;
+	int base = type & 0xf;
+	if (!(base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)) &&
+	    !(base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP)))
 		return fd;
 	/* Before Go's package init has finished this call waits for it (cgo makes exports wait),
 	 * so a program that opens its first socket early in main is still accelerated. */
@@ -83,7 +87,7 @@ static void ustack_release(int fd)
 		__atomic_store_n(&ustack_fds[fd].kind, USTACK_KIND_NONE, __ATOMIC_RELEASE);
 		return;
 	}
-	if (k == USTACK_KIND_TCP)
+	if (k == USTACK_KIND_TCP || k == USTACK_KIND_UDP)
 		ustack_close(fd);
 	else if (k == USTACK_KIND_EPOLL)
 		ustack_epoll_close(fd);

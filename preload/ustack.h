@@ -6,7 +6,9 @@
 #ifndef USTACK_H
 #define USTACK_H
 
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <stdint.h>
 #include <poll.h>
 #include <signal.h>
@@ -26,6 +28,7 @@ enum ustack_kind {
 	USTACK_KIND_NONE = 0,
 	USTACK_KIND_TCP = 1,
 	USTACK_KIND_EPOLL = 2, /* an epoll fd that has accelerated members */
+	USTACK_KIND_UDP = 3,
 };
 
 /* One entry per fd. Go writes kind last when publishing and first when withdrawing. */
@@ -78,6 +81,8 @@ struct ustack_real {
 	ssize_t (*send)(int, const void *, size_t, int);
 	ssize_t (*sendto)(int, const void *, size_t, int, const struct sockaddr *, socklen_t);
 	ssize_t (*sendmsg)(int, const struct msghdr *, int);
+	int (*recvmmsg)(int, struct mmsghdr *, unsigned int, int, struct timespec *);
+	int (*sendmmsg)(int, struct mmsghdr *, unsigned int, int);
 	int (*fcntl)(int, int, ...);
 	int (*ioctl)(int, unsigned long, ...);
 	int (*poll)(struct pollfd *, nfds_t, int);
@@ -149,6 +154,13 @@ static inline void ustack_spin_done(long end)
 {
 	if (end != 0)
 		ustack_sleep_end();
+}
+
+/* ustack_sock reports whether fd is an accelerated socket (TCP or UDP). */
+static inline int ustack_sock(int fd)
+{
+	int k = ustack_kind(fd);
+	return k == USTACK_KIND_TCP || k == USTACK_KIND_UDP;
 }
 
 /* helpers shared by the interposer files */

@@ -37,8 +37,8 @@ func (m *epollMember) wakeFds() (fds [3]int, n int) {
 	if m.events&unix.EPOLLIN != 0 {
 		fds[n] = m.s.rxEfd
 		n++
-		if m.s.listener != nil {
-			fds[n] = m.s.fd
+		if m.s.listener != nil || m.s.dgram {
+			fds[n] = m.s.fd // the shadow: kernel connections or datagrams
 			n++
 		}
 	}

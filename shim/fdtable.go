@@ -5,6 +5,7 @@ const (
 	KindNone  = 0
 	KindTCP   = 1
 	KindEpoll = 2
+	KindUDP   = 3
 )
 
 // FDEntry is what the interposer knows about an fd without calling into Go: whether it is ours,

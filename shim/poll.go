@@ -12,6 +12,8 @@ import (
 // is pending. Caller holds st.mu.
 func (s *socket) pollEvents() int16 {
 	switch {
+	case s.dgram:
+		return s.udpPollEvents()
 	case s.listener != nil:
 		if s.listener.Readable() || shadowPending(s.fd) {
 			return unix.POLLIN | pollRdNorm

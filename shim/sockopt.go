@@ -60,6 +60,9 @@ func (e *Engine) Getsockopt(fd, level, name int, val []byte, valLen *uint32) int
 	case level == unix.SOL_SOCKET && name == unix.SO_ERROR:
 		st.mu.Lock()
 		r := 0
+		if s.udp != nil {
+			r = -errnoOf(s.udp.TakeErr())
+		}
 		if s.conn != nil {
 			if err := s.conn.TakeErr(); err != nil {
 				r = -errnoOf(err)
@@ -136,8 +139,27 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 				return neg(unix.ENOENT) // what Linux says of an unknown algorithm
 			}
 		}
+	case unix.IPPROTO_IP:
+		switch name {
+		case unix.IP_ADD_MEMBERSHIP, unix.IP_ADD_SOURCE_MEMBERSHIP, unix.MCAST_JOIN_GROUP:
+			if s.dgram {
+				// multicast stays with the kernel: the socket is the kernel's from now on
+				st.mu.Unlock()
+				e.handOver(s)
+				st.mu.Lock()
+				return Pass
+			}
+		}
 	case unix.SOL_SOCKET:
 		switch name {
+		case unix.SO_RCVBUF, unix.SO_SNDBUF:
+			if s.udp != nil && isInt && v > 0 {
+				if name == unix.SO_RCVBUF {
+					s.udp.SetBuffers(2*v, 0) // Linux doubles the value for its bookkeeping
+				} else {
+					s.udp.SetBuffers(0, 2*v)
+				}
+			}
 		case unix.SO_KEEPALIVE:
 			if !isInt {
 				return neg(unix.EINVAL)

@@ -35,6 +35,12 @@ type stack struct {
 	steered map[uint16]bool
 	// listening ports and their sockets
 	listeners map[uint16]*listenShare
+	// UDP ports steered to this stack
+	steeredUDP  map[uint16]bool
+	releasedUDP []uint16
+	// next hops of UDP destinations (nextHop); neighMu, not mu: filled outside the stack lock
+	neighMu sync.Mutex
+	neigh   map[[4]byte]neighEntry
 
 	kickFd         int          // eventfd that wakes the poller early
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
@@ -101,18 +107,21 @@ func startStack(eng *Engine, cfg Config, ifc iface, cp controlPlane, link Link, 
 	var seed [8]byte
 	_, _ = rand.Read(seed[:])
 	st := &stack{
-		ifc:       ifc,
-		cp:        cp,
-		link:      link,
-		epoch:     time.Now(),
-		rx:        make([][]byte, rxBatch),
-		woken:     make([]uintptr, 0, 256),
-		released:  make([]uint16, 0, 64),
-		steered:   map[uint16]bool{},
-		listeners: map[uint16]*listenShare{},
-		kickFd:    kfd,
-		stats:     stats,
-		eng:       eng,
+		ifc:         ifc,
+		cp:          cp,
+		link:        link,
+		epoch:       time.Now(),
+		rx:          make([][]byte, rxBatch),
+		woken:       make([]uintptr, 0, 256),
+		released:    make([]uint16, 0, 64),
+		steered:     map[uint16]bool{},
+		listeners:   map[uint16]*listenShare{},
+		steeredUDP:  map[uint16]bool{},
+		releasedUDP: make([]uint16, 0, 16),
+		neigh:       map[[4]byte]neighEntry{},
+		kickFd:      kfd,
+		stats:       stats,
+		eng:         eng,
 		core: stackcore.New(stackcore.Config{
 			MAC:             stackcore.MAC(ifc.mac),
 			Addr:            stackcore.IPv4(ifc.addr),
@@ -170,6 +179,10 @@ func (st *stack) txLocked() stackcore.Time {
 	st.released = st.core.Released(st.released[:0])
 	for _, p := range st.released {
 		st.unsteerLocked(p)
+	}
+	st.releasedUDP = st.core.ReleasedUDP(st.releasedUDP[:0])
+	for _, p := range st.releasedUDP {
+		st.unsteerUDPLocked(p)
 	}
 	// wake the poller if it sleeps past the new deadline (see pollerTick)
 	if next != stackcore.Never && int64(next)+int64(stackcore.Millisecond) < st.pollerDeadline.Load() {

@@ -40,6 +40,15 @@ type socket struct {
 	lingerRST bool        // SO_LINGER on with a zero timeout: close resets
 	epolls    []*epollSet // epoll sets this socket is a member of
 
+	// UDP (dgram): the stack's socket once bound, and the connected peer
+	dgram     bool
+	udp       *stackcore.UDPSocket
+	connected bool
+	peerIP    [4]byte
+	peerPort  uint16
+	peerMAC   [6]byte
+	scratch   []byte // gathers and scatters datagrams given in several buffers
+
 	connectReported bool // a completed non-blocking connect answered 0 once; EISCONN after
 	errReported     bool // a reset was reported once (recv, send or SO_ERROR); then EOF/EPIPE
 	moreCork        bool // corked by MSG_MORE, not by TCP_CORK
@@ -84,6 +93,8 @@ func (s *socket) unsignal(flag *bool, efd int) {
 
 func (s *socket) readableLocked() bool {
 	switch {
+	case s.dgram:
+		return s.udp != nil && s.udp.Readable() // the shadow's datagrams: sleepers watch it
 	case s.listener != nil:
 		return s.listener.Readable() // kernel connections: the sleeper watches the shadow itself
 	case s.conn != nil:
@@ -93,6 +104,9 @@ func (s *socket) readableLocked() bool {
 }
 
 func (s *socket) writableLocked() bool {
+	if s.dgram {
+		return s.udp == nil || s.udp.Writable()
+	}
 	return s.conn != nil && s.pollEvents()&(unix.POLLOUT|unix.POLLHUP|unix.POLLERR) != 0
 }
 
@@ -114,7 +128,8 @@ func (e *Engine) Socket(fd, typ int) {
 		unix.Close(rx)
 		return
 	}
-	s := &socket{fd: fd, fds: []int{fd}, st: st, rxEfd: rx, txEfd: tx, nonblock: typ&unix.SOCK_NONBLOCK != 0}
+	s := &socket{fd: fd, fds: []int{fd}, st: st, rxEfd: rx, txEfd: tx, nonblock: typ&unix.SOCK_NONBLOCK != 0,
+		dgram: typ&0xf == unix.SOCK_DGRAM}
 	st.mu.Lock()
 	e.adoptLocked(s)
 	st.mu.Unlock()
@@ -131,12 +146,15 @@ func (e *Engine) adoptLocked(s *socket) {
 
 // register publishes fd as one of s's fds.
 func (e *Engine) register(s *socket, fd int) {
-	extra := int32(-1)
+	kind, extra := int32(KindTCP), int32(-1)
 	if s.listener != nil {
 		extra = int32(fd) // a listener's own shadow: kernel connections to accept
 	}
+	if s.dgram {
+		kind, extra = KindUDP, int32(fd) // the shadow: the kernel's datagrams
+	}
 	e.socks[fd].Store(s)
-	e.tab.Publish(fd, FDEntry{Kind: KindTCP, RxEfd: int32(s.rxEfd), TxEfd: int32(s.txEfd), ExtraFd: extra})
+	e.tab.Publish(fd, FDEntry{Kind: kind, RxEfd: int32(s.rxEfd), TxEfd: int32(s.txEfd), ExtraFd: extra})
 }
 
 // handOver gives the socket to the kernel for good: its shadow becomes the socket.
@@ -146,6 +164,11 @@ func (e *Engine) handOver(s *socket) {
 	s.fds = nil
 	delete(e.cookies, s.cookie)
 	e.leaveEpollsLocked(s)
+	if s.udp != nil {
+		s.udp.Cookie = 0
+		s.udp.Close() // its datagrams go to the shadow once the core releases the port
+		s.udp = nil
+	}
 	s.st.mu.Unlock()
 	for _, fd := range fds {
 		e.tab.Withdraw(fd)
@@ -208,8 +231,14 @@ func errnoOf(err error) int {
 		return neg(unix.ECONNRESET)
 	case errors.Is(err, stackcore.ErrRefused):
 		return neg(unix.ECONNREFUSED)
+	case errors.Is(err, stackcore.ErrHostUnreach):
+		return neg(unix.EHOSTUNREACH)
+	case errors.Is(err, stackcore.ErrNetUnreach):
+		return neg(unix.ENETUNREACH)
 	case errors.Is(err, stackcore.ErrTimedOut):
 		return neg(unix.ETIMEDOUT)
+	case errors.Is(err, stackcore.ErrMsgSize):
+		return neg(unix.EMSGSIZE)
 	case errors.Is(err, stackcore.ErrClosed):
 		return neg(unix.EPIPE)
 	case errors.Is(err, stackcore.ErrNotConnected):
@@ -233,6 +262,9 @@ func (e *Engine) Bind(fd int, sa []byte) int {
 	}
 	if !ok {
 		return Pass
+	}
+	if s.dgram {
+		return e.udpBind(s, ip, port)
 	}
 	if port != 0 && (ip == [4]byte{} || ip == s.st.ifc.addr) {
 		// Connections of ours (TIME-WAIT ones too) hold their ports in the core only: the
@@ -265,7 +297,7 @@ func (e *Engine) Bind(fd int, sa []byte) int {
 
 func (e *Engine) Listen(fd, backlog int) int {
 	s := e.sock(fd)
-	if s == nil {
+	if s == nil || s.dgram {
 		return Pass
 	}
 	st := s.st
@@ -316,7 +348,7 @@ func (e *Engine) Listen(fd, backlog int) int {
 
 func (e *Engine) Accept(fd int, sa []byte, saLen *uint32, flags int) int {
 	s := e.sock(fd)
-	if s == nil {
+	if s == nil || s.dgram {
 		return Pass
 	}
 	if s.listener == nil {
@@ -397,6 +429,9 @@ func (e *Engine) Connect(fd int, sa []byte) int {
 	s := e.sock(fd)
 	if s == nil {
 		return Pass
+	}
+	if s.dgram {
+		return e.udpConnect(s, sa)
 	}
 	dst, dport, ok, errno := parseInet4(sa)
 	if errno != 0 {
@@ -498,11 +533,18 @@ func (e *Engine) ConnectWait(fd int) int {
 	return errnoOf(err)
 }
 
-// Recv reads into iov. flags: MSG_DONTWAIT, MSG_PEEK, MSG_WAITALL (looped in C).
-func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int) int {
+// Recv reads into iov. flags: MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, MSG_WAITALL (looped in C).
+// name/nameLen receive a datagram's source (TCP reports none); msgFlags gets MSG_TRUNC.
+func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int, name []byte, nameLen *uint32, msgFlags *int32) int {
 	s := e.sock(fd)
 	if s == nil {
 		return Pass
+	}
+	if s.dgram {
+		return e.udpRecv(s, iov, flags, name, nameLen, msgFlags)
+	}
+	if nameLen != nil {
+		*nameLen = 0
 	}
 	peek := flags&unix.MSG_PEEK != 0
 	st := s.st
@@ -585,10 +627,13 @@ func isHardErr(err error) bool {
 
 // Send queues iov for sending; partial results are normal. MSG_MORE holds a partial segment
 // back like TCP_CORK until a send without it.
-func (e *Engine) Send(fd int, iov []unix.Iovec, flags int) int {
+func (e *Engine) Send(fd int, iov []unix.Iovec, flags int, name []byte) int {
 	s := e.sock(fd)
 	if s == nil {
 		return Pass
+	}
+	if s.dgram {
+		return e.udpSend(s, iov, flags, name)
 	}
 	st := s.st
 	st.mu.Lock()
@@ -676,6 +721,10 @@ func (e *Engine) CloseFD(fd int) {
 			sh.l.Cookie = sh.socks[0].cookie
 		}
 	}
+	if s.udp != nil {
+		s.udp.Cookie = 0
+		s.udp.Close() // the port is unsteered once the core reports it released
+	}
 	if s.conn != nil {
 		s.conn.Cookie = 0
 		if s.lingerRST {
@@ -716,7 +765,7 @@ func (e *Engine) Dup(oldfd, newfd int) {
 
 func (e *Engine) Shutdown(fd, how int) int {
 	s := e.sock(fd)
-	if s == nil {
+	if s == nil || s.dgram {
 		return Pass
 	}
 	st := s.st
@@ -754,6 +803,10 @@ func (e *Engine) Getsockname(fd int, out []byte, outLen *uint32) int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	switch {
+	case s.dgram && s.udp != nil && (s.connected || !s.boundAny):
+		putInet4(out, outLen, st.ifc.addr, s.boundPort)
+	case s.dgram:
+		return Pass // the shadow is bound to 0.0.0.0 and the same port
 	case s.conn != nil:
 		putInet4(out, outLen, st.ifc.addr, s.conn.LocalPort())
 	case s.listener != nil && s.boundAny:
@@ -774,6 +827,13 @@ func (e *Engine) Getpeername(fd int, out []byte, outLen *uint32) int {
 	st := s.st
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if s.dgram {
+		if !s.connected {
+			return neg(unix.ENOTCONN)
+		}
+		putInet4(out, outLen, s.peerIP, s.peerPort)
+		return 0
+	}
 	if s.conn == nil || s.conn.Connecting() {
 		return neg(unix.ENOTCONN)
 	}
@@ -847,12 +907,22 @@ func (e *Engine) Ioctl(fd int, req uint, arg unsafe.Pointer) int {
 		}
 		s.st.mu.Lock()
 		defer s.st.mu.Unlock()
-		if s.conn == nil {
+		var n int
+		switch {
+		case s.dgram && s.udp == nil:
+			return Pass
+		case s.dgram && req == ioctlSIOCOUTQ:
+			n = s.udp.OutQueue()
+		case s.dgram:
+			if n = s.udp.NextLen(); n == 0 {
+				return Pass // maybe the shadow has one
+			}
+		case s.conn == nil:
 			return neg(unix.EINVAL)
-		}
-		n := s.conn.InQueue()
-		if req == ioctlSIOCOUTQ {
+		case req == ioctlSIOCOUTQ:
 			n = s.conn.OutQueue()
+		default:
+			n = s.conn.InQueue()
 		}
 		*(*int32)(arg) = int32(n)
 		return 0
