@@ -105,10 +105,10 @@ func bothStacks(t *testing.T, e *env, unit string, fn func(t *testing.T, m stack
 		u, uok := res["ustack"][n]
 		ks, us, ratio := "failed", "failed", ""
 		if kok {
-			ks = fmt.Sprintf("%.*f %s", prec(k), k, unit)
+			ks = strings.TrimSpace(fmt.Sprintf("%.*f %s", prec(k), k, unit))
 		}
 		if uok {
-			us = fmt.Sprintf("%.*f %s", prec(u), u, unit)
+			us = strings.TrimSpace(fmt.Sprintf("%.*f %s", prec(u), u, unit))
 		}
 		if kok && uok && k != 0 {
 			ratio = fmt.Sprintf(" (ustack/kernel %.2fx)", u/k)
