@@ -674,7 +674,7 @@ func TestAppIperf3(t *testing.T) {
 func iperfRun(t *testing.T, e *env, m stackMode, role, proto string, rev bool, secs int) map[string]float64 {
 	tp := e.tp
 	// -4: iperf3 opens an AF_INET6 socket otherwise, which ustack leaves to the kernel.
-	srvArgs := []string{"-s", "-1", "-4", "-p", fmt.Sprint(iperfPort)}
+	srvArgs := []string{"-s", "-1", "-4", "--forceflush", "-p", fmt.Sprint(iperfPort)} // forceflush: its messages survive a kill
 	cliArgs := []string{"-4", "-p", fmt.Sprint(iperfPort), "-t", fmt.Sprint(secs), "-J"}
 	if proto == "udp" {
 		cliArgs = append(cliArgs, "-u", "-b", "1G")
