@@ -64,7 +64,11 @@ func (ifc *iface) isBroadcast(ip [4]byte) bool {
 // udpBindLocked gives s its stack socket on port (0: the shadow's port after an automatic bind).
 func (e *Engine) udpBindLocked(s *socket, port uint16) int {
 	st := s.st
-	u, err := st.core.UDPBind(port)
+	bind := st.core.UDPBind
+	if s.opts.reuseAddr || s.opts.reusePort {
+		bind = st.core.UDPBindReuse // the kernel let the shadows share the port: so do we
+	}
+	u, err := bind(port)
 	if err != nil {
 		return errnoOf(err)
 	}

@@ -59,7 +59,7 @@ func (s *Stack) icmpInput(now Time, ip wire.IPv4) {
 			c.icmpError(now, m, q, seq(binary.BigEndian.Uint32(l4[4:])))
 		}
 	case wire.ProtoUDP:
-		if u := s.udpPorts[sport]; u != nil {
+		if u := s.udpLookup(sport, dst, dport); u != nil {
 			u.icmpError(m, dst, dport)
 		}
 	}

@@ -93,6 +93,8 @@ type UDPSocket struct {
 	closed    bool
 	woken     bool
 	inTx      bool // listed in s.udpTx
+	reuse     bool       // bound with UDPBindReuse: shares its port
+	next      *UDPSocket // the next socket on the same port
 }
 
 // maxUDPPayload is the largest datagram sent without fragmenting.
@@ -101,23 +103,51 @@ func (s *Stack) maxUDPPayload() int { return s.cfg.MTU - wire.IPv4MinLen - wire.
 // UDPBind opens a UDP socket on local port port (0 picks an ephemeral
 // port). UDP ports are a namespace of their own: ErrAddrInUse only when
 // another UDP socket holds the port.
-func (s *Stack) UDPBind(port uint16) (*UDPSocket, error) {
+func (s *Stack) UDPBind(port uint16) (*UDPSocket, error) { return s.udpBind(port, false) }
+
+// UDPBindReuse is UDPBind for a socket with SO_REUSEADDR or SO_REUSEPORT: it may share its port
+// with other such sockets. A datagram goes to the socket connected to its sender, else to one
+// bound but not connected (as Linux matches the most specific socket).
+func (s *Stack) UDPBindReuse(port uint16) (*UDPSocket, error) { return s.udpBind(port, true) }
+
+func (s *Stack) udpBind(port uint16, reuse bool) (*UDPSocket, error) {
 	if port == 0 {
 		if port = s.udpEphemeralPort(); port == 0 {
 			return nil, ErrAddrInUse
 		}
-	} else if s.udpPorts[port] != nil {
-		return nil, ErrAddrInUse
+	}
+	for o := s.udpPorts[port]; o != nil; o = o.next {
+		if !reuse || !o.reuse {
+			return nil, ErrAddrInUse
+		}
 	}
 	least := s.maxUDPPayload()
 	u := &UDPSocket{
-		s:    s,
-		port: port,
-		rx:   newDgramQueue(max(s.cfg.RecvBuf, least)),
-		tx:   newDgramQueue(max(s.cfg.SendBuf, least)),
+		s:     s,
+		port:  port,
+		rx:    newDgramQueue(max(s.cfg.RecvBuf, least)),
+		tx:    newDgramQueue(max(s.cfg.SendBuf, least)),
+		reuse: reuse,
+		next:  s.udpPorts[port],
 	}
 	s.udpPorts[port] = u
 	return u, nil
+}
+
+// udpLookup finds the socket for a datagram from src:sport to port: the one connected to that
+// sender, else one that is not connected.
+func (s *Stack) udpLookup(port uint16, src IPv4, sport uint16) *UDPSocket {
+	var open *UDPSocket
+	for u := s.udpPorts[port]; u != nil; u = u.next {
+		if !u.connected {
+			if open == nil {
+				open = u
+			}
+		} else if u.raddr == src && u.rport == sport {
+			return u
+		}
+	}
+	return open
 }
 
 func (s *Stack) udpEphemeralPort() uint16 {
@@ -291,8 +321,19 @@ func (u *UDPSocket) Close() {
 	u.closed = true
 	u.rx.reset()
 	u.err = nil
-	if u.s.udpPorts[u.port] == u {
-		delete(u.s.udpPorts, u.port)
+	ports := u.s.udpPorts
+	if head := ports[u.port]; head == u {
+		ports[u.port] = u.next
+	} else {
+		for o := head; o != nil; o = o.next {
+			if o.next == u {
+				o.next = u.next
+				break
+			}
+		}
+	}
+	if ports[u.port] == nil {
+		delete(ports, u.port)
 		u.s.releasedUDP = append(u.s.releasedUDP, u.port)
 	}
 }
@@ -319,8 +360,8 @@ func (s *Stack) udpInput(srcMAC MAC, src IPv4, ip wire.IPv4) {
 		return
 	}
 	sport := d.SrcPort()
-	u := s.udpPorts[d.DstPort()]
-	if u == nil || u.connected && (u.raddr != src || u.rport != sport) {
+	u := s.udpLookup(d.DstPort(), src, sport)
+	if u == nil {
 		// Linux matches no socket either: a connected socket accepts only its peer.
 		inc(&st.UDPNoPorts)
 		inc(&st.DropNoSocket)
