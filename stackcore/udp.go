@@ -92,7 +92,7 @@ type UDPSocket struct {
 	err       error // pending error (SO_ERROR)
 	closed    bool
 	woken     bool
-	inTx      bool // listed in s.udpTx
+	inTx      bool       // listed in s.udpTx
 	reuse     bool       // bound with UDPBindReuse: shares its port
 	next      *UDPSocket // the next socket on the same port
 }
