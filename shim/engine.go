@@ -5,9 +5,12 @@ import (
 	"io"
 	"os"
 	"runtime/debug"
+	"runtime/pprof"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -77,9 +80,35 @@ func (e *Engine) stack() *stack {
 		}
 		e.st = st
 		e.tab.SetXSKFd(st.link.Fd())
+		if path := os.Getenv("USTACK_CPUPROFILE"); path != "" {
+			e.startProfile(path)
+		}
 		e.Log.Info().Str("iface", st.ifc.name).Str("mode", st.link.Mode()).Msg("stack started")
 	})
 	return e.st
+}
+
+// startProfile writes a Go CPU profile of the first USTACK_CPUPROFILE_SECS seconds (default 10)
+// of the stack's life to path: where the time goes inside ustack (go tool pprof).
+func (e *Engine) startProfile(path string) {
+	secs, err := strconv.Atoi(os.Getenv("USTACK_CPUPROFILE_SECS"))
+	if err != nil || secs <= 0 {
+		secs = 10
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		e.Log.Warn().Err(err).Msg("USTACK_CPUPROFILE")
+		return
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		e.Log.Warn().Err(err).Msg("USTACK_CPUPROFILE")
+		f.Close()
+		return
+	}
+	time.AfterFunc(time.Duration(secs)*time.Second, func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	})
 }
 
 // Close stops the stack (tests; a process simply exits).
