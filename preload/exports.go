@@ -88,6 +88,13 @@ func ustack_close(fd C.int) (r C.long) {
 	return 0
 }
 
+//export ustack_exit
+func ustack_exit() (r C.long) {
+	defer guard(&r)
+	eng.Drain()
+	return 0
+}
+
 //export ustack_dup
 func ustack_dup(oldfd, newfd C.int) (r C.long) {
 	defer guard(&r)

@@ -1,6 +1,8 @@
 /* Resolution of the real libc symbols, process state shared with Go, fork handling. */
 #include "ustack.h"
+#include "_cgo_export.h"
 #include <dlfcn.h>
+#include <stdlib.h>
 #include <errno.h>
 #include <pthread.h>
 #include <time.h>
@@ -38,10 +40,19 @@ void ustack_resolve(void)
 	__atomic_store_n(&ustack_real.socket, (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket"), __ATOMIC_RELEASE);
 }
 
+/* At exit the closed connections may still have data to deliver: the stack dies with the
+ * process, so exit waits for it (Go's Engine.Drain, bounded by USTACK_EXIT_LINGER_MS). */
+static void ustack_atexit(void)
+{
+	if (ustack_go_ready && !ustack_go_off && !ustack_forked_child && ustack_xsk_fd >= 0)
+		ustack_exit();
+}
+
 __attribute__((constructor)) static void ustack_c_init(void)
 {
 	ustack_resolve();
 	pthread_atfork(NULL, NULL, ustack_atfork_child);
+	atexit(ustack_atexit);
 }
 
 int ustack_ret(long r)

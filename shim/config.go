@@ -18,6 +18,7 @@ type Config struct {
 	SpinUs         int    // USTACK_SPIN_US, default 0
 	RecvBuf        int    // USTACK_RCVBUF bytes per connection, 0 = stack default
 	SendBuf        int    // USTACK_SNDBUF bytes per connection, 0 = stack default
+	ExitLingerMs   int    // USTACK_EXIT_LINGER_MS: how long exit waits for closed connections to deliver (default 5000)
 }
 
 // ConfigFromEnv reads the USTACK_* variables. An unparsable value is an error naming it.
@@ -47,6 +48,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.SendBuf, err = envInt(getenv, "USTACK_SNDBUF", 0); err != nil {
+		return c, err
+	}
+	if c.ExitLingerMs, err = envInt(getenv, "USTACK_EXIT_LINGER_MS", 5000); err != nil {
 		return c, err
 	}
 	switch c.XDPMode {

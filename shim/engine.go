@@ -111,6 +111,37 @@ func (e *Engine) startProfile(path string) {
 	})
 }
 
+// Drain runs when the process exits. The kernel would go on delivering what closed sockets still
+// have to send (and the FIN) after the program is gone; our stack dies with the process, so the
+// exit closes every socket still open, as exit closes every fd, and waits until their data is
+// acknowledged, at most USTACK_EXIT_LINGER_MS.
+func (e *Engine) Drain() {
+	st := e.st
+	if st == nil || e.cfg.ExitLingerMs <= 0 {
+		return
+	}
+	for fd := range e.socks {
+		if e.socks[fd].Load() != nil {
+			e.CloseFD(fd)
+		}
+	}
+	deadline := time.Now().Add(time.Duration(e.cfg.ExitLingerMs) * time.Millisecond)
+	for {
+		st.mu.Lock()
+		st.serviceLocked()
+		left := st.pruneOrphansLocked()
+		st.mu.Unlock()
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.Log.Warn().Int("connections", left).Msg("exit: closed connections still had data to deliver")
+			return
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
 // Close stops the stack (tests; a process simply exits).
 func (e *Engine) Close() {
 	if e.st != nil {

@@ -116,7 +116,7 @@ func (ifc *iface) routeVia(dst [4]byte) (nextHop [4]byte, ok bool) {
 func (ifc *iface) resolve(ip [4]byte, timeout time.Duration) ([6]byte, error) {
 	var mac [6]byte
 	deadline := time.Now().Add(timeout)
-	prodded := false
+	var prodded time.Time
 	for {
 		neighs, err := netlink.NeighList(ifc.index, netlink.FAMILY_V4)
 		if err != nil {
@@ -134,8 +134,9 @@ func (ifc *iface) resolve(ip [4]byte, timeout time.Duration) ([6]byte, error) {
 		if time.Now().After(deadline) {
 			return mac, fmt.Errorf("no neighbour entry for %s on %s", net.IP(ip[:]), ifc.name)
 		}
-		if !prodded {
-			prodded = true
+		if time.Since(prodded) > time.Second {
+			// again each second: a lost ARP request or reply must not cost the connection
+			prodded = time.Now()
 			prodNeighbour(ip)
 		}
 		time.Sleep(time.Millisecond)

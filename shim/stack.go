@@ -35,6 +35,8 @@ type stack struct {
 	steered map[uint16]bool
 	// listening ports and their sockets
 	listeners map[uint16]*listenShare
+	// connections the program closed that may still have data or a FIN to deliver
+	orphans []*stackcore.TCPConn
 	// UDP ports steered to this stack
 	steeredUDP  map[uint16]bool
 	releasedUDP []uint16
@@ -192,6 +194,37 @@ func (st *stack) txLocked() stackcore.Time {
 		atomic.AddUint64(&st.stats.PollerKicks, 1)
 	}
 	return next
+}
+
+// delivered reports whether a closed connection has nothing left to send: our FIN was
+// acknowledged, or the connection is gone.
+func delivered(c *stackcore.TCPConn) bool {
+	switch c.State() {
+	case stackcore.StateClosed, stackcore.StateFinWait2, stackcore.StateTimeWait:
+		return true
+	}
+	return false
+}
+
+// orphanLocked keeps a closed connection until it has delivered (see Engine.Drain).
+func (st *stack) orphanLocked(c *stackcore.TCPConn) {
+	if len(st.orphans) >= 64 {
+		st.pruneOrphansLocked()
+	}
+	st.orphans = append(st.orphans, c)
+}
+
+func (st *stack) pruneOrphansLocked() int {
+	j := 0
+	for _, c := range st.orphans {
+		if !delivered(c) {
+			st.orphans[j] = c
+			j++
+		}
+	}
+	clear(st.orphans[j:])
+	st.orphans = st.orphans[:j]
+	return j
 }
 
 // steerLocked sends the frames of a local TCP port to this stack.

@@ -13,6 +13,10 @@ import (
 	"ustack/stackcore"
 )
 
+// resolveTimeout bounds how long connect waits for the kernel to resolve a next hop (Linux's
+// ARP gives up after 3 probes a second apart) before the connection goes to the kernel.
+const resolveTimeout = 3500 * time.Millisecond
+
 // socket is an accelerated TCP socket. Its fd is a real kernel socket, the shadow: it gives the
 // program a unique fd number, holds the port in the kernel, and becomes the socket itself when
 // the socket is handed over to the kernel. Fields below fd are guarded by st.mu.
@@ -473,7 +477,7 @@ func (e *Engine) Connect(fd int, sa []byte) int {
 		e.handOver(s) // loopback, another interface, unreachable: the kernel's
 		return Pass
 	}
-	mac, err := st.cp.resolve(nextHop, time.Second)
+	mac, err := st.cp.resolve(nextHop, resolveTimeout)
 	if err != nil {
 		e.Log.Info().Err(err).Msg("next hop unresolved, connection stays on the kernel")
 		e.handOver(s)
@@ -731,6 +735,7 @@ func (e *Engine) CloseFD(fd int) {
 			s.conn.Abort()
 		} else {
 			s.conn.Close()
+			st.orphanLocked(s.conn)
 		}
 	}
 	st.txLocked()

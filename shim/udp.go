@@ -39,7 +39,7 @@ func (st *stack) nextHop(dst [4]byte) ([6]byte, bool) {
 	n = neighEntry{expires: now.Add(neighCacheTTL)}
 	if dst != st.ifc.addr && dst != [4]byte{255, 255, 255, 255} && dst[0] < 224 {
 		if hop, ok := st.cp.routeVia(dst); ok && !st.ifc.isBroadcast(hop) {
-			if mac, err := st.cp.resolve(hop, time.Second); err == nil {
+			if mac, err := st.cp.resolve(hop, resolveTimeout); err == nil {
 				n.mac, n.ok = mac, true
 			}
 		}
