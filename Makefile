@@ -19,7 +19,7 @@ DEPS := ip:iproute2 ss:iproute2 ethtool:ethtool curl:curl socat:socat sockperf:s
 C_SRCS := $(wildcard tests/c/*.c)
 C_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(C_SRCS))
 
-.PHONY: all deps build test unit e2e fuzz-short fuzz demo bench clean
+.PHONY: all deps build test unit e2e fuzz-short fuzz demo bench clean interop
 
 all: build
 
@@ -36,7 +36,7 @@ deps:
 	@command -v $(GO) >/dev/null || { echo "deps: Go toolchain not found (need Go 1.26 in PATH)"; exit 1; }
 	$(GO) mod download
 
-build: $(BUILD)/libustack.so $(BUILD)/onloadctl $(C_BINS)
+build: $(BUILD)/libustack.so $(BUILD)/onloadctl $(C_BINS) $(BUILD)/tests/relay
 
 # Always rebuilt: go build is incremental and knows the real dependencies.
 .PHONY: $(BUILD)/libustack.so $(BUILD)/onloadctl
@@ -50,7 +50,13 @@ $(BUILD)/onloadctl:
 	@mkdir -p $(BUILD)
 	$(GO) build -o $@ ./cmd/onloadctl
 
-$(BUILD)/tests/%: tests/c/%.c
+# the fault injector's relay (tests/faults): always rebuilt, go build knows its dependencies
+.PHONY: $(BUILD)/tests/relay
+$(BUILD)/tests/relay:
+	@mkdir -p $(BUILD)/tests
+	$(GO) build -o $@ ./tests/faults/relay
+
+$(BUILD)/tests/%: tests/c/%.c $(wildcard tests/c/*.h)
 	@mkdir -p $(BUILD)/tests
 	gcc -O2 -Wall -Wextra -o $@ $<
 
@@ -73,3 +79,7 @@ bench: deps build
 
 clean:
 	rm -rf $(BUILD)
+
+# The whole fault matrix of issue 3 (64 MiB per direction per case, ustack and kernel): long.
+interop: deps build
+	USTACK_INTEROP=full $(GO) test -v -count=1 -timeout 150m -run '^TestInterop$$' ./tests/
