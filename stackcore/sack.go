@@ -17,31 +17,33 @@ const (
 	dupThresh     = 3 // RFC 6675 2: DupThresh
 )
 
-// sackBlocks writes up to max blocks describing the out-of-order queue into b.
+// sackBlocks writes up to max blocks describing the out-of-order queue into
+// b: the range holding the most recent segment first, then the other ranges
+// from the most recently touched down (RFC 2018 4: repeat the most recently
+// reported blocks), so every range is reported while it changes.
 func (c *TCPConn) sackBlocks(b []byte, maxBlocks int) int {
 	if c.nooo == 0 || maxBlocks <= 0 {
 		return 0
 	}
 	var blocks [wire.TCPMaxSACKBlocks]wire.SACKBlock
 	k := 0
-	first := -1
-	for i := 0; i < c.nooo; i++ {
-		r := c.ooo[i]
-		if c.oooLast.geq(r.start) && c.oooLast.lt(r.end) {
-			first = i
-			blocks[k] = wire.SACKBlock{Start: uint32(r.start), End: uint32(r.end)}
-			k++
+	prev := ^uint32(0)
+	for k < maxBlocks && k < len(blocks) {
+		best := -1
+		for i := 0; i < c.nooo; i++ {
+			st := c.ooo[i].stamp
+			if st < prev && (best < 0 || st > c.ooo[best].stamp) {
+				best = i
+			}
+		}
+		if best < 0 {
 			break
 		}
-	}
-	for i := 0; i < c.nooo && k < maxBlocks; i++ {
-		if i == first {
-			continue
-		}
-		blocks[k] = wire.SACKBlock{Start: uint32(c.ooo[i].start), End: uint32(c.ooo[i].end)}
+		prev = c.ooo[best].stamp
+		blocks[k] = wire.SACKBlock{Start: uint32(c.ooo[best].start), End: uint32(c.ooo[best].end)}
 		k++
 	}
-	return wire.PutSACK(b, blocks[:min(k, maxBlocks)])
+	return wire.PutSACK(b, blocks[:k])
 }
 
 // takeSACK merges the SACK blocks of an acceptable ACK into the scoreboard

@@ -16,3 +16,10 @@ func seqMax(a, b seq) seq {
 	}
 	return b
 }
+
+func seqMin(a, b seq) seq {
+	if a.lt(b) {
+		return a
+	}
+	return b
+}

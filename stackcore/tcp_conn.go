@@ -47,7 +47,7 @@ const (
 	synRetries      = 6
 	dataRetries     = 15
 	initialCwndSegs = 10
-	maxOOO          = 4
+	maxOOO          = 32                // out-of-order ranges per connection; their bytes are bounded by the receive buffer
 	maxDupOwed      = 16                // immediate duplicate ACKs per connection per Poll
 	oowRateLimit    = 500 * Millisecond // like Linux tcp_invalid_ratelimit
 	defaultPeerMSS  = 536
@@ -62,6 +62,12 @@ const (
 )
 
 type oooRange struct{ start, end seq }
+
+// rcvRange is a range of out-of-order data held in the receive ring.
+type rcvRange struct {
+	start, end seq
+	stamp      uint32 // order of the last segment that touched it (SACK block order, RFC 2018 4)
+}
 
 // TCPConn is one TCP connection. Cookie is the host's handle for TakeWoken.
 type TCPConn struct {
@@ -134,20 +140,20 @@ type TCPConn struct {
 	closeAt      Time // TIME-WAIT or orphaned FIN-WAIT-2 expiry
 
 	// Receive side.
-	irs     seq
-	rcvNxt  seq
-	rcvAdv  seq // right edge of the window we advertised
-	rcvBuf  ring
-	ooo     [maxOOO]oooRange
-	nooo    int
-	oooLast seq // start of the most recent out-of-order segment (first SACK block)
-	finRcvd bool
-	oooFin  bool // a FIN was seen beyond rcvNxt, at oooFinS
-	oooFinS seq
-	ackNow  bool // send an ACK at the next Poll
-	dupOwed int  // extra immediate duplicate ACKs owed for out-of-order segments
-	oowAt   Time // last ACK sent for an out-of-window segment (rate limit)
-	oowSent bool
+	irs      seq
+	rcvNxt   seq
+	rcvAdv   seq // right edge of the window we advertised
+	rcvBuf   ring
+	ooo      [maxOOO]rcvRange // sorted by sequence number, disjoint, not touching
+	nooo     int
+	oooStamp uint32 // stamp of the most recent out-of-order segment
+	finRcvd  bool
+	oooFin   bool // a FIN was seen beyond rcvNxt, at oooFinS
+	oooFinS  seq
+	ackNow   bool // send an ACK at the next Poll
+	dupOwed  int  // extra immediate duplicate ACKs owed for out-of-order segments
+	oowAt    Time // last ACK sent for an out-of-window segment (rate limit)
+	oowSent  bool
 
 	// Delayed ACKs (RFC 9293 3.8.6.3, RFC 1122 4.2.3.2), modelled on Linux's
 	// delayed-ACK engine (quick-ack and ping-pong modes, adaptive ATO).

@@ -422,7 +422,6 @@ func (c *TCPConn) receive(now Time, g *segment) {
 		} else {
 			inc(&st.TCPOOOQueued)
 			c.oooPkts++
-			c.oooLast = g.seq
 			// Out-of-order data is ACKed at once (RFC 5681 4.2) and puts the
 			// receiver in quick-ack mode, as Linux does.
 			c.ackNow = true
@@ -501,17 +500,16 @@ func (c *TCPConn) incrQuickAck() {
 // advance commits n in-order bytes and any out-of-order ranges they join.
 func (c *TCPConn) advance(n int) {
 	end := c.rcvNxt.add(n)
-	for changed := true; changed; {
-		changed = false
-		for i := 0; i < c.nooo; i++ {
-			r := c.ooo[i]
-			if r.start.leq(end) {
-				end = seqMax(end, r.end)
-				c.nooo--
-				c.ooo[i] = c.ooo[c.nooo]
-				changed = true
-				i--
-			}
+	i := 0
+	for i < c.nooo && c.ooo[i].start.leq(end) {
+		end = seqMax(end, c.ooo[i].end)
+		i++
+	}
+	if i > 0 {
+		copy(c.ooo[:], c.ooo[i:c.nooo])
+		c.nooo -= i
+		if c.nooo == 0 {
+			c.oooStamp = 0 // stamps only order the ranges held now
 		}
 	}
 	c.bytesRcvd += uint64(end.sub(c.rcvNxt))
@@ -520,27 +518,36 @@ func (c *TCPConn) advance(n int) {
 	c.wake()
 }
 
-// addOOO records [start,end) as received beyond rcvNxt, merging ranges it
-// touches; false if it needs a new range and all maxOOO are in use.
+// addOOO records [start,end) as received beyond rcvNxt, merging the ranges
+// it touches and keeping them sorted; false if it needs a new range and all
+// maxOOO are in use (the bytes themselves are bounded by the receive
+// buffer: writeAt stores nothing beyond the window).
 func (c *TCPConn) addOOO(start, end seq) bool {
-	for i := 0; i < c.nooo; {
-		r := c.ooo[i]
-		if start.leq(r.end) && end.geq(r.start) {
-			if r.start.lt(start) {
-				start = r.start
-			}
-			end = seqMax(end, r.end)
-			c.nooo--
-			c.ooo[i] = c.ooo[c.nooo]
-			continue
-		}
+	// ranges [i, j) touch [start, end).
+	i := 0
+	for i < c.nooo && c.ooo[i].end.lt(start) {
 		i++
 	}
-	if c.nooo == maxOOO {
-		return false
+	j := i
+	for j < c.nooo && c.ooo[j].start.leq(end) {
+		start = seqMin(start, c.ooo[j].start)
+		end = seqMax(end, c.ooo[j].end)
+		j++
 	}
-	c.ooo[c.nooo] = oooRange{start, end}
-	c.nooo++
+	c.oooStamp++
+	r := rcvRange{start, end, c.oooStamp}
+	switch {
+	case j > i:
+		c.ooo[i] = r
+		copy(c.ooo[i+1:], c.ooo[j:c.nooo])
+		c.nooo -= j - i - 1
+	case c.nooo == maxOOO:
+		return false
+	default:
+		copy(c.ooo[i+1:c.nooo+1], c.ooo[i:c.nooo])
+		c.ooo[i] = r
+		c.nooo++
+	}
 	return true
 }
 
