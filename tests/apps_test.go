@@ -221,6 +221,21 @@ func (e *env) counters(t *testing.T, what string, pid int) map[string]uint64 {
 	if c["udp.in_datagrams"]+c["udp.out_datagrams"] > 0 {
 		t.Logf("%s: udp in %d out %d datagrams", what, c["udp.in_datagrams"], c["udp.out_datagrams"])
 	}
+	// Losses, retransmissions, resets and drops, for the failure analysis.
+	var odd []string
+	for name, v := range c {
+		if v != 0 && (strings.HasPrefix(name, "drop.") || strings.HasPrefix(name, "tcp.retrans") ||
+			strings.HasPrefix(name, "tcp.fast_retrans") || strings.HasPrefix(name, "tcp.timeouts") ||
+			strings.HasPrefix(name, "tcp.rsts") || strings.HasPrefix(name, "tcp.ooo") ||
+			strings.HasPrefix(name, "tcp.listen_drops") || strings.Contains(name, "error") ||
+			name == "shim.panics" || name == "shim.kernel_accepts") {
+			odd = append(odd, fmt.Sprintf("%s %d", name, v))
+		}
+	}
+	if len(odd) > 0 {
+		slices.Sort(odd)
+		t.Logf("%s: %s", what, strings.Join(odd, ", "))
+	}
 	return c
 }
 
