@@ -124,3 +124,60 @@ func TestOOOManyRangesSACK(t *testing.T) {
 		t.Fatalf("read %d bytes, content mismatch", m)
 	}
 }
+
+// RFC 7323 4.3 rule (1) and case C: a retransmission of data we already
+// hold (its first ACK was lost) draws an immediate ACK that echoes the
+// retransmission's TSval, not the timestamp of the segment that last
+// advanced RCV.NXT seconds earlier: echoing that one would hand the sender
+// an RTT sample as long as its retransmission timeout (with Karn's rule the
+// sender times the retransmitted data by TSecr alone), and under loss the
+// sender's RTT and RTO estimates grow without bound. A duplicate older
+// than a window does not move TS.Recent, and PAWS still drops an older TSval.
+func TestTSEchoForRetransmittedDuplicate(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	c, s, _ := n.connect(80)
+	const L = 1000
+	base := uint32(s.rcvNxt)
+	ack := uint32(c.rcvNxt)
+	data := pattern(4*L, 3)
+	seg := func(k int, tsv uint32) []byte {
+		return raw{sport: 40000, dport: 80, seq: base + uint32(k*L), ack: ack, flags: wire.TCPFlagACK,
+			wnd: 65535, payload: data[k*L : (k+1)*L], opts: tsOpt(tsv, 0)}.frame()
+	}
+	s.SetQuickAck(true)
+	tsv := s.tsRecent + 100
+	for k := range 4 {
+		n.b.s.Input(n.now, seg(k, tsv+uint32(k)))
+		n.outFrames(n.b) // the ACKs are lost
+	}
+	if s.tsRecent != tsv+3 {
+		t.Fatalf("TS.Recent %d, want %d", s.tsRecent, tsv+3)
+	}
+	// The sender's RTO fires 3s later: it resends segment 0.
+	n.now += 3 * Second
+	n.b.s.Input(n.now, seg(0, tsv+3000))
+	got := n.outFrames(n.b)
+	if len(got) != 1 || got[0].Ack() != base+4*L {
+		t.Fatalf("%d replies to the duplicate", len(got))
+	}
+	if o := wire.ParseTCPOptions(got[0].Options()); o.TSEcr != tsv+3000 {
+		t.Fatalf("ACK of the retransmitted duplicate echoes %d (%dms old), want its TSval %d",
+			o.TSEcr, tsv+3000-o.TSEcr, tsv+3000)
+	}
+	// A duplicate from more than a window back leaves TS.Recent alone.
+	far := raw{sport: 40000, dport: 80, seq: base - uint32(s.rcvBuf.Cap()) - 10*L, ack: ack, flags: wire.TCPFlagACK,
+		wnd: 65535, payload: data[:L], opts: tsOpt(tsv+5000, 0)}.frame()
+	n.b.s.Input(n.now, far)
+	n.outFrames(n.b)
+	if s.tsRecent != tsv+3000 {
+		t.Fatalf("TS.Recent %d moved by an ancient duplicate", s.tsRecent)
+	}
+	// PAWS (RFC 7323 5.3 R1) still drops a segment older than TS.Recent.
+	drops := n.b.s.Stats().TCPPAWSDrops
+	n.b.s.Input(n.now, raw{sport: 40000, dport: 80, seq: base + 4*L, ack: ack, flags: wire.TCPFlagACK,
+		wnd: 65535, payload: data[:L], opts: tsOpt(tsv+2000, 0)}.frame())
+	n.outFrames(n.b)
+	if n.b.s.Stats().TCPPAWSDrops != drops+1 || s.InQueue() != 4*L {
+		t.Fatalf("PAWS: drops %d, inq %d", n.b.s.Stats().TCPPAWSDrops-drops, s.InQueue())
+	}
+}

@@ -54,6 +54,17 @@ func (c *TCPConn) input(now Time, g *segment) {
 				c.ackNow = true
 				return
 			}
+			if ts && len(g.payload) > 0 && !g.has(wire.TCPFlagRST|wire.TCPFlagSYN) &&
+				g.seq.add(sl).leq(c.rcvNxt) && g.seq.leq(c.rcvWup) && c.rcvNxt.sub(g.seq) <= c.rcvBuf.Cap() &&
+				int32(g.opts.TSVal-c.tsRecent) >= 0 {
+				// A retransmission of data we hold (our ACK was lost): RFC
+				// 7323 4.3 rule (1) (SEG.SEQ <= Last.ACK.sent, newer TSval)
+				// and case C: the ACK it draws echoes its TSval, so the
+				// sender, which times retransmitted data by TSecr alone,
+				// does not take its own RTO for the RTT. Only within a
+				// window below RCV.NXT, so blind old segments cannot move it.
+				c.tsRecent, c.tsRecentAt = g.opts.TSVal, now
+			}
 			if !g.has(wire.TCPFlagRST) {
 				c.oowAck(now, g)
 			}
