@@ -73,6 +73,7 @@ func (c *TCPConn) icmpError(now Time, m wire.ICMPv4, q wire.IPv4, sq seq) {
 		return
 	}
 	_ = now
+	c.s.markReady(c) // the MSS may have dropped: resend at the new size
 	typ, code := m.Type(), m.Code()
 	switch {
 	case typ == wire.ICMPDestUnreach && code == wire.ICMPFragNeeded:

@@ -97,7 +97,9 @@ type Stack struct {
 	mss   int // our MSS (MTU-40)
 
 	conns     map[connKey]*TCPConn
-	list      []*TCPConn // all live connections, for Poll
+	list      []*TCPConn // all live connections
+	ready     []*TCPConn // connections that may have output (sched.go)
+	timers    []*TCPConn // min-heap of connections by deadline (sched.go)
 	listeners map[uint16]*Listener
 	portRefs  map[uint16]int // connections + listeners per local port
 
@@ -148,6 +150,8 @@ func New(cfg Config) *Stack {
 		listeners:   make(map[uint16]*Listener),
 		portRefs:    make(map[uint16]int),
 		list:        make([]*TCPConn, 0, 64),
+		ready:       make([]*TCPConn, 0, 64),
+		timers:      make([]*TCPConn, 0, 64),
 		wokenConns:  make([]*TCPConn, 0, 64),
 		wokenLns:    make([]*Listener, 0, 8),
 		nextPort:    ephemeralLo,
@@ -316,7 +320,8 @@ func (s *Stack) queueRST(mac MAC, ip IPv4, sport, dport uint16, sq, ack seq, fla
 }
 
 // Poll emits everything due (data, ACKs, retransmissions, RST, FIN), runs
-// timers, and returns the next deadline (Never if none).
+// timers, and returns the next deadline (Never if none). Its cost follows the
+// connections with work, not the connections open (sched.go).
 func (s *Stack) Poll(now Time, out Output) Time {
 	next := Never
 	if !s.flushRST(out) {
@@ -325,38 +330,53 @@ func (s *Stack) Poll(now Time, out Output) Time {
 	if len(s.udpTx) > 0 && !s.flushUDP(out) {
 		next = now + 50*Microsecond
 	}
-	for i := 0; i < len(s.list); i++ {
-		c := s.list[i]
+	for len(s.timers) > 0 && s.timers[0].heapAt <= now {
+		c := s.timers[0]
+		s.heapRemove(c)
+		c.timers(now)
+		s.markReady(c)
+	}
+	j := 0
+	for i := 0; i < len(s.ready); i++ {
+		c := s.ready[i]
 		if c.freed {
+			c.inReady = false
 			continue
 		}
-		c.timers(now)
-		if c.freed {
-			continue
+		if c.appClosed && c.state == StateFinWait2 && c.closeAt == Never {
+			c.closeAt = now + finWait2Timeout // orphaned FIN-WAIT-2
 		}
 		if !c.output(now, out) {
 			next = now + 50*Microsecond
+			if !c.freed {
+				s.ready[j] = c // out of buffers: again at the next Poll
+				j++
+				continue
+			}
 		}
-		if d := c.deadline(); d < next {
-			next = d
+		c.inReady = false
+		if !c.freed {
+			s.refile(c)
 		}
 	}
+	clear(s.ready[j:])
+	s.ready = s.ready[:j]
 	if !s.flushRST(out) { // resets queued by timers (keepalive, Abort)
 		next = now + 50*Microsecond
 	}
 	if s.dirty {
-		j := 0
+		k := 0
 		for _, c := range s.list {
 			if !c.freed {
-				s.list[j] = c
-				j++
+				s.list[k] = c
+				k++
 			}
 		}
-		clear(s.list[j:])
-		s.list = s.list[:j]
+		clear(s.list[k:])
+		s.list = s.list[:k]
 		s.dirty = false
 	}
-	return next
+	return min(next, s.nextTimer())
 }
 
 // flushRST emits the queued resets; false when the Output ran out of buffers.

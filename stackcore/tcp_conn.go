@@ -199,6 +199,9 @@ type TCPConn struct {
 	softErr   error // last ICMP soft error, reported on timeout (RFC 1122 4.2.3.9)
 	appClosed bool
 	freed     bool
+	inReady   bool // on the stack's ready list (sched.go)
+	heapIdx   int  // index in the stack's timer heap, -1 if not there
+	heapAt    Time // deadline the heap holds for us
 	woken     bool
 	estabCnt  bool // counted in tcp.curr_estab
 }
@@ -220,6 +223,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		lastRcvAt: now,
 		mss:       defaultPeerMSS,
 		ssthresh:  1<<31 - 1,
+		heapIdx:   -1,
 	}
 	c.iss = s.isn(key, now)
 	c.tsOff = uint32(s.isn(key, 0)) * 0x9E3779B1 // random per connection, like Linux
@@ -237,6 +241,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 	}
 	s.conns[key] = c
 	s.list = append(s.list, c)
+	s.markReady(c)
 	s.refPort(key.lport)
 	return c
 }
@@ -292,6 +297,7 @@ func (s *Stack) free(c *TCPConn) {
 		c.lst.pending--
 		c.lst = nil
 	}
+	s.heapRemove(c)
 	s.dirty = true
 	s.unrefPort(c.key.lport)
 }
@@ -376,6 +382,7 @@ func (c *TCPConn) maybeWindowUpdate() {
 	adv := c.rcvAdv.sub(c.rcvNxt)
 	if edge.sub(c.rcvAdv) >= c.swsThreshold() && adv < c.rcvBuf.Cap()/2 {
 		c.ackNow = true
+		c.s.markReady(c)
 	}
 }
 
@@ -412,6 +419,7 @@ func (c *TCPConn) Write(p []byte) (int, error) {
 	if n == 0 {
 		return 0, ErrWouldBlock
 	}
+	c.s.markReady(c)
 	return n, nil
 }
 
@@ -420,6 +428,7 @@ func (c *TCPConn) CloseWrite() {
 	if c.finQ || c.freed {
 		return
 	}
+	c.s.markReady(c)
 	switch c.state {
 	case StateSynSent:
 		c.s.free(c)
@@ -446,6 +455,7 @@ func (c *TCPConn) Close() {
 	if c.freed {
 		return
 	}
+	c.s.markReady(c) // an orphan in FIN-WAIT-2 gets its timeout
 	if c.rcvBuf.Len() > 0 && c.state.synchronized() {
 		c.Abort()
 		return
@@ -510,7 +520,10 @@ func (c *TCPConn) Remote() (IPv4, uint16) { return c.key.raddr, c.key.rport }
 // SetNoDelay is TCP_NODELAY: true turns Nagle's algorithm off, so partial
 // segments go out as soon as the windows allow (it is on by default, as in
 // Linux). Held data goes out at the next Poll.
-func (c *TCPConn) SetNoDelay(v bool) { c.noDelay = v }
+func (c *TCPConn) SetNoDelay(v bool) {
+	c.noDelay = v
+	c.s.markReady(c)
+}
 
 // NoDelay returns the value set by SetNoDelay.
 func (c *TCPConn) NoDelay() bool { return c.noDelay }
@@ -519,6 +532,7 @@ func (c *TCPConn) NoDelay() bool { return c.noDelay }
 // partial one waits until SetCork(false) (it goes out at the next Poll) or
 // at most 200ms, as in Linux.
 func (c *TCPConn) SetCork(v bool) {
+	c.s.markReady(c)
 	c.cork = v
 	if !v {
 		c.corkAt = Never
@@ -534,6 +548,7 @@ func (c *TCPConn) Cork() bool { return c.cork }
 // the setting stays until changed (applications that set it after every
 // read get the same behaviour).
 func (c *TCPConn) SetQuickAck(v bool) {
+	c.s.markReady(c)
 	c.quickAck = v
 	if v && c.delackAt != Never {
 		c.ackNow = true
@@ -559,6 +574,7 @@ func (c *TCPConn) SetKeepAlive(on bool, idle, interval Time, count int) {
 	if count <= 0 {
 		count = kaCntDefault
 	}
+	c.s.markReady(c) // its deadline changes
 	c.kaOn, c.kaIdle, c.kaIntvl, c.kaCnt = on, idle, interval, count
 	c.kaProbes = 0
 	c.kaAt = Never

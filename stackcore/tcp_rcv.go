@@ -4,6 +4,7 @@ import "ustack/stackcore/wire"
 
 // input processes a segment for this connection (RFC 9293 3.10.7.3 and 3.10.7.4).
 func (c *TCPConn) input(now Time, g *segment) {
+	c.s.markReady(c)
 	if c.state == StateSynSent {
 		c.inputSynSent(now, g)
 		return

@@ -308,9 +308,6 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 
 // timers runs the connection's due timers (smoltcp's Timer values).
 func (c *TCPConn) timers(now Time) {
-	if c.appClosed && c.state == StateFinWait2 && c.closeAt == Never {
-		c.closeAt = now + finWait2Timeout
-	}
 	if c.closeAt <= now {
 		c.s.free(c)
 		return
