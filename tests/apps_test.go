@@ -239,6 +239,15 @@ func (e *env) counters(t *testing.T, what string, pid int) map[string]uint64 {
 	return c
 }
 
+// failDiag logs, before a ustack run fails, the counters of the ustack
+// process pid (what it did before failing).
+func (e *env) failDiag(t *testing.T, m stackMode, what string, pid int) {
+	t.Helper()
+	if m.accel && pid > 0 {
+		e.counters(t, what+" (failed run)", pid)
+	}
+}
+
 // atLeast reports counter name < min as an error.
 func atLeast(t *testing.T, what string, c map[string]uint64, name string, min uint64) {
 	t.Helper()
@@ -425,6 +434,8 @@ func TestAppRedis(t *testing.T) {
 			k0 := snmp(t, tp.NSA)
 			r := tp.RunB(nil, benchTimeout, "redis-benchmark", redisBenchArgs(tp.AddrA)...)
 			if r.Err != nil {
+				srv.Stop()
+				e.failDiag(t, m, "redis-server", srv.Pid)
 				t.Fatalf("redis-benchmark from B against %s redis-server: %s\n%s", m.name, r, srv.Output())
 			}
 			rps := parseRedisCSV(t, r.Stdout)
@@ -455,6 +466,7 @@ func TestAppRedis(t *testing.T) {
 			r := tp.RunA(m.env, benchTimeout, "redis-benchmark", redisBenchArgs(tp.AddrB)...)
 			k1 := snmp(t, tp.NSA)
 			if r.Err != nil {
+				e.failDiag(t, m, "redis-benchmark", r.Pid)
 				t.Fatalf("%s redis-benchmark in A against kernel redis-server in B: %s\n%s", m.name, r, srv.Output())
 			}
 			rps := parseRedisCSV(t, r.Stdout)
@@ -716,6 +728,11 @@ func iperfRun(t *testing.T, e *env, m stackMode, role, proto string, rev bool, s
 	var j iperfJSON
 	jerr := json.Unmarshal(r.Stdout, &j)
 	if r.Err != nil || jerr != nil || j.Error != "" {
+		if role == "server" {
+			e.failDiag(t, m, "iperf3 server", srv.Pid)
+		} else {
+			e.failDiag(t, m, "iperf3 client", r.Pid)
+		}
 		t.Fatalf("%s iperf3 client (%s %s): json %v, error %q: %s\nserver: %s", m.name, role, proto, jerr, j.Error, r, srv.Output())
 	}
 	if sres.TimedOut {
@@ -839,6 +856,11 @@ func sockperfRun(t *testing.T, e *env, m stackMode, role, proto string) map[stri
 	}
 	sp, err := parseSockperf(r.Stdout)
 	if r.Err != nil || err != nil {
+		if role == "server" {
+			e.failDiag(t, m, "sockperf server", srv.Pid)
+		} else {
+			e.failDiag(t, m, "sockperf client", r.Pid)
+		}
 		t.Fatalf("%s sockperf ping-pong %s (%s in A): %v %s\nserver: %s", m.name, proto, role, err, r, srv.Output())
 	}
 	t.Logf("%s: sent %d received %d in %.3f s, dropped %d, avg latency %.3f us", m.name, sp.sent, sp.received, sp.runtime, sp.dropped, sp.avgUs)
@@ -903,6 +925,7 @@ func TestAppMemcached(t *testing.T) {
 		diag := stopServer(t, srv)
 		var res memcacheResult
 		if err := jsonLine(r.Stdout, &res); err != nil || r.Err != nil || !res.OK || res.Keys != memcachedKeys {
+			e.failDiag(t, m, "memcached", srv.Pid)
 			t.Fatalf("%s memcached: set/get of %d keys from B failed: %v %s\nserver: %s", m.name, memcachedKeys, err, r, srv.Output())
 		}
 		t.Logf("%s: %d keys, %d value bytes set and read back identical; set %.0f ops/s, get %.0f ops/s", m.name, res.Keys, res.Bytes, res.SetOpsS, res.GetOpsS)
@@ -951,6 +974,7 @@ func TestAppPythonAsyncioEcho(t *testing.T) {
 		diag := stopServer(t, srv)
 		var res echoResult
 		if err := jsonLine(r.Stdout, &res); err != nil || r.Err != nil || !res.OK || res.Identical != echoClients {
+			e.failDiag(t, m, "asyncio echo server", srv.Pid)
 			t.Fatalf("%s asyncio echo: %d concurrent clients of %d bytes: %v %s\nserver: %s", m.name, echoClients, echoSize, err, r, srv.Output())
 		}
 		t.Logf("%s: %d clients x %d bytes echoed identical in %.3f s (%.1f MB/s both ways)", m.name, res.Identical, echoSize, res.ElapsedS, res.MBs)
