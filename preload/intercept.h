@@ -44,9 +44,12 @@
 			}                                                               \
 			ustack_signal_wait_begin();                                     \
 			int _w = ustack_wait(fd, events, _t, NULL);                     \
-			if (_w == -EINTR && ((timeout_ms) > 0 || !(restartable) || !ustack_restart_after_signal())) { \
-				_r = -EINTR;                                            \
-				break;                                                  \
+			if (_w == -EINTR) {                                             \
+				int _why = ustack_wait_interrupted();                   \
+				if (_why != 0 && ((timeout_ms) > 0 || !(restartable) || _why < 0)) { \
+					_r = -EINTR;                                    \
+					break;                                          \
+				}                                                       \
 			}                                                               \
 		}                                                                       \
 		ustack_spin_done(_spin_end);                                            \

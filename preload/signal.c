@@ -6,6 +6,7 @@
  *   - it notes on the interrupted thread which signal ran, so that a blocking accelerated call
  *     woken by EINTR can restart when that handler has SA_RESTART, as the kernel's socket calls
  *     do (signal(7));
+ *   - a signal that lands on one of the Go runtime's threads goes on to the main thread;
  *   - for SIGSEGV, SIGBUS, SIGFPE and SIGILL it sends faults inside libustack.so to Go's own
  *     handler (a nil dereference in Go becomes a panic that the exports recover as EIO) and all
  *     other faults to the program's handler.
@@ -13,7 +14,9 @@
 #include "intercept.h"
 #include <link.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <ucontext.h>
+#include <unistd.h>
 
 #define NSIG_MAX 65
 
@@ -87,6 +90,19 @@ static void trampoline(int sig, siginfo_t *info, void *uc)
 			return;
 		}
 	}
+	if (ustack_go_thread && sig != SIGURG && sig != SIGPROF && info) {
+		/* A signal meant for the program landed on one of Go's threads (which the kernel
+		 * may pick for SIGCHLD: Go keeps it unblocked there). Send it, siginfo and all, to
+		 * the main thread, where a single-threaded program waits for it (sigsuspend);
+		 * it stays pending there while blocked, as it would have without us. */
+		pid_t pid = getpid();
+		if (syscall(SYS_rt_tgsigqueueinfo, pid, pid, sig, info) == 0)
+			return;
+		/* the kernel refuses to forward a siginfo it made (si_code >= 0) from another thread:
+		 * the signal itself still goes, without its details */
+		if (syscall(SYS_tgkill, pid, pid, sig) == 0)
+			return;
+	}
 	last_sig = sig;
 	if (sig <= 0 || sig >= NSIG_MAX)
 		return;
@@ -96,11 +112,16 @@ static void trampoline(int sig, siginfo_t *info, void *uc)
 	call_action(&a, sig, info, uc);
 }
 
-int ustack_restart_after_signal(void)
+/* ustack_wait_interrupted decides what an EINTR from a wait means: 0 when no handler of the
+ * program ran on this thread (a signal of the Go runtime's own: wait again), 1 when one ran
+ * whose SA_RESTART asks to go on, -1 when the call must fail with EINTR. */
+int ustack_wait_interrupted(void)
 {
 	int sig = last_sig;
 	last_sig = 0;
-	return sig > 0 && sig < NSIG_MAX && app_wrapped[sig] && (app_act[sig].sa_flags & SA_RESTART);
+	if (sig <= 0 || sig >= NSIG_MAX)
+		return 0;
+	return app_wrapped[sig] && (app_act[sig].sa_flags & SA_RESTART) ? 1 : -1;
 }
 
 void ustack_signal_wait_begin(void)

@@ -118,9 +118,12 @@ long ustack_now_us(void);
 static inline void ustack_sleep_begin(void) { __atomic_add_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
 static inline void ustack_sleep_end(void) { __atomic_sub_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
 
+/* thread.c: set on the threads the Go runtime creates */
+extern __thread int ustack_go_thread __attribute__((tls_model("initial-exec")));
+
 /* signal.c: did the handler that interrupted this thread's last wait ask for SA_RESTART? */
 void ustack_signal_wait_begin(void);
-int ustack_restart_after_signal(void);
+int ustack_wait_interrupted(void);
 
 static inline void ustack_cpu_relax(void)
 {
