@@ -92,3 +92,17 @@ except KeyboardInterrupt:
 		t.Errorf("the connection did not go through ustack: active_opens %d", s["tcp.active_opens"])
 	}
 }
+
+// A single-threaded program that blocks SIGCHLD and waits for it in sigsuspend (timeout(1))
+// must get it although the Go runtime's threads live in its process: 100 runs of
+// `timeout 5 true`, none may hang (before the fix about 2 in 100 did).
+func TestSigsuspendProgramsGetTheirSignals(t *testing.T) {
+	e := setup(t)
+	lib := e.accel()[0] // LD_PRELOAD=...
+	for i := 0; i < 100; i++ {
+		r := e.tp.RunA([]string{lib}, 10*time.Second, "timeout", "5", "true")
+		if r.Code != 0 {
+			t.Fatalf("run %d: timeout 5 true: %s", i, r)
+		}
+	}
+}
