@@ -24,9 +24,12 @@
 // loss recovery, limited transmit (RFC 3042), an initial window of 10 segments
 // (RFC 6928), congestion control behind an interface (congestion.go: CUBIC,
 // RFC 9438, by default; NewReno selectable with SetCongestion or
-// Config.Congestion), a bounded out-of-order queue (up to 4 ranges held in the
-// receive ring itself; segments that would need a fifth range are dropped and
-// recovered by retransmission), zero-window probing, FIN/half-close,
+// Config.Congestion), tail loss probes (RFC 8985 7; a delivered probe marks
+// the holes below it lost, and in SACK recovery the probe timeout resends a
+// lost retransmission), a bounded out-of-order queue (up to 32 ranges held in
+// the receive ring itself, so bounded by the receive buffer; a segment that
+// would need a 33rd range is dropped and recovered by retransmission; SACK
+// blocks most recent first, then by recency), zero-window probing, FIN/half-close,
 // TIME_WAIT (2*MSL, MSL = 30s), RST generation (RFC 9293 3.10.7.1) and
 // RFC 5961 RST/SYN handling (exact-sequence RSTs reset, other in-window RSTs
 // and SYNs draw a challenge ACK), and delayed ACKs (RFC 9293 3.8.6.3 with
@@ -60,6 +63,9 @@
 // connection's MSS to the next-hop MTU (RFC 1191; < 68 ignored, 0 means the
 // plateau below the datagram size, never raised) and resends what is in
 // flight at the new size. Echo requests get no reply: the kernel answers ping.
+//
+// Poll's cost follows the connections with work (sched.go): a ready list of
+// connections that may have output and a min-heap of their deadlines.
 //
 // The established path (Input of an in-order data segment, Read, Write,
 // Poll emitting data and ACKs) and the UDP path (SendTo, Poll, Input,

@@ -107,11 +107,14 @@ func (n *testNet) runUntil(dur Time, cond func() bool) bool {
 		if n.step() {
 			continue
 		}
-		// Idle at this time: cond may act (write, read) once more before time moves.
+		// Idle at this time: cond may act (write, read) once more before
+		// time moves. cond may step the wire itself: if that moved frames
+		// (the ACK that empties the send buffer), it gets another turn.
+		sent := n.a.end.Sent + n.b.end.Sent
 		if cond() {
 			return true
 		}
-		if n.step() {
+		if n.step() || n.a.end.Sent+n.b.end.Sent != sent {
 			continue
 		}
 		if n.now >= end {

@@ -134,6 +134,9 @@ func (c *TCPConn) isLostBelow(i int) bool {
 	if i >= c.nsb {
 		return false
 	}
+	if c.lostOK && c.sb[i].start.leq(c.lostTo) {
+		return true // a tail loss probe sent after this hole was delivered (RFC 8985 7.4)
+	}
 	if c.nsb-i >= dupThresh {
 		return true
 	}

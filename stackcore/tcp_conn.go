@@ -126,6 +126,14 @@ type TCPConn struct {
 	nsb     int
 	highRxt seq // end of the highest retransmission in SACK recovery (HighRxt)
 
+	// Tail loss probe (RFC 8985 7, tlp.go).
+	tlpAt    Time // probe timeout (PTO)
+	tlpProbe bool // send a probe at the next output
+	tlpOut   bool // a probe is outstanding: no other until an ACK moves SND.UNA
+	tlpSeq   seq  // first sequence number of the outstanding probe
+	lostTo   seq  // holes ending at or below lostTo are lost (the probe above them was delivered)
+	lostOK   bool // lostTo is set
+
 	// RTT and timers (RFC 6298).
 	srtt, rttvar Time
 	hasRTT       bool
@@ -217,6 +225,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		rtoAt:     Never,
 		persistAt: Never,
 		closeAt:   Never,
+		tlpAt:     Never,
 		delackAt:  Never,
 		corkAt:    Never,
 		kaAt:      Never,

@@ -73,9 +73,12 @@ func TestTCPInfoFromConnection(t *testing.T) {
 	if i := c.TCPInfo(n.now); i.Unacked != 3 || i.NotsentBytes != 0 {
 		t.Fatalf("in flight: unacked %d notsent %d", i.Unacked, i.NotsentBytes)
 	}
-	n.runUntil(rtoMin+2*rtoMin+Millisecond, func() bool { return false })
+	// First a tail loss probe (RFC 8985 7, after max(2*SRTT, 10ms)), which
+	// restarts the retransmission timer; then two timeouts.
+	pto := max(2*c.srtt, ptoMin)
+	n.runUntil(pto+rtoMin+2*rtoMin+Millisecond, func() bool { return false })
 	i = c.TCPInfo(n.now)
-	if i.CAState != CALoss || i.Retransmits != 2 || i.Backoff != 2 || i.TotalRetrans != 2 || i.TotalRTO != 2 ||
+	if i.CAState != CALoss || i.Retransmits != 2 || i.Backoff != 2 || i.TotalRetrans != 3 || i.TotalRTO != 2 ||
 		i.RTO != uint32(4*rtoMin) || i.SndCwnd != 1 || i.SndSsthresh == 0x7fffffff {
 		t.Fatalf("after 2 RTOs %+v", i)
 	}
@@ -83,7 +86,7 @@ func TestTCPInfoFromConnection(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() { buf = c.AppendTCPInfo(buf[:0], n.now) }); a != 0 {
 		t.Fatalf("AppendTCPInfo allocates %v", a)
 	}
-	if buf[1] != CALoss || binary.LittleEndian.Uint32(buf[100:]) != 2 {
+	if buf[1] != CALoss || binary.LittleEndian.Uint32(buf[100:]) != 3 {
 		t.Fatal("binary form differs from TCPInfo")
 	}
 }

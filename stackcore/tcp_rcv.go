@@ -225,6 +225,9 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 	if c.sackOK && (g.opts.NSACK > 0 || c.nsb > 0) {
 		sacked = c.takeSACK(g)
 	}
+	if c.tlpOut {
+		c.tlpAck(g)
+	}
 	acked := g.ack.sub(c.sndUna)
 	if acked > 0 {
 		c.newAck(now, g, acked)
@@ -304,6 +307,13 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 	// Congestion control (RFC 5681 3.1, RFC 6582 3.2).
 	mss := uint32(c.mss)
 	switch {
+	case c.recovery && ack.geq(c.recover) && c.sackOK:
+		// RFC 6675 5 (end of recovery): cwnd goes to ssthresh, as in
+		// Linux. RFC 6582's min(ssthresh, FlightSize + SMSS) would leave
+		// a drained pipe at one segment, too few for the duplicate ACKs
+		// of the next loss.
+		c.recovery = false
+		c.cwnd = max(c.ssthresh, 2*mss)
 	case c.recovery && ack.geq(c.recover):
 		c.recovery = false
 		c.cwnd = min(c.ssthresh, uint32(max(c.sndMax.sub(ack), 0))+mss)
@@ -328,6 +338,11 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 	} else {
 		c.rtoAt = now + c.rto
 	}
+	if c.lostOK && ack.gt(c.lostTo) {
+		c.lostOK = false
+	}
+	c.tlpOut = false
+	c.armPTO(now)
 }
 
 // dupAck counts duplicate ACKs; the third starts fast retransmit (RFC 5681 3.2).
@@ -340,8 +355,12 @@ func (c *TCPConn) dupAck(now Time) {
 		}
 		return
 	}
-	if !c.sndUna.gt(c.recover) {
-		return // RFC 6582 4.1: no new recovery for losses of the old window
+	if !c.sndUna.gt(c.recover) && !(c.sndUna == c.recover && c.sndMax.gt(c.recover)) {
+		// RFC 6582 4.1: no new recovery for losses of the old window. Once
+		// SND.UNA reaches the recovery point every byte of that window is
+		// acknowledged, and duplicate ACKs report a loss of newer data
+		// (Linux leaves recovery at snd_una == high_seq too).
+		return
 	}
 	if c.sackOK && (c.dupAcks >= dupThresh || c.nsb > 0 && c.isLostBelow(0)) {
 		// RFC 6675 5 (A)/(4): SACK-based recovery; the pipe limits sending.

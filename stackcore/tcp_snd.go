@@ -73,6 +73,12 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 			}
 		}
 	}
+	if c.tlpProbe {
+		c.tlpProbe = false
+		if sent, ok := c.sendTLP(now, out, dataEnd); sent || !ok {
+			return sent, ok
+		}
+	}
 	if c.probe {
 		// Zero-window probe: an old sequence number draws an ACK with the
 		// current window (as Linux does), without touching the send state.
@@ -303,6 +309,7 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	if c.rtoAt == Never {
 		c.rtoAt = now + c.rto
 	}
+	c.armPTO(now)
 	return true, true
 }
 
@@ -317,6 +324,8 @@ func (c *TCPConn) timers(now Time) {
 		if c.freed {
 			return
 		}
+	} else if c.tlpAt <= now {
+		c.onPTO(now)
 	}
 	if c.delackAt <= now {
 		// Delayed-ACK timer (Linux tcp_delack_timer_handler): send it; an
@@ -405,6 +414,7 @@ func (c *TCPConn) onRTO(now Time) {
 	c.dupAcks = 0
 	c.rtxOne = false
 	c.nsb = 0 // RFC 2018 8: forget SACK information after a timeout
+	c.tlpAt, c.tlpProbe, c.tlpOut, c.lostOK = Never, false, false, false
 	c.sndNxt = c.sndUna
 	c.rttOn = false
 	c.rto = min(2*c.rto, rtoMax)
@@ -416,7 +426,7 @@ func (c *TCPConn) deadline() Time {
 	if c.freed {
 		return Never
 	}
-	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt, c.kaAt)
+	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt, c.kaAt, c.tlpAt)
 	if c.cork {
 		d = min(d, c.corkAt)
 	}
