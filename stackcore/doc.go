@@ -29,7 +29,10 @@
 // lost retransmission), a bounded out-of-order queue (up to 32 ranges held in
 // the receive ring itself, so bounded by the receive buffer; a segment that
 // would need a 33rd range is dropped and recovered by retransmission; SACK
-// blocks most recent first, then by recency), zero-window probing, FIN/half-close,
+// blocks most recent first, then by recency), D-SACK (RFC 2883: duplicates
+// are reported; RFC 3708: a recovery whose retransmissions all come back as
+// duplicates is undone and the duplicate ACK threshold grows, as Linux
+// adapts tp->reordering), zero-window probing, FIN/half-close,
 // TIME_WAIT (2*MSL, MSL = 30s), RST generation (RFC 9293 3.10.7.1) and
 // RFC 5961 RST/SYN handling (exact-sequence RSTs reset, other in-window RSTs
 // and SYNs draw a challenge ACK), and delayed ACKs (RFC 9293 3.8.6.3 with

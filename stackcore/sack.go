@@ -14,7 +14,8 @@ import "ustack/stackcore/wire"
 
 const (
 	maxSACKRanges = 8
-	dupThresh     = 3 // RFC 6675 2: DupThresh
+	dupThresh     = 3  // RFC 6675 2: DupThresh
+	maxReorder    = 64 // ceiling of the adaptive duplicate ACK threshold
 )
 
 // sackBlocks writes up to max blocks describing the out-of-order queue into
@@ -22,11 +23,16 @@ const (
 // from the most recently touched down (RFC 2018 4: repeat the most recently
 // reported blocks), so every range is reported while it changes.
 func (c *TCPConn) sackBlocks(b []byte, maxBlocks int) int {
-	if c.nooo == 0 || maxBlocks <= 0 {
+	if c.nooo == 0 && !c.dsackOK || maxBlocks <= 0 {
 		return 0
 	}
 	var blocks [wire.TCPMaxSACKBlocks]wire.SACKBlock
 	k := 0
+	if c.dsackOK {
+		// RFC 2883 4: a duplicate segment is reported in the first block.
+		blocks[0] = wire.SACKBlock{Start: uint32(c.dsackS), End: uint32(c.dsackE)}
+		k++
+	}
 	prev := ^uint32(0)
 	for k < maxBlocks && k < len(blocks) {
 		best := -1
@@ -69,6 +75,20 @@ func (c *TCPConn) takeSACK(g *segment) bool {
 	}
 	c.nsb = j
 	grew := false
+	if g.opts.NSACK > 0 {
+		// RFC 2883 4: a first block below the cumulative ACK, or inside the
+		// second block, reports a duplicate segment (RFC 3708 counts them).
+		b0 := g.opts.SACK[0]
+		s, e := seq(b0.Start), seq(b0.End)
+		dup := s.lt(e) && e.leq(g.ack)
+		if g.opts.NSACK > 1 {
+			b1 := g.opts.SACK[1]
+			dup = dup || s.lt(e) && s.geq(seq(b1.Start)) && e.leq(seq(b1.End))
+		}
+		if dup {
+			c.dsackSeen(s, e)
+		}
+	}
 	for i := 0; i < g.opts.NSACK; i++ {
 		b := g.opts.SACK[i]
 		s, e := seq(b.Start), seq(b.End)
@@ -137,14 +157,14 @@ func (c *TCPConn) isLostBelow(i int) bool {
 	if c.lostOK && c.sb[i].start.leq(c.lostTo) {
 		return true // a tail loss probe sent after this hole was delivered (RFC 8985 7.4)
 	}
-	if c.nsb-i >= dupThresh {
+	if c.nsb-i >= c.reorder {
 		return true
 	}
 	n := 0
 	for ; i < c.nsb; i++ {
 		n += c.sb[i].end.sub(c.sb[i].start)
 	}
-	return n > (dupThresh-1)*c.mss
+	return n > (c.reorder-1)*c.mss
 }
 
 // pipe is RFC 6675 SetPipe: bytes in flight, counting unSACKed bytes not
@@ -200,4 +220,26 @@ func (c *TCPConn) lostBytes() int {
 		at = seqMax(at, c.sb[i].end)
 	}
 	return n
+}
+
+// dsackSeen counts a duplicate reported by the peer against the
+// retransmissions of the last recovery. When every one of them was a
+// duplicate the recovery was spurious, caused by reordering (RFC 3708 3):
+// cwnd and ssthresh go back to their values before it (RFC 4015 style),
+// and the duplicate ACK threshold grows so the same reordering no longer
+// looks like loss (as Linux raises tp->reordering).
+func (c *TCPConn) dsackSeen(s, e seq) {
+	if !c.undoOK || c.undoRtx == 0 {
+		return
+	}
+	c.undoDsack += max((e.sub(s)+c.mss-1)/c.mss, 1)
+	if c.undoDsack < c.undoRtx {
+		return
+	}
+	c.undoOK = false
+	c.cwnd = max(c.cwnd, c.undoCwnd)
+	c.ssthresh = max(c.ssthresh, c.undoSsthresh)
+	c.recovery = false
+	c.reorder = min(c.reorder+2, maxReorder)
+	inc(&c.s.stats.TCPSpuriousRecoveries)
 }

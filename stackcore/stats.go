@@ -14,23 +14,24 @@ type Stats struct {
 	IPRxPackets uint64 `stat:"ip.rx_packets"`
 	IPTxPackets uint64 `stat:"ip.tx_packets"`
 
-	TCPSegsIn       uint64 `stat:"tcp.segs_in"`
-	TCPSegsOut      uint64 `stat:"tcp.segs_out"`
-	TCPBytesIn      uint64 `stat:"tcp.bytes_in"`
-	TCPBytesOut     uint64 `stat:"tcp.bytes_out"`
-	TCPRetransSegs  uint64 `stat:"tcp.retrans_segs"`
-	TCPFastRetrans  uint64 `stat:"tcp.fast_retrans"`
-	TCPTimeouts     uint64 `stat:"tcp.timeouts"`
-	TCPActiveOpens  uint64 `stat:"tcp.active_opens"`
-	TCPPassiveOpens uint64 `stat:"tcp.passive_opens"`
-	TCPCurrEstab    uint64 `stat:"tcp.curr_estab"`
-	TCPRstsSent     uint64 `stat:"tcp.rsts_sent"`
-	TCPRstsRecv     uint64 `stat:"tcp.rsts_recv"`
-	TCPListenDrops  uint64 `stat:"tcp.listen_drops"`
-	TCPOOOQueued    uint64 `stat:"tcp.ooo_queued"`
-	TCPOOODropped   uint64 `stat:"tcp.ooo_dropped"`
-	TCPChallengeAck uint64 `stat:"tcp.challenge_acks"`
-	TCPPAWSDrops    uint64 `stat:"tcp.paws_drops"`
+	TCPSegsIn             uint64 `stat:"tcp.segs_in"`
+	TCPSegsOut            uint64 `stat:"tcp.segs_out"`
+	TCPBytesIn            uint64 `stat:"tcp.bytes_in"`
+	TCPBytesOut           uint64 `stat:"tcp.bytes_out"`
+	TCPRetransSegs        uint64 `stat:"tcp.retrans_segs"`
+	TCPFastRetrans        uint64 `stat:"tcp.fast_retrans"`
+	TCPTimeouts           uint64 `stat:"tcp.timeouts"`
+	TCPActiveOpens        uint64 `stat:"tcp.active_opens"`
+	TCPPassiveOpens       uint64 `stat:"tcp.passive_opens"`
+	TCPCurrEstab          uint64 `stat:"tcp.curr_estab"`
+	TCPRstsSent           uint64 `stat:"tcp.rsts_sent"`
+	TCPRstsRecv           uint64 `stat:"tcp.rsts_recv"`
+	TCPListenDrops        uint64 `stat:"tcp.listen_drops"`
+	TCPOOOQueued          uint64 `stat:"tcp.ooo_queued"`
+	TCPOOODropped         uint64 `stat:"tcp.ooo_dropped"`
+	TCPSpuriousRecoveries uint64 `stat:"tcp.spurious_recoveries"`
+	TCPChallengeAck       uint64 `stat:"tcp.challenge_acks"`
+	TCPPAWSDrops          uint64 `stat:"tcp.paws_drops"`
 
 	DropMalformed        uint64 `stat:"drop.malformed"`
 	DropBadChecksum      uint64 `stat:"drop.bad_checksum"`

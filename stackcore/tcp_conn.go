@@ -134,6 +134,16 @@ type TCPConn struct {
 	lostTo   seq  // holes ending at or below lostTo are lost (the probe above them was delivered)
 	lostOK   bool // lostTo is set
 
+	// D-SACK (RFC 2883) and undo of spurious recoveries (RFC 3708).
+	dsackS, dsackE seq    // duplicate segment to report in the next ACK
+	dsackOK        bool   // dsackS..dsackE is set
+	reorder        int    // duplicate ACK threshold; grows with reordering seen (Linux tp->reordering)
+	undoOK         bool   // the last recovery may still prove spurious
+	undoCwnd       uint32 // cwnd and ssthresh before it
+	undoSsthresh   uint32
+	undoRtx        int // segments it retransmitted
+	undoDsack      int // of those, reported as duplicates by the peer
+
 	// RTT and timers (RFC 6298).
 	srtt, rttvar Time
 	hasRTT       bool
@@ -233,6 +243,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		mss:       defaultPeerMSS,
 		ssthresh:  1<<31 - 1,
 		heapIdx:   -1,
+		reorder:   dupThresh,
 	}
 	c.iss = s.isn(key, now)
 	c.tsOff = uint32(s.isn(key, 0)) * 0x9E3779B1 // random per connection, like Linux

@@ -66,6 +66,11 @@ func (c *TCPConn) input(now Time, g *segment) {
 				// window below RCV.NXT, so blind old segments cannot move it.
 				c.tsRecent, c.tsRecentAt = g.opts.TSVal, now
 			}
+			if c.sackOK && len(g.payload) > 0 && !g.has(wire.TCPFlagRST|wire.TCPFlagSYN) &&
+				g.seq.add(len(g.payload)).leq(c.rcvNxt) && c.rcvNxt.sub(g.seq) <= c.rcvBuf.Cap() {
+				// RFC 2883: tell the sender the segment was a duplicate.
+				c.dsackS, c.dsackE, c.dsackOK = g.seq, g.seq.add(len(g.payload)), true
+			}
 			if !g.has(wire.TCPFlagRST) {
 				c.oowAck(now, g)
 			}
@@ -236,7 +241,7 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 			c.dupAck(now)
 		}
 	} else if c.sndMax != c.sndUna && (sacked ||
-		len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd) {
+		len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd && !c.dsackAck(g)) {
 		// A duplicate ACK (RFC 5681 2), or one that SACKs new data (RFC 6675 2).
 		c.dupAck(now)
 	}
@@ -362,8 +367,9 @@ func (c *TCPConn) dupAck(now Time) {
 		// (Linux leaves recovery at snd_una == high_seq too).
 		return
 	}
-	if c.sackOK && (c.dupAcks >= dupThresh || c.nsb > 0 && c.isLostBelow(0)) {
+	if c.sackOK && (c.dupAcks >= c.reorder || c.nsb > 0 && c.isLostBelow(0)) {
 		// RFC 6675 5 (A)/(4): SACK-based recovery; the pipe limits sending.
+		c.undoOK, c.undoCwnd, c.undoSsthresh, c.undoRtx, c.undoDsack = true, c.cwnd, c.ssthresh, 0, 0
 		c.ssthresh = c.cc.onLoss(c, now)
 		c.cwnd = c.ssthresh
 		c.recovery = true
@@ -660,4 +666,17 @@ func (c *TCPConn) inputSynSent(now Time, g *segment) {
 	c.sndWl1, c.sndWl2 = g.seq, c.iss
 	c.sndNxt = c.iss
 	c.setState(StateSynReceived)
+}
+
+// dsackAck reports whether g's first SACK block is a D-SACK (RFC 2883):
+// such an ACK answers a duplicate, not a loss, and is no duplicate ACK.
+func (c *TCPConn) dsackAck(g *segment) bool {
+	if g.opts.NSACK == 0 {
+		return false
+	}
+	s, e := seq(g.opts.SACK[0].Start), seq(g.opts.SACK[0].End)
+	if e.leq(g.ack) {
+		return true
+	}
+	return g.opts.NSACK > 1 && s.geq(seq(g.opts.SACK[1].Start)) && e.leq(seq(g.opts.SACK[1].End))
 }

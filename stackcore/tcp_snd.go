@@ -217,7 +217,7 @@ func (c *TCPConn) segOptions(now Time) []byte {
 	if c.tsOK {
 		n = wire.PutTimestamp(c.optBuf[:], c.tsNow(now), c.tsRecent)
 	}
-	if c.sackOK && c.nooo > 0 {
+	if c.sackOK && (c.nooo > 0 || c.dsackOK) {
 		n += c.sackBlocks(c.optBuf[n:], (len(c.optBuf)-n-4)/8)
 	}
 	return c.optBuf[:n]
@@ -227,6 +227,7 @@ func (c *TCPConn) segOptions(now Time) []byte {
 // satisfies any pending or delayed ACK (Linux tcp_event_ack_sent).
 func (c *TCPConn) ackSent() {
 	c.ackNow = false
+	c.dsackOK = false
 	c.delackAt = Never
 	if c.rcvNxt != c.rcvWup && c.quickAcks > 0 {
 		c.quickAcks--
@@ -287,6 +288,9 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	if sq.lt(c.sndMax) {
 		if c.recovery && sq.add(l).gt(c.highRxt) {
 			c.highRxt = sq.add(l)
+		}
+		if c.undoOK && n > 0 {
+			c.undoRtx++
 		}
 		c.totalRetrans++
 		c.bytesRetrans += uint64(n)
@@ -415,6 +419,7 @@ func (c *TCPConn) onRTO(now Time) {
 	c.rtxOne = false
 	c.nsb = 0 // RFC 2018 8: forget SACK information after a timeout
 	c.tlpAt, c.tlpProbe, c.tlpOut, c.lostOK = Never, false, false, false
+	c.undoOK = false
 	c.sndNxt = c.sndUna
 	c.rttOn = false
 	c.rto = min(2*c.rto, rtoMax)
