@@ -9,9 +9,9 @@ package stackcore
 // before it are missing: a segment sent before a delivered probe and not
 // delivered itself is lost (RFC 8985 6.2's rule, with the probe sent at
 // least a PTO after them), and SACK recovery repairs them. In SACK
-// recovery the probe timeout resends the first hole again instead, whose
-// retransmission was lost (RACK's lost-retransmission detection, RFC 8985
-// 6.2, reduced to the timeout).
+// recovery each probe timeout without an ACK resends the first hole again
+// instead, whose retransmission was lost (RACK's lost-retransmission
+// detection, RFC 8985 6.2, reduced to the timeout).
 
 const (
 	ptoMin   = 10 * Millisecond  // Linux TCP_TIMEOUT_MIN for the loss probe
@@ -21,7 +21,7 @@ const (
 // armPTO (re)starts the probe timer while data is outstanding (RFC 8985 7.2).
 func (c *TCPConn) armPTO(now Time) {
 	c.tlpAt = Never
-	if !c.sackOK || c.tlpOut || c.lossRec || c.sndMax == c.sndUna || c.rtoAt == Never ||
+	if !c.sackOK || c.tlpOut && !c.recovery || c.lossRec || c.sndMax == c.sndUna || c.rtoAt == Never ||
 		!c.state.synchronized() || c.sndWnd == 0 {
 		return
 	}
@@ -43,14 +43,16 @@ func (c *TCPConn) onPTO(now Time) {
 	if c.sndMax == c.sndUna {
 		return
 	}
-	c.tlpOut = true
 	if c.recovery {
-		if c.highRxt.gt(c.sndUna) {
-			c.highRxt = c.sndUna
-			c.rtxOne = true
-		}
+		// No ACK for a PTO in recovery: the retransmissions below HighRxt
+		// are lost too (or the pipe estimate counts lost segments and
+		// holds everything back); resend from the first hole, once per PTO.
+		c.highRxt = seqMin(c.highRxt, c.sndUna)
+		c.rtxOne = true // regardless of the pipe, which counts lost segments
+		c.armPTO(now)
 		return
 	}
+	c.tlpOut = true
 	c.tlpProbe = true
 }
 

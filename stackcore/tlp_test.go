@@ -69,3 +69,33 @@ func TestSenderFewTimeoutsUnderLoss(t *testing.T) {
 		}
 	}
 }
+
+// RFC 8985 6.2 (lost retransmission), reduced to the probe timeout: in SACK
+// recovery the retransmission of the first hole is lost as well. With no
+// ACK for a PTO the hole is resent, well before the 200ms retransmission
+// timeout.
+func TestLostRetransmissionInRecovery(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	c, s, _ := n.connect(80)
+	c.SetNoDelay(true)
+	// Segment 2 of 20 is lost, then its fast retransmission.
+	lost := uint32(c.sndNxt) + 2*uint32(c.mss)
+	drops := 0
+	n.a.end.Hook = func(_ uint64, f []byte) bool {
+		if tc := tcpOf(f); hasData(tc) && tc.Seq() == lost && drops < 2 {
+			drops++
+			return true
+		}
+		return false
+	}
+	data := pattern(20*c.mss, 6)
+	start := n.now
+	got := n.transfer(c, s, data, false, 10*Second)
+	if sha256.Sum256(got) != sha256.Sum256(data) {
+		t.Fatal("mismatch")
+	}
+	if drops != 2 || c.totalRTO != 0 || n.now-start > 100*Millisecond {
+		t.Fatalf("lost retransmission repaired after %dms with %d timeouts, %d retransmissions",
+			(n.now-start)/Millisecond, c.totalRTO, c.totalRetrans)
+	}
+}
