@@ -56,8 +56,6 @@ func TestOOOManyHolesUnderLoss(t *testing.T) {
 	}
 }
 
-var _ = wire.TCPFlagFIN
-
 // RFC 2018 4, RFC 5681 4.2: twenty out-of-order segments, each leaving a
 // hole before it, are all kept (more ranges than the old limit of 4) and
 // each draws an immediate duplicate ACK whose first SACK block covers that
@@ -179,5 +177,61 @@ func TestTSEchoForRetransmittedDuplicate(t *testing.T) {
 	n.outFrames(n.b)
 	if n.b.s.Stats().TCPPAWSDrops != drops+1 || s.InQueue() != 4*L {
 		t.Fatalf("PAWS: drops %d, inq %d", n.b.s.Stats().TCPPAWSDrops-drops, s.InQueue())
+	}
+}
+
+// RFC 9293 3.10.4: the FIN follows all queued data. The sender closes (Close,
+// not just CloseWrite) right after its last write, with a full send buffer,
+// over a wire that reorders a quarter of the frames and drops and
+// duplicates some, so retransmission timeouts, SACK recovery and tail loss
+// probes all rewind or resend around the FIN: every segment carrying FIN
+// must end exactly at the end of the data, and the receiver must see all of
+// it before EOF.
+func TestFINAfterAllQueuedData(t *testing.T) {
+	for seed := uint64(1); seed <= 24; seed++ {
+		opts := pair.Options{Seed: seed, ReorderRate: 0.25, DropRate: 0.02 * float64(seed%4), DupRate: 0.01}
+		n := newNet(t, opts, Config{Seed: seed, SendBuf: 64 << 10}, Config{Seed: seed + 9, RecvBuf: 32 << 10 * int(1+seed%3)})
+		c, s, _ := n.connect(80)
+		data := pattern(1<<20, seed)
+		end := uint32(c.sndNxt) + uint32(len(data))
+		fins := 0
+		n.a.end.Hook = func(_ uint64, f []byte) bool {
+			tc := tcpOf(f)
+			if tc.Flags()&wire.TCPFlagFIN != 0 {
+				fins++
+				if e := tc.Seq() + uint32(len(tc.Payload())); e != end {
+					t.Errorf("seed %d: FIN at %d, the data ends at %d", seed, e-uint32(c.iss), end-uint32(c.iss))
+				}
+			}
+			return false
+		}
+		got := make([]byte, 0, len(data))
+		buf := make([]byte, 64<<10)
+		off, closed, eof := 0, false, false
+		ok := n.runUntil(3600*Second, func() bool {
+			for off < len(data) {
+				k, err := c.Write(data[off:])
+				if err != nil {
+					break
+				}
+				off += k
+			}
+			if off == len(data) && !closed {
+				c.Close()
+				closed = true
+			}
+			for {
+				k, err := s.Read(buf)
+				if err != nil {
+					eof = err.Error() == "EOF"
+					break
+				}
+				got = append(got, buf[:k]...)
+			}
+			return eof
+		})
+		if !ok || fins == 0 || sha256.Sum256(got) != sha256.Sum256(data) {
+			t.Fatalf("seed %d: eof %v, %d FINs, %d of %d bytes", seed, ok, fins, len(got), len(data))
+		}
 	}
 }
