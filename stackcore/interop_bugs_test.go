@@ -235,3 +235,32 @@ func TestFINAfterAllQueuedData(t *testing.T) {
 		}
 	}
 }
+
+// RFC 5681 4.2 and RFC 2018 4: out-of-order segments that arrive in one
+// batch (one Poll) into different holes each get their own immediate ACK,
+// and each ACK's first SACK block is that segment's range, as if it had
+// been sent on arrival, so every range the batch touched is reported even
+// when there are more of them than blocks in one ACK.
+func TestOOOBatchEachSegmentReported(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	c, s, _ := n.connect(80)
+	const L = 1000
+	base := uint32(s.rcvNxt)
+	data := pattern(12*L, 7)
+	for k := 1; k < 12; k += 2 { // six holes, six ranges, in one batch
+		n.b.s.Input(n.now, raw{sport: 40000, dport: 80, seq: base + uint32(k*L), ack: uint32(c.rcvNxt),
+			flags: wire.TCPFlagACK, wnd: 65535, payload: data[k*L : (k+1)*L], opts: tsOpt(s.tsRecent+1, 0)}.frame())
+	}
+	got := n.outFrames(n.b)
+	if len(got) != 6 {
+		t.Fatalf("%d ACKs for 6 out-of-order segments", len(got))
+	}
+	for i, a := range got {
+		k := 2*i + 1
+		o := wire.ParseTCPOptions(a.Options())
+		if a.Ack() != base || o.NSACK != 3 || o.SACK[0] != (wire.SACKBlock{Start: base + uint32(k*L), End: base + uint32((k+1)*L)}) {
+			t.Fatalf("ACK %d: ack %d, first block [%d,%d), want [%d,%d)", i, a.Ack()-base, o.SACK[0].Start-base,
+				o.SACK[0].End-base, k*L, (k+1)*L)
+		}
+	}
+}

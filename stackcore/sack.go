@@ -19,8 +19,9 @@ const (
 )
 
 // sackBlocks writes up to max blocks describing the out-of-order queue into
-// b: the range holding the most recent segment first, then the other ranges
-// from the most recently touched down (RFC 2018 4: repeat the most recently
+// b: a D-SACK first if one is due, then the range holding the segment this
+// ACK answers (sackHint) or else the most recent segment, then the other
+// ranges from the most recently touched down (RFC 2018 4: repeat the most recently
 // reported blocks), so every range is reported while it changes.
 func (c *TCPConn) sackBlocks(b []byte, maxBlocks int) int {
 	if c.nooo == 0 && !c.dsackOK || maxBlocks <= 0 {
@@ -33,12 +34,23 @@ func (c *TCPConn) sackBlocks(b []byte, maxBlocks int) int {
 		blocks[0] = wire.SACKBlock{Start: uint32(c.dsackS), End: uint32(c.dsackE)}
 		k++
 	}
+	hint := -1
+	if c.hintOK {
+		for i := 0; i < c.nooo && k < maxBlocks; i++ {
+			if r := c.ooo[i]; c.sackHint.geq(r.start) && c.sackHint.lt(r.end) {
+				hint = i
+				blocks[k] = wire.SACKBlock{Start: uint32(r.start), End: uint32(r.end)}
+				k++
+				break
+			}
+		}
+	}
 	prev := ^uint32(0)
 	for k < maxBlocks && k < len(blocks) {
 		best := -1
 		for i := 0; i < c.nooo; i++ {
 			st := c.ooo[i].stamp
-			if st < prev && (best < 0 || st > c.ooo[best].stamp) {
+			if i != hint && st < prev && (best < 0 || st > c.ooo[best].stamp) {
 				best = i
 			}
 		}

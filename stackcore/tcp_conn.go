@@ -168,8 +168,12 @@ type TCPConn struct {
 	finRcvd  bool
 	oooFin   bool // a FIN was seen beyond rcvNxt, at oooFinS
 	oooFinS  seq
-	ackNow   bool // send an ACK at the next Poll
-	dupOwed  int  // extra immediate duplicate ACKs owed for out-of-order segments
+	ackNow   bool            // send an ACK at the next Poll
+	dupOwed  int             // extra immediate duplicate ACKs owed for out-of-order segments
+	dupSeq   [maxDupOwed]seq // the segment each owed ACK answers (its SACK block goes first)
+	dupHead  int
+	sackHint seq  // report the range holding sackHint first in the SACK option
+	hintOK   bool // sackHint is set
 	oowAt    Time // last ACK sent for an out-of-window segment (rate limit)
 	oowSent  bool
 

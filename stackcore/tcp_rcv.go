@@ -466,6 +466,7 @@ func (c *TCPConn) receive(now Time, g *segment) {
 			// RFC 5681 3.2: one duplicate ACK per out-of-order segment, even
 			// when several arrive in one batch, so fast retransmit works.
 			if c.dupOwed < maxDupOwed {
+				c.dupSeq[(c.dupHead+c.dupOwed)%maxDupOwed] = g.seq
 				c.dupOwed++
 			}
 		}

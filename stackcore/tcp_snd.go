@@ -124,9 +124,16 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 	}
 	if c.ackNow || c.dupOwed > 0 {
 		if c.dupOwed > 0 {
+			// One ACK per out-of-order segment, each with that segment's
+			// block first (RFC 2018 4), as if sent when it arrived: a batch
+			// of segments into different holes reports every range.
+			c.sackHint, c.hintOK = c.dupSeq[c.dupHead], true
+			c.dupHead = (c.dupHead + 1) % maxDupOwed
 			c.dupOwed--
 		}
-		return c.emit(now, out, c.sndNxt, 0, false, false)
+		sent, ok := c.emit(now, out, c.sndNxt, 0, false, false)
+		c.hintOK = false
+		return sent, ok
 	}
 	return false, true
 }
