@@ -73,9 +73,9 @@ func TestTCPInfoFromConnection(t *testing.T) {
 	if i := c.TCPInfo(n.now); i.Unacked != 3 || i.NotsentBytes != 0 {
 		t.Fatalf("in flight: unacked %d notsent %d", i.Unacked, i.NotsentBytes)
 	}
-	// First a tail loss probe (RFC 8985 7, after max(2*SRTT, 10ms)), which
+	// First a tail loss probe (RFC 8985 7, after 2*SRTT + 2ms), which
 	// restarts the retransmission timer; then two timeouts.
-	pto := max(2*c.srtt, ptoMin)
+	pto := 2*c.srtt + ptoMin
 	n.runUntil(pto+rtoMin+2*rtoMin+Millisecond, func() bool { return false })
 	i = c.TCPInfo(n.now)
 	if i.CAState != CALoss || i.Retransmits != 2 || i.Backoff != 2 || i.TotalRetrans != 3 || i.TotalRTO != 2 ||

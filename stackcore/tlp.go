@@ -3,7 +3,7 @@ package stackcore
 // Tail loss probe (RFC 8985 7). A flight whose last segments (or whose ACKs)
 // are lost leaves too few duplicate ACKs for fast retransmit, and only the
 // retransmission timeout, at least 200ms, would repair it. After a probe
-// timeout of about two round trips without an ACK the sender sends one
+// timeout of two round trips (plus 2ms) without an ACK the sender sends one
 // probe segment (new data if the peer's window allows, else the last
 // segment again) without touching cwnd. Its SACK then shows which segments
 // before it are missing: a segment sent before a delivered probe and not
@@ -14,7 +14,7 @@ package stackcore
 // detection, RFC 8985 6.2, reduced to the timeout).
 
 const (
-	ptoMin   = 10 * Millisecond  // Linux TCP_TIMEOUT_MIN for the loss probe
+	ptoMin   = 2 * Millisecond   // added to 2*SRTT, as Linux adds TCP_TIMEOUT_MIN (2 jiffies)
 	wcDelAck = 200 * Millisecond // RFC 8985 7.2 WCDelAckT
 )
 
@@ -27,7 +27,7 @@ func (c *TCPConn) armPTO(now Time) {
 	}
 	pto := rtoInitial
 	if c.hasRTT {
-		pto = max(2*c.srtt, ptoMin)
+		pto = 2*c.srtt + ptoMin
 	}
 	if c.sndMax.sub(c.sndUna) <= c.mss {
 		pto += wcDelAck // one segment out: the peer may be delaying its ACK

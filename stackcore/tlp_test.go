@@ -9,7 +9,7 @@ import (
 
 // RFC 8985 7: the last two segments of a flight are lost. Without enough
 // duplicate ACKs for fast retransmit, a tail loss probe after the PTO
-// (max(2*SRTT, 10ms) here) resends the last segment; its SACK shows the
+// (2*SRTT + 2ms here) resends the last segment; its SACK shows the
 // segment before it missing, which SACK recovery resends, all well before
 // the 200ms retransmission timeout.
 func TestTailLossProbe(t *testing.T) {
