@@ -264,3 +264,41 @@ func TestOOOBatchEachSegmentReported(t *testing.T) {
 		}
 	}
 }
+
+// RFC 7323 4.1 and RFC 2883: our segment arrives but its ACK is lost; the
+// retransmission timeout resends it; the receiver (Linux, as RFC 7323 4.3
+// has it) ACKs the duplicate with a D-SACK and the TSecr of the earlier
+// copy. That ACK advances SND.UNA over retransmitted data, where Karn's
+// rule leaves only the timestamp to time it, but its TSecr measures our
+// own timeout, not the path: it must not reach SRTT.
+func TestNoRTTSampleFromDSACKedDuplicate(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	c, s, _ := n.connect(80)
+	c.SetNoDelay(true)
+	c.Write(make([]byte, 1000))
+	first := n.outFrames(n.a) // delivered ... but its ACK is lost
+	if len(first) != 1 {
+		t.Fatalf("%d segments", len(first))
+	}
+	tsv := wire.ParseTCPOptions(first[0].Options()).TSVal
+	srtt, rto := c.srtt, c.rto
+	n.now = c.rtoAt
+	if again := n.outFrames(n.a); len(again) != 1 || c.totalRTO != 1 {
+		t.Fatalf("no retransmission: %d segments, %d timeouts", len(again), c.totalRTO)
+	}
+	una := uint32(c.sndUna)
+	buf := make([]byte, 128)
+	opts := make([]byte, 24)
+	k := wire.PutTimestamp(opts, s.tsNow(n.now), tsv)
+	k += wire.PutSACK(opts[k:], []wire.SACKBlock{{Start: una, End: una + 1000}})
+	f := n.b.s.encodeTCPRaw(buf, macA, addrA, 80, 40000, s.sndNxt, seq(una+1000), wire.TCPFlagACK, 65535, nil, 0, 0,
+		opts[:k])
+	n.a.s.Input(n.now, buf[:f])
+	if c.sndUna != seq(una+1000) {
+		t.Fatal("ACK not taken")
+	}
+	if c.srtt != srtt || c.rto > rto {
+		t.Fatalf("SRTT %dus -> %dus, RTO %dms -> %dms from a D-SACK ACK echoing the first copy", srtt, c.srtt,
+			rto/Millisecond, c.rto/Millisecond)
+	}
+}

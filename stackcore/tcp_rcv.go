@@ -280,9 +280,15 @@ func (c *TCPConn) finSent() bool { return c.sndMax.gt(c.finSeq()) }
 // newAck handles an ACK that advances SND.UNA by acked.
 func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 	ack := g.ack
-	if !c.rttSample(now, ack) && c.tsOK && g.opts.HasTS && g.opts.TSEcr != 0 {
+	if !c.rttSample(now, ack) && c.tsOK && g.opts.HasTS && g.opts.TSEcr != 0 && !(c.sackOK && c.dsackAck(g)) {
 		// RFC 7323 4.1: the echoed timestamp times a retransmitted segment
-		// too, where Karn's rule leaves the timer without a sample.
+		// too, where Karn's rule leaves the timer without a sample. Not
+		// from an ACK that reports a duplicate (D-SACK): our earlier copy
+		// arrived and its ACK was lost, and the receiver echoes the
+		// TS.Recent of that earlier segment (RFC 7323 4.3 does not let an
+		// out-of-window duplicate update it; Linux receivers do not), so
+		// the sample would be our own retransmission timeout, and under
+		// loss the RTT estimate would feed on itself.
 		if r := int32(c.tsNow(now) - g.opts.TSEcr); r >= 0 && Time(r) < rtoMax/Millisecond {
 			c.addRTT(Time(r) * Millisecond)
 		}
