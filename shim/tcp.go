@@ -310,11 +310,16 @@ func (e *Engine) Listen(fd, backlog int) int {
 	if s.conn != nil {
 		return neg(unix.EINVAL)
 	}
-	if err := unix.Listen(fd, backlog); err != nil {
-		return errnoOf(err)
-	}
 	if s.listener != nil {
-		return 0
+		return errnoOf(unix.Listen(fd, backlog)) // a new backlog
+	}
+	// The stack listens and the port is steered before the shadow listens: a SYN that came
+	// in between would otherwise make a kernel connection whose later segments we steer away.
+	if !s.bound {
+		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
+			return errnoOf(err)
+		}
+		s.boundAny = true
 	}
 	port, err := shadowPort(fd)
 	if err != nil {
@@ -323,6 +328,7 @@ func (e *Engine) Listen(fd, backlog int) int {
 	if backlog <= 0 {
 		backlog = 1
 	}
+	var fresh *listenShare
 	if sh := st.listeners[port]; sh != nil {
 		// SO_REUSEPORT (the kernel let both shadows bind): the sockets share one accept queue
 		sh.socks = append(sh.socks, s)
@@ -338,8 +344,18 @@ func (e *Engine) Listen(fd, backlog int) int {
 			return neg(unix.ENOBUFS)
 		}
 		l.Cookie = s.cookie
-		s.lshare = &listenShare{l: l, port: port, socks: []*socket{s}}
-		st.listeners[port] = s.lshare
+		fresh = &listenShare{l: l, port: port, socks: []*socket{s}}
+		s.lshare = fresh
+		st.listeners[port] = fresh
+	}
+	if err := unix.Listen(fd, backlog); err != nil {
+		s.lshare.socks = removeSock(s.lshare.socks, s)
+		if fresh != nil {
+			fresh.l.Close() // the core releases the port; txLocked unsteers it
+			delete(st.listeners, port)
+		}
+		s.lshare = nil
+		return errnoOf(err)
 	}
 	s.listener, s.bound, s.boundPort = s.lshare.l, true, port
 	// the shadow listens too (loopback and other interfaces); it is polled, never blocked on

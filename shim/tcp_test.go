@@ -373,3 +373,55 @@ func TestLingerZeroResets(t *testing.T) {
 		return err == stackcore.ErrReset
 	})
 }
+
+// A connect that replaces a TIME-WAIT connection on the same port (RFC 9293 3.10.7.4 allows
+// reusing the tuple) frees the port and takes it again in one step: the port must stay
+// steered to the stack, or the new connection's segments would go to the kernel, which resets
+// them (seen as duplicated requests from redis-benchmark).
+func TestPortTakenAgainStaysSteered(t *testing.T) {
+	r := newRig(t)
+	var l *stackcore.Listener
+	r.peer.do(func(s *stackcore.Stack) { l, _ = s.Listen(90, 8) })
+	one := []byte{1, 0, 0, 0}
+	dial := func() (int, *stackcore.TCPConn) {
+		fd := r.socket(0)
+		if res := r.e.Setsockopt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, one); res != Pass {
+			t.Fatalf("SO_REUSEADDR: %d", res)
+		}
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if res := r.e.Bind(fd, sockaddr(engAddr, 40123)); res != 0 {
+			t.Fatalf("bind: %d", res)
+		}
+		if res := r.e.Connect(fd, sockaddr(peerAddr, 90)); res != Wait {
+			t.Fatalf("connect: %d", res)
+		}
+		if res := r.block(func() int { return r.e.ConnectWait(fd) }); res != 0 {
+			t.Fatalf("connect: %d", res)
+		}
+		var pc *stackcore.TCPConn
+		r.eventually("accept", func() bool {
+			r.peer.do(func(*stackcore.Stack) { pc = l.Accept() })
+			return pc != nil
+		})
+		return fd, pc
+	}
+	fd, pc := dial()
+	r.close(fd) // our FIN first: we end in TIME-WAIT
+	r.peer.do(func(*stackcore.Stack) { pc.Close() })
+	r.eventually("TIME-WAIT", func() bool {
+		r.e.st.mu.Lock()
+		defer r.e.st.mu.Unlock()
+		r.e.st.serviceLocked()
+		return len(r.e.st.orphans) == 0 || r.e.st.pruneOrphansLocked() == 0
+	})
+	fd2, _ := dial()
+	r.e.st.mu.Lock()
+	r.e.st.serviceLocked()
+	r.e.st.mu.Unlock()
+	if !r.link.isSteered(40123) {
+		t.Fatal("the port was unsteered while the new connection holds it")
+	}
+	if n := r.e.Send(fd2, iov([]byte("ok")), 0, nil); n != 2 {
+		t.Fatalf("send on the new connection: %d", n)
+	}
+}
