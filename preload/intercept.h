@@ -29,6 +29,7 @@
 		long _dl = (timeout_ms) > 0 ? ustack_now_ms() + (timeout_ms) : -1;       \
 		long _spin_end = 0;                                                     \
 		for (;;) {                                                              \
+			ustack_signal_wait_begin();                                     \
 			_r = (CALL);                                                    \
 			if (_r != USTACK_WAIT)                                          \
 				break;                                                  \
@@ -42,8 +43,9 @@
 					break;                                          \
 				}                                                       \
 			}                                                               \
-			ustack_signal_wait_begin();                                     \
-			int _w = ustack_wait(fd, events, _t, NULL);                     \
+			/* a handler that ran while we were in Go interrupts the call   \
+			 * as it would have interrupted the kernel's */                 \
+			int _w = ustack_signal_seen() ? -EINTR : ustack_wait(fd, events, _t, NULL); \
 			if (_w == -EINTR) {                                             \
 				int _why = ustack_wait_interrupted();                   \
 				if (_why != 0 && ((timeout_ms) > 0 || !(restartable) || _why < 0)) { \

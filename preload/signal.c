@@ -129,6 +129,11 @@ void ustack_signal_wait_begin(void)
 	last_sig = 0;
 }
 
+int ustack_signal_seen(void)
+{
+	return last_sig != 0;
+}
+
 static int from_self(void *caller)
 {
 	if (!lib_lo)

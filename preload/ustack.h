@@ -123,6 +123,7 @@ extern __thread int ustack_go_thread __attribute__((tls_model("initial-exec")));
 
 /* signal.c: did the handler that interrupted this thread's last wait ask for SA_RESTART? */
 void ustack_signal_wait_begin(void);
+int ustack_signal_seen(void);
 int ustack_wait_interrupted(void);
 
 static inline void ustack_cpu_relax(void)
