@@ -1,5 +1,3 @@
-//go:build apps
-
 // Application tests of issue 4 (Done-when 1-6, and the figures of 9):
 // unmodified Debian programs under LD_PRELOAD=build/libustack.so in namespace
 // A, against kernel peers in namespace B. Each Test runs its workload twice,
