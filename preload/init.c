@@ -2,6 +2,9 @@
 #include "ustack.h"
 #include "_cgo_export.h"
 #include <dlfcn.h>
+#include <elf.h>
+#include <fcntl.h>
+#include <string.h>
 #include <stdlib.h>
 #include <errno.h>
 #include <pthread.h>
@@ -48,9 +51,42 @@ static void ustack_atexit(void)
 		ustack_exit();
 }
 
+/* is_go_program reports whether the program is a Go executable (it has a .go.buildinfo section).
+ * Its sockets use raw system calls, it gains nothing from us, and two Go runtimes must not
+ * share sockets: ustack stays out of the way. */
+static int is_go_program(void)
+{
+	int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	int found = 0;
+	Elf64_Ehdr eh;
+	if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 &&
+	    eh.e_ident[EI_CLASS] == ELFCLASS64 && eh.e_shentsize == sizeof(Elf64_Shdr) && eh.e_shnum > 0 &&
+	    eh.e_shnum < 4096 && eh.e_shstrndx < eh.e_shnum) {
+		Elf64_Shdr strs;
+		if (pread(fd, &strs, sizeof strs, eh.e_shoff + (off_t)eh.e_shstrndx * sizeof strs) == (ssize_t)sizeof strs) {
+			for (int i = 0; i < eh.e_shnum && !found; i++) {
+				Elf64_Shdr sh;
+				char name[16];
+				if (pread(fd, &sh, sizeof sh, eh.e_shoff + (off_t)i * sizeof sh) != (ssize_t)sizeof sh)
+					break;
+				if (sh.sh_name >= strs.sh_size)
+					continue;
+				ssize_t n = pread(fd, name, sizeof name, strs.sh_offset + sh.sh_name);
+				found = n >= 14 && memcmp(name, ".go.buildinfo", 14) == 0;
+			}
+		}
+	}
+	close(fd);
+	return found;
+}
+
 __attribute__((constructor)) static void ustack_c_init(void)
 {
 	ustack_resolve();
+	if (is_go_program())
+		ustack_go_off = 1;
 	pthread_atfork(NULL, NULL, ustack_atfork_child);
 	atexit(ustack_atexit);
 }
