@@ -406,13 +406,14 @@ func TestPortTakenAgainStaysSteered(t *testing.T) {
 		return fd, pc
 	}
 	fd, pc := dial()
+	old := r.e.sock(fd).conn
 	r.close(fd) // our FIN first: we end in TIME-WAIT
 	r.peer.do(func(*stackcore.Stack) { pc.Close() })
 	r.eventually("TIME-WAIT", func() bool {
 		r.e.st.mu.Lock()
 		defer r.e.st.mu.Unlock()
 		r.e.st.serviceLocked()
-		return len(r.e.st.orphans) == 0 || r.e.st.pruneOrphansLocked() == 0
+		return old.State() == stackcore.StateTimeWait
 	})
 	fd2, _ := dial()
 	r.e.st.mu.Lock()
