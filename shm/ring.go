@@ -84,6 +84,7 @@ func MapRing[T any](fd int, pgoff int64, layout RingLayout, size uint32) (*Ring[
 	if err != nil {
 		return nil, fmt.Errorf("mapping ring: %w", err)
 	}
+	_ = unix.Madvise(mem, unix.MADV_DONTFORK) // a forked child never touches the rings
 	r, err := NewRing[T](mem, layout, size)
 	if err != nil {
 		return nil, errors.Join(err, unix.Munmap(mem))

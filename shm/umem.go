@@ -1,6 +1,7 @@
 package shm
 
 import (
+	"errors"
 	"fmt"
 	"unsafe"
 
@@ -28,6 +29,11 @@ func NewUMEM(numFrames, frameSize int) (*UMEM, error) {
 		unix.MAP_PRIVATE|unix.MAP_ANONYMOUS|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, fmt.Errorf("umem: mapping %d bytes: %w", numFrames*frameSize, err)
+	}
+	// A forked child never uses the frames (it cannot drive the stack), and the kernel pins
+	// them: without this every fork would copy all of them (6-8 ms a fork for 16 MiB).
+	if err := unix.Madvise(mem, unix.MADV_DONTFORK); err != nil {
+		return nil, errors.Join(fmt.Errorf("umem: madvise: %w", err), unix.Munmap(mem))
 	}
 	return &UMEM{
 		mem:       mem,
