@@ -235,23 +235,37 @@ func (st *stack) pruneOrphansLocked() int {
 
 // steerLocked sends the frames of a local TCP port to this stack.
 func (st *stack) steerLocked(port uint16) error {
-	if st.steered[port] {
+	return st.steerPortLocked(unix.IPPROTO_TCP, st.steered, port)
+}
+
+// unsteerLocked gives a TCP port's frames back to the kernel once the core no longer uses it.
+func (st *stack) unsteerLocked(port uint16) { st.unsteerPortLocked(unix.IPPROTO_TCP, st.steered, port) }
+
+func (st *stack) steerUDPLocked(port uint16) error {
+	return st.steerPortLocked(unix.IPPROTO_UDP, st.steeredUDP, port)
+}
+
+func (st *stack) unsteerUDPLocked(port uint16) {
+	st.unsteerPortLocked(unix.IPPROTO_UDP, st.steeredUDP, port)
+}
+
+func (st *stack) steerPortLocked(proto uint8, steered map[uint16]bool, port uint16) error {
+	if steered[port] {
 		return nil
 	}
-	if err := st.link.Steer(unix.IPPROTO_TCP, st.ifc.addr, port); err != nil {
+	if err := st.link.Steer(proto, st.ifc.addr, port); err != nil {
 		return err
 	}
-	st.steered[port] = true
+	steered[port] = true
 	return nil
 }
 
-// unsteerLocked gives a port's frames back to the kernel once the core no longer uses it.
-func (st *stack) unsteerLocked(port uint16) {
-	if !st.steered[port] {
+func (st *stack) unsteerPortLocked(proto uint8, steered map[uint16]bool, port uint16) {
+	if !steered[port] {
 		return
 	}
-	delete(st.steered, port)
-	_ = st.link.Unsteer(unix.IPPROTO_TCP, st.ifc.addr, port)
+	delete(steered, port)
+	_ = st.link.Unsteer(proto, st.ifc.addr, port)
 }
 
 // Poller pacing. The poller sleeps at most pollerTick while any timer is pending, so an

@@ -123,13 +123,8 @@ func (e *Engine) Socket(fd, typ int) {
 	if st == nil {
 		return
 	}
-	rx, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	rx, tx, err := newEventfds()
 	if err != nil {
-		return
-	}
-	tx, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-	if err != nil {
-		unix.Close(rx)
 		return
 	}
 	s := &socket{fd: fd, fds: []int{fd}, st: st, rxEfd: rx, txEfd: tx, nonblock: typ&unix.SOCK_NONBLOCK != 0,
@@ -139,6 +134,18 @@ func (e *Engine) Socket(fd, typ int) {
 	st.mu.Unlock()
 	e.register(s, fd)
 	atomic.AddUint64(&st.stats.SocketsAccelerated, 1)
+}
+
+// newEventfds makes a socket's two eventfds (readable, writable).
+func newEventfds() (rx, tx int, err error) {
+	if rx, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		return -1, -1, err
+	}
+	if tx, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
+		unix.Close(rx)
+		return -1, -1, err
+	}
+	return rx, tx, nil
 }
 
 // adoptLocked gives a new socket its cookie. Caller holds st.mu.
@@ -224,32 +231,36 @@ func shadowPort(fd int) (uint16, error) {
 	return uint16(in.Port), nil
 }
 
+// errnos maps the stack's errors to what the kernel answers; order matters where errors wrap
+// others (the unreachable errors also match ErrTimedOut).
+var errnos = []struct {
+	err   error
+	errno unix.Errno
+}{
+	{stackcore.ErrWouldBlock, unix.EAGAIN},
+	{stackcore.ErrReset, unix.ECONNRESET},
+	{stackcore.ErrRefused, unix.ECONNREFUSED},
+	{stackcore.ErrHostUnreach, unix.EHOSTUNREACH},
+	{stackcore.ErrNetUnreach, unix.ENETUNREACH},
+	{stackcore.ErrTimedOut, unix.ETIMEDOUT},
+	{stackcore.ErrMsgSize, unix.EMSGSIZE},
+	{stackcore.ErrClosed, unix.EPIPE},
+	{stackcore.ErrNotConnected, unix.ENOTCONN},
+	{stackcore.ErrAddrInUse, unix.EADDRINUSE},
+}
+
+// errnoOf turns an error into the negative result convention: 0 for nil, EIO for the unknown.
 func errnoOf(err error) int {
-	var en unix.Errno
-	switch {
-	case err == nil:
+	if err == nil {
 		return 0
-	case errors.Is(err, stackcore.ErrWouldBlock):
-		return neg(unix.EAGAIN)
-	case errors.Is(err, stackcore.ErrReset):
-		return neg(unix.ECONNRESET)
-	case errors.Is(err, stackcore.ErrRefused):
-		return neg(unix.ECONNREFUSED)
-	case errors.Is(err, stackcore.ErrHostUnreach):
-		return neg(unix.EHOSTUNREACH)
-	case errors.Is(err, stackcore.ErrNetUnreach):
-		return neg(unix.ENETUNREACH)
-	case errors.Is(err, stackcore.ErrTimedOut):
-		return neg(unix.ETIMEDOUT)
-	case errors.Is(err, stackcore.ErrMsgSize):
-		return neg(unix.EMSGSIZE)
-	case errors.Is(err, stackcore.ErrClosed):
-		return neg(unix.EPIPE)
-	case errors.Is(err, stackcore.ErrNotConnected):
-		return neg(unix.ENOTCONN)
-	case errors.Is(err, stackcore.ErrAddrInUse):
-		return neg(unix.EADDRINUSE)
-	case errors.As(err, &en):
+	}
+	for _, m := range errnos {
+		if errors.Is(err, m.err) {
+			return neg(m.errno)
+		}
+	}
+	var en unix.Errno
+	if errors.As(err, &en) {
 		return neg(en)
 	}
 	return neg(unix.EIO)
@@ -391,14 +402,11 @@ func (e *Engine) Accept(fd int, sa []byte, saLen *uint32, flags int) int {
 			st.mu.Unlock()
 			return neg(unix.EMFILE)
 		}
-		rx, err1 := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		tx, err2 := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
-		if err1 != nil || err2 != nil {
+		rx, tx, err := newEventfds()
+		if err != nil {
 			unix.Close(nfd)
-			unix.Close(rx)
-			unix.Close(tx)
 			st.mu.Unlock()
-			return neg(unix.EMFILE)
+			return errnoOf(err)
 		}
 		c := s.listener.Accept()
 		ns := &socket{fd: nfd, fds: []int{nfd}, st: st, rxEfd: rx, txEfd: tx, nonblock: flags&unix.SOCK_NONBLOCK != 0, conn: c, opts: s.opts}

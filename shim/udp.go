@@ -354,22 +354,3 @@ func (s *socket) udpPollEvents() int16 {
 	}
 	return ev
 }
-
-func (st *stack) steerUDPLocked(port uint16) error {
-	if st.steeredUDP[port] {
-		return nil
-	}
-	if err := st.link.Steer(unix.IPPROTO_UDP, st.ifc.addr, port); err != nil {
-		return err
-	}
-	st.steeredUDP[port] = true
-	return nil
-}
-
-func (st *stack) unsteerUDPLocked(port uint16) {
-	if !st.steeredUDP[port] {
-		return
-	}
-	delete(st.steeredUDP, port)
-	_ = st.link.Unsteer(unix.IPPROTO_UDP, st.ifc.addr, port)
-}
