@@ -107,10 +107,12 @@ def sockperf(name):
 def iperf(name):
     if read(name, ".failed"):
         return {}
+    out = read(name, ".out") or ""
     try:
-        j = json.loads(read(name, ".out") or "")
+        j, _ = json.JSONDecoder().raw_decode(out[out.find("{"):])  # warnings may share the file
         return {"gbps": j["end"]["sum_received"]["bits_per_second"] / 1e9}
-    except Exception:
+    except Exception as e:
+        print("bench: %s: no result (%s): %s" % (name, e, out[:600]), file=sys.stderr)
         return {}
 
 def fmt(v, f="%.2f"):
