@@ -37,6 +37,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "stress.h"
+
 static int udpecho(int port)
 {
 	int s = socket(AF_INET, SOCK_DGRAM, 0);
@@ -56,32 +58,6 @@ static int udpecho(int port)
 	}
 }
 
-static int dial(const char *host, int port, int type)
-{
-	int s = socket(AF_INET, type, 0);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
-	inet_pton(AF_INET, host, &a.sin_addr);
-	if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) < 0) {
-		perror("connect");
-		exit(1);
-	}
-	return s;
-}
-
-static int write_all(int fd, const void *b, size_t n)
-{
-	const char *p = b;
-	while (n > 0) {
-		ssize_t r = send(fd, p, n, MSG_NOSIGNAL);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= r;
-	}
-	return 0;
-}
 
 /* tcp_round sends n pattern bytes for iteration it and reads them back; returns a message on failure. */
 static const char *tcp_round(int s, int it, size_t n)
