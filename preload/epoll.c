@@ -135,3 +135,18 @@ int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const s
 		return ustack_real.epoll_pwait(epfd, evs, max, timeout, mask);
 	return epoll_wait_impl(epfd, evs, max, timeout, mask);
 }
+
+int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *ts, const sigset_t *mask)
+{
+	USTACK_ENSURE();
+	if (ustack_kind(epfd) != USTACK_KIND_EPOLL) {
+		if (!ustack_real.epoll_pwait2) {
+			errno = ENOSYS;
+			return -1;
+		}
+		return ustack_real.epoll_pwait2(epfd, evs, max, ts, mask);
+	}
+	/* the accelerated part waits in milliseconds (rounded up) */
+	int ms = ts ? (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000) : -1;
+	return epoll_wait_impl(epfd, evs, max, ms, mask);
+}

@@ -37,7 +37,7 @@ void ustack_resolve(void)
 	RESOLVE(readv); RESOLVE(writev); RESOLVE(recv); RESOLVE(recvfrom); RESOLVE(recvmsg);
 	RESOLVE(send); RESOLVE(sendto); RESOLVE(sendmsg); RESOLVE(recvmmsg); RESOLVE(sendmmsg); RESOLVE(fcntl); RESOLVE(ioctl);
 	RESOLVE(poll); RESOLVE(ppoll); RESOLVE(select); RESOLVE(pselect); RESOLVE(epoll_create);
-	RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait);
+	RESOLVE(epoll_create1); RESOLVE(epoll_ctl); RESOLVE(epoll_wait); RESOLVE(epoll_pwait); RESOLVE(epoll_pwait2);
 	RESOLVE(sigaction); RESOLVE(close_range); RESOLVE(sendfile);
 	/* socket last: its pointer doubles as the "resolved" flag of USTACK_ENSURE */
 	__atomic_store_n(&ustack_real.socket, (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket"), __ATOMIC_RELEASE);
