@@ -46,7 +46,7 @@ type Config struct {
 	MTU             int    // IP MTU (default 1500); MSS = MTU-40
 	VerifyChecksums bool   // verify IPv4/TCP checksums on input
 	Stats           *Stats // counters; nil = internal
-	Seed            uint64 // secret for ISNs
+	Seed            uint64 // secret for ISNs, ephemeral ports and SYN cookies
 	RecvBuf         int    // per-connection receive buffer (default 256 KiB)
 	SendBuf         int    // per-connection send buffer (default 256 KiB)
 
@@ -114,11 +114,10 @@ type Stack struct {
 	udpTx       []*UDPSocket // sockets with datagrams to send
 	wokenUDP    []*UDPSocket
 	releasedUDP []uint16
-	nextUDPPort uint16
 
-	ipID     uint16
-	nextPort uint16
-	dirty    bool // list has freed connections to compact
+	ipID      uint16
+	portTable [portTableSize]uint32 // RFC 6056 Algorithm 4 counters (ports.go)
+	dirty     bool                  // list has freed connections to compact
 }
 
 // New returns a stack for cfg.
@@ -143,23 +142,21 @@ func New(cfg Config) *Stack {
 		st = new(Stats)
 	}
 	return &Stack{
-		cfg:         cfg,
-		stats:       st,
-		mss:         cfg.MTU - 40,
-		conns:       make(map[connKey]*TCPConn),
-		listeners:   make(map[uint16]*Listener),
-		portRefs:    make(map[uint16]int),
-		list:        make([]*TCPConn, 0, 64),
-		ready:       make([]*TCPConn, 0, 64),
-		timers:      make([]*TCPConn, 0, 64),
-		wokenConns:  make([]*TCPConn, 0, 64),
-		wokenLns:    make([]*Listener, 0, 8),
-		nextPort:    ephemeralLo,
-		udpPorts:    make(map[uint16]*UDPSocket),
-		udpTx:       make([]*UDPSocket, 0, 16),
-		wokenUDP:    make([]*UDPSocket, 0, 16),
-		nextUDPPort: ephemeralLo,
-		ipID:        uint16(cfg.Seed),
+		cfg:        cfg,
+		stats:      st,
+		mss:        cfg.MTU - 40,
+		conns:      make(map[connKey]*TCPConn),
+		listeners:  make(map[uint16]*Listener),
+		portRefs:   make(map[uint16]int),
+		list:       make([]*TCPConn, 0, 64),
+		ready:      make([]*TCPConn, 0, 64),
+		timers:     make([]*TCPConn, 0, 64),
+		wokenConns: make([]*TCPConn, 0, 64),
+		wokenLns:   make([]*Listener, 0, 8),
+		udpPorts:   make(map[uint16]*UDPSocket),
+		udpTx:      make([]*UDPSocket, 0, 16),
+		wokenUDP:   make([]*UDPSocket, 0, 16),
+		ipID:       uint16(cfg.Seed),
 	}
 }
 
@@ -450,19 +447,12 @@ func (s *Stack) unrefPort(p uint16) {
 	s.released = append(s.released, p)
 }
 
-// ephemeralPort picks an unused local port for Connect with port 0.
-func (s *Stack) ephemeralPort() uint16 {
-	for range 65536 - ephemeralLo {
-		p := s.nextPort
-		s.nextPort++
-		if s.nextPort == 0 {
-			s.nextPort = ephemeralLo
-		}
-		if s.portRefs[p] == 0 {
-			return p
-		}
-	}
-	return 0
+// ephemeralPort picks an unused local port for Connect with port 0 towards
+// remote:rport (RFC 6056, ports.go).
+func (s *Stack) ephemeralPort(remote IPv4, rport uint16) uint16 {
+	return s.pickPort(portProtoTCP, remote, rport, func(p uint16) bool {
+		return s.portRefs[p] == 0 && s.conns[connKey{remote, rport, p}] == nil
+	})
 }
 
 // encodeTCP writes Ethernet+IPv4+TCP headers into buf with the payload taken

@@ -340,7 +340,7 @@ func (s *Stack) Connect(now Time, localPort uint16, remote IPv4, remotePort uint
 		return nil, ErrRefused
 	}
 	if localPort == 0 {
-		if localPort = s.ephemeralPort(); localPort == 0 {
+		if localPort = s.ephemeralPort(remote, remotePort); localPort == 0 {
 			return nil, ErrAddrInUse
 		}
 	}

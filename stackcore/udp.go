@@ -150,18 +150,9 @@ func (s *Stack) udpLookup(port uint16, src IPv4, sport uint16) *UDPSocket {
 	return open
 }
 
+// udpEphemeralPort picks a free UDP port for UDPBind(0) (RFC 6056, ports.go).
 func (s *Stack) udpEphemeralPort() uint16 {
-	for range 65536 - ephemeralLo {
-		p := s.nextUDPPort
-		s.nextUDPPort++
-		if s.nextUDPPort == 0 {
-			s.nextUDPPort = ephemeralLo
-		}
-		if s.udpPorts[p] == nil {
-			return p
-		}
-	}
-	return 0
+	return s.pickPort(portProtoUDP, IPv4{}, 0, func(p uint16) bool { return s.udpPorts[p] == nil })
 }
 
 // UDPPortInUse reports whether a UDP socket holds local port p.
