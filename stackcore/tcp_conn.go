@@ -156,6 +156,8 @@ type TCPConn struct {
 	persistAt    Time
 	persistIv    Time
 	closeAt      Time // TIME-WAIT or orphaned FIN-WAIT-2 expiry
+	userTO       Time // TCP_USER_TIMEOUT (RFC 5482), 0 = off
+	utoStart     Time // since when data has been unacknowledged (or the window zero), Never if not
 
 	// Receive side.
 	irs      seq
@@ -238,6 +240,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		rto:       rtoInitial,
 		rtoAt:     Never,
 		persistAt: Never,
+		utoStart:  Never,
 		closeAt:   Never,
 		tlpAt:     Never,
 		delackAt:  Never,
@@ -605,6 +608,34 @@ func (c *TCPConn) SetKeepAlive(on bool, idle, interval Time, count int) {
 	if on {
 		c.kaAt = c.lastRcvAt + idle // rechecked when due
 	}
+}
+
+// SetUserTimeout is TCP_USER_TIMEOUT (RFC 5482, Linux semantics): when d > 0
+// and transmitted data (a SYN included) stays unacknowledged for d, or the
+// peer's window stays zero for d while we have data to send, the connection
+// fails with ErrTimedOut at that moment, whatever the retransmission count.
+// d <= 0 turns it off (the retransmission limits apply alone).
+func (c *TCPConn) SetUserTimeout(d Time) {
+	c.s.markReady(c) // its deadline changes
+	c.userTO = max(d, 0)
+}
+
+// UserTimeout returns the value set by SetUserTimeout.
+func (c *TCPConn) UserTimeout() Time { return c.userTO }
+
+// utoArm starts the user-timeout clock if it is not running.
+func (c *TCPConn) utoArm(now Time) {
+	if c.utoStart == Never {
+		c.utoStart = now
+	}
+}
+
+// utoAt is when the user timeout expires (Never when off or not running).
+func (c *TCPConn) utoAt() Time {
+	if c.userTO <= 0 || c.utoStart == Never {
+		return Never
+	}
+	return c.utoStart + c.userTO
 }
 
 // KeepAlive returns the keepalive settings.

@@ -159,6 +159,7 @@ func (c *TCPConn) input(now Time, g *segment) {
 		c.maxWnd = max(c.maxWnd, c.sndWnd)
 		c.sndWl1, c.sndWl2 = g.seq, g.ack
 		c.rtoAt = Never
+		c.utoStart = Never
 		c.retries = 0
 		c.rttSample(now, g.ack)
 		if c.finQ {
@@ -253,6 +254,9 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 		if wnd > 0 {
 			c.persistAt = Never
 			c.persistIv = 0
+			if c.sndUna == c.sndMax {
+				c.utoStart = Never
+			}
 		}
 	}
 	// FIN acknowledged?
@@ -344,9 +348,11 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 		c.recover = c.sndUna - 1 // keep RFC 6582's comparison valid across wrap
 	}
 	c.dupAcks = 0
+	c.utoStart = Never // progress: the clock restarts with the next data outstanding
 	if c.sndUna == c.sndMax {
 		c.rtoAt = Never
 	} else {
+		c.utoStart = now
 		c.rtoAt = now + c.rto
 	}
 	if c.lostOK && ack.gt(c.lostTo) {
@@ -619,6 +625,7 @@ func (c *TCPConn) enterTimeWait(now Time) {
 	c.setState(StateTimeWait)
 	c.rtoAt = Never
 	c.persistAt = Never
+	c.utoStart = Never
 	c.closeAt = now + timeWaitLen
 }
 
@@ -659,6 +666,7 @@ func (c *TCPConn) inputSynSent(now Time, g *segment) {
 		c.maxWnd = c.sndWnd
 		c.sndWl1, c.sndWl2 = g.seq, g.ack
 		c.rtoAt = Never
+		c.utoStart = Never
 		c.retries = 0
 		c.rttSample(now, g.ack)
 		if c.finQ {

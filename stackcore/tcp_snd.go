@@ -121,6 +121,7 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 			c.persistIv = max(c.rto, rtoMin)
 			c.persistAt = now + c.persistIv
 		}
+		c.utoArm(now)
 	}
 	if c.ackNow || c.dupOwed > 0 {
 		if c.dupOwed > 0 {
@@ -210,6 +211,7 @@ func (c *TCPConn) emitSyn(now Time, out Output, flags uint8, ack seq) (bool, boo
 	if c.rtoAt == Never {
 		c.rtoAt = now + c.rto
 	}
+	c.utoArm(now)
 	c.ackSent()
 	return true, true
 }
@@ -320,6 +322,7 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	if c.rtoAt == Never {
 		c.rtoAt = now + c.rto
 	}
+	c.utoArm(now)
 	c.armPTO(now)
 	return true, true
 }
@@ -328,6 +331,16 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 func (c *TCPConn) timers(now Time) {
 	if c.closeAt <= now {
 		c.s.free(c)
+		return
+	}
+	if c.utoAt() <= now {
+		// RFC 5482 / Linux tcp_write_timeout with icsk_user_timeout.
+		inc(&c.s.stats.TCPTimeouts)
+		if c.softErr != nil {
+			c.fail(c.softErr)
+		} else {
+			c.fail(ErrTimedOut)
+		}
 		return
 	}
 	if c.rtoAt <= now {
@@ -438,7 +451,7 @@ func (c *TCPConn) deadline() Time {
 	if c.freed {
 		return Never
 	}
-	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt, c.kaAt, c.tlpAt)
+	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt, c.kaAt, c.tlpAt, c.utoAt())
 	if c.cork {
 		d = min(d, c.corkAt)
 	}
