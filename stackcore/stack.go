@@ -88,6 +88,8 @@ type rstReq struct {
 	sport, dport uint16 // our port, their port
 	seq, ack     seq
 	flags        uint8
+	mss          uint16 // a SYN-ACK carrying a SYN cookie (syncookie.go): its MSS option
+	wnd          uint16
 }
 
 // Stack is one TCP/IPv4 stack instance bound to one interface address.
@@ -312,7 +314,7 @@ func (s *Stack) queueRST(mac MAC, ip IPv4, sport, dport uint16, sq, ack seq, fla
 	if s.nrst == len(s.rst) {
 		return // rate limit: drop resets beyond the queue
 	}
-	s.rst[s.nrst] = rstReq{mac, ip, sport, dport, sq, ack, flags}
+	s.rst[s.nrst] = rstReq{mac: mac, ip: ip, sport: sport, dport: dport, seq: sq, ack: ack, flags: flags}
 	s.nrst++
 }
 
@@ -385,7 +387,7 @@ func (s *Stack) flushRST(out Output) bool {
 			inc(&s.stats.DropTxNoBuffer)
 			return false
 		}
-		n := s.encodeTCP(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, 0, nil, 0, -1)
+		n := s.encodeTCPOpt(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, r.wnd, nil, 0, -1, r.mss, -1)
 		out.SubmitTx(buf, n)
 		if r.flags&wire.TCPFlagRST != 0 {
 			inc(&s.stats.TCPRstsSent)

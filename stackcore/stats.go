@@ -54,6 +54,11 @@ type Stats struct {
 	ICMPInMsgs         uint64 `stat:"icmp.in_msgs"`
 	ICMPInErrors       uint64 `stat:"icmp.in_errors"`
 	ICMPInDestUnreachs uint64 `stat:"icmp.in_dest_unreachs"`
+
+	// SYN cookies (RFC 4987 3.6), named after Linux's SyncookiesSent/Recv/Failed.
+	TCPSynCookiesSent   uint64 `stat:"tcp.syncookies_sent"`
+	TCPSynCookiesRecv   uint64 `stat:"tcp.syncookies_recv"`
+	TCPSynCookiesFailed uint64 `stat:"tcp.syncookies_failed"`
 }
 
 // StatNames returns the `stat` tags of Stats in field order.

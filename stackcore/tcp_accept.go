@@ -13,6 +13,9 @@ type Listener struct {
 	pending int        // children in SYN-RECEIVED
 	closed  bool
 	woken   bool
+
+	cookieSent bool // SYN cookies sent, the last at cookieAt (syncookie.go)
+	cookieAt   Time
 }
 
 // Listen opens a listener on port of the stack's address. backlog bounds
@@ -97,6 +100,9 @@ func (l *Listener) input(now Time, g *segment) {
 		return
 	}
 	if g.has(wire.TCPFlagACK) {
+		if !g.has(wire.TCPFlagSYN) && l.cookieAck(now, g) {
+			return
+		}
 		inc(&s.stats.DropNoSocket)
 		s.replyReset(g)
 		return
@@ -105,8 +111,12 @@ func (l *Listener) input(now Time, g *segment) {
 		inc(&s.stats.DropBadSegment)
 		return
 	}
+	if len(l.queue) >= l.backlog {
+		inc(&s.stats.TCPListenDrops) // accept queue full: drop even with cookies, as Linux
+		return
+	}
 	if l.pending+len(l.queue) >= l.backlog {
-		inc(&s.stats.TCPListenDrops)
+		l.sendCookie(now, g) // SYN queue full: RFC 4987 3.6
 		return
 	}
 	c := s.newConn(connKey{g.src, g.sport, l.port}, g.srcMAC, now)

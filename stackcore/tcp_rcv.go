@@ -151,6 +151,12 @@ func (c *TCPConn) input(now Time, g *segment) {
 			c.s.queueRST(g.srcMAC, g.src, g.dport, g.sport, g.ack, 0, wire.TCPFlagRST)
 			return
 		}
+		if c.lst != nil && len(c.lst.queue) >= c.lst.backlog {
+			// Accept queue full (connections from SYN cookies fill it too):
+			// drop the ACK as Linux does; the SYN-ACK retransmission retries.
+			inc(&c.s.stats.TCPListenDrops)
+			return
+		}
 		c.sndUna = c.iss + 1
 		if c.sndNxt.lt(c.sndUna) {
 			c.sndNxt = c.sndUna
