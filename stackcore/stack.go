@@ -118,6 +118,7 @@ type Stack struct {
 	releasedUDP []uint16
 
 	ipID      uint16
+	reasm     reassembler           // IPv4 fragment reassembly (ipfrag.go)
 	portTable [portTableSize]uint32 // RFC 6056 Algorithm 4 counters (ports.go)
 	dirty     bool                  // list has freed connections to compact
 }
@@ -143,7 +144,7 @@ func New(cfg Config) *Stack {
 	if st == nil {
 		st = new(Stats)
 	}
-	return &Stack{
+	s := &Stack{
 		cfg:        cfg,
 		stats:      st,
 		mss:        cfg.MTU - 40,
@@ -160,6 +161,8 @@ func New(cfg Config) *Stack {
 		wokenUDP:   make([]*UDPSocket, 0, 16),
 		ipID:       uint16(cfg.Seed),
 	}
+	s.reasm.init()
+	return s
 }
 
 // Stats returns the stack's counters.
@@ -230,13 +233,19 @@ func (s *Stack) Input(now Time, frame []byte) {
 		return
 	}
 	if ip.IsFragment() {
-		inc(&st.DropFragment)
+		s.fragInput(now, MAC(eth.Src()), ip) // ipfrag.go
 		return
 	}
+	s.ipDeliver(now, MAC(eth.Src()), ip)
+}
+
+// ipDeliver hands a datagram for our address (not a fragment) to its protocol.
+func (s *Stack) ipDeliver(now Time, srcMAC MAC, ip wire.IPv4) {
+	st := s.stats
 	switch ip.Protocol() {
 	case wire.ProtoTCP:
 	case wire.ProtoUDP:
-		s.udpInput(MAC(eth.Src()), IPv4(ip.Src()), ip)
+		s.udpInput(srcMAC, IPv4(ip.Src()), ip)
 		return
 	case wire.ProtoICMP:
 		s.icmpInput(now, ip)
@@ -257,7 +266,7 @@ func (s *Stack) Input(now Time, frame []byte) {
 	}
 	inc(&st.TCPSegsIn)
 	var g segment
-	g.srcMAC = MAC(eth.Src())
+	g.srcMAC = srcMAC
 	g.src = src
 	g.sport = tcp.SrcPort()
 	g.dport = tcp.DstPort()
@@ -362,6 +371,10 @@ func (s *Stack) Poll(now Time, out Output) Time {
 	s.ready = s.ready[:j]
 	if !s.flushRST(out) { // resets queued by timers (keepalive, Abort)
 		next = now + 50*Microsecond
+	}
+	if s.reasm.used > 0 {
+		s.reasmExpire(now)
+		next = min(next, s.reasmDeadline())
 	}
 	if s.dirty {
 		k := 0

@@ -59,6 +59,12 @@ type Stats struct {
 	TCPSynCookiesSent   uint64 `stat:"tcp.syncookies_sent"`
 	TCPSynCookiesRecv   uint64 `stat:"tcp.syncookies_recv"`
 	TCPSynCookiesFailed uint64 `stat:"tcp.syncookies_failed"`
+
+	// IPv4 reassembly (RFC 791, RFC 815), named after Linux's Ip MIB.
+	IPReasmReqds   uint64 `stat:"ip.reasm_reqds"`
+	IPReasmOKs     uint64 `stat:"ip.reasm_oks"`
+	IPReasmFails   uint64 `stat:"ip.reasm_fails"`
+	IPReasmTimeout uint64 `stat:"ip.reasm_timeout"`
 }
 
 // StatNames returns the `stat` tags of Stats in field order.
