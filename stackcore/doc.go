@@ -43,9 +43,21 @@
 // keepalive (SetKeepAlive, Linux defaults and timing), RFC 7323 timestamps
 // (TSval in ms with a per-connection offset, PAWS, TS.Recent per 4.3, RTT
 // samples from TSecr where Karn's rule leaves none; Config.NoTimestamps),
-// and TCPInfo/AppendTCPInfo (Linux's struct tcp_info). Not implemented:
-// urgent data (the urgent pointer is ignored), SYN cookies, user timeout,
-// IP options (skipped) and IP fragments (dropped, counted as drop.fragment).
+// TCPInfo/AppendTCPInfo (Linux's struct tcp_info), SetUserTimeout
+// (TCP_USER_TIMEOUT, RFC 5482: unacknowledged data or a zero window for
+// longer than the timeout fails the connection with ErrTimedOut), and SYN
+// cookies (RFC 4987 3.6, syncookie.go: Linux's encoding; a listener whose SYN
+// queue is full answers statelessly, the cookie connection has no window
+// scaling, SACK or timestamps). Ephemeral ports (Connect and UDPBind with 0)
+// follow RFC 6056 Algorithm 4 keyed by Config.Seed (ports.go). Not
+// implemented: urgent data (the urgent pointer is ignored), IP options
+// (skipped).
+//
+// IPv4 fragments (RFC 791, RFC 815, ipfrag.go) are reassembled in a pool of
+// 64 datagrams of at most 64 KiB allocated in New, dropped 30 s after their
+// first fragment (Linux ipfrag_time) or on any overlap (an exact duplicate is
+// ignored), and delivered to TCP, UDP or ICMP; fragments the pool cannot take
+// count as drop.fragment. We never fragment what we send.
 //
 // UDP (RFC 768, udp.go): UDPBind on a port of its own namespace (0 picks an
 // ephemeral port), SendTo copying a datagram into a bounded send queue that

@@ -209,3 +209,42 @@ func TestReassemblyAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per reassembled datagram", allocs)
 	}
 }
+
+// FuzzReassembly feeds arbitrary fragment sequences (4 bytes each: id,
+// offset/8 (2 bytes), length/8 and MF) into the reassembler and checks its
+// invariants: slot count, sorted disjoint non-touching ranges within 64 KiB.
+func FuzzReassembly(f *testing.F) {
+	f.Add([]byte{1, 0, 0, 0x85, 1, 0, 5, 0x05})
+	f.Add([]byte{1, 0, 0, 0x85, 1, 0, 4, 0x05, 1, 0, 5, 0x05})
+	f.Add([]byte{2, 0x1f, 0xff, 0x7f, 3, 0, 0, 0xff})
+	frame := bigUDPFrame(1000, 53, pattern(64, 1))
+	payload := pattern(1<<10, 2)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		s := New(Config{MAC: macB, Addr: addrB, VerifyChecksums: true})
+		s.UDPBind(53)
+		now := Time(1000 * Second)
+		for ; len(in) >= 4; in = in[4:] {
+			off := int(binary.BigEndian.Uint16(in[1:])&wire.IPv4FragOffMask) * 8
+			k := int(in[3]&0x7f) * 8
+			s.Input(now, fragFrame(frame, uint16(in[0]), off, payload[:k], in[3]&0x80 != 0))
+			now += Second
+		}
+		used := 0
+		for i := range s.reasm.slots {
+			sl := &s.reasm.slots[i]
+			if !sl.used {
+				continue
+			}
+			used++
+			for j := range sl.nranges {
+				r := sl.ranges[j]
+				if r.start >= r.end || r.end > reasmMaxData || j > 0 && sl.ranges[j-1].end >= r.start {
+					t.Fatalf("slot %d ranges %v", i, sl.ranges[:sl.nranges])
+				}
+			}
+		}
+		if used != s.reasm.used {
+			t.Fatalf("used %d, counted %d", s.reasm.used, used)
+		}
+	})
+}
