@@ -611,10 +611,12 @@ func (c *TCPConn) SetKeepAlive(on bool, idle, interval Time, count int) {
 }
 
 // SetUserTimeout is TCP_USER_TIMEOUT (RFC 5482, Linux semantics): when d > 0
-// and transmitted data (a SYN included) stays unacknowledged for d, or the
-// peer's window stays zero for d while we have data to send, the connection
-// fails with ErrTimedOut at that moment, whatever the retransmission count.
-// d <= 0 turns it off (the retransmission limits apply alone).
+// and transmitted data stays unacknowledged for d, or the peer's window stays
+// zero for d while we have data to send, the connection fails with
+// ErrTimedOut at that moment, whatever the retransmission count. With
+// keepalive on, d replaces the probe count: the connection is reset once the
+// peer has been silent for d and a probe went unanswered. As in Linux, the
+// handshake keeps its SYN retry limit. d <= 0 turns it off.
 func (c *TCPConn) SetUserTimeout(d Time) {
 	c.s.markReady(c) // its deadline changes
 	c.userTO = max(d, 0)
@@ -632,8 +634,8 @@ func (c *TCPConn) utoArm(now Time) {
 
 // utoAt is when the user timeout expires (Never when off or not running).
 func (c *TCPConn) utoAt() Time {
-	if c.userTO <= 0 || c.utoStart == Never {
-		return Never
+	if c.userTO <= 0 || c.utoStart == Never || c.state == StateSynSent || c.state == StateSynReceived {
+		return Never // Linux tcp_write_timeout: SYN states count retries only
 	}
 	return c.utoStart + c.userTO
 }

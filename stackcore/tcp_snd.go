@@ -395,7 +395,8 @@ func (c *TCPConn) keepalive(now Time) {
 		c.kaAt = c.lastRcvAt + c.kaIdle
 		return
 	}
-	if c.kaProbes >= c.kaCnt {
+	// Linux tcp_keepalive_timer: TCP_USER_TIMEOUT, when set, replaces the count.
+	if c.userTO > 0 && elapsed >= c.userTO && c.kaProbes > 0 || c.userTO <= 0 && c.kaProbes >= c.kaCnt {
 		inc(&c.s.stats.TCPTimeouts)
 		c.s.queueRST(c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
 		c.fail(ErrTimedOut)

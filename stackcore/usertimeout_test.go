@@ -90,3 +90,38 @@ func TestUserTimeoutZeroWindow(t *testing.T) {
 		t.Fatalf("gave up %dus after the window closed", el)
 	}
 }
+
+// Linux tcp_keepalive_timer: with TCP_USER_TIMEOUT set, keepalive gives up
+// once the peer has been silent for the user timeout and a probe went
+// unanswered, instead of after the probe count (RFC 5482 4.2: the user
+// timeout bounds how long a dead peer goes unnoticed).
+func TestUserTimeoutKeepAlive(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	c, _, _ := n.connect(80)
+	c.SetKeepAlive(true, 10*Second, 2*Second, 9)
+	c.SetUserTimeout(15 * Second)
+	n.a.end.Hook = func(uint64, []byte) bool { return true } // peer gone
+	start := c.lastRcvAt
+	n.runUntil(3600*Second, func() bool { return c.State() == StateClosed })
+	// Probes at 10, 12, 14 s; at 16 s the silence exceeds 15 s: reset.
+	if !errors.Is(c.Err(), ErrTimedOut) || n.now-start != 16*Second {
+		t.Fatalf("err %v after %dus (count alone would give 28 s)", c.Err(), n.now-start)
+	}
+}
+
+// Linux tcp_write_timeout: the user timeout does not shorten the handshake,
+// which keeps its SYN retry limit.
+func TestUserTimeoutNotInSynSent(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	n.a.end.Hook = func(uint64, []byte) bool { return true }
+	c, err := n.a.s.Connect(n.now, 0, addrB, 80, macB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetUserTimeout(Second)
+	start := n.now
+	n.runUntil(600*Second, func() bool { return c.State() == StateClosed })
+	if !errors.Is(c.Err(), ErrTimedOut) || n.now-start <= 2*Second {
+		t.Fatalf("err %v after %dus", c.Err(), n.now-start)
+	}
+}
