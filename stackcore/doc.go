@@ -47,8 +47,9 @@
 // (TCP_USER_TIMEOUT, RFC 5482: unacknowledged data or a zero window for
 // longer than the timeout fails the connection with ErrTimedOut), and SYN
 // cookies (RFC 4987 3.6, syncookie.go: Linux's encoding; a listener whose SYN
-// queue is full answers statelessly, the cookie connection has no window
-// scaling, SACK or timestamps). Ephemeral ports (Connect and UDPBind with 0)
+// queue is full answers statelessly; window scale and SACK ride in the
+// TSval's low bits when the SYN has timestamps, else the cookie connection
+// has neither). Ephemeral ports (Connect and UDPBind with 0)
 // follow RFC 6056 Algorithm 4 keyed by Config.Seed (ports.go). Not
 // implemented: urgent data (the urgent pointer is ignored), IP options
 // (skipped).

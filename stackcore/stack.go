@@ -88,7 +88,8 @@ type rstReq struct {
 	sport, dport uint16 // our port, their port
 	seq, ack     seq
 	flags        uint8
-	mss          uint16 // a SYN-ACK carrying a SYN cookie (syncookie.go): its MSS option
+	cookie       bool             // a SYN-ACK carrying a SYN cookie (syncookie.go)
+	syn          wire.SynOptions // its options
 	wnd          uint16
 }
 
@@ -400,7 +401,12 @@ func (s *Stack) flushRST(out Output) bool {
 			inc(&s.stats.DropTxNoBuffer)
 			return false
 		}
-		n := s.encodeTCPOpt(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, r.wnd, nil, 0, -1, r.mss, -1)
+		var o [wire.TCPMaxOptLen]byte
+		var opts []byte
+		if r.cookie {
+			opts = o[:wire.PutSynOptionsFull(o[:], r.syn)]
+		}
+		n := s.encodeTCPRaw(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, r.wnd, nil, 0, -1, opts)
 		out.SubmitTx(buf, n)
 		if r.flags&wire.TCPFlagRST != 0 {
 			inc(&s.stats.TCPRstsSent)

@@ -12,8 +12,13 @@ import "ustack/stackcore/wire"
 // keyed hashes from Config.Seed. The ACK that completes the handshake
 // (ack-1 = cookie, seq-1 = the peer's ISN) is accepted when count is at most
 // cookieMaxAge ticks old and the low bits decode to a valid MSS index; it
-// creates an established connection queued for Accept. As in Linux without
-// timestamps, the connection has no window scaling, SACK or timestamps.
+// creates an established connection queued for Accept.
+//
+// When the SYN carries timestamps, the SYN-ACK offers timestamps, SACK and
+// window scaling too, and (Linux cookie_init_timestamp) the low 6 bits of its
+// TSval hold the peer's window scale (4 bits, 0xf = none) and SACK-permitted;
+// the peer's TSecr brings them back. Without timestamps the cookie connection
+// has no window scaling or SACK, as in Linux.
 
 const (
 	cookieTick   = 64 * Second // Linux: one minute
@@ -76,7 +81,21 @@ func (l *Listener) sendCookie(now Time, g *segment) {
 	iss, mss := s.makeCookie(now, g)
 	s.queueRST(g.srcMAC, g.src, g.dport, g.sport, iss, g.seq+1, wire.TCPFlagSYN|wire.TCPFlagACK)
 	r := &s.rst[s.nrst-1]
-	r.mss = mss
+	r.cookie = true
+	r.syn = wire.SynOptions{MSS: mss, WScale: -1}
+	if g.opts.HasTS && !s.cfg.NoTimestamps {
+		bits := uint32(0xf)
+		if g.opts.HasWScale {
+			bits = uint32(min(g.opts.WScale, 14))
+			r.syn.WScale = int(s.rcvShift())
+		}
+		if g.opts.SACKPerm && !s.cfg.NoSACK {
+			bits |= 0x10
+			r.syn.SACKPerm = true
+		}
+		ts := uint32(now/Millisecond) + s.tsOffset(connKey{g.src, g.sport, g.dport})
+		r.syn.TS, r.syn.TSVal, r.syn.TSEcr = true, ts&^0x3f|bits, g.opts.TSVal
+	}
 	r.wnd = uint16(min(s.cfg.RecvBuf, 0xffff))
 	l.cookieAt, l.cookieSent = now, true
 	inc(&s.stats.TCPSynCookiesSent)
@@ -112,8 +131,19 @@ func (l *Listener) cookieAck(now Time, g *segment) bool {
 	c.rcvAdv = c.rcvNxt.add(min(s.cfg.RecvBuf, 0xffff))
 	c.sndSh, c.rcvSh, c.wsOK, c.tsOK, c.sackOK = 0, 0, false, false, false
 	c.mss = min(int(mss), s.mss)
+	if g.opts.HasTS && g.opts.TSEcr != 0 && !s.cfg.NoTimestamps {
+		// Options from the TSval we sent (Linux cookie_timestamp_decode).
+		bits := g.opts.TSEcr & 0x3f
+		if ws := uint8(bits & 0xf); ws != 0xf {
+			c.wsOK, c.sndSh, c.rcvSh = true, min(ws, 14), s.rcvShift()
+		}
+		c.sackOK = bits&0x10 != 0 && !s.cfg.NoSACK
+		c.tsOK = true
+		c.tsRecent, c.tsRecentAt = g.opts.TSVal, now
+		c.mss = max(c.mss-12, min(64, c.mss))
+	}
 	c.cwnd = uint32(initialCwndSegs * c.mss)
-	c.sndWnd = g.wnd
+	c.sndWnd = g.wnd << c.sndSh
 	c.maxWnd = c.sndWnd
 	c.sndWl1, c.sndWl2 = g.seq-1, g.ack
 	c.setState(StateEstablished)

@@ -44,8 +44,13 @@ func TestSynCookieHandshake(t *testing.T) {
 		t.Fatalf("recv %d failed %d", st.TCPSynCookiesRecv, st.TCPSynCookiesFailed)
 	}
 	srv := l.Accept()
-	if srv == nil || srv.State() != StateEstablished || srv.mss != 1460 {
-		t.Fatalf("accepted %v", srv)
+	if srv == nil || srv.State() != StateEstablished {
+		t.Fatal("not accepted")
+	}
+	// The SYN had timestamps: window scale and SACK came back in TSecr's low bits.
+	if !srv.tsOK || !srv.sackOK || !srv.wsOK || srv.sndSh != c.rcvSh || srv.rcvSh != c.sndSh || srv.mss != 1460-12 {
+		t.Fatalf("cookie connection options: ts %v sack %v ws %v (%d/%d vs %d/%d) mss %d",
+			srv.tsOK, srv.sackOK, srv.wsOK, srv.sndSh, srv.rcvSh, c.rcvSh, c.sndSh, srv.mss)
 	}
 	data := pattern(300<<10, 9)
 	if got := n.transfer(c, srv, data, false, 30*Second); !bytes.Equal(got, data) {
@@ -102,6 +107,27 @@ func TestSynCookieValidation(t *testing.T) {
 	buf := make([]byte, 8)
 	if k, _ := c.Read(buf); string(buf[:k]) != "hi" {
 		t.Fatalf("data with the cookie ACK: %q", buf[:k])
+	}
+	// Timestamps without SACK or window scale: the SYN-ACK echoes TSval, its
+	// TSval's low bits say "no window scale, no SACK", and the connection has
+	// timestamps only (Linux cookie_init_timestamp / cookie_timestamp_decode).
+	synOpts := append([]byte{wire.TCPOptMSS, 4, 0x05, 0xb4}, tsOpt(777, 0)...)
+	n.b.s.Input(n.now, raw{sport: 3004, dport: 80, seq: 7000, flags: wire.TCPFlagSYN, wnd: 8192, opts: synOpts}.frame())
+	var sa wire.TCP
+	for _, tcp := range n.outFrames(n.b) {
+		if tcp.DstPort() == 3004 {
+			sa = tcp
+		}
+	}
+	o := wire.ParseTCPOptions(sa.Options())
+	if sa == nil || !o.HasTS || o.TSEcr != 777 || o.TSVal&0x3f != 0xf || o.HasWScale || o.SACKPerm {
+		t.Fatalf("cookie SYN-ACK with timestamps: %+v", o)
+	}
+	n.b.s.Input(n.now, raw{sport: 3004, dport: 80, seq: 7001, ack: sa.Seq() + 1, flags: wire.TCPFlagACK, wnd: 100,
+		opts: tsOpt(778, o.TSVal)}.frame())
+	c = l.Accept()
+	if c == nil || !c.tsOK || c.sackOK || c.wsOK || c.tsRecent != 778 || c.mss != 1460-12 {
+		t.Fatal("cookie connection with timestamps only")
 	}
 	// Without a recent overflow, an ACK is not checked as a cookie (Linux).
 	n.now += 3 * cookieTick

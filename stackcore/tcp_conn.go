@@ -253,7 +253,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		reorder:   dupThresh,
 	}
 	c.iss = s.isn(key, now)
-	c.tsOff = uint32(s.isn(key, 0)) * 0x9E3779B1 // random per connection, like Linux
+	c.tsOff = s.tsOffset(key)
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.recover = c.iss
 	c.sndSml = c.iss
@@ -263,15 +263,26 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		c.cc = renoCC{}
 	}
 	c.bufSeq = c.iss + 1
-	for c.rcvSh < 14 && s.cfg.RecvBuf>>c.rcvSh > 0xffff {
-		c.rcvSh++
-	}
+	c.rcvSh = s.rcvShift()
 	s.conns[key] = c
 	s.list = append(s.list, c)
 	s.markReady(c)
 	s.refPort(key.lport)
 	return c
 }
+
+// rcvShift is the window scale we offer: the least that lets the window
+// cover the receive buffer (RFC 7323 2.3).
+func (s *Stack) rcvShift() uint8 {
+	sh := uint8(0)
+	for sh < 14 && s.cfg.RecvBuf>>sh > 0xffff {
+		sh++
+	}
+	return sh
+}
+
+// tsOffset is a connection's TSval offset: random per tuple, like Linux.
+func (s *Stack) tsOffset(key connKey) uint32 { return uint32(s.isn(key, 0)) * 0x9E3779B1 }
 
 // isn is RFC 6528: a 4 microsecond clock plus a keyed hash of the tuple.
 func (s *Stack) isn(k connKey, now Time) seq {
