@@ -88,7 +88,7 @@ type rstReq struct {
 	sport, dport uint16 // our port, their port
 	seq, ack     seq
 	flags        uint8
-	cookie       bool             // a SYN-ACK carrying a SYN cookie (syncookie.go)
+	cookie       bool            // a SYN-ACK carrying a SYN cookie (syncookie.go)
 	syn          wire.SynOptions // its options
 	wnd          uint16
 }
