@@ -17,6 +17,7 @@ type tcpOpts struct {
 	keepIdle, keepIntvl     stackcore.Time // 0: Linux's defaults
 	keepCnt                 int
 	congestion              string
+	userTimeout             stackcore.Time // TCP_USER_TIMEOUT; 0 = none
 	rcvLowat                int
 	reuseAddr, reusePort    bool
 }
@@ -30,6 +31,7 @@ func (o *tcpOpts) apply(c *stackcore.TCPConn) {
 	if o.congestion != "" {
 		_ = c.SetCongestion(o.congestion)
 	}
+	c.SetUserTimeout(o.userTimeout)
 }
 
 func putInt(val []byte, valLen *uint32, v int) int {
@@ -106,7 +108,8 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 	switch level {
 	case unix.IPPROTO_TCP:
 		switch name {
-		case unix.TCP_NODELAY, unix.TCP_CORK, unix.TCP_QUICKACK, unix.TCP_KEEPIDLE, unix.TCP_KEEPINTVL, unix.TCP_KEEPCNT:
+		case unix.TCP_NODELAY, unix.TCP_CORK, unix.TCP_QUICKACK, unix.TCP_KEEPIDLE, unix.TCP_KEEPINTVL, unix.TCP_KEEPCNT,
+			unix.TCP_USER_TIMEOUT:
 			if !isInt {
 				return neg(unix.EINVAL)
 			}
@@ -127,6 +130,11 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 			o.keepIntvl = stackcore.Time(v) * stackcore.Second
 		case unix.TCP_KEEPCNT:
 			o.keepCnt = v
+		case unix.TCP_USER_TIMEOUT:
+			if v < 0 {
+				return neg(unix.EINVAL)
+			}
+			o.userTimeout = stackcore.Time(v) * stackcore.Millisecond
 		case unix.TCP_CONGESTION:
 			name := string(val)
 			if i := bytes.IndexByte(val, 0); i >= 0 {
