@@ -130,20 +130,8 @@ func (x *interopXfer) runBoth(t *testing.T, aSends bool, port int) *xferResult {
 		fmt.Fprintf(&b, "%s\n%s", srv.Output(), snd.Output())
 		return b.String()
 	}
-	limit := 30*time.Second + time.Duration(x.size/interopMinRate)*time.Second
-	var got int64
-	lastGrowth := start
-	for !srv.Exited() {
-		time.Sleep(20 * time.Millisecond)
-		if fi, err := os.Stat(out); err == nil && fi.Size() != got {
-			got, lastGrowth = fi.Size(), time.Now()
-		}
-		if since := time.Since(lastGrowth); since > x.stall {
-			return fail("stalled: no progress for %v at %d of %d bytes; %s", since.Round(time.Second), got, x.size, diag())
-		}
-		if time.Since(start) > limit {
-			return fail("too slow: %d of %d bytes after %v; %s", got, x.size, limit, diag())
-		}
+	if msg := x.waitReceiver(srv, out, start); msg != "" {
+		return fail("%s; %s", msg, diag())
 	}
 	elapsed := time.Since(start)
 	rr := srv.Wait(time.Second)

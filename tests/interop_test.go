@@ -301,20 +301,8 @@ func (x *interopXfer) run(t *testing.T, aSends, accel bool, port int) *xferResul
 	defer snd.Stop()
 	// Wait for the receiver to see EOF, bounded by progress and by a floor
 	// on the goodput.
-	limit := 30*time.Second + time.Duration(x.size/interopMinRate)*time.Second
-	var got int64
-	lastGrowth := start
-	for !srv.Exited() {
-		time.Sleep(20 * time.Millisecond)
-		if fi, err := os.Stat(out); err == nil && fi.Size() != got {
-			got, lastGrowth = fi.Size(), time.Now()
-		}
-		if since := time.Since(lastGrowth); since > x.stall {
-			return fail("stalled: no progress for %v at %d of %d bytes; %s", since.Round(time.Second), got, x.size, x.diagnose(t, srv, snd, aSends, accel))
-		}
-		if time.Since(start) > limit {
-			return fail("too slow: %d of %d bytes after %v; %s", got, x.size, limit, x.diagnose(t, srv, snd, aSends, accel))
-		}
+	if msg := x.waitReceiver(srv, out, start); msg != "" {
+		return fail("%s; %s", msg, x.diagnose(t, srv, snd, aSends, accel))
 	}
 	elapsed := time.Since(start)
 	rr := srv.Wait(time.Second)
@@ -440,4 +428,26 @@ func snmpTCP(t *testing.T, ns, field string) uint64 {
 	}
 	t.Fatalf("no Tcp %s in /proc/net/snmp of %s", field, ns)
 	return 0
+}
+
+// waitReceiver waits for the receiving socat to exit (EOF), bounded by progress (x.stall
+// without the output file growing) and by a floor on the goodput; it says why it gave up, or
+// "" when the receiver exited.
+func (x *interopXfer) waitReceiver(srv *topo.Proc, out string, start time.Time) string {
+	limit := 30*time.Second + time.Duration(x.size/interopMinRate)*time.Second
+	var got int64
+	lastGrowth := start
+	for !srv.Exited() {
+		time.Sleep(20 * time.Millisecond)
+		if fi, err := os.Stat(out); err == nil && fi.Size() != got {
+			got, lastGrowth = fi.Size(), time.Now()
+		}
+		if since := time.Since(lastGrowth); since > x.stall {
+			return fmt.Sprintf("stalled: no progress for %v at %d of %d bytes", since.Round(time.Second), got, x.size)
+		}
+		if time.Since(start) > limit {
+			return fmt.Sprintf("too slow: %d of %d bytes after %v", got, x.size, limit)
+		}
+	}
+	return ""
 }
