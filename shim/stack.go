@@ -180,17 +180,11 @@ func (st *stack) txLocked() stackcore.Time {
 	}
 	st.released = st.core.Released(st.released[:0])
 	for _, p := range st.released {
-		// a port can be released and taken again in one batch (a new connect replacing a
-		// TIME-WAIT connection): only a port nobody holds goes back to the kernel
-		if !st.core.PortInUse(p) {
-			st.unsteerLocked(p)
-		}
+		st.unsteerLocked(p)
 	}
 	st.releasedUDP = st.core.ReleasedUDP(st.releasedUDP[:0])
 	for _, p := range st.releasedUDP {
-		if !st.core.UDPPortInUse(p) {
-			st.unsteerUDPLocked(p)
-		}
+		st.unsteerUDPLocked(p)
 	}
 	// wake the poller if it sleeps past the new deadline (see pollerTick)
 	if next != stackcore.Never && int64(next)+int64(stackcore.Millisecond) < st.pollerDeadline.Load() {

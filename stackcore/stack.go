@@ -447,8 +447,15 @@ func (s *Stack) TakeWoken(dst []uintptr) []uintptr {
 // or listener of this stack since the last call (a connection fully freed
 // after TIME_WAIT, a reset, a timeout, or a closed listener whose port has no
 // connection left). The host removes their steering entries.
+//
+// A port freed and taken again since the last call (a connect replacing a TIME-WAIT connection)
+// is not reported: the host must keep steering it.
 func (s *Stack) Released(dst []uint16) []uint16 {
-	dst = append(dst, s.released...)
+	for _, p := range s.released {
+		if s.portRefs[p] == 0 {
+			dst = append(dst, p)
+		}
+	}
 	s.released = s.released[:0]
 	return dst
 }

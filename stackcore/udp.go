@@ -161,7 +161,11 @@ func (s *Stack) UDPPortInUse(p uint16) bool { return s.udpPorts[p] != nil }
 // ReleasedUDP appends the UDP ports freed by Close since the last call; the
 // host removes their steering entries.
 func (s *Stack) ReleasedUDP(dst []uint16) []uint16 {
-	dst = append(dst, s.releasedUDP...)
+	for _, p := range s.releasedUDP {
+		if s.udpPorts[p] == nil { // not bound again since
+			dst = append(dst, p)
+		}
+	}
 	s.releasedUDP = s.releasedUDP[:0]
 	return dst
 }
