@@ -129,7 +129,8 @@ func TestBacklogAndListenerClose(t *testing.T) {
 
 // RFC 9293 3.8.3 (R2) and RFC 6298 5.5: with the peer gone, data is
 // retransmitted with exponential backoff and the connection finally fails
-// with ErrTimedOut.
+// with ErrTimedOut after R2 timeouts. Each timeout's retransmission is
+// followed by one loss probe (tlp.go).
 func TestDataRetransmitTimeout(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	c, _, _ := n.connect(80)
@@ -140,8 +141,8 @@ func TestDataRetransmitTimeout(t *testing.T) {
 	if c.Err() != ErrTimedOut || c.State() != StateClosed {
 		t.Fatalf("%v %v", c.State(), c.Err())
 	}
-	if got := n.a.s.Stats().TCPRetransSegs; got != dataRetries {
-		t.Fatalf("%d retransmissions", got)
+	if st := n.a.s.Stats(); st.TCPTimeouts != dataRetries+1 || st.TCPRetransSegs != 2*dataRetries {
+		t.Fatalf("%d timeouts, %d retransmissions", st.TCPTimeouts, st.TCPRetransSegs)
 	}
 	// 0.2+0.4+...+102.4 (capped at 120) s.
 	t.Logf("gave up after %v s", (n.now-start)/Second)

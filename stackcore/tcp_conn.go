@@ -61,8 +61,6 @@ const (
 	kaCntDefault    = 9                       // Linux tcp_keepalive_probes
 )
 
-type oooRange struct{ start, end seq }
-
 // rcvRange is a range of out-of-order data held in the receive ring.
 type rcvRange struct {
 	start, end seq
@@ -121,18 +119,22 @@ type TCPConn struct {
 	recovery bool
 	recover  seq
 
-	// SACK scoreboard (sack.go).
-	sb      [maxSACKRanges]oooRange
-	nsb     int
-	highRxt seq // end of the highest retransmission in SACK recovery (HighRxt)
+	// Transmission log and RACK (RFC 8985 6, rack.go).
+	tx        txLog
+	rackAt    Time // RACK.xmit_ts: send time of the most recently sent delivered segment
+	rackEnd   seq  // RACK.end_seq
+	rackRTT   Time // RACK.rtt
+	rackFack  seq  // RACK.fack: highest sequence number delivered
+	rackFack0 seq  // rackFack before the ACK being processed
+	rackOK    bool // rackAt and rackEnd are set
+	rackReo   bool // RACK.reordering_seen
+	reoAt     Time // RACK reordering timer
 
 	// Tail loss probe (RFC 8985 7, tlp.go).
 	tlpAt    Time // probe timeout (PTO)
 	tlpProbe bool // send a probe at the next output
 	tlpOut   bool // a probe is outstanding: no other until an ACK moves SND.UNA
 	tlpSeq   seq  // first sequence number of the outstanding probe
-	lostTo   seq  // holes ending at or below lostTo are lost (the probe above them was delivered)
-	lostOK   bool // lostTo is set
 
 	// D-SACK (RFC 2883) and undo of spurious recoveries (RFC 3708).
 	dsackS, dsackE seq    // duplicate segment to report in the next ACK
@@ -243,6 +245,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		utoStart:  Never,
 		closeAt:   Never,
 		tlpAt:     Never,
+		reoAt:     Never,
 		delackAt:  Never,
 		corkAt:    Never,
 		kaAt:      Never,
@@ -257,6 +260,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.recover = c.iss
 	c.sndSml = c.iss
+	c.rackFack = c.iss
 	c.cwnd = uint32(initialCwndSegs * c.mss)
 	c.cc = &c.cubic
 	if s.cfg.Congestion == CongestionReno {

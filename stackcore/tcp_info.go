@@ -174,11 +174,11 @@ func (c *TCPConn) TCPInfo(now Time) TCPInfo {
 	if c.state.synchronized() || c.state == StateSynReceived || c.state == StateSynSent {
 		i.Unacked = uint32((max(c.sndMax.sub(c.sndUna), 0) + mss - 1) / mss)
 	}
-	i.Sacked = uint32((c.sackedBytes() + mss - 1) / mss)
-	i.Lost = uint32((c.lostBytes() + mss - 1) / mss)
-	if c.recovery || c.lossRec {
-		i.Retrans = uint32(min(max(c.sndNxt.sub(c.sndUna), 0), max(c.sndMax.sub(c.sndUna), 0)) / mss)
-	}
+	// Linux counts these in segments of its retransmission queue; ours
+	// are the records of the transmission log (rack.go).
+	i.Sacked = uint32(c.tx.sacked)
+	i.Lost = uint32(c.tx.lost)
+	i.Retrans = uint32(c.tx.lostRtx)
 	i.LastDataSent = msAgo(now, c.lsndAt)
 	i.LastDataRecv = msAgo(now, c.lrcvAt)
 	i.LastAckRecv = msAgo(now, c.lastRcvAt)
@@ -204,7 +204,7 @@ func (c *TCPConn) TCPInfo(now Time) TCPInfo {
 		i.RcvWnd = uint32(max(c.rcvAdv.sub(c.rcvNxt), 0))
 	}
 	i.MinRTT = sat32(int64(c.minRTT))
-	if c.minRTT == 0 {
+	if !c.hasRTT {
 		i.MinRTT = 0xffffffff // Linux's "no sample" (~0U)
 	}
 	i.DataSegsIn, i.DataSegsOut = c.dataSegsIn, c.dataSegsOut

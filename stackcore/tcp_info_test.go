@@ -74,11 +74,12 @@ func TestTCPInfoFromConnection(t *testing.T) {
 		t.Fatalf("in flight: unacked %d notsent %d", i.Unacked, i.NotsentBytes)
 	}
 	// First a tail loss probe (RFC 8985 7, after 2*SRTT + 2ms), which
-	// restarts the retransmission timer; then two timeouts.
+	// restarts the retransmission timer; then a timeout, one probe in
+	// the loss state (tlp.go), and the second timeout.
 	pto := 2*c.srtt + ptoMin
 	n.runUntil(pto+rtoMin+2*rtoMin+Millisecond, func() bool { return false })
 	i = c.TCPInfo(n.now)
-	if i.CAState != CALoss || i.Retransmits != 2 || i.Backoff != 2 || i.TotalRetrans != 3 || i.TotalRTO != 2 ||
+	if i.CAState != CALoss || i.Retransmits != 2 || i.Backoff != 2 || i.TotalRetrans != 4 || i.TotalRTO != 2 ||
 		i.RTO != uint32(4*rtoMin) || i.SndCwnd != 1 || i.SndSsthresh == 0x7fffffff {
 		t.Fatalf("after 2 RTOs %+v", i)
 	}
@@ -86,7 +87,7 @@ func TestTCPInfoFromConnection(t *testing.T) {
 	if a := testing.AllocsPerRun(100, func() { buf = c.AppendTCPInfo(buf[:0], n.now) }); a != 0 {
 		t.Fatalf("AppendTCPInfo allocates %v", a)
 	}
-	if buf[1] != CALoss || binary.LittleEndian.Uint32(buf[100:]) != 3 {
+	if buf[1] != CALoss || binary.LittleEndian.Uint32(buf[100:]) != 4 {
 		t.Fatal("binary form differs from TCPInfo")
 	}
 }

@@ -234,8 +234,9 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 		return true // old duplicate, ignore the ACK
 	}
 	sacked := false
-	if c.sackOK && (g.opts.NSACK > 0 || c.nsb > 0) {
-		sacked = c.takeSACK(g)
+	c.rackFack0 = c.rackFack
+	if c.sackOK && g.opts.NSACK > 0 {
+		sacked = c.takeSACK(now, g)
 	}
 	if c.tlpOut {
 		c.tlpAck(g)
@@ -243,14 +244,16 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 	acked := g.ack.sub(c.sndUna)
 	if acked > 0 {
 		c.newAck(now, g, acked)
-		if sacked && !c.recovery && c.isLostBelow(0) {
-			// RFC 6675 5 (4): the scoreboard alone shows a loss.
-			c.dupAck(now)
-		}
 	} else if c.sndMax != c.sndUna && (sacked ||
 		len(g.payload) == 0 && !g.has(wire.TCPFlagFIN) && wnd == c.sndWnd && !c.dsackAck(g)) {
 		// A duplicate ACK (RFC 5681 2), or one that SACKs new data (RFC 6675 2).
 		c.dupAck(now)
+	}
+	if c.tx.n > 0 && (c.tx.sacked > 0 || c.recovery || c.lossRec) && c.rackDetect(now) {
+		// With SACK, RACK alone decides that a segment is lost (RFC 8985
+		// 6.2; its zero reordering window with DupThresh segments SACKed
+		// is the classic rule), as Linux does with RACK on.
+		c.enterRecovery(now)
 	}
 	// Window update (3.10.7.4, SND.WL1/SND.WL2 rule).
 	if c.sndWl1.lt(g.seq) || (c.sndWl1 == g.seq && c.sndWl2.leq(g.ack)) {
@@ -324,6 +327,7 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 	if c.sndNxt.lt(ack) {
 		c.sndNxt = ack
 	}
+	c.logAcked(now, g)
 	c.retries = 0
 	// Congestion control (RFC 5681 3.1, RFC 6582 3.2).
 	mss := uint32(c.mss)
@@ -361,14 +365,12 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 		c.utoStart = now
 		c.rtoAt = now + c.rto
 	}
-	if c.lostOK && ack.gt(c.lostTo) {
-		c.lostOK = false
-	}
 	c.tlpOut = false
 	c.armPTO(now)
 }
 
-// dupAck counts duplicate ACKs; the third starts fast retransmit (RFC 5681 3.2).
+// dupAck counts duplicate ACKs; without SACK the third starts fast
+// retransmit (RFC 5681 3.2).
 func (c *TCPConn) dupAck(now Time) {
 	c.dupAcks++
 	mss := uint32(c.mss)
@@ -385,18 +387,6 @@ func (c *TCPConn) dupAck(now Time) {
 		// (Linux leaves recovery at snd_una == high_seq too).
 		return
 	}
-	if c.sackOK && (c.dupAcks >= c.reorder || c.nsb > 0 && c.isLostBelow(0)) {
-		// RFC 6675 5 (A)/(4): SACK-based recovery; the pipe limits sending.
-		c.undoOK, c.undoCwnd, c.undoSsthresh, c.undoRtx, c.undoDsack = true, c.cwnd, c.ssthresh, 0, 0
-		c.ssthresh = c.cc.onLoss(c, now)
-		c.cwnd = c.ssthresh
-		c.recovery = true
-		c.recover = c.sndMax
-		c.highRxt = c.sndUna
-		c.rtxOne = true // (4.3): the first segment goes out regardless of the pipe
-		inc(&c.s.stats.TCPFastRetrans)
-		return
-	}
 	if !c.sackOK && c.dupAcks == dupThresh {
 		c.ssthresh = c.cc.onLoss(c, now)
 		c.cwnd = c.ssthresh + 3*mss
@@ -405,6 +395,25 @@ func (c *TCPConn) dupAck(now Time) {
 		c.rtxOne = true
 		inc(&c.s.stats.TCPFastRetrans)
 	}
+}
+
+// enterRecovery starts SACK-based loss recovery (RFC 6675 5 (4)) once a
+// segment is deemed lost: ssthresh from the congestion control, and the
+// pipe, not cwnd, limits sending. Not during a recovery or after a
+// timeout, whose lost segments the same loop repairs.
+func (c *TCPConn) enterRecovery(now Time) {
+	if c.recovery || c.lossRec {
+		return
+	}
+	c.undoOK, c.undoCwnd, c.undoSsthresh, c.undoRtx, c.undoDsack = true, c.cwnd, c.ssthresh, 0, 0
+	c.ssthresh = c.cc.onLoss(c, now)
+	c.cwnd = c.ssthresh
+	c.recovery = true
+	c.recover = c.sndMax
+	if c.tx.n > 0 && c.tx.at(0).flags&(recLost|recRtx) == recLost {
+		c.rtxOne = true // (4.3): the first retransmission goes out regardless of the pipe
+	}
+	inc(&c.s.stats.TCPFastRetrans)
 }
 
 // rttSample updates SRTT/RTTVAR/RTO when ack covers the timed segment
@@ -420,8 +429,8 @@ func (c *TCPConn) rttSample(now Time, ack seq) bool {
 
 // addRTT feeds one RTT measurement r to the estimator (RFC 6298 2.2, 2.3).
 func (c *TCPConn) addRTT(r Time) {
-	if c.minRTT == 0 || r < c.minRTT {
-		c.minRTT = max(r, 1)
+	if !c.hasRTT || r < c.minRTT {
+		c.minRTT = r
 	}
 	if !c.hasRTT {
 		c.hasRTT = true

@@ -54,18 +54,12 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 			return c.emit(now, out, c.sndUna, n, fin, false)
 		}
 	}
-	if c.recovery && c.sackOK {
+	logRecovery := c.tx.n > 0 && (c.recovery || c.lossRec)
+	if c.tx.pendingRtx() && int(c.cwnd)-c.pipe() >= c.mss {
 		// RFC 6675 5 (C): while cwnd - pipe >= 1 SMSS, send NextSeg: lost
-		// holes first (rule 1), then new data (rule 2, the path below),
-		// then other unSACKed holes (rule 3).
-		sq, n := seq(0), 0
-		if int(c.cwnd)-c.pipe() >= c.mss {
-			sq, n = c.nextSeg(true)
-			if n == 0 && !(dataEnd.gt(c.sndNxt) && c.sndUna.add(int(c.sndWnd)).gt(c.sndNxt)) {
-				sq, n = c.nextSeg(false)
-			}
-		}
-		if n > 0 {
+		// segments first (rule 1), then new data (rule 2, the path below).
+		// Rule 3 (holes not deemed lost) is left to RACK's timer, as Linux.
+		if sq, n := c.nextLost(); n > 0 {
 			n = min(n, max(dataEnd.sub(sq), 0))
 			fin := c.finQ && sq.add(n) == dataEnd && c.finSent()
 			if n > 0 || fin {
@@ -88,7 +82,7 @@ func (c *TCPConn) outputOne(now Time, out Output) (sent, ok bool) {
 	unsent := max(dataEnd.sub(c.sndNxt), 0)
 	cwndRoom := c.sndUna.add(int(c.cwnd)).sub(c.sndNxt)
 	switch {
-	case c.recovery && c.sackOK:
+	case logRecovery:
 		cwndRoom = int(c.cwnd) - c.pipe()
 	case !c.recovery && c.dupAcks > 0:
 		// RFC 3042 (limited transmit): each of the first two duplicate
@@ -294,10 +288,10 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	if l == 0 {
 		return true, true
 	}
+	if c.sackOK {
+		c.logSent(now, sq, l)
+	}
 	if sq.lt(c.sndMax) {
-		if c.recovery && sq.add(l).gt(c.highRxt) {
-			c.highRxt = sq.add(l)
-		}
 		if c.undoOK && n > 0 {
 			c.undoRtx++
 		}
@@ -350,6 +344,9 @@ func (c *TCPConn) timers(now Time) {
 		}
 	} else if c.tlpAt <= now {
 		c.onPTO(now)
+	}
+	if c.reoAt <= now && c.rackDetect(now) {
+		c.enterRecovery(now) // RFC 8985 6.3: the reordering window has passed
 	}
 	if c.delackAt <= now {
 		// Delayed-ACK timer (Linux tcp_delack_timer_handler): send it; an
@@ -438,10 +435,13 @@ func (c *TCPConn) onRTO(now Time) {
 	c.recover = c.sndMax
 	c.dupAcks = 0
 	c.rtxOne = false
-	c.nsb = 0 // RFC 2018 8: forget SACK information after a timeout
-	c.tlpAt, c.tlpProbe, c.tlpOut, c.lostOK = Never, false, false, false
+	c.tlpAt, c.tlpProbe, c.tlpOut = Never, false, false
 	c.undoOK = false
-	c.sndNxt = c.sndUna
+	if c.tx.n > 0 {
+		c.logTimeout() // the lost segments go out as cwnd allows
+	} else {
+		c.sndNxt = c.sndUna // go back N
+	}
 	c.rttOn = false
 	c.rto = min(2*c.rto, rtoMax)
 	c.rtoAt = now + c.rto
@@ -452,7 +452,7 @@ func (c *TCPConn) deadline() Time {
 	if c.freed {
 		return Never
 	}
-	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt, c.kaAt, c.tlpAt, c.utoAt())
+	d := min(c.rtoAt, c.persistAt, c.closeAt, c.delackAt, c.kaAt, c.tlpAt, c.reoAt, c.utoAt())
 	if c.cork {
 		d = min(d, c.corkAt)
 	}

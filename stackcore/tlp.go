@@ -5,13 +5,16 @@ package stackcore
 // retransmission timeout, at least 200ms, would repair it. After a probe
 // timeout of two round trips (plus 2ms) without an ACK the sender sends one
 // probe segment (new data if the peer's window allows, else the last
-// segment again) without touching cwnd. Its SACK then shows which segments
-// before it are missing: a segment sent before a delivered probe and not
-// delivered itself is lost (RFC 8985 6.2's rule, with the probe sent at
-// least a PTO after them), and SACK recovery repairs them. In SACK
-// recovery each probe timeout without an ACK resends the first hole again
-// instead, whose retransmission was lost (RACK's lost-retransmission
-// detection, RFC 8985 6.2, reduced to the timeout).
+// segment again) without touching cwnd. Its delivery lets RACK (rack.go)
+// find the segments before it that are missing, and SACK recovery repairs
+// them. In SACK recovery, and after a timeout, a probe timeout without an
+// ACK resends the first hole again instead. RFC 8985 7.2 schedules no probe
+// in loss recovery; we do, one per ACK or timeout, because under heavy loss
+// (20 % each way) a timeout's single retransmission fails a third of the
+// time, and the chains of backed-off timeouts that follow stall a transfer
+// for a minute; a second chance per timeout makes such chains rare. The
+// backoff stays exponential: a peer that has gone gets two segments per
+// timeout instead of one.
 
 const (
 	ptoMin   = 2 * Millisecond   // added to 2*SRTT, as Linux adds TCP_TIMEOUT_MIN (2 jiffies)
@@ -21,7 +24,7 @@ const (
 // armPTO (re)starts the probe timer while data is outstanding (RFC 8985 7.2).
 func (c *TCPConn) armPTO(now Time) {
 	c.tlpAt = Never
-	if !c.sackOK || c.tlpOut && !c.recovery || c.lossRec || c.sndMax == c.sndUna || c.rtoAt == Never ||
+	if !c.sackOK || c.tlpOut || c.sndMax == c.sndUna || c.rtoAt == Never ||
 		!c.state.synchronized() || c.sndWnd == 0 {
 		return
 	}
@@ -43,13 +46,14 @@ func (c *TCPConn) onPTO(now Time) {
 	if c.sndMax == c.sndUna {
 		return
 	}
-	if c.recovery {
-		// No ACK for a PTO in recovery: the retransmissions below HighRxt
-		// are lost too (or the pipe estimate counts lost segments and
-		// holds everything back); resend from the first hole, once per PTO.
-		c.highRxt = seqMin(c.highRxt, c.sndUna)
-		c.rtxOne = true // regardless of the pipe, which counts lost segments
-		c.armPTO(now)
+	if c.recovery || c.lossRec {
+		// No ACK for a PTO in recovery (or after a timeout, where the
+		// backed-off RTO is the alternative): nothing was delivered that
+		// RACK could judge by, so the first hole's retransmission is lost
+		// too; resend it. Like a probe it is one per ACK.
+		c.markFirstLost()
+		c.rtxOne = true // regardless of the pipe
+		c.tlpOut, c.tlpSeq = true, c.sndUna
 		return
 	}
 	c.tlpOut = true
@@ -70,6 +74,9 @@ func (c *TCPConn) sendTLP(now Time, out Output, dataEnd seq) (sent, ok bool) {
 		// Nothing new may go: the last segment again (with the FIN if sent).
 		end := seqMin(c.sndMax, dataEnd)
 		n = min(end.sub(c.sndUna), c.mss)
+		if c.tx.n > 0 {
+			n = min(n, max(end.sub(c.recStart(c.tx.n-1)), 0)) // as it was sent
+		}
 		sq = end.add(-n)
 		fin = c.finQ && c.finSent()
 		if n == 0 && !fin {
@@ -92,17 +99,10 @@ func (c *TCPConn) sendTLP(now Time, out Output, dataEnd seq) (sent, ok bool) {
 }
 
 // tlpAck looks at an ACK while a probe is outstanding: once the probe is
-// delivered (SACKed or covered), the holes below it are lost.
+// delivered (SACKed or covered) another may go; RACK judges the segments
+// sent before it (rack.go).
 func (c *TCPConn) tlpAck(g *segment) {
-	delivered := g.ack.gt(c.tlpSeq)
-	for i := 0; i < c.nsb && !delivered; i++ {
-		delivered = c.sb[i].end.gt(c.tlpSeq)
-	}
-	if !delivered {
-		return
-	}
-	c.tlpOut = false
-	if c.nsb > 0 && !g.ack.gt(c.tlpSeq) {
-		c.lostTo, c.lostOK = c.tlpSeq, true
+	if g.ack.gt(c.tlpSeq) || c.sackedAt(c.tlpSeq) {
+		c.tlpOut = false
 	}
 }

@@ -99,3 +99,29 @@ func TestLostRetransmissionInRecovery(t *testing.T) {
 			(n.now-start)/Millisecond, c.totalRTO, c.totalRetrans)
 	}
 }
+
+// RFC 8985 (RACK-TLP) under 20 % loss in both directions: retransmissions
+// are lost as often as new data, and RACK's time-based detection repairs
+// them from later deliveries instead of a chain of backed-off
+// retransmission timeouts (RFC 6298 5.5). Timeouts remain where a whole
+// small flight, or every ACK for it, is lost.
+func TestSenderUnderHeavyLoss(t *testing.T) {
+	for _, seed := range []uint64{1, 2, 3} {
+		n := newNet(t, pair.Options{}, Config{}, Config{})
+		c, s, _ := n.connect(80)
+		drops, ackDrops := 0, 0
+		n.a.end.Hook = lossHook(seed, 0.20, &drops)
+		n.b.end.Hook = lossHook(seed+100, 0.20, &ackDrops)
+		data := pattern(1<<20, seed)
+		start := n.now
+		if got := n.transfer(c, s, data, true, 3600*Second); sha256.Sum256(got) != sha256.Sum256(data) {
+			t.Fatal("mismatch")
+		}
+		took := n.now - start
+		t.Logf("seed %d: %d data segments lost, %d retransmitted, %d timeouts, %dms", seed, drops, c.totalRetrans,
+			c.totalRTO, took/Millisecond)
+		if int(c.totalRTO) > drops/5 || took > 10*Second {
+			t.Errorf("seed %d: %d timeouts for %d lost segments, %dms", seed, c.totalRTO, drops, took/Millisecond)
+		}
+	}
+}
