@@ -18,7 +18,8 @@ type Config struct {
 	SpinUs         int    // USTACK_SPIN_US, default 0
 	RecvBuf        int    // USTACK_RCVBUF bytes per connection, 0 = stack default
 	SendBuf        int    // USTACK_SNDBUF bytes per connection, 0 = stack default
-	ExitLingerMs   int    // USTACK_EXIT_LINGER_MS: how long exit waits for closed connections to deliver (default 5000)
+	ExitLingerMs   int    // USTACK_EXIT_LINGER_MS: how long exit waits for closed connections making no progress (default 5000)
+	ExitLingerMax  int    // USTACK_EXIT_LINGER_MAX_MS: how long exit waits in all (default 120000)
 }
 
 // ConfigFromEnv reads the USTACK_* variables. An unparsable value is an error naming it.
@@ -51,6 +52,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.ExitLingerMs, err = envInt(getenv, "USTACK_EXIT_LINGER_MS", 5000); err != nil {
+		return c, err
+	}
+	if c.ExitLingerMax, err = envInt(getenv, "USTACK_EXIT_LINGER_MAX_MS", 120000); err != nil {
 		return c, err
 	}
 	switch c.XDPMode {

@@ -114,7 +114,9 @@ func (e *Engine) startProfile(path string) {
 // Drain runs when the process exits. The kernel would go on delivering what closed sockets still
 // have to send (and the FIN) after the program is gone; our stack dies with the process, so the
 // exit closes every socket still open, as exit closes every fd, and waits until their data is
-// acknowledged, at most USTACK_EXIT_LINGER_MS.
+// acknowledged. It gives up after USTACK_EXIT_LINGER_MS without progress (nothing acknowledged,
+// no connection done), or USTACK_EXIT_LINGER_MAX_MS in all: under heavy loss delivering the
+// tail can take many backed-off retransmissions, each of which counts as progress once acked.
 func (e *Engine) Drain() {
 	st := e.st
 	if st == nil || e.cfg.ExitLingerMs <= 0 {
@@ -125,17 +127,24 @@ func (e *Engine) Drain() {
 			e.CloseFD(fd)
 		}
 	}
-	deadline := time.Now().Add(time.Duration(e.cfg.ExitLingerMs) * time.Millisecond)
+	start := time.Now()
+	last, lastLeft, lastQueued := start, -1, -1
 	for {
 		st.mu.Lock()
 		st.serviceLocked()
-		left := st.pruneOrphansLocked()
+		left, queued := st.pruneOrphansLocked()
 		st.mu.Unlock()
 		if left == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
-			e.Log.Warn().Int("connections", left).Msg("exit: closed connections still had data to deliver")
+		now := time.Now()
+		if left != lastLeft || queued != lastQueued {
+			last, lastLeft, lastQueued = now, left, queued
+		}
+		if now.Sub(last) > time.Duration(e.cfg.ExitLingerMs)*time.Millisecond ||
+			now.Sub(start) > time.Duration(max(e.cfg.ExitLingerMax, e.cfg.ExitLingerMs))*time.Millisecond {
+			e.Log.Warn().Int("connections", left).Int("bytes", queued).
+				Msg("exit: closed connections still had data to deliver")
 			return
 		}
 		time.Sleep(200 * time.Microsecond)

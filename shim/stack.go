@@ -214,17 +214,19 @@ func (st *stack) orphanLocked(c *stackcore.TCPConn) {
 	st.orphans = append(st.orphans, c)
 }
 
-func (st *stack) pruneOrphansLocked() int {
-	j := 0
+// pruneOrphansLocked forgets the orphans that have delivered; it returns how many are left and
+// the bytes they still have queued.
+func (st *stack) pruneOrphansLocked() (left, queued int) {
 	for _, c := range st.orphans {
 		if !delivered(c) {
-			st.orphans[j] = c
-			j++
+			st.orphans[left] = c
+			left++
+			queued += c.OutQueue()
 		}
 	}
-	clear(st.orphans[j:])
-	st.orphans = st.orphans[:j]
-	return j
+	clear(st.orphans[left:])
+	st.orphans = st.orphans[:left]
+	return left, queued
 }
 
 // steerLocked sends the frames of a local TCP port to this stack.
