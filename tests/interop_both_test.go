@@ -107,7 +107,7 @@ func (x *interopXfer) runBoth(t *testing.T, aSends bool, port int) *xferResult {
 	}
 	defer srv.Stop()
 	start := time.Now()
-	snd, err := tp.Start(sendNS, e.accelOn(sendIf), "socat", "-u", "OPEN:"+x.in, fmt.Sprintf("TCP:%s:%d", dst, port))
+	snd, err := tp.Start(sendNS, e.accelOn(sendIf), "socat", "-u", "OPEN:"+x.in, fmt.Sprintf("TCP:%s:%d"+interopCC, dst, port))
 	if err != nil {
 		return fail("sender: %v", err)
 	}

@@ -245,6 +245,14 @@ type interopXfer struct {
 	stall time.Duration
 }
 
+// interopCC makes the sender in A, kernel or ustack, use CUBIC
+// (TCP_CONGESTION = 13 at level IPPROTO_TCP = 6): ustack's default and
+// Debian's. The machine's default may differ (this VM's is BBR, which does
+// not back off on loss), and a namespace may not choose another one; a
+// socket of a privileged process may. The comparison is then of stacks.
+// The kernel peer in B keeps the machine's default, the same in both runs.
+const interopCC = ",setsockopt-string=6:13:cubic"
+
 // Below this goodput (plus 30 s) a transfer is given up, which bounds the
 // run; the kernel moves 8 MiB in well under a second in every case but the
 // 10 Mbit/s bottleneck.
@@ -261,7 +269,14 @@ func (x *interopXfer) run(t *testing.T, aSends, accel bool, port int) *xferResul
 	fail := func(format string, args ...any) *xferResult {
 		t.Helper()
 		res.note = fmt.Sprintf(format, args...)
-		t.Error(res.note)
+		if accel {
+			t.Error(res.note)
+		} else {
+			// The kernel is the reference, not under test: its failure
+			// (CUBIC under 20 % loss both ways cannot keep the pace) is
+			// a figure in the table.
+			t.Log("kernel baseline: " + res.note)
+		}
 		return res
 	}
 	recvNS, sendNS, dst := tp.NSB, tp.NSA, tp.AddrB
@@ -294,7 +309,11 @@ func (x *interopXfer) run(t *testing.T, aSends, accel bool, port int) *xferResul
 	}
 	defer srv.Stop()
 	start := time.Now()
-	snd, err := tp.Start(sendNS, sendEnv, "socat", "-u", "OPEN:"+x.in, fmt.Sprintf("TCP:%s:%d", dst, port))
+	addr := fmt.Sprintf("TCP:%s:%d", dst, port)
+	if aSends {
+		addr += interopCC
+	}
+	snd, err := tp.Start(sendNS, sendEnv, "socat", "-u", "OPEN:"+x.in, addr)
 	if err != nil {
 		return fail("sender: %v", err)
 	}
