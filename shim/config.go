@@ -18,6 +18,8 @@ type Config struct {
 	SpinUs         int    // USTACK_SPIN_US, default 0
 	RecvBuf        int    // USTACK_RCVBUF bytes per connection, 0 = stack default
 	SendBuf        int    // USTACK_SNDBUF bytes per connection, 0 = stack default
+	RecvBufMax     int    // USTACK_RCVBUF_MAX: autotuning limit, 0 = stack default
+	SendBufMax     int    // USTACK_SNDBUF_MAX: autotuning limit, 0 = stack default
 	ExitLingerMs   int    // USTACK_EXIT_LINGER_MS: how long exit waits for closed connections making no progress (default 5000)
 	ExitLingerMax  int    // USTACK_EXIT_LINGER_MAX_MS: how long exit waits in all (default 120000)
 }
@@ -49,6 +51,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		return c, err
 	}
 	if c.SendBuf, err = envInt(getenv, "USTACK_SNDBUF", 0); err != nil {
+		return c, err
+	}
+	if c.RecvBufMax, err = envInt(getenv, "USTACK_RCVBUF_MAX", 0); err != nil {
+		return c, err
+	}
+	if c.SendBufMax, err = envInt(getenv, "USTACK_SNDBUF_MAX", 0); err != nil {
 		return c, err
 	}
 	if c.ExitLingerMs, err = envInt(getenv, "USTACK_EXIT_LINGER_MS", 5000); err != nil {

@@ -133,6 +133,8 @@ func startStack(eng *Engine, cfg Config, ifc iface, cp controlPlane, link Link, 
 			Seed:            binary.LittleEndian.Uint64(seed[:]),
 			RecvBuf:         cfg.RecvBuf,
 			SendBuf:         cfg.SendBuf,
+			RecvBufMax:      cfg.RecvBufMax,
+			SendBufMax:      cfg.SendBufMax,
 		}),
 	}
 	st.pollerDeadline.Store(int64(stackcore.Never))

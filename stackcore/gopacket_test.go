@@ -50,7 +50,7 @@ func TestFramesParseWithGopacket(t *testing.T) {
 				case layers.TCPOptionKindMSS:
 					mss = o.OptionData[0] == 1460>>8 && o.OptionData[1] == 1460&0xff
 				case layers.TCPOptionKindWindowScale:
-					ws = o.OptionData[0] == 3
+					ws = o.OptionData[0] == 7 // covers RecvBufMax, 4 MiB
 				}
 			}
 			if !mss || !ws {

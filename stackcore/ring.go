@@ -11,6 +11,18 @@ type ring struct {
 
 func newRing(size int) ring { return ring{buf: make([]byte, size)} }
 
+// grow reallocates the ring with size bytes, keeping the committed bytes and
+// anything written beyond them (out-of-order data) at the same offsets.
+func (r *ring) grow(size int) {
+	if size <= len(r.buf) {
+		return
+	}
+	b := make([]byte, size)
+	k := copy(b, r.buf[r.head:])
+	copy(b[k:], r.buf[:r.head])
+	r.buf, r.head = b, 0
+}
+
 func (r *ring) Len() int  { return r.n }
 func (r *ring) Cap() int  { return len(r.buf) }
 func (r *ring) Free() int { return len(r.buf) - r.n }

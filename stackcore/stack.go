@@ -47,8 +47,10 @@ type Config struct {
 	VerifyChecksums bool   // verify IPv4/TCP checksums on input
 	Stats           *Stats // counters; nil = internal
 	Seed            uint64 // secret for ISNs, ephemeral ports and SYN cookies
-	RecvBuf         int    // per-connection receive buffer (default 256 KiB)
-	SendBuf         int    // per-connection send buffer (default 256 KiB)
+	RecvBuf         int    // per-connection receive buffer to start with (default 256 KiB)
+	SendBuf         int    // per-connection send buffer to start with (default 256 KiB)
+	RecvBufMax      int    // autotuning grows the receive buffer up to this (default 4 MiB)
+	SendBufMax      int    // autotuning grows the send buffer up to this (default 4 MiB)
 
 	// Options offered in SYNs and accepted from peers, on by default as in
 	// Linux: RFC 7323 timestamps, RFC 2018 SACK.
@@ -62,6 +64,7 @@ type Config struct {
 
 const (
 	defaultBuf     = 256 << 10
+	defaultBufMax  = 4 << 20 // Linux's tcp_rmem[2] is 6 MiB, tcp_wmem[2] 4 MiB
 	defaultBacklog = 128
 	maxPendingRST  = 64
 	ephemeralLo    = 49152
@@ -138,6 +141,14 @@ func New(cfg Config) *Stack {
 	if cfg.SendBuf <= 0 {
 		cfg.SendBuf = defaultBuf
 	}
+	if cfg.RecvBufMax <= 0 {
+		cfg.RecvBufMax = defaultBufMax
+	}
+	if cfg.SendBufMax <= 0 {
+		cfg.SendBufMax = defaultBufMax
+	}
+	cfg.RecvBufMax = max(cfg.RecvBufMax, cfg.RecvBuf)
+	cfg.SendBufMax = max(cfg.SendBufMax, cfg.SendBuf)
 	if cfg.Congestion != CongestionReno {
 		cfg.Congestion = CongestionCubic
 	}

@@ -32,6 +32,7 @@ type Stats struct {
 	TCPSpuriousRecoveries uint64 `stat:"tcp.spurious_recoveries"`
 	TCPChallengeAck       uint64 `stat:"tcp.challenge_acks"`
 	TCPPAWSDrops          uint64 `stat:"tcp.paws_drops"`
+	TCPBufGrown           uint64 `stat:"tcp.buf_grown"`
 
 	DropMalformed        uint64 `stat:"drop.malformed"`
 	DropBadChecksum      uint64 `stat:"drop.bad_checksum"`

@@ -192,6 +192,10 @@ type TCPConn struct {
 	rcvMss    int  // largest segment received (Linux rcv_mss)
 	lrcvAt    Time // when data last arrived
 
+	// Receive buffer autotuning (buftune.go).
+	rcvTuneAt    Time // start of the current measurement round
+	rcvTuneBytes int  // in-order bytes received in it
+
 	// Keepalive (RFC 9293 3.8.4, RFC 1122 4.2.3.6), Linux's timer.
 	kaOn      bool
 	kaIdle    Time
@@ -276,10 +280,10 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 }
 
 // rcvShift is the window scale we offer: the least that lets the window
-// cover the receive buffer (RFC 7323 2.3).
+// cover the largest receive buffer autotuning may reach (RFC 7323 2.3).
 func (s *Stack) rcvShift() uint8 {
 	sh := uint8(0)
-	for sh < 14 && s.cfg.RecvBuf>>sh > 0xffff {
+	for sh < 14 && s.cfg.RecvBufMax>>sh > 0xffff {
 		sh++
 	}
 	return sh
@@ -456,6 +460,9 @@ func (c *TCPConn) Write(p []byte) (int, error) {
 	}
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if c.sndBuf.Free() < len(p) {
+		c.sndTune()
 	}
 	n := c.sndBuf.Write(p)
 	if n == 0 {

@@ -51,7 +51,7 @@ func TestTCPInfoFromConnection(t *testing.T) {
 	n.now += 2 * Second
 	i := c.TCPInfo(n.now)
 	if i.State != 1 || i.CAState != CAOpen || i.Options != TCPIOptTimestamps|TCPIOptSACK|TCPIOptWscale ||
-		i.SndWscale != 3 || i.RcvWscale != 3 {
+		i.SndWscale != 7 || i.RcvWscale != 7 {
 		t.Fatalf("state/options %+v", i)
 	}
 	if i.SndMSS != 1448 || i.AdvMSS != 1460 || i.PMTU != 1500 || i.RTO != uint32(rtoMin) || i.ATO != uint32(atoMin) ||

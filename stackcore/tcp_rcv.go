@@ -479,6 +479,7 @@ func (c *TCPConn) receive(now Time, g *segment) {
 			hole := c.nooo > 0
 			c.advance(n)
 			c.scheduleAck(now, n, hole)
+			c.rcvTune(now, n)
 		} else if !c.addOOO(g.seq, g.seq.add(n)) {
 			inc(&st.TCPOOODropped)
 			c.ackNow = true

@@ -19,7 +19,7 @@ func TestHandshake(t *testing.T) {
 	if c.mss != 1448 || s.mss != 1448 || !c.tsOK || !s.tsOK || !c.sackOK || !s.sackOK {
 		t.Fatalf("mss %d %d ts %v %v sack %v %v", c.mss, s.mss, c.tsOK, s.tsOK, c.sackOK, s.sackOK)
 	}
-	if !c.wsOK || c.sndSh != s.rcvSh || s.sndSh != c.rcvSh || c.rcvSh != 3 {
+	if !c.wsOK || c.sndSh != s.rcvSh || s.sndSh != c.rcvSh || c.rcvSh != 7 { // RFC 7323 2.3: the least shift covering RecvBufMax (4 MiB)
 		t.Fatalf("wscale: c snd %d rcv %d, s snd %d rcv %d", c.sndSh, c.rcvSh, s.sndSh, s.rcvSh)
 	}
 	if got := n.a.s.Stats().TCPCurrEstab; got != 1 {
@@ -305,7 +305,7 @@ func TestWindowFullThenDrains(t *testing.T) {
 		off += k
 		n.settle()
 	}
-	if s.InQueue() < 64<<10-64 || c.OutQueue() != 64<<10 || c.Writable() {
+	if s.InQueue() <= 64<<10-1<<s.rcvSh || c.OutQueue() != 64<<10 || c.Writable() { // window granularity 1<<rcvSh
 		t.Fatalf("inq %d outq %d", s.InQueue(), c.OutQueue())
 	}
 	// Nothing moves for a while but probes; the connection must stay up.
