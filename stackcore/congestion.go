@@ -58,12 +58,22 @@ func slowStart(c *TCPConn, acked int) int {
 	if c.cwnd >= c.ssthresh {
 		return acked
 	}
+	grow := acked
+	if c.sackOK && c.ssthresh == ssthreshInitial {
+		grow = c.hsGrowth(acked) // HyStart++ in the initial slow start (RFC 9406 4.1)
+		if c.cwnd >= c.ssthresh {
+			return 0
+		}
+	}
 	mss := uint32(c.mss)
-	inc := min(uint32(acked), 2*mss)
+	inc := min(uint32(grow), 2*mss)
 	if c.cwnd+inc > c.ssthresh {
 		inc = c.ssthresh - c.cwnd
 	}
 	c.cwnd += inc
+	if grow < acked {
+		return 0 // Conservative Slow Start used the rest
+	}
 	return acked - int(inc)
 }
 

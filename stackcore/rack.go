@@ -201,6 +201,9 @@ func (c *TCPConn) rackDelivered(now Time, r *txRec, g *segment) {
 	} else if r.end.lt(c.rackFack0) {
 		c.rackReo = true // delivered below a segment delivered by an earlier ACK (step 3)
 	}
+	if r.flags&recEverRtx == 0 {
+		c.ackRTT = rtt
+	}
 	c.rackFack = seqMax(c.rackFack, r.end)
 	c.rackRTT = rtt
 	if !c.rackOK || r.at > c.rackAt || r.at == c.rackAt && r.end.gt(c.rackEnd) {

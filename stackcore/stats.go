@@ -33,6 +33,7 @@ type Stats struct {
 	TCPChallengeAck       uint64 `stat:"tcp.challenge_acks"`
 	TCPPAWSDrops          uint64 `stat:"tcp.paws_drops"`
 	TCPBufGrown           uint64 `stat:"tcp.buf_grown"`
+	TCPHyStartExits       uint64 `stat:"tcp.hystart_exits"`
 
 	DropMalformed        uint64 `stat:"drop.malformed"`
 	DropBadChecksum      uint64 `stat:"drop.bad_checksum"`

@@ -47,6 +47,7 @@ const (
 	synRetries      = 6
 	dataRetries     = 15
 	initialCwndSegs = 10
+	ssthreshInitial = 1<<31 - 1         // "arbitrarily high" (RFC 5681 3.1)
 	maxOOO          = 32                // out-of-order ranges per connection; their bytes are bounded by the receive buffer
 	maxDupOwed      = 16                // immediate duplicate ACKs per connection per Poll
 	oowRateLimit    = 500 * Millisecond // like Linux tcp_invalid_ratelimit
@@ -116,6 +117,8 @@ type TCPConn struct {
 	cc       congestion // &cubic or renoCC{}
 	cubic    cubicCC
 	dupAcks  int
+	hs       hystart // HyStart++ (hystart.go)
+	ackRTT   Time    // RTT of a segment sent once and delivered by the ACK being processed, -1 if none
 	recovery bool
 	recover  seq
 
@@ -255,7 +258,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		kaAt:      Never,
 		lastRcvAt: now,
 		mss:       defaultPeerMSS,
-		ssthresh:  1<<31 - 1,
+		ssthresh:  ssthreshInitial,
 		heapIdx:   -1,
 		reorder:   dupThresh,
 	}

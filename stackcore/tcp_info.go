@@ -186,7 +186,7 @@ func (c *TCPConn) TCPInfo(now Time) TCPInfo {
 	i.RcvSsthresh = uint32(c.rcvBuf.Cap())
 	i.RTT = sat32(int64(c.srtt))
 	i.RTTVar = sat32(int64(c.rttvar))
-	if c.ssthresh >= 1<<31-1 {
+	if c.ssthresh >= ssthreshInitial {
 		i.SndSsthresh = 0x7fffffff // TCP_INFINITE_SSTHRESH
 	} else {
 		i.SndSsthresh = c.ssthresh / uint32(mss)

@@ -234,7 +234,7 @@ func (c *TCPConn) processAck(now Time, g *segment) bool {
 		return true // old duplicate, ignore the ACK
 	}
 	sacked := false
-	c.rackFack0 = c.rackFack
+	c.rackFack0, c.ackRTT = c.rackFack, -1
 	if c.sackOK && g.opts.NSACK > 0 {
 		sacked = c.takeSACK(now, g)
 	}
