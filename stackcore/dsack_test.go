@@ -150,8 +150,8 @@ func TestReorderNoSpuriousRecovery(t *testing.T) {
 			t.Fatal("mismatch")
 		}
 		st := n.a.s.Stats()
-		t.Logf("seed %d: %d retransmissions, %d spurious recoveries undone, threshold %d, cwnd %d", seed,
-			c.totalRetrans, st.TCPSpuriousRecoveries, c.reorder, c.cwnd)
+		t.Logf("seed %d: %d retransmissions, %d spurious recoveries undone, reordering window steps %d, cwnd %d", seed,
+			c.totalRetrans, st.TCPSpuriousRecoveries, c.reoSteps, c.cwnd)
 		if c.totalRetrans > 10 || !c.rackReo || c.cwnd < 40*uint32(c.mss) {
 			t.Errorf("seed %d: %d retransmissions, reordering seen %v, cwnd %d segments", seed, c.totalRetrans,
 				c.rackReo, c.cwnd/uint32(c.mss))

@@ -213,20 +213,23 @@ func (c *TCPConn) rackDelivered(now Time, r *txRec, g *segment) {
 
 // reoWnd is RFC 8985 6.2 step 4: no reordering window while no reordering
 // has been seen and the connection is in recovery or has DupThresh
-// segments SACKed; otherwise a quarter of the minimum RTT, multiplied as
-// D-SACKs show spurious retransmissions (c.reorder grows in dsackSeen),
-// at most SRTT. Once reordering has been seen the window is at least
-// reoFloor: on a sub-millisecond path a quarter of the RTT is shorter than
-// the reordering a relay or a multi-queue NIC causes (Linux's reordering
-// timer, in jiffies, cannot fire sooner either).
+// segments SACKed; otherwise a quarter of the minimum RTT times reoSteps,
+// at most SRTT. reoSteps grows with each recovery D-SACKs prove spurious
+// (dsackSeen) and shrinks with each real one (newAck). Once reordering
+// has been seen the window is at least reoSteps*reoFloor: on a
+// sub-millisecond path SRTT is shorter than the reordering a relay or a
+// multi-queue NIC causes (Linux's reordering timer, in jiffies, cannot
+// fire sooner either), and only the measured spurious recoveries say how
+// much longer to wait.
 func (c *TCPConn) reoWnd() Time {
-	seen := c.rackReo || c.reorder > dupThresh
+	seen := c.rackReo || c.reoSteps > 1
 	if !seen && (c.recovery || c.lossRec || c.tx.sacked >= dupThresh) {
 		return 0
 	}
-	w := min(Time(1+(c.reorder-dupThresh)/2)*c.minRTT/4, c.srtt)
+	steps := Time(c.reoSteps)
+	w := min(steps*c.minRTT/4, c.srtt)
 	if seen {
-		w = max(w, reoFloor)
+		w = max(w, steps*reoFloor)
 	}
 	return w
 }

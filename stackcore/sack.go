@@ -12,7 +12,7 @@ import "ustack/stackcore/wire"
 
 const (
 	dupThresh  = 3  // RFC 6675 2: DupThresh
-	maxReorder = 64 // ceiling of the adaptive duplicate ACK threshold
+	maxReoSteps = 64 // ceiling of RACK's reordering window multiplier
 )
 
 // sackBlocks writes up to max blocks describing the out-of-order queue into
@@ -118,6 +118,6 @@ func (c *TCPConn) dsackSeen(s, e seq) {
 	c.cwnd = max(c.cwnd, c.undoCwnd)
 	c.ssthresh = max(c.ssthresh, c.undoSsthresh)
 	c.recovery = false
-	c.reorder = min(c.reorder+2, maxReorder)
+	c.reoSteps = min(c.reoSteps+1, maxReoSteps)
 	inc(&c.s.stats.TCPSpuriousRecoveries)
 }

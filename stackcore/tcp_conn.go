@@ -142,7 +142,7 @@ type TCPConn struct {
 	// D-SACK (RFC 2883) and undo of spurious recoveries (RFC 3708).
 	dsackS, dsackE seq    // duplicate segment to report in the next ACK
 	dsackOK        bool   // dsackS..dsackE is set
-	reorder        int    // duplicate ACK threshold; grows with reordering seen (Linux tp->reordering)
+	reoSteps       int    // RACK's reordering window multiplier (RACK.reo_wnd_mult, Linux reo_wnd_steps)
 	undoOK         bool   // the last recovery may still prove spurious
 	undoCwnd       uint32 // cwnd and ssthresh before it
 	undoSsthresh   uint32
@@ -260,7 +260,7 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		mss:       defaultPeerMSS,
 		ssthresh:  ssthreshInitial,
 		heapIdx:   -1,
-		reorder:   dupThresh,
+		reoSteps:  1,
 	}
 	c.iss = s.isn(key, now)
 	c.tsOff = s.tsOffset(key)

@@ -338,6 +338,9 @@ func (c *TCPConn) newAck(now Time, g *segment, acked int) {
 		// a drained pipe at one segment, too few for the duplicate ACKs
 		// of the next loss.
 		c.recovery = false
+		if c.undoDsack == 0 && c.reoSteps > 1 {
+			c.reoSteps-- // a real loss: RACK's reordering window shrinks back
+		}
 		c.cwnd = max(c.ssthresh, 2*mss)
 	case c.recovery && ack.geq(c.recover):
 		c.recovery = false
