@@ -11,7 +11,7 @@ import "ustack/stackcore/wire"
 // is the scoreboard (rack.go).
 
 const (
-	dupThresh  = 3  // RFC 6675 2: DupThresh
+	dupThresh   = 3  // RFC 6675 2: DupThresh
 	maxReoSteps = 64 // ceiling of RACK's reordering window multiplier
 )
 
