@@ -106,6 +106,25 @@ func rssBreakdown(pid int) string {
 	return "(" + strings.Join(parts, ", ") + ")"
 }
 
+// nginxErrors returns the first max lines of an nginx error log at level
+// error or worse (the log also holds the Go runtime's gctrace lines).
+func nginxErrors(path string, max int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	var lines []string
+	for l := range strings.Lines(string(b)) {
+		for _, lvl := range []string{"[error]", "[crit]", "[alert]", "[emerg]"} {
+			if strings.Contains(l, lvl) && len(lines) < max {
+				lines = append(lines, strings.TrimSpace(l))
+				break
+			}
+		}
+	}
+	return strings.Join(lines, "\n")
+}
+
 func numFDs(pid int) int {
 	ents, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 	return len(ents)
@@ -369,7 +388,8 @@ func TestSoak(t *testing.T) {
 	}
 
 	if n := failures.Load(); n > 0 {
-		t.Errorf("%d of %d transfers failed; the first ones:\n%s", n, n+transfers.Load(), strings.Join(failNotes, "\n"))
+		t.Errorf("%d of %d transfers failed; the first ones:\n%s\nnginx's errors:\n%s", n, n+transfers.Load(),
+			strings.Join(failNotes, "\n"), nginxErrors(gcLog, 20))
 	}
 	if transfers.Load() == 0 {
 		t.Error("no transfer completed")
