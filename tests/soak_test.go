@@ -107,7 +107,8 @@ func rssBreakdown(pid int) string {
 }
 
 // nginxErrors returns the first max lines of an nginx error log at level
-// error or worse (the log also holds the Go runtime's gctrace lines).
+// error or worse, and ustack's panic reports (the log also holds the Go
+// runtime's gctrace lines).
 func nginxErrors(path string, max int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -115,7 +116,7 @@ func nginxErrors(path string, max int) string {
 	}
 	var lines []string
 	for l := range strings.Lines(string(b)) {
-		for _, lvl := range []string{"[error]", "[crit]", "[alert]", "[emerg]"} {
+		for _, lvl := range []string{"[error]", "[crit]", "[alert]", "[emerg]", "panic"} {
 			if strings.Contains(l, lvl) && len(lines) < max {
 				lines = append(lines, strings.TrimSpace(l))
 				break
@@ -387,6 +388,9 @@ func TestSoak(t *testing.T) {
 		t.Logf("relay counters:\n%s", st)
 	}
 
+	if c["shim.panics"] != 0 {
+		t.Errorf("shim.panics %d: calls failed with EIO after a panic in ustack (see nginx's errors)", c["shim.panics"])
+	}
 	if n := failures.Load(); n > 0 {
 		t.Errorf("%d of %d transfers failed; the first ones:\n%s\nnginx's errors:\n%s", n, n+transfers.Load(),
 			strings.Join(failNotes, "\n"), nginxErrors(gcLog, 20))
