@@ -263,7 +263,7 @@ func (c *TCPConn) rackDetect(now Time) bool {
 	return found
 }
 
-// markLost marks record 0 lost (waiting for retransmission).
+// markFirstLost marks record 0 lost (waiting for retransmission).
 func (c *TCPConn) markFirstLost() {
 	if c.tx.n > 0 {
 		if r := c.tx.at(0); r.flags&recSacked == 0 {
