@@ -389,7 +389,8 @@ func TestSoak(t *testing.T) {
 	}
 
 	if c["shim.panics"] != 0 {
-		t.Errorf("shim.panics %d: calls failed with EIO after a panic in ustack (see nginx's errors)", c["shim.panics"])
+		t.Errorf("shim.panics %d: calls failed with EIO after a panic in ustack; nginx's errors:\n%s", c["shim.panics"],
+			nginxErrors(gcLog, 20))
 	}
 	if n := failures.Load(); n > 0 {
 		t.Errorf("%d of %d transfers failed; the first ones:\n%s\nnginx's errors:\n%s", n, n+transfers.Load(),
