@@ -113,39 +113,3 @@ long ustack_now_us(void)
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec * 1000000L + ts.tv_nsec / 1000L;
 }
-
-/* ustack_wait blocks the calling thread until fd may be ready for events (POLLIN or POLLOUT), the
- * stack has frames to process, a signal arrives (-EINTR) or timeout_ms passes (-EAGAIN; -1 = none).
- * Returns 0 when the caller should call into Go again. */
-int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask)
-{
-	struct pollfd p[3];
-	int n = 0;
-	struct ustack_fd *e = &ustack_fds[fd];
-	if (events & POLLIN) {
-		p[n].fd = e->rx_efd; p[n].events = POLLIN; n++;
-		if (e->extra_fd >= 0) { p[n].fd = e->extra_fd; p[n].events = POLLIN; n++; }
-	} else {
-		p[n].fd = e->tx_efd; p[n].events = POLLIN; n++;
-	}
-	int xsk = ustack_xsk_fd;
-	if (xsk >= 0) { p[n].fd = xsk; p[n].events = POLLIN; n++; }
-	int r;
-	if (xsk >= 0)
-		ustack_sleep_begin();
-	if (mask) {
-		struct timespec ts, *tsp = NULL;
-		if (timeout_ms >= 0) { ts.tv_sec = timeout_ms / 1000; ts.tv_nsec = (timeout_ms % 1000) * 1000000L; tsp = &ts; }
-		r = ustack_real.ppoll(p, n, tsp, mask);
-	} else {
-		r = ustack_real.poll(p, n, timeout_ms);
-	}
-	int saved = errno;
-	if (xsk >= 0)
-		ustack_sleep_end();
-	if (r < 0)
-		return -saved;
-	if (r == 0)
-		return -EAGAIN;
-	return 0;
-}

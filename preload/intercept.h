@@ -17,7 +17,8 @@
 	}
 
 /* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, first for USTACK_SPIN_US without
- * sleeping, then waiting in between for events on fd, for at most timeout_ms (0 = forever). A signal ends the wait with -EINTR, unless its handler
+ * sleeping, then waiting in between for events on fd, for at most timeout_ms (0 = forever). The
+ * fd's wake-up sequence is read before CALL: a change after CALL looked ends the wait at once. A signal ends the wait with -EINTR, unless its handler
  * has SA_RESTART and no timeout is set: then the call goes on, as signal(7) says of sockets. */
 #define USTACK_BLOCKING(fd, events, timeout_ms, CALL) USTACK_BLOCKING_R(fd, events, timeout_ms, 1, CALL)
 
@@ -30,6 +31,7 @@
 		long _spin_end = 0;                                                     \
 		for (;;) {                                                              \
 			ustack_signal_wait_begin();                                     \
+			uint32_t _seq = ustack_seq(fd);                                 \
 			_r = (CALL);                                                    \
 			if (_r != USTACK_WAIT)                                          \
 				break;                                                  \
@@ -45,7 +47,7 @@
 			}                                                               \
 			/* a handler that ran while we were in Go interrupts the call   \
 			 * as it would have interrupted the kernel's */                 \
-			int _w = ustack_signal_seen() ? -EINTR : ustack_wait(fd, events, _t, NULL); \
+			int _w = ustack_signal_seen() ? -EINTR : ustack_wait(fd, events, _t, NULL, _seq); \
 			if (_w == -EINTR) {                                             \
 				int _why = ustack_wait_interrupted();                   \
 				if (_why != 0 && ((timeout_ms) > 0 || !(restartable) || _why < 0)) { \

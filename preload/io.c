@@ -29,6 +29,27 @@ static size_t iov_total(const struct iovec *iov, int cnt)
 	return t;
 }
 
+/* recv_kernel and send_kernel make the call on the kernel socket: Go answered USTACK_PASS (the
+ * shadow answers this one, or the socket was handed to the kernel while we were in the call). */
+static ssize_t recv_kernel(int fd, const struct iovec *iov, int cnt, int flags, void *name, socklen_t *namelen, int *msgflags)
+{
+	struct msghdr m = { .msg_name = name, .msg_namelen = namelen ? *namelen : 0, .msg_iov = (struct iovec *)iov, .msg_iovlen = cnt };
+	ssize_t r = ustack_real.recvmsg(fd, &m, flags);
+	if (r >= 0) {
+		if (namelen)
+			*namelen = m.msg_namelen;
+		if (msgflags)
+			*msgflags = m.msg_flags;
+	}
+	return r;
+}
+
+static ssize_t send_kernel(int fd, const struct iovec *iov, int cnt, int flags, const void *name, socklen_t namelen)
+{
+	struct msghdr m = { .msg_name = (void *)name, .msg_namelen = name ? namelen : 0, .msg_iov = (struct iovec *)iov, .msg_iovlen = cnt };
+	return ustack_real.sendmsg(fd, &m, flags);
+}
+
 /* recv_iov reads into iov like recvmsg(2): a blocking socket waits for the first byte (TCP: for
  * all of them with MSG_WAITALL) or for a datagram (UDP). name/namelen/msgflags may be NULL. */
 static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags, void *name, socklen_t *namelen, int *msgflags)
@@ -44,6 +65,11 @@ static ssize_t recv_iov(int fd, const struct iovec *iov_in, int cnt, int flags, 
 	int tmo = ustack_fds[fd].rcvtimeo_ms;
 	for (;;) {
 		long r = USTACK_BLOCKING_R(fd, POLLIN, tmo, got == 0, ustack_recvmsg(fd, iov, cnt, flags, name, namelen, msgflags));
+		if (r == USTACK_PASS) {
+			if (got > 0)
+				return got;
+			return recv_kernel(fd, iov, cnt, flags, name, namelen, msgflags);
+		}
 		if (r < 0)
 			return got > 0 ? (ssize_t)got : ustack_ret(r);
 		got += r;
@@ -69,6 +95,11 @@ static ssize_t send_iov(int fd, const struct iovec *iov_in, int cnt, int flags, 
 	int tmo = ustack_fds[fd].sndtimeo_ms;
 	for (;;) {
 		long r = USTACK_BLOCKING_R(fd, POLLOUT, tmo, sent == 0, ustack_sendmsg(fd, iov, cnt, flags, (void *)name, namelen));
+		if (r == USTACK_PASS) {
+			if (sent > 0)
+				return sent;
+			return send_kernel(fd, iov, cnt, flags, name, namelen);
+		}
 		if (r < 0) {
 			if (sent > 0)
 				return sent;

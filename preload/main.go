@@ -50,7 +50,7 @@ func entry(fd int) *C.struct_ustack_fd { return &C.ustack_fds[fd] }
 
 func (cTable) Publish(fd int, e shim.FDEntry) {
 	p := entry(fd)
-	p.rx_efd, p.tx_efd, p.extra_fd = C.int32_t(e.RxEfd), C.int32_t(e.TxEfd), C.int32_t(e.ExtraFd)
+	p.extra_fd = C.int32_t(e.ExtraFd)
 	p.rcvtimeo_ms, p.sndtimeo_ms = C.int32_t(e.RcvTimeoMs), C.int32_t(e.SndTimeoMs)
 	atomic.StoreInt32((*int32)(unsafe.Pointer(&p.kind)), e.Kind)
 }
@@ -70,6 +70,18 @@ func (cTable) SetTimeouts(fd int, rcvMs, sndMs int32) {
 }
 
 func (cTable) SetXSKFd(fd int) { C.ustack_xsk_fd = C.int(fd) }
+
+// Wake bumps fd's wake-up sequence, then wakes its registered waiters that can go on (see
+// preload/wait.c for why that order loses no wake-up). The common case, nobody waiting, costs
+// two atomic operations and no call into C.
+func (cTable) Wake(fd int, rx, tx bool) {
+	p := entry(fd)
+	atomic.AddUint32((*uint32)(unsafe.Pointer(&p.seq)), 1)
+	if rx && atomic.LoadInt32((*int32)(unsafe.Pointer(&p.rx_waiters))) > 0 ||
+		tx && atomic.LoadInt32((*int32)(unsafe.Pointer(&p.tx_waiters))) > 0 {
+		C.ustack_wake_fd(C.int(fd))
+	}
+}
 
 func (cTable) XSKWaiters() int32 {
 	return atomic.LoadInt32((*int32)(unsafe.Pointer(&C.ustack_xsk_waiters)))

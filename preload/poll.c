@@ -1,8 +1,9 @@
 /* poll, ppoll and select over a mix of kernel and accelerated fds.
  *
  * Go answers the readiness of accelerated fds (ustack_poll_check). When nothing is ready the thread
- * sleeps in one real poll over the kernel fds plus, for each accelerated fd, the eventfds the stack
- * signals and the AF_XDP fd (so a sleeping thread wakes to drive the stack when frames arrive). */
+ * registers as a waiter on each accelerated fd (wait.c) and sleeps in one real poll over the kernel
+ * fds, its own wake-up eventfd, the shadows of accelerated listeners and UDP sockets, and the
+ * AF_XDP fd (so a sleeping thread wakes to drive the stack when frames arrive). */
 #include "intercept.h"
 #include <stdlib.h>
 #include <string.h>
@@ -20,26 +21,54 @@ static nfds_t ours_skipped(const struct pollfd *fds, nfds_t nfds)
 	return nfds;
 }
 
+/* register_waiter counts w in e's waiters for the directions of events (delta 1 or -1). */
+static void register_waiter(struct ustack_waiter *w, struct ustack_fd *e, short events, int delta)
+{
+	__atomic_store_n(&w->fd, USTACK_WAIT_ANY, __ATOMIC_SEQ_CST);
+	if (events & (POLLIN | POLLRDNORM))
+		__atomic_add_fetch(&e->rx_waiters, delta, __ATOMIC_SEQ_CST);
+	if (events & (POLLOUT | POLLWRNORM))
+		__atomic_add_fetch(&e->tx_waiters, delta, __ATOMIC_SEQ_CST);
+}
+
+static void unregister_waiter(struct ustack_waiter *w, const struct pollfd *fds, nfds_t nfds)
+{
+	if (!w)
+		return;
+	for (nfds_t i = 0; i < nfds; i++)
+		if (ustack_sock(fds[i].fd))
+			register_waiter(w, &ustack_fds[fds[i].fd], fds[i].events, -1);
+	ustack_waiter_done(w);
+}
+
 int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask)
 {
 	nfds_t ours = 0;
 	for (nfds_t i = 0; i < nfds; i++)
 		if (ustack_sock(fds[i].fd))
 			ours++;
-	nfds_t cap = nfds + 3 * ours + 1;
+	nfds_t cap = nfds + ours + 2;
 	struct pollfd onstack[STACK_ENTRIES], *real = onstack;
+	uint32_t seqs_onstack[STACK_ENTRIES], *seqs = seqs_onstack;
 	if (cap > STACK_ENTRIES) {
 		real = malloc(cap * sizeof *real);
-		if (!real) {
+		seqs = malloc(nfds * sizeof *seqs);
+		if (!real || !seqs) {
+			free(real);
+			free(seqs);
 			errno = ENOMEM;
 			return -1;
 		}
 	}
+	struct ustack_waiter *w = NULL; /* registered on every accelerated fd while not NULL */
 	long deadline = timeout_ms >= 0 ? ustack_now_ms() + timeout_ms : -1;
 	long spin_end = 0;
 	int result;
 	for (;;) {
 		long ready = 0;
+		for (nfds_t i = 0; i < nfds; i++)
+			if (ustack_sock(fds[i].fd))
+				seqs[i] = ustack_seq(fds[i].fd);
 		if (ustack_forked_child) {
 			for (nfds_t i = 0; i < nfds; i++)
 				if (ustack_sock(fds[i].fd)) {
@@ -70,17 +99,30 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			} else {
 				wait = -1;
 			}
+			if (!ustack_forked_child && ours > 0) {
+				w = ustack_self_waiter();
+				if (w)
+					real[n++] = (struct pollfd){ .fd = w->efd, .events = POLLIN };
+				else if (wait < 0 || wait > 1)
+					wait = 1; /* no slot left: look again every millisecond */
+			}
+			int moved = 0;
 			for (nfds_t i = 0; i < nfds; i++) {
-				struct ustack_fd *e = &ustack_fds[fds[i].fd < 0 ? 0 : fds[i].fd];
 				if (!ustack_sock(fds[i].fd))
 					continue;
-				if (fds[i].events & (POLLIN | POLLRDNORM)) {
-					real[n++] = (struct pollfd){ .fd = e->rx_efd, .events = POLLIN };
-					if (e->extra_fd >= 0)
-						real[n++] = (struct pollfd){ .fd = e->extra_fd, .events = POLLIN };
-				}
-				if (fds[i].events & (POLLOUT | POLLWRNORM))
-					real[n++] = (struct pollfd){ .fd = e->tx_efd, .events = POLLIN };
+				struct ustack_fd *e = &ustack_fds[fds[i].fd];
+				if (w)
+					register_waiter(w, e, fds[i].events, 1);
+				if (ustack_seq(fds[i].fd) != seqs[i])
+					moved = 1;
+				if ((fds[i].events & (POLLIN | POLLRDNORM)) && e->extra_fd >= 0)
+					real[n++] = (struct pollfd){ .fd = e->extra_fd, .events = POLLIN };
+			}
+			if (moved) {
+				/* a socket changed since Go looked: look again instead of sleeping */
+				unregister_waiter(w, fds, nfds);
+				w = NULL;
+				continue;
 			}
 			int xsk = ustack_xsk_fd;
 			if (xsk >= 0 && n > nfds)
@@ -103,9 +145,12 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		} else {
 			r = ustack_real.poll(real, n, wait);
 		}
-		if (sleeping) {
+		if (sleeping || w) {
 			int saved = errno;
-			ustack_sleep_end();
+			if (sleeping)
+				ustack_sleep_end();
+			unregister_waiter(w, fds, nfds);
+			w = NULL;
 			errno = saved;
 		}
 		if (r < 0) {
@@ -135,6 +180,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 	if (real != onstack) {
 		int saved = errno;
 		free(real);
+		free(seqs);
 		errno = saved;
 	}
 	return result;

@@ -34,16 +34,33 @@ enum ustack_kind {
 /* One entry per fd. Go writes kind last when publishing and first when withdrawing. */
 struct ustack_fd {
 	int32_t kind;
-	int32_t rx_efd;      /* eventfd readable while the socket is readable */
-	int32_t tx_efd;      /* eventfd readable while the socket is writable */
-	int32_t extra_fd;    /* listener: the kernel shadow (pending kernel connections); epoll: the wake epoll fd */
+	int32_t extra_fd;    /* listener, UDP: the kernel shadow (kernel connections, datagrams); epoll: the wake epoll fd */
 	int32_t rcvtimeo_ms; /* SO_RCVTIMEO, 0 = none */
 	int32_t sndtimeo_ms; /* SO_SNDTIMEO, 0 = none */
 	int32_t sleepers;    /* epoll: threads asleep in it (the AF_XDP fd is in its wake epoll meanwhile) */
-	int32_t pad;
+	uint32_t seq;        /* bumped by Go whenever the socket's readiness may have changed */
+	int32_t rx_waiters;  /* threads registered to wait until it is readable (wait.c) */
+	int32_t tx_waiters;  /* ... until it is writable */
 };
 
+/* A thread that waits on accelerated sockets registers in a slot of its own and sleeps on the
+ * slot's eventfd: one kernel object per waiting thread, none per socket. Go wakes the slots
+ * registered on an fd (ustack_wake_fd) when its readiness changes. */
+#define USTACK_MAX_WAITERS 1024
+#define USTACK_WAIT_ANY (-2) /* the slot waits on several fds (poll, select) */
+struct ustack_waiter {
+	int32_t used;
+	int32_t efd;
+	int32_t fd; /* the fd waited on, USTACK_WAIT_ANY, or -1 */
+	int32_t pad;
+};
+extern struct ustack_waiter ustack_waiters[USTACK_MAX_WAITERS];
+struct ustack_waiter *ustack_self_waiter(void);
+void ustack_wake_fd(int fd);
+void ustack_waiter_done(struct ustack_waiter *w);
+
 extern struct ustack_fd ustack_fds[USTACK_FDMAX];
+static inline uint32_t ustack_seq(int fd) { return __atomic_load_n(&ustack_fds[fd].seq, __ATOMIC_SEQ_CST); }
 extern volatile int ustack_xsk_fd;      /* the stack's AF_XDP fd, -1 when no stack runs */
 extern int ustack_xsk_waiters;          /* threads sleeping with ustack_xsk_fd in their wait set */
 extern int ustack_spin_us;              /* USTACK_SPIN_US: how long to poll before sleeping */
@@ -169,7 +186,7 @@ static inline int ustack_sock(int fd)
 }
 
 /* helpers shared by the interposer files */
-int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask);
+int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask, uint32_t seq);
 int ustack_ret(long r); /* -errno -> -1 with errno set */
 int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask);
 

@@ -4,13 +4,13 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
@@ -20,28 +20,31 @@ import (
 const FDMax = 65536
 
 // Engine is ustack inside one process: the configuration, the accelerated sockets by fd, and the
-// stack, started on the first socket that could use it.
+// stack, started on the first socket that could use it. Its entry points look the fd up and
+// dispatch to the socket's kind (sock).
 type Engine struct {
 	cfg   Config
 	tab   FDTable
 	Log   zerolog.Logger
-	socks []atomic.Pointer[socket]
+	socks []atomic.Pointer[sockSlot] // by fd, read without a lock by every entry point
 
 	startOnce sync.Once
 	st        *stack // nil until started, and when acceleration is off
 	off       atomic.Bool
 
-	epolls map[int]*epollSet // by application epoll fd (dups included); guarded by st.mu
-
-	// sockets by the Cookie their listener or connection carries in the core; guarded by st.mu
-	cookies    map[uintptr]*socket
+	// guarded by st.mu
+	epolls     map[int]*epollSet // by application epoll fd (dups included)
+	cookies    map[uintptr]sock  // by the Cookie their listener, connection or UDP socket carries in the core
 	lastCookie uintptr
 }
 
+// sockSlot is what an fd refers to; a new slot is published when a socket changes kind.
+type sockSlot struct{ s sock }
+
 // NewEngine makes an engine. Nothing is opened until the first accelerated socket.
 func NewEngine(cfg Config, tab FDTable) *Engine {
-	e := &Engine{cfg: cfg, tab: tab, socks: make([]atomic.Pointer[socket], FDMax), epolls: map[int]*epollSet{},
-		cookies: map[uintptr]*socket{}}
+	e := &Engine{cfg: cfg, tab: tab, socks: make([]atomic.Pointer[sockSlot], FDMax), epolls: map[int]*epollSet{},
+		cookies: map[uintptr]sock{}}
 	e.Log = newLogger(cfg)
 	if cfg.Disable {
 		e.off.Store(true)
@@ -111,6 +114,405 @@ func (e *Engine) startProfile(path string) {
 	})
 }
 
+// Close stops the stack (tests; a process simply exits).
+func (e *Engine) Close() {
+	if e.st != nil {
+		e.st.close()
+	}
+}
+
+// Recovered is called by the exports when a call panicked outside the core (stack.with recovers
+// the panics inside it): the call fails with EIO and the panic is logged instead of taking the
+// program down.
+func (e *Engine) Recovered(p any) int {
+	if st := e.st; st != nil {
+		return st.with(nil, faultNone, func() int { return st.recoveredLocked(p, nil) })
+	}
+	e.Log.Error().Msgf("panic in ustack, call failed with EIO: %v", p)
+	return neg(unix.EIO)
+}
+
+func (e *Engine) sock(fd int) sock {
+	if fd < 0 || fd >= FDMax {
+		return nil
+	}
+	if slot := e.socks[fd].Load(); slot != nil {
+		return slot.s
+	}
+	return nil
+}
+
+// Socket makes the new kernel socket fd accelerated if a stack runs (or can be started).
+func (e *Engine) Socket(fd, typ int) {
+	if fd < 0 || fd >= FDMax {
+		return
+	}
+	st := e.stack()
+	if st == nil {
+		return
+	}
+	nonblock := typ&unix.SOCK_NONBLOCK != 0
+	st.with(nil, faultNone, func() int {
+		var b *sockBase
+		if typ&0xf == unix.SOCK_DGRAM {
+			u := &udpSock{sockBase: e.newBaseLocked(fd, nonblock)}
+			u.self, b = u, u.sockBase
+		} else {
+			b = e.newTCPLocked(fd, nonblock).sockBase
+		}
+		e.publishLocked(b, fd)
+		return 0
+	})
+	count(&st.stats.SocketsAccelerated)
+}
+
+// newBaseLocked makes a socket's common part and gives it its cookie. Caller holds st.mu.
+func (e *Engine) newBaseLocked(fd int, nonblock bool) *sockBase {
+	e.lastCookie++
+	return &sockBase{e: e, st: e.st, fds: []int{fd}, cookie: e.lastCookie, nonblock: nonblock}
+}
+
+// newTCPLocked makes a TCP socket on the shadow fd. Caller holds st.mu.
+func (e *Engine) newTCPLocked(fd int, nonblock bool) *tcpSock {
+	s := &tcpSock{sockBase: e.newBaseLocked(fd, nonblock)}
+	s.self = s
+	return s
+}
+
+// publishLocked makes fd one of b's fds in the interposer's table. Caller holds st.mu.
+func (e *Engine) publishLocked(b *sockBase, fd int) {
+	kind, extra := int32(KindTCP), int32(-1)
+	switch b.self.(type) {
+	case *tcpListener:
+		extra = int32(fd) // the shadow: kernel connections to accept
+	case *udpSock:
+		kind, extra = KindUDP, int32(fd) // the shadow: the kernel's datagrams
+	}
+	e.cookies[b.cookie] = b.self
+	e.socks[fd].Store(&sockSlot{b.self})
+	e.tab.Publish(fd, FDEntry{Kind: kind, ExtraFd: extra})
+}
+
+// becomeLocked makes the socket s.base() of kind s from now on (a TCP socket that listens).
+// Caller holds st.mu.
+func (e *Engine) becomeLocked(s sock) {
+	b := s.base()
+	b.self = s
+	for _, fd := range b.fds {
+		e.publishLocked(b, fd)
+	}
+}
+
+// forgetLocked takes the socket out of the engine: its cookie, its epoll sets, its stack
+// state. Caller holds st.mu.
+func (e *Engine) forgetLocked(s sock) {
+	b := s.base()
+	delete(e.cookies, b.cookie)
+	e.leaveEpollsLocked(b)
+	s.releaseLocked()
+}
+
+// handOver gives the socket to the kernel for good: its shadow becomes the socket.
+func (e *Engine) handOver(s sock) {
+	b := s.base()
+	var fds []int
+	b.st.with(nil, faultNone, func() int {
+		fds, b.fds = b.fds, nil
+		e.forgetLocked(s)
+		for _, fd := range fds {
+			e.tab.Withdraw(fd)
+			e.socks[fd].Store(nil)
+		}
+		return 0
+	})
+	count(&b.st.stats.PassedToKernel)
+}
+
+// wakeLocked tells the waiters of the socket whose core object carries cookie that its
+// readiness may have changed. Caller holds st.mu.
+func (e *Engine) wakeLocked(cookie uintptr) {
+	switch s := e.cookies[cookie].(type) {
+	case nil:
+	case *tcpListener:
+		if s.share != nil {
+			s.share.wakeLocked() // every socket on the port: they share one accept queue
+		}
+	default:
+		s.base().wakeLocked()
+	}
+}
+
+func (e *Engine) Bind(fd int, sa []byte) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	ip, port, ok, errno := parseInet4(sa)
+	if errno != 0 {
+		return neg(errno)
+	}
+	if !ok {
+		return Pass
+	}
+	return s.bind(ip, port)
+}
+
+func (e *Engine) Listen(fd, backlog int) int {
+	if s := e.sock(fd); s != nil {
+		return s.listen(backlog)
+	}
+	return Pass
+}
+
+func (e *Engine) Accept(fd int, sa []byte, saLen *uint32, flags int) int {
+	if s := e.sock(fd); s != nil {
+		return s.accept(sa, saLen, flags)
+	}
+	return Pass
+}
+
+func (e *Engine) Connect(fd int, sa []byte) int {
+	if s := e.sock(fd); s != nil {
+		return s.connect(sa)
+	}
+	return Pass
+}
+
+// ConnectWait finishes a blocking connect: Wait while it runs, then its result.
+func (e *Engine) ConnectWait(fd int) int {
+	if s := e.sock(fd); s != nil {
+		return s.connectWait()
+	}
+	return neg(unix.EBADF)
+}
+
+// Recv reads into iov. flags: MSG_DONTWAIT, MSG_PEEK, MSG_TRUNC, MSG_WAITALL (looped in C).
+// name/nameLen receive a datagram's source (TCP reports none); msgFlags gets MSG_TRUNC.
+func (e *Engine) Recv(fd int, iov []unix.Iovec, flags int, name []byte, nameLen *uint32, msgFlags *int32) int {
+	if s := e.sock(fd); s != nil {
+		return s.recv(iov, flags, name, nameLen, msgFlags)
+	}
+	return Pass
+}
+
+// Send sends iov (to name, for a datagram socket); partial results are normal for a stream.
+func (e *Engine) Send(fd int, iov []unix.Iovec, flags int, name []byte) int {
+	if s := e.sock(fd); s != nil {
+		return s.send(iov, flags, name)
+	}
+	return Pass
+}
+
+func (e *Engine) Shutdown(fd, how int) int {
+	if s := e.sock(fd); s != nil {
+		return s.shutdown(how)
+	}
+	return Pass
+}
+
+func (e *Engine) Getsockname(fd int, out []byte, outLen *uint32) int {
+	if s := e.sock(fd); s != nil {
+		return s.sockname(out, outLen)
+	}
+	return Pass
+}
+
+func (e *Engine) Getpeername(fd int, out []byte, outLen *uint32) int {
+	if s := e.sock(fd); s != nil {
+		return s.peername(out, outLen)
+	}
+	return Pass
+}
+
+// Getsockopt answers what only the stack knows (SO_ERROR, TCP_INFO); the shadow the rest.
+func (e *Engine) Getsockopt(fd, level, name int, val []byte, valLen *uint32) int {
+	if s := e.sock(fd); s != nil {
+		return s.getsockopt(level, name, val, valLen)
+	}
+	return Pass
+}
+
+// Setsockopt records what the stack needs and lets the shadow take the option too (Pass), so
+// that getsockopt answers and a hand-over keeps it.
+func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	b := s.base()
+	v, isInt := getInt(val)
+	handOver := false
+	r := b.st.with(s, faultSetsockopt, func() int {
+		if r := b.opts.set(level, name, v, isInt, val); r != 0 {
+			return r
+		}
+		switch {
+		case level == unix.IPPROTO_IP && (name == unix.IP_ADD_MEMBERSHIP || name == unix.IP_ADD_SOURCE_MEMBERSHIP ||
+			name == unix.MCAST_JOIN_GROUP):
+			if _, udp := b.self.(*udpSock); udp {
+				handOver = true // multicast stays with the kernel: the socket is the kernel's from now on
+				return Pass
+			}
+		case level == unix.SOL_SOCKET && (name == unix.SO_RCVTIMEO || name == unix.SO_SNDTIMEO):
+			ms, ok := timeoutMs(val)
+			if !ok {
+				return neg(unix.EINVAL)
+			}
+			if name == unix.SO_RCVTIMEO {
+				e.tab.SetTimeouts(fd, ms, -1)
+			} else {
+				e.tab.SetTimeouts(fd, -1, ms)
+			}
+		}
+		return b.self.setsockoptLocked(level, name, v, isInt, val)
+	})
+	if handOver {
+		e.handOver(s)
+	}
+	return r
+}
+
+func (e *Engine) Fcntl(fd, cmd int, arg uintptr) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	b := s.base()
+	switch cmd {
+	case unix.F_GETFL:
+		fl, err := unix.FcntlInt(uintptr(fd), unix.F_GETFL, 0)
+		if err != nil {
+			return errnoOf(err)
+		}
+		fl &^= unix.O_NONBLOCK
+		b.st.with(s, faultNone, func() int {
+			if b.nonblock {
+				fl |= unix.O_NONBLOCK
+			}
+			return 0
+		})
+		return fl
+	case unix.F_SETFL:
+		fl := int(arg)
+		b.st.with(s, faultNone, func() int {
+			b.nonblock = fl&unix.O_NONBLOCK != 0
+			if _, ok := b.self.(*tcpListener); ok {
+				fl |= unix.O_NONBLOCK // a listener's shadow is polled, never blocked on
+			}
+			return 0
+		})
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, fl); err != nil {
+			return errnoOf(err)
+		}
+		return 0
+	}
+	return Pass
+}
+
+func (e *Engine) Ioctl(fd int, req uint, arg unsafe.Pointer) int {
+	s := e.sock(fd)
+	if s == nil {
+		return Pass
+	}
+	b := s.base()
+	switch req {
+	case IoctlSelfTestPanic:
+		var nilSock *sockBase
+		return nilSock.fds[0]
+	case IoctlArmPanic:
+		if arg == nil {
+			return neg(unix.EFAULT)
+		}
+		op := faultOp(*(*int32)(arg))
+		if op <= faultNone || op >= faultMax {
+			return neg(unix.EINVAL)
+		}
+		b.st.armed.Store(int32(op))
+		if op == faultPoller {
+			b.st.kickPoller()
+		}
+		return 0
+	case ioctlFIONBIO:
+		if arg == nil {
+			return neg(unix.EFAULT)
+		}
+		on := *(*int32)(arg) != 0
+		listener := false
+		b.st.with(s, faultNone, func() int {
+			b.nonblock = on
+			_, listener = b.self.(*tcpListener)
+			return 0
+		})
+		if !listener {
+			_ = unix.SetNonblock(fd, on)
+		}
+		return 0
+	case ioctlFIONREAD, ioctlSIOCOUTQ:
+		if arg == nil {
+			return neg(unix.EFAULT)
+		}
+		return b.st.with(s, faultNone, func() int {
+			n := b.self.queuedLocked(req == ioctlSIOCOUTQ)
+			if n < 0 {
+				return n
+			}
+			*(*int32)(arg) = int32(n)
+			return 0
+		})
+	}
+	return Pass
+}
+
+// CloseFD lets go of fd, about to be closed; the socket goes when its last fd does.
+func (e *Engine) CloseFD(fd int) {
+	s := e.sock(fd)
+	if s == nil {
+		return
+	}
+	e.tab.Withdraw(fd)
+	e.socks[fd].Store(nil)
+	b := s.base()
+	release := func() int {
+		b.fds = removeInt(b.fds, fd)
+		if len(b.fds) == 0 {
+			// the last fd: as on Linux, a dup keeps the socket and its epoll registrations
+			e.forgetLocked(b.self)
+			b.st.txLocked()
+		}
+		return 0
+	}
+	if b.st.with(s, faultClose, release) != 0 {
+		b.st.with(s, faultNone, release) // a panic stopped it part way: what is left is done again
+	}
+}
+
+// Dup makes newfd, a kernel duplicate of oldfd's shadow, another fd of the same socket (or of
+// the same epoll set).
+func (e *Engine) Dup(oldfd, newfd int) {
+	if newfd < 0 || newfd >= FDMax {
+		return
+	}
+	if s := e.sock(oldfd); s != nil {
+		b := s.base()
+		b.st.with(s, faultNone, func() int {
+			b.fds = append(b.fds, newfd)
+			e.publishLocked(b, newfd)
+			return 0
+		})
+		return
+	}
+	if st := e.st; st != nil {
+		st.with(nil, faultNone, func() int {
+			if set := e.epolls[oldfd]; set != nil {
+				set.epfds = append(set.epfds, newfd)
+				e.epolls[newfd] = set
+				e.tab.Publish(newfd, FDEntry{Kind: KindEpoll, ExtraFd: int32(set.wakeEp)})
+			}
+			return 0
+		})
+	}
+}
+
 // Drain runs when the process exits. The kernel would go on delivering what closed sockets still
 // have to send (and the FIN) after the program is gone; our stack dies with the process, so the
 // exit closes every socket still open, as exit closes every fd, and waits until their data is
@@ -130,10 +532,12 @@ func (e *Engine) Drain() {
 	start := time.Now()
 	last, lastLeft, lastQueued := start, -1, -1
 	for {
-		st.mu.Lock()
-		st.serviceLocked()
-		left, queued := st.pruneOrphansLocked()
-		st.mu.Unlock()
+		var left, queued int
+		st.with(nil, faultNone, func() int {
+			st.serviceLocked()
+			left, queued = st.pruneOrphansLocked()
+			return 0
+		})
 		if left == 0 {
 			return
 		}
@@ -148,56 +552,5 @@ func (e *Engine) Drain() {
 			return
 		}
 		time.Sleep(200 * time.Microsecond)
-	}
-}
-
-// Close stops the stack (tests; a process simply exits).
-func (e *Engine) Close() {
-	if e.st != nil {
-		e.st.close()
-	}
-}
-
-// Recovered is called by the exports when a call panicked: the call fails with EIO and the
-// panic is logged instead of taking the program down.
-func (e *Engine) Recovered(p any) int {
-	if e.st != nil {
-		atomic.AddUint64(&e.st.stats.Panics, 1)
-	}
-	e.Log.Error().Msgf("panic in ustack, call failed with EIO: %v\n%s", p, debug.Stack())
-	return neg(unix.EIO)
-}
-
-func (e *Engine) sock(fd int) *socket {
-	if fd < 0 || fd >= FDMax {
-		return nil
-	}
-	return e.socks[fd].Load()
-}
-
-// wake tells the threads waiting on a socket that its readiness may have changed. Caller holds
-// st.mu.
-func (e *Engine) wake(cookie uintptr) {
-	s := e.cookies[cookie]
-	if s == nil {
-		return
-	}
-	if s.lshare != nil && len(s.lshare.socks) > 1 {
-		for _, ls := range s.lshare.socks {
-			ls.wakeOne()
-		}
-		return
-	}
-	s.wakeOne()
-}
-
-// wakeOne signals s's eventfds for what it is ready for. Caller holds st.mu.
-func (s *socket) wakeOne() {
-	s.wakeGen++
-	if s.readableLocked() {
-		s.signal(&s.rxSignalled, s.rxEfd)
-	}
-	if s.writableLocked() {
-		s.signal(&s.txSignalled, s.txEfd)
 	}
 }

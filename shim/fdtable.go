@@ -1,5 +1,7 @@
 package shim
 
+import "sync"
+
 // FD kinds in the interposer's table. Keep in step with preload/ustack.h.
 const (
 	KindNone  = 0
@@ -9,18 +11,21 @@ const (
 )
 
 // FDEntry is what the interposer knows about an fd without calling into Go: whether it is ours,
-// and what a thread blocked on it sleeps on.
+// and the kernel fd a thread blocked on it watches besides its own wake-up object.
 type FDEntry struct {
 	Kind       int32
-	RxEfd      int32 // readable while the socket is readable
-	TxEfd      int32 // readable while the socket is writable
-	ExtraFd    int32 // listener: its kernel shadow; epoll: the wake epoll fd; else -1
+	ExtraFd    int32 // listener, UDP: its kernel shadow (kernel connections, datagrams); epoll: the wake epoll fd; else -1
 	RcvTimeoMs int32
 	SndTimeoMs int32
 }
 
 // FDTable is the interposer's fd table. Publish makes fd ours, Withdraw gives it back to the
 // kernel. The preload package implements it over C memory; tests use MapTable.
+//
+// Wake-ups need no kernel object per socket: a thread that must wait registers itself as a
+// waiter on the fd in the table and sleeps on a wake-up object of its own (preload/wait.c);
+// Wake, called by the stack whenever the socket's readiness may have changed, wakes the
+// registered waiters of fd that can now go on (rx: readable, tx: writable).
 type FDTable interface {
 	Publish(fd int, e FDEntry)
 	Withdraw(fd int)
@@ -28,27 +33,63 @@ type FDTable interface {
 	SetXSKFd(fd int)
 	// XSKWaiters is how many application threads sleep with the AF_XDP fd in their wait set.
 	XSKWaiters() int32
+	Wake(fd int, rx, tx bool)
 }
 
-// MapTable is an in-memory FDTable for tests.
+// MapTable is an in-memory FDTable for tests; it counts the wake-ups per fd.
 type MapTable struct {
-	Entries map[int]FDEntry
-	XSKFd   int
+	mu      sync.Mutex
+	entries map[int]FDEntry
+	wakes   map[int]int
 }
 
-func NewMapTable() *MapTable { return &MapTable{Entries: map[int]FDEntry{}, XSKFd: -1} }
+func NewMapTable() *MapTable { return &MapTable{entries: map[int]FDEntry{}, wakes: map[int]int{}} }
 
-func (t *MapTable) Publish(fd int, e FDEntry) { t.Entries[fd] = e }
-func (t *MapTable) Withdraw(fd int)           { delete(t.Entries, fd) }
-func (t *MapTable) SetXSKFd(fd int)           { t.XSKFd = fd }
-func (t *MapTable) XSKWaiters() int32         { return 0 }
+func (t *MapTable) Publish(fd int, e FDEntry) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.entries[fd] = e
+}
+
+func (t *MapTable) Withdraw(fd int) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.entries, fd)
+}
+
+func (t *MapTable) SetXSKFd(int)      {}
+func (t *MapTable) XSKWaiters() int32 { return 0 }
+
+func (t *MapTable) Wake(fd int, rx, tx bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.wakes[fd]++
+}
+
 func (t *MapTable) SetTimeouts(fd int, r, s int32) {
-	e := t.Entries[fd]
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e := t.entries[fd]
 	if r >= 0 {
 		e.RcvTimeoMs = r
 	}
 	if s >= 0 {
 		e.SndTimeoMs = s
 	}
-	t.Entries[fd] = e
+	t.entries[fd] = e
+}
+
+// Entry is fd's entry, and whether fd is ours.
+func (t *MapTable) Entry(fd int) (FDEntry, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	e, ok := t.entries[fd]
+	return e, ok
+}
+
+// Wakes is how many wake-ups fd has had.
+func (t *MapTable) Wakes(fd int) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.wakes[fd]
 }

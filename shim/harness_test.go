@@ -3,7 +3,6 @@ package shim
 import (
 	"sync"
 	"testing"
-	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -13,13 +12,15 @@ import (
 )
 
 // The engine under test runs its stack at 127.0.0.2 (a local address, so shadow sockets can bind
-// to it) over nic/pair; the peer is a bare stackcore at 127.0.0.3 on the other end, pumped by a
-// goroutine on the real clock.
+// to it) over nic/pair; the peer is a bare stackcore at 127.0.0.3 on the other end. Nothing runs
+// by itself: no poller, no pumping goroutine. Time is a ManualClock that the test moves with
+// step, which also drives both stacks, so every test runs on simulated time, deterministically.
 var (
-	engAddr  = [4]byte{127, 0, 0, 2}
-	peerAddr = [4]byte{127, 0, 0, 3}
-	engMAC   = [6]byte{2, 0, 0, 0, 0, 2}
-	peerMAC  = [6]byte{2, 0, 0, 0, 0, 3}
+	engAddr    = [4]byte{127, 0, 0, 2}
+	peerAddr   = [4]byte{127, 0, 0, 3}
+	silentAddr = [4]byte{127, 0, 0, 4} // on the wire, but no neighbour answers for it
+	engMAC     = [6]byte{2, 0, 0, 0, 0, 2}
+	peerMAC    = [6]byte{2, 0, 0, 0, 0, 3}
 )
 
 // pairLink is a pair.End that remembers which ports are steered.
@@ -51,51 +52,64 @@ func (l *pairLink) isSteered(port uint16) bool {
 
 func (l *pairLink) Mode() string { return "pair" }
 
-// fakeRoutes routes only the peer's address through the accelerated interface.
-type fakeRoutes struct{}
-
-func (fakeRoutes) routeVia(dst [4]byte) ([4]byte, bool) { return dst, dst == peerAddr }
-func (fakeRoutes) resolve(ip [4]byte, _ time.Duration) ([6]byte, error) {
-	return peerMAC, nil
+// fakeControlPlane routes the peer's and the silent address through the accelerated
+// interface. The kernel's neighbour table knows the peer only after a resolution (as after an
+// ARP exchange); the silent address never answers. Resolutions end when the test says
+// (finishResolutions), on the test's goroutine.
+type fakeControlPlane struct {
+	mu      sync.Mutex
+	known   bool // the peer is in the neighbour table
+	pending []pendingResolve
+	started int
 }
 
-// peer is a stackcore host driven by its own goroutine.
-type peer struct {
-	mu    sync.Mutex
-	core  *stackcore.Stack
-	end   *pair.End
-	epoch time.Time
-	stop  chan struct{}
-	done  chan struct{}
+type pendingResolve struct {
+	ip   [4]byte
+	done func([6]byte, error)
 }
 
-func (p *peer) now() stackcore.Time { return stackcore.Time(time.Since(p.epoch).Microseconds()) }
+func (cp *fakeControlPlane) routeVia(dst [4]byte) ([4]byte, bool) {
+	return dst, dst == peerAddr || dst == silentAddr
+}
 
-func (p *peer) pump() {
-	defer close(p.done)
-	rx := make([][]byte, 64)
-	for {
-		select {
-		case <-p.stop:
-			return
-		default:
+func (cp *fakeControlPlane) neighbour(ip [4]byte) ([6]byte, bool) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	return peerMAC, ip == peerAddr && cp.known
+}
+
+func (cp *fakeControlPlane) resolveAsync(ip [4]byte, done func([6]byte, error)) {
+	cp.mu.Lock()
+	defer cp.mu.Unlock()
+	cp.started++
+	cp.pending = append(cp.pending, pendingResolve{ip, done})
+}
+
+// finishResolutions ends the resolutions started so far: the peer answers, the silent address
+// does not.
+func (cp *fakeControlPlane) finishResolutions() {
+	cp.mu.Lock()
+	p := cp.pending
+	cp.pending = nil
+	cp.mu.Unlock()
+	for _, r := range p {
+		if r.ip == peerAddr {
+			cp.mu.Lock()
+			cp.known = true
+			cp.mu.Unlock()
+			r.done(peerMAC, nil)
+		} else {
+			r.done([6]byte{}, errNoNeighbour)
 		}
-		p.mu.Lock()
-		for {
-			n := p.end.Receive(rx)
-			if n == 0 {
-				break
-			}
-			for _, f := range rx[:n] {
-				p.core.Input(p.now(), f)
-			}
-			p.end.ReleaseRx()
-		}
-		p.core.Poll(p.now(), p.end)
-		p.end.Flush()
-		p.mu.Unlock()
-		time.Sleep(20 * time.Microsecond)
 	}
+}
+
+// peer is a stackcore host on the other end of the wire, driven by step.
+type peer struct {
+	mu   sync.Mutex
+	core *stackcore.Stack
+	end  *pair.End
+	rx   [][]byte
 }
 
 // do runs f with the peer's stack locked.
@@ -105,13 +119,36 @@ func (p *peer) do(f func(s *stackcore.Stack)) {
 	f(p.core)
 }
 
-type rig struct {
-	t    *testing.T
-	e    *Engine
-	tab  *MapTable
-	link *pairLink
-	peer *peer
+func (p *peer) service(now stackcore.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for {
+		n := p.end.Receive(p.rx)
+		if n == 0 {
+			break
+		}
+		for _, f := range p.rx[:n] {
+			p.core.Input(now, f)
+		}
+		p.end.ReleaseRx()
+	}
+	p.core.Poll(now, p.end)
+	p.end.Flush()
 }
+
+type rig struct {
+	t     *testing.T
+	e     *Engine
+	st    *stack
+	tab   *MapTable
+	link  *pairLink
+	cp    *fakeControlPlane
+	clock *ManualClock
+	peer  *peer
+}
+
+// stepSize is how far step moves the clock: about a round trip on a fast LAN.
+const stepSize = 100 * stackcore.Microsecond
 
 func newRig(t *testing.T) *rig {
 	t.Helper()
@@ -121,7 +158,11 @@ func newRig(t *testing.T) *rig {
 	e := NewEngine(cfg, tab)
 	link := &pairLink{End: a, steered: map[uint16]bool{}}
 	ifc := iface{name: "pair0", index: 1, mac: engMAC, addr: engAddr, prefix: 8, mtu: 1500}
-	st, err := startStack(e, cfg, ifc, fakeRoutes{}, link, new(stackcore.Stats), new(Stats))
+	clock := new(ManualClock)
+	clock.Set(stackcore.Second) // not 0: a zero time is special to some callers
+	cp := &fakeControlPlane{known: true}
+	st, err := startStack(e, cfg, stackOptions{ifc: ifc, cp: cp, link: link, clock: clock,
+		coreStats: new(stackcore.Stats), stats: new(Stats), seed: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,17 +170,24 @@ func newRig(t *testing.T) *rig {
 	p := &peer{
 		core: stackcore.New(stackcore.Config{MAC: peerMAC, Addr: peerAddr, MTU: 1500, VerifyChecksums: true,
 			Seed: 7, Stats: new(stackcore.Stats)}),
-		end: b, epoch: time.Now(), stop: make(chan struct{}), done: make(chan struct{}),
+		end: b, rx: make([][]byte, 64),
 	}
-	go p.pump()
-	r := &rig{t: t, e: e, tab: tab, link: link, peer: p}
-	t.Cleanup(func() {
-		close(p.stop)
-		<-p.done
-		e.Close()
-	})
+	r := &rig{t: t, e: e, st: st, tab: tab, link: link, cp: cp, clock: clock, peer: p}
+	t.Cleanup(e.Close)
 	return r
 }
+
+// step moves simulated time on and lets both stacks work: what the poller and the peer's own
+// loop would do meanwhile.
+func (r *rig) step() {
+	r.clock.Advance(stepSize)
+	r.st.with(nil, faultNone, func() int { r.st.serviceLocked(); return 0 })
+	r.peer.service(r.clock.Now())
+	r.st.with(nil, faultNone, func() int { r.st.serviceLocked(); return 0 })
+}
+
+// simLimit bounds every wait of a test in simulated time.
+const simLimit = 10 * stackcore.Second
 
 // socket makes a kernel TCP socket and lets the engine accelerate it, as socket(2) does.
 func (r *rig) socket(typ int) int {
@@ -150,7 +198,7 @@ func (r *rig) socket(typ int) int {
 	}
 	r.e.Socket(fd, unix.SOCK_STREAM|typ)
 	r.t.Cleanup(func() { r.close(fd) })
-	if r.tab.Entries[fd].Kind != KindTCP {
+	if e, _ := r.tab.Entry(fd); e.Kind != KindTCP {
 		r.t.Fatalf("socket %d not accelerated", fd)
 	}
 	return fd
@@ -158,37 +206,38 @@ func (r *rig) socket(typ int) int {
 
 // close is close(2) on an fd that may be ours.
 func (r *rig) close(fd int) {
-	if _, ok := r.tab.Entries[fd]; ok {
+	if _, ok := r.tab.Entry(fd); ok {
 		r.e.CloseFD(fd)
 	}
 	unix.Close(fd)
 }
 
-// block repeats call while it answers Wait, as the interposer does, for at most 5 s.
+// block repeats call while it answers Wait, as the interposer does, stepping simulated time in
+// between, for at most simLimit.
 func (r *rig) block(call func() int) int {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := r.clock.Now() + simLimit
 	for {
 		res := call()
 		if res != Wait {
 			return res
 		}
-		if time.Now().After(deadline) {
-			r.t.Fatal("call still waiting after 5 s")
+		if r.clock.Now() > deadline {
+			r.t.Fatal("call still waiting after 10 s of simulated time")
 		}
-		time.Sleep(50 * time.Microsecond)
+		r.step()
 	}
 }
 
-// eventually polls cond for at most 5 s.
-func (r *rig) eventually(what string, cond func() bool) {
+// until steps simulated time until cond holds, for at most simLimit.
+func (r *rig) until(what string, cond func() bool) {
 	r.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := r.clock.Now() + simLimit
 	for !cond() {
-		if time.Now().After(deadline) {
-			r.t.Fatalf("timed out waiting for %s", what)
+		if r.clock.Now() > deadline {
+			r.t.Fatalf("no %s after 10 s of simulated time", what)
 		}
-		time.Sleep(50 * time.Microsecond)
+		r.step()
 	}
 }
 
@@ -222,15 +271,24 @@ func (r *rig) connected(port uint16) (int, *stackcore.TCPConn) {
 		r.t.Fatalf("connect: %v", unix.Errno(-res))
 	}
 	var pc *stackcore.TCPConn
-	r.eventually("peer accept", func() bool {
+	r.until("peer accept", func() bool {
 		r.peer.do(func(*stackcore.Stack) { pc = l.Accept() })
 		return pc != nil
 	})
 	return fd, pc
 }
 
+// peerNow is the peer's time (the clock both stacks share).
+func (r *rig) peerNow() stackcore.Time { return r.clock.Now() }
+
 func unsafePointer(p *int32) unsafe.Pointer { return unsafe.Pointer(p) }
 
 func timevalBytes(tv *unix.Timeval) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(tv)), unsafe.Sizeof(*tv))
+}
+
+// entry is fd's entry in the interposer's table (the zero entry when fd is not ours).
+func (r *rig) entry(fd int) FDEntry {
+	e, _ := r.tab.Entry(fd)
+	return e
 }

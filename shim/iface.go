@@ -91,6 +91,10 @@ func defaultLink() (netlink.Link, error) {
 	return found, nil
 }
 
+// resolveTimeout bounds a background resolution: Linux's ARP gives up after 3 probes a second
+// apart, and then so does a connect waiting for it (EHOSTUNREACH).
+const resolveTimeout = 3500 * time.Millisecond
+
 // routeVia reports whether dst is reached through the accelerated interface and, if so, the IPv4
 // address of the next hop (dst itself when on-link).
 func (ifc *iface) routeVia(dst [4]byte) (nextHop [4]byte, ok bool) {
@@ -110,36 +114,52 @@ func (ifc *iface) routeVia(dst [4]byte) (nextHop [4]byte, ok bool) {
 	return nextHop, true
 }
 
-// resolve returns the Ethernet address of an on-link neighbour from the kernel's table, asking
-// the kernel to resolve it (with a datagram to the discard port) when it has no usable entry.
-// It waits at most timeout.
-func (ifc *iface) resolve(ip [4]byte, timeout time.Duration) ([6]byte, error) {
+// neighbour reads the kernel's neighbour table for a usable entry of ip, without waiting.
+func (ifc *iface) neighbour(ip [4]byte) ([6]byte, bool) {
 	var mac [6]byte
+	neighs, err := netlink.NeighList(ifc.index, netlink.FAMILY_V4)
+	if err != nil {
+		return mac, false
+	}
+	for _, n := range neighs {
+		if n.IP.To4() == nil || !n.IP.To4().Equal(net.IP(ip[:])) || len(n.HardwareAddr) != 6 {
+			continue
+		}
+		if n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
+			copy(mac[:], n.HardwareAddr)
+			return mac, true
+		}
+	}
+	return mac, false
+}
+
+// resolveAsync has the kernel resolve ip on a goroutine of its own, never on the caller's
+// thread, and reports the outcome through done.
+func (ifc *iface) resolveAsync(ip [4]byte, done func([6]byte, error)) {
+	go func() {
+		mac, err := ifc.resolve(ip, resolveTimeout)
+		done(mac, err)
+	}()
+}
+
+// resolve waits at most timeout for the kernel to resolve ip, prodding it (a datagram to the
+// discard port) each second: a lost ARP request or reply must not cost the connection. It runs
+// on the resolver's goroutine only.
+func (ifc *iface) resolve(ip [4]byte, timeout time.Duration) ([6]byte, error) {
 	deadline := time.Now().Add(timeout)
 	var prodded time.Time
 	for {
-		neighs, err := netlink.NeighList(ifc.index, netlink.FAMILY_V4)
-		if err != nil {
-			return mac, fmt.Errorf("reading neighbours of %s: %w", ifc.name, err)
-		}
-		for _, n := range neighs {
-			if n.IP.To4() == nil || !n.IP.To4().Equal(net.IP(ip[:])) || len(n.HardwareAddr) != 6 {
-				continue
-			}
-			if n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
-				copy(mac[:], n.HardwareAddr)
-				return mac, nil
-			}
+		if mac, ok := ifc.neighbour(ip); ok {
+			return mac, nil
 		}
 		if time.Now().After(deadline) {
-			return mac, fmt.Errorf("no neighbour entry for %s on %s", net.IP(ip[:]), ifc.name)
+			return [6]byte{}, fmt.Errorf("%w: %s on %s", errNoNeighbour, net.IP(ip[:]), ifc.name)
 		}
 		if time.Since(prodded) > time.Second {
-			// again each second: a lost ARP request or reply must not cost the connection
 			prodded = time.Now()
 			prodNeighbour(ip)
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(2 * time.Millisecond)
 	}
 }
 

@@ -27,7 +27,7 @@ type stack struct {
 	link     Link
 	ifc      iface
 	cp       controlPlane
-	epoch    time.Time
+	clock    Clock
 	rx       [][]byte
 	woken    []uintptr
 	released []uint16
@@ -40,9 +40,11 @@ type stack struct {
 	// UDP ports steered to this stack
 	steeredUDP  map[uint16]bool
 	releasedUDP []uint16
-	// next hops of UDP destinations (nextHop); neighMu, not mu: filled outside the stack lock
-	neighMu sync.Mutex
-	neigh   map[[4]byte]neighEntry
+	// what the kernel said of destinations and next hops (route.go)
+	routes map[[4]byte]routeEntry
+	neighs map[[4]byte]*neighbour
+
+	armed atomic.Int32 // a faultOp the test-only fault hook armed (IoctlArmPanic)
 
 	kickFd         int          // eventfd that wakes the poller early
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
@@ -60,13 +62,6 @@ type Link interface {
 	Steer(proto uint8, ip [4]byte, port uint16) error
 	Unsteer(proto uint8, ip [4]byte, port uint16) error
 	Mode() string
-}
-
-// controlPlane answers the questions the kernel owns: which routes go through the accelerated
-// interface, and the Ethernet address of a neighbour.
-type controlPlane interface {
-	routeVia(dst [4]byte) (nextHop [4]byte, ok bool)
-	resolve(ip [4]byte, timeout time.Duration) ([6]byte, error)
 }
 
 // newStack starts a stack on the configured interface: stats segment, AF_XDP link, core, poller.
@@ -90,7 +85,8 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 		return nil, fmt.Errorf("opening AF_XDP on %s: %w", ifc.name, err)
 	}
 	seg.SetMode(link.Mode())
-	st, err := startStack(eng, cfg, ifc, &ifc, link, coreStats, shimStats)
+	st, err := startStack(eng, cfg, stackOptions{ifc: ifc, cp: &ifc, link: link, clock: wallClock{time.Now()},
+		coreStats: coreStats, stats: shimStats, poller: true})
 	if err != nil {
 		link.Close()
 		_ = seg.Remove()
@@ -100,19 +96,38 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	return st, nil
 }
 
-// startStack runs a stack over link; the caller owns where the counters live.
-func startStack(eng *Engine, cfg Config, ifc iface, cp controlPlane, link Link, coreStats *stackcore.Stats, stats *Stats) (*stack, error) {
+// stackOptions are what a stack runs over: the interface and its control plane, the link, the
+// clock, where the counters live, and whether a poller goroutine drives it (tests drive it
+// themselves, on a manual clock).
+type stackOptions struct {
+	ifc       iface
+	cp        controlPlane
+	link      Link
+	clock     Clock
+	coreStats *stackcore.Stats
+	stats     *Stats
+	poller    bool
+	seed      uint64 // 0: random
+}
+
+// startStack runs a stack.
+func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 	kfd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("creating poller eventfd: %w", err)
 	}
-	var seed [8]byte
-	_, _ = rand.Read(seed[:])
+	seed := o.seed
+	if seed == 0 {
+		var b [8]byte
+		_, _ = rand.Read(b[:])
+		seed = binary.LittleEndian.Uint64(b[:])
+	}
+	ifc := o.ifc
 	st := &stack{
 		ifc:         ifc,
-		cp:          cp,
-		link:        link,
-		epoch:       time.Now(),
+		cp:          o.cp,
+		link:        o.link,
+		clock:       o.clock,
 		rx:          make([][]byte, rxBatch),
 		woken:       make([]uintptr, 0, 256),
 		released:    make([]uint16, 0, 64),
@@ -120,17 +135,18 @@ func startStack(eng *Engine, cfg Config, ifc iface, cp controlPlane, link Link, 
 		listeners:   map[uint16]*listenShare{},
 		steeredUDP:  map[uint16]bool{},
 		releasedUDP: make([]uint16, 0, 16),
-		neigh:       map[[4]byte]neighEntry{},
+		routes:      map[[4]byte]routeEntry{},
+		neighs:      map[[4]byte]*neighbour{},
 		kickFd:      kfd,
-		stats:       stats,
+		stats:       o.stats,
 		eng:         eng,
 		core: stackcore.New(stackcore.Config{
 			MAC:             stackcore.MAC(ifc.mac),
 			Addr:            stackcore.IPv4(ifc.addr),
 			MTU:             ifc.mtu,
 			VerifyChecksums: cfg.VerifyChecksum,
-			Stats:           coreStats,
-			Seed:            binary.LittleEndian.Uint64(seed[:]),
+			Stats:           o.coreStats,
+			Seed:            seed,
 			RecvBuf:         cfg.RecvBuf,
 			SendBuf:         cfg.SendBuf,
 			RecvBufMax:      cfg.RecvBufMax,
@@ -138,14 +154,14 @@ func startStack(eng *Engine, cfg Config, ifc iface, cp controlPlane, link Link, 
 		}),
 	}
 	st.pollerDeadline.Store(int64(stackcore.Never))
-	st.pollerDone.Add(1)
-	go st.poller()
+	if o.poller {
+		st.pollerDone.Add(1)
+		go st.poller()
+	}
 	return st, nil
 }
 
-func (st *stack) now() stackcore.Time {
-	return stackcore.Time(time.Since(st.epoch).Microseconds())
-}
+func (st *stack) now() stackcore.Time { return st.clock.Now() }
 
 // serviceLocked moves received frames through the core and emits what is due. Caller holds st.mu.
 func (st *stack) serviceLocked() stackcore.Time {
@@ -178,7 +194,7 @@ func (st *stack) txLocked() stackcore.Time {
 	_ = st.link.Flush()
 	st.woken = st.core.TakeWoken(st.woken[:0])
 	for _, c := range st.woken {
-		st.eng.wake(c)
+		st.eng.wakeLocked(c)
 	}
 	st.released = st.core.Released(st.released[:0])
 	for _, p := range st.released {
@@ -191,11 +207,16 @@ func (st *stack) txLocked() stackcore.Time {
 	// wake the poller if it sleeps past the new deadline (see pollerTick)
 	if next != stackcore.Never && int64(next)+int64(stackcore.Millisecond) < st.pollerDeadline.Load() {
 		st.pollerDeadline.Store(int64(next))
-		var one = [8]byte{1}
-		_, _ = unix.Write(st.kickFd, one[:])
-		atomic.AddUint64(&st.stats.PollerKicks, 1)
+		st.kickPoller()
 	}
 	return next
+}
+
+// kickPoller wakes the poller now.
+func (st *stack) kickPoller() {
+	var one = [8]byte{1}
+	_, _ = unix.Write(st.kickFd, one[:])
+	atomic.AddUint64(&st.stats.PollerKicks, 1)
 }
 
 // delivered reports whether a closed connection has nothing left to send: our FIN was
@@ -279,22 +300,39 @@ const (
 // poller runs timers and drains the link while no application thread is inside the stack.
 func (st *stack) poller() {
 	fds := []unix.PollFd{{Fd: int32(st.kickFd), Events: unix.POLLIN}, {Fd: int32(st.link.Fd()), Events: unix.POLLIN}}
-	defer st.pollerDone.Done()
+	defer func() {
+		// with recovers what panics in the core; anything else must not take the program
+		// down either: count it and start again
+		if p := recover(); p != nil {
+			st.eng.Recovered(p)
+			if !st.closed.Load() {
+				st.pollerDone.Add(1)
+				go st.poller()
+			}
+		}
+		st.pollerDone.Done()
+	}()
 	var buf [8]byte
 	for !st.closed.Load() {
-		st.mu.Lock()
-		next := st.serviceLocked()
-		now := st.now()
-		watchLink := st.eng.tab.XSKWaiters() == 0
-		wake := next
-		if next != stackcore.Never {
-			wake = min(next, now+pollerTick)
+		var now, wake stackcore.Time
+		var watchLink bool
+		r := st.with(nil, faultPoller, func() int {
+			next := st.serviceLocked()
+			now = st.now()
+			watchLink = st.eng.tab.XSKWaiters() == 0
+			wake = next
+			if next != stackcore.Never {
+				wake = min(next, now+pollerTick)
+			}
+			if !watchLink {
+				wake = min(wake, now+pollerIdleTick)
+			}
+			st.pollerDeadline.Store(int64(wake))
+			return 0
+		})
+		if r != 0 { // a panic stopped the round: look again soon
+			now, wake, watchLink = st.now(), st.now()+pollerIdleTick, false
 		}
-		if !watchLink {
-			wake = min(wake, now+pollerIdleTick)
-		}
-		st.pollerDeadline.Store(int64(wake))
-		st.mu.Unlock()
 
 		timeout := -1
 		if wake != stackcore.Never {
@@ -318,8 +356,7 @@ func (st *stack) poller() {
 // close stops the poller and releases the link (tests; a process simply exits).
 func (st *stack) close() {
 	st.closed.Store(true)
-	var one = [8]byte{1}
-	_, _ = unix.Write(st.kickFd, one[:])
+	st.kickPoller()
 	st.pollerDone.Wait()
 	unix.Close(st.kickFd)
 	if st.link != nil {

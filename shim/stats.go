@@ -9,4 +9,6 @@ type Stats struct {
 	PollerTimeouts     uint64 `stat:"shim.poller_timeouts"` // woke for a timer
 	PollerKicks        uint64 `stat:"shim.poller_kicks"`    // woken early by an application thread
 	Panics             uint64 `stat:"shim.panics"`
+	NeighResolves      uint64 `stat:"shim.neigh_resolves"` // next hops resolved in the background
+	NeighFailed        uint64 `stat:"shim.neigh_failed"`   // of which no neighbour answered
 }

@@ -22,7 +22,7 @@ func TestConnectSendRecv(t *testing.T) {
 	}
 	got := make([]byte, 64)
 	var n int
-	r.eventually("peer read", func() bool {
+	r.until("peer read", func() bool {
 		r.peer.do(func(*stackcore.Stack) { n, _ = pc.Read(got) })
 		return n > 0
 	})
@@ -67,7 +67,7 @@ func TestNonBlockingConnect(t *testing.T) {
 		t.Fatalf("second connect: %d, want EALREADY", res)
 	}
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLOUT}}
-	r.eventually("POLLOUT", func() bool { return r.e.PollCheck(fds) == 1 })
+	r.until("POLLOUT", func() bool { return r.e.PollCheck(fds) == 1 })
 	if fds[0].Revents&unix.POLLOUT == 0 {
 		t.Fatalf("revents %#x", fds[0].Revents)
 	}
@@ -98,7 +98,7 @@ func TestConnectRefused(t *testing.T) {
 	nb := r.socket(unix.SOCK_NONBLOCK)
 	r.e.Connect(nb, sockaddr(peerAddr, 9))
 	fds := []unix.PollFd{{Fd: int32(nb), Events: unix.POLLOUT}}
-	r.eventually("POLLERR", func() bool { return r.e.PollCheck(fds) == 1 })
+	r.until("POLLERR", func() bool { return r.e.PollCheck(fds) == 1 })
 	val := make([]byte, 4)
 	vlen := uint32(4)
 	r.e.Getsockopt(nb, unix.SOL_SOCKET, unix.SO_ERROR, val, &vlen)
@@ -115,21 +115,21 @@ func TestHandOverToKernel(t *testing.T) {
 	if res := r.e.Connect(fd, sockaddr([4]byte{127, 0, 0, 1}, 80)); res != Pass {
 		t.Fatalf("connect to loopback: %d, want Pass", res)
 	}
-	if _, ours := r.tab.Entries[fd]; ours || r.e.sock(fd) != nil {
+	if _, ours := r.tab.Entry(fd); ours || r.e.sock(fd) != nil {
 		t.Fatal("fd still accelerated after hand-over")
 	}
 	fd2 := r.socket(0)
 	if res := r.e.Bind(fd2, sockaddr([4]byte{127, 0, 0, 1}, 0)); res != 0 {
 		t.Fatalf("bind to 127.0.0.1: %d", res)
 	}
-	if _, ours := r.tab.Entries[fd2]; ours {
+	if _, ours := r.tab.Entry(fd2); ours {
 		t.Fatal("socket bound to another local address still accelerated")
 	}
 	fd3 := r.socket(0)
 	if res := r.e.Bind(fd3, sockaddr([4]byte{}, 0)); res != 0 {
 		t.Fatalf("bind to 0.0.0.0: %d", res)
 	}
-	if _, ours := r.tab.Entries[fd3]; !ours {
+	if _, ours := r.tab.Entry(fd3); !ours {
 		t.Fatal("wildcard bind lost acceleration")
 	}
 	if got := r.e.st.stats.PassedToKernel; got != 2 {
@@ -149,7 +149,7 @@ func TestListenAccept(t *testing.T) {
 	if !r.link.isSteered(port) {
 		t.Fatal("listening port not steered")
 	}
-	if e := r.tab.Entries[lfd]; e.ExtraFd != int32(lfd) {
+	if e := r.entry(lfd); e.ExtraFd != int32(lfd) {
 		t.Fatalf("listener waits on %d, want its shadow %d (kernel connections)", e.ExtraFd, lfd)
 	}
 	var sa [16]byte
@@ -160,19 +160,19 @@ func TestListenAccept(t *testing.T) {
 	var pc *stackcore.TCPConn
 	r.peer.do(func(s *stackcore.Stack) {
 		var err error
-		pc, err = s.Connect(r.peer.now(), 0, engAddr, port, engMAC)
+		pc, err = s.Connect(r.peerNow(), 0, engAddr, port, engMAC)
 		if err != nil {
 			t.Fatal(err)
 		}
 	})
 	fds := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
-	r.eventually("listener POLLIN", func() bool { return r.e.PollCheck(fds) == 1 })
+	r.until("listener POLLIN", func() bool { return r.e.PollCheck(fds) == 1 })
 	nfd := r.e.Accept(lfd, sa[:], &salen, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
 	if nfd < 0 {
 		t.Fatalf("accept: %d", nfd)
 	}
 	defer r.close(nfd)
-	if r.tab.Entries[nfd].Kind != KindTCP {
+	if r.entry(nfd).Kind != KindTCP {
 		t.Fatal("accepted fd not accelerated")
 	}
 	if ip, p, _, _ := parseInet4(sa[:]); ip != peerAddr || p != pc.LocalPort() || salen != 16 {
@@ -197,7 +197,7 @@ func TestRecvPeekAndEOF(t *testing.T) {
 		pc.CloseWrite()
 	})
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}}
-	r.eventually("POLLRDHUP", func() bool {
+	r.until("POLLRDHUP", func() bool {
 		r.e.PollCheck(fds)
 		return fds[0].Revents&unix.POLLRDHUP != 0
 	})
@@ -225,7 +225,7 @@ func TestSendAfterReset(t *testing.T) {
 	fd, pc := r.connected(83)
 	r.peer.do(func(*stackcore.Stack) { pc.Abort() })
 	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
-	r.eventually("POLLERR|POLLHUP", func() bool {
+	r.until("POLLERR|POLLHUP", func() bool {
 		r.e.PollCheck(fds)
 		return fds[0].Revents&(unix.POLLERR|unix.POLLHUP) != 0
 	})
@@ -248,7 +248,7 @@ func TestShutdownWrite(t *testing.T) {
 		t.Fatal("shutdown")
 	}
 	var err error
-	r.eventually("peer EOF", func() bool {
+	r.until("peer EOF", func() bool {
 		r.peer.do(func(*stackcore.Stack) { _, err = pc.Read(make([]byte, 8)) })
 		return err == io.EOF
 	})
@@ -269,7 +269,7 @@ func TestCloseReleasesSteering(t *testing.T) {
 	fd, pc := r.connected(85)
 	port, _ := shadowPort(fd)
 	r.close(fd)
-	if _, ours := r.tab.Entries[fd]; ours {
+	if _, ours := r.tab.Entry(fd); ours {
 		t.Fatal("fd still in the table after close")
 	}
 	if !r.link.isSteered(port) {
@@ -278,7 +278,7 @@ func TestCloseReleasesSteering(t *testing.T) {
 	// the peer closes too; we end in TIME_WAIT, whose 60 s we do not wait for here: abort the
 	// peer instead so that our side is freed by its RST
 	r.peer.do(func(*stackcore.Stack) { pc.Abort() })
-	r.eventually("port released", func() bool {
+	r.until("port released", func() bool {
 		r.e.st.mu.Lock()
 		r.e.st.serviceLocked()
 		r.e.st.mu.Unlock()
@@ -294,7 +294,7 @@ func TestReceiveTimeoutPublished(t *testing.T) {
 	if res := r.e.Setsockopt(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, timevalBytes(&tv)); res != Pass {
 		t.Fatalf("setsockopt: %d, want Pass (the shadow takes it too)", res)
 	}
-	if got := r.tab.Entries[fd].RcvTimeoMs; got != 1500 {
+	if got := r.entry(fd).RcvTimeoMs; got != 1500 {
 		t.Fatalf("rcvtimeo %d ms, want 1500", got)
 	}
 }
@@ -334,7 +334,7 @@ func TestDupSharesTheSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.e.Dup(fd, d)
-	if r.tab.Entries[d].Kind != KindTCP || r.e.sock(d) != r.e.sock(fd) {
+	if r.entry(d).Kind != KindTCP || r.e.sock(d) != r.e.sock(fd) {
 		t.Fatal("dup is not the same accelerated socket")
 	}
 	r.close(fd)
@@ -343,7 +343,7 @@ func TestDupSharesTheSocket(t *testing.T) {
 	}
 	got := make([]byte, 8)
 	var n int
-	r.eventually("peer read", func() bool {
+	r.until("peer read", func() bool {
 		r.peer.do(func(*stackcore.Stack) { n, _ = pc.Read(got) })
 		return n > 0
 	})
@@ -352,7 +352,7 @@ func TestDupSharesTheSocket(t *testing.T) {
 	}
 	r.close(d)
 	var err2 error
-	r.eventually("peer EOF after the last close", func() bool {
+	r.until("peer EOF after the last close", func() bool {
 		r.peer.do(func(*stackcore.Stack) { _, err2 = pc.Read(got) })
 		return err2 == io.EOF
 	})
@@ -368,7 +368,7 @@ func TestLingerZeroResets(t *testing.T) {
 	}
 	r.close(fd)
 	var err error
-	r.eventually("peer sees RST", func() bool {
+	r.until("peer sees RST", func() bool {
 		r.peer.do(func(*stackcore.Stack) { _, err = pc.Read(make([]byte, 8)) })
 		return err == stackcore.ErrReset
 	})
@@ -399,26 +399,21 @@ func TestPortTakenAgainStaysSteered(t *testing.T) {
 			t.Fatalf("connect: %d", res)
 		}
 		var pc *stackcore.TCPConn
-		r.eventually("accept", func() bool {
+		r.until("accept", func() bool {
 			r.peer.do(func(*stackcore.Stack) { pc = l.Accept() })
 			return pc != nil
 		})
 		return fd, pc
 	}
 	fd, pc := dial()
-	old := r.e.sock(fd).conn
+	old := r.e.sock(fd).(*tcpSock).conn
 	r.close(fd) // our FIN first: we end in TIME-WAIT
 	r.peer.do(func(*stackcore.Stack) { pc.Close() })
-	r.eventually("TIME-WAIT", func() bool {
-		r.e.st.mu.Lock()
-		defer r.e.st.mu.Unlock()
-		r.e.st.serviceLocked()
-		return old.State() == stackcore.StateTimeWait
+	r.until("TIME-WAIT", func() bool {
+		return r.st.with(nil, faultNone, func() int { return int(old.State()) }) == int(stackcore.StateTimeWait)
 	})
 	fd2, _ := dial()
-	r.e.st.mu.Lock()
-	r.e.st.serviceLocked()
-	r.e.st.mu.Unlock()
+	r.step()
 	if !r.link.isSteered(40123) {
 		t.Fatal("the port was unsteered while the new connection holds it")
 	}

@@ -16,8 +16,8 @@ func (r *rig) udpSocket() int {
 	}
 	r.e.Socket(fd, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK)
 	r.t.Cleanup(func() { r.close(fd) })
-	if r.tab.Entries[fd].Kind != KindUDP || r.tab.Entries[fd].ExtraFd != int32(fd) {
-		r.t.Fatalf("udp socket %d not published with its shadow: %+v", fd, r.tab.Entries[fd])
+	if r.entry(fd).Kind != KindUDP || r.entry(fd).ExtraFd != int32(fd) {
+		r.t.Fatalf("udp socket %d not published with its shadow: %+v", fd, r.entry(fd))
 	}
 	return fd
 }
@@ -44,7 +44,7 @@ func TestUDPSendToRecvFrom(t *testing.T) {
 	}
 	buf := make([]byte, 64)
 	var n, sport int
-	r.eventually("peer datagram", func() bool {
+	r.until("peer datagram", func() bool {
 		r.peer.do(func(*stackcore.Stack) {
 			var p uint16
 			n, _, _, p, _ = pu.RecvFrom(buf, false)
@@ -90,7 +90,7 @@ func TestUDPConnected(t *testing.T) {
 		t.Fatalf("send: %d", n)
 	}
 	var n int
-	r.eventually("peer datagram", func() bool {
+	r.until("peer datagram", func() bool {
 		r.peer.do(func(*stackcore.Stack) { n, _, _, _, _ = pu.RecvFrom(make([]byte, 8), false) })
 		return n == 2
 	})

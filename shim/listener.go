@@ -1,0 +1,203 @@
+package shim
+
+import (
+	"golang.org/x/sys/unix"
+
+	"ustack/stackcore"
+)
+
+// tcpListener is a listening TCP socket. It listens in two places: in the stack for connections
+// through the interface, and in its kernel shadow for the others (loopback, other interfaces);
+// accept(2) returns whichever comes first. Fields are guarded by st.mu.
+type tcpListener struct {
+	*sockBase
+	share *listenShare
+}
+
+// listenShare is a listening port of the core and the sockets listening on it: one, or several
+// with SO_REUSEPORT, which then take connections from the same accept queue.
+type listenShare struct {
+	l     *stackcore.Listener
+	port  uint16
+	socks []*tcpListener
+}
+
+// listenLocked turns the TCP socket s into a listener. The stack listens and the port is
+// steered before the shadow listens: a SYN that came in between would otherwise make a kernel
+// connection whose later segments we steer away. Caller holds st.mu.
+func (e *Engine) listenLocked(s *tcpSock, backlog int) int {
+	st := s.st
+	fd := s.fd()
+	if !s.bound {
+		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
+			return errnoOf(err)
+		}
+		s.boundAny = true
+	}
+	port, err := shadowPort(fd)
+	if err != nil {
+		return errnoOf(err)
+	}
+	backlog = max(backlog, 1)
+	ls := &tcpListener{sockBase: s.sockBase}
+	sh := st.listeners[port]
+	fresh := sh == nil
+	if fresh {
+		l, err := st.core.Listen(port, backlog)
+		if err != nil {
+			return errnoOf(err)
+		}
+		if err := st.steerLocked(port); err != nil {
+			l.Close()
+			e.Log.Warn().Err(err).Uint16("port", port).Msg("steering listener")
+			return neg(unix.ENOBUFS)
+		}
+		l.Cookie = s.cookie
+		sh = &listenShare{l: l, port: port}
+	}
+	// SO_REUSEPORT (the kernel let both shadows bind): the sockets share one accept queue
+	if err := unix.Listen(fd, backlog); err != nil {
+		if fresh {
+			sh.l.Close() // the core releases the port; txLocked unsteers it
+		}
+		return errnoOf(err)
+	}
+	if fresh {
+		st.listeners[port] = sh
+	}
+	sh.socks = append(sh.socks, ls)
+	ls.share = sh
+	s.bound, s.boundPort = true, port
+	// the shadow listens too (loopback and other interfaces); it is polled, never blocked on
+	_ = unix.SetNonblock(fd, true)
+	e.becomeLocked(ls)
+	return 0
+}
+
+func (l *tcpListener) bind([4]byte, uint16) int { return neg(unix.EINVAL) }
+func (l *tcpListener) connect([]byte) int       { return neg(unix.EISCONN) }
+func (l *tcpListener) shutdown(int) int         { return Pass }
+
+func (l *tcpListener) listen(backlog int) int {
+	return l.st.with(l, faultNone, func() int {
+		return errnoOf(unix.Listen(l.fd(), backlog)) // a new backlog
+	})
+}
+
+func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
+	if flags&^(unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC) != 0 {
+		return neg(unix.EINVAL)
+	}
+	st := l.st
+	var shadow int
+	var nonblock bool
+	r := st.with(l, faultAccept, func() int {
+		shadow, nonblock = l.fd(), l.nonblock
+		st.rxLocked()
+		core := l.share.l
+		if !core.Readable() {
+			st.txLocked()
+			return Pass // look in the shadow
+		}
+		nfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|(flags&(unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)), 0)
+		if err != nil {
+			return errnoOf(err)
+		}
+		if nfd >= FDMax {
+			unix.Close(nfd)
+			return neg(unix.EMFILE)
+		}
+		c := core.Accept()
+		ns := l.e.newTCPLocked(nfd, flags&unix.SOCK_NONBLOCK != 0)
+		ns.opts = l.opts
+		ns.bound, ns.boundPort = true, c.LocalPort()
+		ns.conn = c
+		ns.opts.apply(c)
+		c.Cookie = ns.cookie
+		l.e.publishLocked(ns.sockBase, nfd)
+		count(&st.stats.SocketsAccelerated)
+		ip, port := c.Remote()
+		putInet4(sa, saLen, ip, port)
+		return nfd
+	})
+	if r != Pass {
+		return r
+	}
+	// a connection that came through the kernel (loopback, another interface)
+	nfd, rsa, err := unix.Accept4(shadow, flags)
+	if err == nil {
+		count(&st.stats.KernelAccepts)
+		putSockaddr(sa, saLen, rsa)
+		return nfd
+	}
+	if err != unix.EAGAIN {
+		return errnoOf(err)
+	}
+	if nonblock {
+		return neg(unix.EAGAIN)
+	}
+	return Wait
+}
+
+func (l *tcpListener) sockname(out []byte, outLen *uint32) int {
+	return l.st.with(l, faultNone, func() int {
+		ip := l.st.ifc.addr
+		if l.boundAny {
+			ip = [4]byte{}
+		}
+		putInet4(out, outLen, ip, l.boundPort)
+		return 0
+	})
+}
+
+func (l *tcpListener) queuedLocked(bool) int { return neg(unix.EINVAL) }
+
+func (l *tcpListener) events() int16 {
+	if l.share.l.Readable() {
+		return unix.POLLIN | pollRdNorm
+	}
+	return 0
+}
+
+func (l *tcpListener) pollEvents() int16 {
+	if ev := l.events(); ev != 0 || !shadowPending(l.fd()) {
+		return ev
+	}
+	return unix.POLLIN | pollRdNorm
+}
+
+func (l *tcpListener) releaseLocked() {
+	sh := l.share
+	if sh == nil {
+		return
+	}
+	l.share = nil
+	sh.socks = removeListener(sh.socks, l)
+	if len(sh.socks) == 0 {
+		sh.l.Cookie = 0
+		sh.l.Close() // the core releases the port once its connections are gone too
+		delete(l.st.listeners, sh.port)
+	} else if sh.l.Cookie == l.cookie {
+		sh.l.Cookie = sh.socks[0].cookie
+	}
+}
+
+// A listener a panic interrupted keeps listening: resetting it would take the program's server
+// down, and the accept queue holds no state of the program's.
+func (l *tcpListener) resetLocked() {}
+
+// wakeShareLocked wakes every socket on the listening port: they share one accept queue.
+func (sh *listenShare) wakeLocked() {
+	for _, l := range sh.socks {
+		l.sockBase.wakeLocked()
+	}
+}
+
+func removeListener(xs []*tcpListener, x *tcpListener) []*tcpListener {
+	for i, v := range xs {
+		if v == x {
+			return append(xs[:i], xs[i+1:]...)
+		}
+	}
+	return xs
+}

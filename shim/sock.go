@@ -1,0 +1,135 @@
+package shim
+
+import (
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// sock is one accelerated socket, one type per kind (after Onload's per-fd-type ops tables):
+// tcpSock (a TCP socket before listen: fresh, connecting or connected), tcpListener and udpSock.
+// Engine entry points look the fd up and dispatch; each method takes the stack lock itself
+// through stack.with, and answers n >= 0, -errno, Pass or Wait. A call a kind does not support
+// gets what the kernel answers for it.
+type sock interface {
+	base() *sockBase
+
+	bind(ip [4]byte, port uint16) int
+	listen(backlog int) int
+	accept(sa []byte, saLen *uint32, flags int) int
+	connect(sa []byte) int
+	connectWait() int
+	recv(iov []unix.Iovec, flags int, name []byte, nameLen *uint32, msgFlags *int32) int
+	send(iov []unix.Iovec, flags int, name []byte) int
+	shutdown(how int) int
+	sockname(out []byte, outLen *uint32) int
+	peername(out []byte, outLen *uint32) int
+	// getsockopt answers what only the stack knows; Pass lets the shadow answer.
+	getsockopt(level, name int, val []byte, valLen *uint32) int
+	// setsockopt takes what the kind needs once base options are recorded. Caller holds st.mu.
+	setsockoptLocked(level, name int, v int, isInt bool, val []byte) int
+	// queued answers FIONREAD (out false) and SIOCOUTQ (out true). Caller holds st.mu.
+	queuedLocked(out bool) int
+
+	// events is the poll mask as far as the stack knows it, without system calls: it decides
+	// whom a change wakes. Caller holds st.mu.
+	events() int16
+	// pollEvents is the poll(2) mask, the shadow's part included. Caller holds st.mu.
+	pollEvents() int16
+	// releaseLocked lets go of the socket's stack state when its last fd is closed (or a panic
+	// reset it). Caller holds st.mu.
+	releaseLocked()
+	// resetLocked answers a panic that may have left the socket's state corrupted: a connection
+	// is reset (RST to the peer, ECONNRESET to the program). Caller holds st.mu.
+	resetLocked()
+}
+
+// sockBase is what every kind has. Fields from fds on are guarded by st.mu; the rest are set
+// before the socket is published and never change.
+type sockBase struct {
+	e  *Engine
+	st *stack
+
+	fds      []int // every fd that refers to this socket (dup, dup2, F_DUPFD); fds[0] for calls on the shadow
+	cookie   uintptr
+	self     sock // the kind this base belongs to now (a tcpSock becomes a tcpListener)
+	nonblock bool // O_NONBLOCK of the open file description
+	opts     sockOpts
+	wakeGen  uint64         // bumped at each change the stack reports (edge-triggered epoll)
+	members  []*epollMember // its entries in epoll sets
+
+	bound     bool
+	boundAny  bool // bound to 0.0.0.0
+	boundPort uint16
+
+	errReported bool // a hard error was reported once (recv, send or SO_ERROR); then EOF/EPIPE
+}
+
+func (b *sockBase) base() *sockBase { return b }
+
+// fd is an fd of the socket, for calls on its kernel shadow. Caller holds st.mu, or knows the
+// socket has only the fd it was called with.
+func (b *sockBase) fd() int {
+	if len(b.fds) == 0 {
+		return -1
+	}
+	return b.fds[0]
+}
+
+// wouldBlock is what a call that cannot go on answers: EAGAIN for a non-blocking call, else Wait.
+// Caller holds st.mu.
+func (b *sockBase) wouldBlock(flags int) int {
+	if b.nonblock || flags&unix.MSG_DONTWAIT != 0 {
+		return neg(unix.EAGAIN)
+	}
+	return Wait
+}
+
+// The defaults: what the kernel answers a kind for which the call makes no sense.
+func (b *sockBase) listen(int) int                                      { return Pass }
+func (b *sockBase) accept([]byte, *uint32, int) int                     { return neg(unix.EINVAL) }
+func (b *sockBase) connectWait() int                                    { return neg(unix.EBADF) }
+func (b *sockBase) getsockopt(int, int, []byte, *uint32) int            { return Pass }
+func (b *sockBase) setsockoptLocked(int, int, int, bool, []byte) int    { return Pass }
+func (b *sockBase) resetLocked()                                        {}
+func (b *sockBase) peername([]byte, *uint32) int                        { return neg(unix.ENOTCONN) }
+func (b *sockBase) recv([]unix.Iovec, int, []byte, *uint32, *int32) int { return neg(unix.ENOTCONN) }
+func (b *sockBase) send([]unix.Iovec, int, []byte) int                  { return neg(unix.ENOTCONN) }
+
+// wakeLocked tells whoever waits on the socket that its readiness may have changed: threads
+// asleep on one of its fds, and the epoll sets it is in. Caller holds st.mu.
+func (b *sockBase) wakeLocked() {
+	b.wakeGen++
+	ev := b.self.events()
+	rx := ev&(unix.POLLIN|unix.POLLHUP|unix.POLLERR) != 0
+	tx := ev&(unix.POLLOUT|unix.POLLHUP|unix.POLLERR) != 0
+	for _, fd := range b.fds {
+		b.e.tab.Wake(fd, rx, tx)
+	}
+	for _, m := range b.members {
+		m.changedLocked(ev)
+	}
+}
+
+func iovLen(iov []unix.Iovec) int {
+	n := 0
+	for i := range iov {
+		n += int(iov[i].Len)
+	}
+	return n
+}
+
+func iovBytes(v unix.Iovec) []byte { return unsafe.Slice(v.Base, v.Len) }
+
+func removeInt(xs []int, x int) []int {
+	for i, v := range xs {
+		if v == x {
+			return append(xs[:i], xs[i+1:]...)
+		}
+	}
+	return xs
+}
+
+// count adds one to a counter that onloadctl reads while we write.
+func count(c *uint64) { atomic.AddUint64(c, 1) }
