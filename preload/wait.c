@@ -42,7 +42,9 @@ struct ustack_waiter *ustack_self_waiter(void)
 	if (self_waiter)
 		return self_waiter;
 	pthread_once(&waiter_once, waiter_key_create);
+	int saved = errno;
 	int efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	errno = saved;
 	if (efd < 0)
 		return NULL;
 	for (int i = 0; i < USTACK_MAX_WAITERS; i++) {
@@ -84,10 +86,12 @@ void ustack_wake_fd(int fd)
 void ustack_waiter_done(struct ustack_waiter *w)
 {
 	__atomic_store_n(&w->fd, -1, __ATOMIC_SEQ_CST);
+	int saved = errno; /* a call that succeeds leaves errno as it was, as the kernel's do */
 	uint64_t v;
 	if (ustack_real.read(w->efd, &v, sizeof v) < 0) {
 		/* EAGAIN: nobody woke us */
 	}
+	errno = saved;
 }
 
 /* ustack_wait blocks the calling thread until fd may be ready for events (POLLIN or POLLOUT), the

@@ -126,7 +126,7 @@ func (e *Engine) EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) int {
 			set.members[fd] = m
 			b.members = append(b.members, m)
 			m.watch()
-			set.signalLocked() // look at it in the next wait
+			m.changedLocked(s.pollEvents()) // already ready: a nested set must see it
 		case unix.EPOLL_CTL_MOD:
 			if ev == nil {
 				return neg(unix.EFAULT)
@@ -140,7 +140,7 @@ func (e *Engine) EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) int {
 			}
 			m.events, m.data, m.armed, m.seenGen = ev.Events, epollData(ev), true, b.wakeGen-1
 			m.watch()
-			set.signalLocked()
+			m.changedLocked(s.pollEvents())
 		case unix.EPOLL_CTL_DEL:
 			if set == nil || set.members[fd] == nil {
 				return neg(unix.ENOENT)
