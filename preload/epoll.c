@@ -18,7 +18,10 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 		errno = EBADFD;
 		return -1;
 	}
-	return ustack_ret(ustack_epoll_ctl(epfd, op, fd, ev));
+	long r = ustack_epoll_ctl(epfd, op, fd, ev);
+	if (r == USTACK_PASS) /* handed to the kernel since we looked */
+		return ustack_real.epoll_ctl(epfd, op, fd, ev);
+	return ustack_ret(r);
 }
 
 /* drop_magic removes the wake entry from evs[0:n] and returns how many remain; *woken is set when

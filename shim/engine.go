@@ -193,41 +193,6 @@ func (e *Engine) publishLocked(b *sockBase, fd int) {
 	e.tab.Publish(fd, FDEntry{Kind: kind, ExtraFd: extra})
 }
 
-// becomeLocked makes the socket s.base() of kind s from now on (a TCP socket that listens).
-// Caller holds st.mu.
-func (e *Engine) becomeLocked(s sock) {
-	b := s.base()
-	b.self = s
-	for _, fd := range b.fds {
-		e.publishLocked(b, fd)
-	}
-}
-
-// forgetLocked takes the socket out of the engine: its cookie, its epoll sets, its stack
-// state. Caller holds st.mu.
-func (e *Engine) forgetLocked(s sock) {
-	b := s.base()
-	delete(e.cookies, b.cookie)
-	e.leaveEpollsLocked(b)
-	s.releaseLocked()
-}
-
-// handOver gives the socket to the kernel for good: its shadow becomes the socket.
-func (e *Engine) handOver(s sock) {
-	b := s.base()
-	var fds []int
-	b.st.with(nil, faultNone, func() int {
-		fds, b.fds = b.fds, nil
-		e.forgetLocked(s)
-		for _, fd := range fds {
-			e.tab.Withdraw(fd)
-			e.socks[fd].Store(nil)
-		}
-		return 0
-	})
-	count(&b.st.stats.PassedToKernel)
-}
-
 // wakeLocked tells the waiters of the socket whose core object carries cookie that its
 // readiness may have changed. Caller holds st.mu.
 func (e *Engine) wakeLocked(cookie uintptr) {
