@@ -39,4 +39,3 @@ func (e *Engine) handOver(s sock) {
 	})
 	count(&b.st.stats.PassedToKernel)
 }
-
