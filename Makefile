@@ -44,7 +44,9 @@ $(BUILD)/libustack.so:
 	@mkdir -p $(BUILD)
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared \
 		-ldflags="-X main.exportsMap=$$(sha256sum preload/libustack.map | cut -c1-16) \
-			-extldflags=-Wl,--version-script=$(CURDIR)/preload/libustack.map" -o $@ ./preload
+			-extldflags=-Wl,--version-script=$(CURDIR)/preload/libustack.map" -o $@.new ./preload
+	@# a rename, not a rewrite: programs running with the old library keep their mapping intact
+	mv -f $@.new $@
 
 $(BUILD)/onloadctl:
 	@mkdir -p $(BUILD)
