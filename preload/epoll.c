@@ -123,19 +123,42 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 	return result;
 }
 
+/* foreign_events looks at the r events a real wait returned on an epoll fd we do not know. A dup
+ * of a set's epoll fd made before the set existed reports the set's wake entry: the entry is not
+ * the program's, and the fd is ours from now on. Returns the program's events. */
+static int foreign_events(int epfd, struct epoll_event *evs, int r)
+{
+	if (r <= 0 || ustack_xsk_fd < 0 || !USTACK_GO_OK())
+		return r;
+	int woken = 0;
+	int k = drop_magic(evs, r, &woken);
+	if (woken)
+		ustack_epoll_adopt(epfd);
+	return k;
+}
+
+/* look_again: after foreign_events, whether the wait must go on as an accelerated set's */
+#define LOOK_AGAIN(epfd, r) ((r) == 0 && ustack_kind(epfd) == USTACK_KIND_EPOLL)
+
 int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 {
 	USTACK_ENSURE();
-	if (ustack_kind(epfd) != USTACK_KIND_EPOLL)
-		return ustack_real.epoll_wait(epfd, evs, max, timeout);
+	if (ustack_kind(epfd) != USTACK_KIND_EPOLL) {
+		int r = foreign_events(epfd, evs, ustack_real.epoll_wait(epfd, evs, max, timeout));
+		if (!LOOK_AGAIN(epfd, r))
+			return r;
+	}
 	return epoll_wait_impl(epfd, evs, max, timeout, NULL);
 }
 
 int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
 {
 	USTACK_ENSURE();
-	if (ustack_kind(epfd) != USTACK_KIND_EPOLL)
-		return ustack_real.epoll_pwait(epfd, evs, max, timeout, mask);
+	if (ustack_kind(epfd) != USTACK_KIND_EPOLL) {
+		int r = foreign_events(epfd, evs, ustack_real.epoll_pwait(epfd, evs, max, timeout, mask));
+		if (!LOOK_AGAIN(epfd, r))
+			return r;
+	}
 	return epoll_wait_impl(epfd, evs, max, timeout, mask);
 }
 
@@ -147,7 +170,9 @@ int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timesp
 			errno = ENOSYS;
 			return -1;
 		}
-		return ustack_real.epoll_pwait2(epfd, evs, max, ts, mask);
+		int r = foreign_events(epfd, evs, ustack_real.epoll_pwait2(epfd, evs, max, ts, mask));
+		if (!LOOK_AGAIN(epfd, r))
+			return r;
 	}
 	/* the accelerated part waits in milliseconds (rounded up) */
 	int ms = ts ? (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000) : -1;

@@ -191,3 +191,12 @@ func ustack_epoll_close(epfd C.int) (r C.long) {
 	eng.EpollClose(int(epfd))
 	return 0
 }
+
+//export ustack_epoll_adopt
+func ustack_epoll_adopt(epfd C.int) (r C.long) {
+	defer guard(&r)
+	if eng.EpollAdopt(int(epfd)) {
+		return 1
+	}
+	return 0
+}

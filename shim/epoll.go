@@ -17,8 +17,17 @@ type epollSet struct {
 	epfds     []int // the application's fds of this epoll instance (dups included)
 	wakeEp    int
 	efd       int
-	signalled bool
-	members   map[int]*epollMember // by fd
+	signalled bool // efd is readable: pending > 0
+	pending   int  // members with something to report
+	members   map[memberKey]*epollMember
+}
+
+// memberKey identifies a registration as Linux does: the fd number and the open file (socket)
+// it referred to when it was added. Closing one of a socket's fds keeps its registrations while
+// a dup lives, and the number may then be reused for another socket's registration.
+type memberKey struct {
+	fd int
+	b  *sockBase
 }
 
 type epollMember struct {
@@ -29,6 +38,7 @@ type epollMember struct {
 	data    uint64
 	seenGen uint64 // wakeGen of the socket when last reported (edge-triggered)
 	armed   bool   // EPOLLONESHOT: false after one report, until EPOLL_CTL_MOD
+	pending bool   // something to report at the next look (counted in set.pending)
 }
 
 func epollData(ev *unix.EpollEvent) uint64 {
@@ -44,30 +54,57 @@ func (m *epollMember) readyMask(ev int16) uint32 {
 	return uint32(uint16(ev)) & (m.events | unix.EPOLLERR | unix.EPOLLHUP)
 }
 
-// changedLocked is the member's socket telling it its readiness may have changed: the set's
-// sleepers must look again if the member is ready for what it waits for.
-func (m *epollMember) changedLocked(ev int16) {
-	if m.armed && m.readyMask(ev) != 0 {
-		m.set.signalLocked()
+// changedLocked is the member's socket telling it its readiness (ev) may have changed.
+func (m *epollMember) changedLocked(ev int16) { m.setPendingLocked(m.hasNewsLocked(ev)) }
+
+// hasNewsLocked says whether the member has something to report with its socket at ev: it is
+// armed and ready for what it waits for, and, edge-triggered, the socket changed since the
+// last report.
+func (m *epollMember) hasNewsLocked(ev int16) bool {
+	return m.armed && m.readyMask(ev) != 0 && (m.events&unix.EPOLLET == 0 || m.seenGen != m.b.wakeGen)
+}
+
+// setPendingLocked keeps the set's eventfd readable exactly while a member has something to
+// report: the application's epoll fd then looks readable to whatever watches it (a nested set,
+// poll), as a kernel epoll fd does, and a thread asleep in it wakes.
+func (m *epollMember) setPendingLocked(p bool) {
+	if p == m.pending {
+		return
+	}
+	m.pending = p
+	set := m.set
+	if p {
+		set.pending++
+	} else {
+		set.pending--
+	}
+	set.syncSignalLocked()
+}
+
+func (set *epollSet) syncSignalLocked() {
+	switch {
+	case set.pending > 0 && !set.signalled:
+		set.signalled = true
+		var one = [8]byte{1}
+		_, _ = unix.Write(set.efd, one[:])
+	case set.pending == 0 && set.signalled:
+		set.signalled = false
+		var buf [8]byte
+		_, _ = unix.Read(set.efd, buf[:])
 	}
 }
 
-func (set *epollSet) signalLocked() {
-	if set.signalled {
+// refreshLocked re-evaluates the socket's epoll registrations after a call that may have made
+// it less ready (a read that drained it, a write that filled it); the stack reports only what
+// arrives. Caller holds st.mu.
+func (b *sockBase) refreshLocked() {
+	if len(b.members) == 0 {
 		return
 	}
-	set.signalled = true
-	var one = [8]byte{1}
-	_, _ = unix.Write(set.efd, one[:])
-}
-
-func (set *epollSet) unsignalLocked() {
-	if !set.signalled {
-		return
+	ev := b.self.events()
+	for _, m := range b.members {
+		m.changedLocked(ev)
 	}
-	set.signalled = false
-	var buf [8]byte
-	_, _ = unix.Read(set.efd, buf[:])
 }
 
 // shadowFd is the kernel fd the wake epoll watches for a member, or -1: a listener's shadow
@@ -108,6 +145,10 @@ func (e *Engine) EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) int {
 	b := s.base()
 	return b.st.with(s, faultNone, func() int {
 		set := e.epolls[epfd]
+		if set == nil {
+			set = e.adoptEpollLocked(epfd)
+		}
+		key := memberKey{fd, b}
 		switch op {
 		case unix.EPOLL_CTL_ADD:
 			if ev == nil {
@@ -119,33 +160,33 @@ func (e *Engine) EpollCtl(epfd, op, fd int, ev *unix.EpollEvent) int {
 					return errno
 				}
 			}
-			if set.members[fd] != nil {
+			if set.members[key] != nil {
 				return neg(unix.EEXIST)
 			}
 			m := &epollMember{set: set, b: b, fd: fd, events: ev.Events, data: epollData(ev), armed: true, seenGen: b.wakeGen - 1}
-			set.members[fd] = m
+			set.members[key] = m
 			b.members = append(b.members, m)
 			m.watch()
-			m.changedLocked(s.pollEvents()) // already ready: a nested set must see it
+			m.changedLocked(s.events()) // already ready: a nested set must see it
 		case unix.EPOLL_CTL_MOD:
 			if ev == nil {
 				return neg(unix.EFAULT)
 			}
-			if set == nil || set.members[fd] == nil {
+			if set == nil || set.members[key] == nil {
 				return neg(unix.ENOENT)
 			}
-			m := set.members[fd]
+			m := set.members[key]
 			if m.armed {
 				m.unwatch()
 			}
 			m.events, m.data, m.armed, m.seenGen = ev.Events, epollData(ev), true, b.wakeGen-1
 			m.watch()
-			m.changedLocked(s.pollEvents())
+			m.changedLocked(s.events())
 		case unix.EPOLL_CTL_DEL:
-			if set == nil || set.members[fd] == nil {
+			if set == nil || set.members[key] == nil {
 				return neg(unix.ENOENT)
 			}
-			set.removeLocked(set.members[fd])
+			set.removeLocked(set.members[key])
 		default:
 			return neg(unix.EINVAL)
 		}
@@ -158,8 +199,50 @@ func (set *epollSet) removeLocked(m *epollMember) {
 	if m.armed {
 		m.unwatch()
 	}
-	delete(set.members, m.fd)
+	m.setPendingLocked(false)
+	delete(set.members, memberKey{m.fd, m.b})
 	m.b.members = removeMember(m.b.members, m)
+}
+
+// adoptEpollLocked finds the set of an epoll instance that the program reaches through an fd we
+// have not seen (a dup made before the set existed) and makes epfd one of its fds; nil if
+// epfd is no fd of a set's instance. Caller holds st.mu.
+func (e *Engine) adoptEpollLocked(epfd int) *epollSet {
+	if epfd < 0 || epfd >= FDMax {
+		return nil
+	}
+	for _, set := range e.epolls {
+		if sameFile(set.epfds[0], epfd) {
+			set.epfds = append(set.epfds, epfd)
+			e.epolls[epfd] = set
+			e.tab.Publish(epfd, FDEntry{Kind: KindEpoll, ExtraFd: int32(set.wakeEp)})
+			return set
+		}
+	}
+	return nil
+}
+
+// EpollAdopt is told by the interposer that epfd, which it did not know as ours, reported the
+// wake entry of a set: epfd is a dup of that set's epoll fd. It answers whether it is now ours.
+func (e *Engine) EpollAdopt(epfd int) bool {
+	st := e.st
+	if st == nil {
+		return false
+	}
+	return st.with(nil, faultNone, func() int {
+		if e.epolls[epfd] != nil || e.adoptEpollLocked(epfd) != nil {
+			return 1
+		}
+		return 0
+	}) == 1
+}
+
+// sameFile reports whether two fds of this process refer to the same open file (kcmp(2)).
+func sameFile(a, b int) bool {
+	const kcmpFile = 0
+	pid := uintptr(unix.Getpid())
+	r, _, errno := unix.Syscall6(unix.SYS_KCMP, pid, pid, kcmpFile, uintptr(a), uintptr(b), 0)
+	return errno == 0 && r == 0
 }
 
 func (e *Engine) newEpollSetLocked(epfd int) (*epollSet, int) {
@@ -188,7 +271,7 @@ func (e *Engine) newEpollSetLocked(epfd int) (*epollSet, int) {
 		unix.Close(efd)
 		return nil, errnoOf(err) // EBADF, EINVAL: epfd is no epoll fd
 	}
-	set := &epollSet{epfds: []int{epfd}, wakeEp: wake, efd: efd, members: map[int]*epollMember{}}
+	set := &epollSet{epfds: []int{epfd}, wakeEp: wake, efd: efd, members: map[memberKey]*epollMember{}}
 	e.epolls[epfd] = set
 	e.tab.Publish(epfd, FDEntry{Kind: KindEpoll, ExtraFd: int32(wake)})
 	return set, 0
@@ -203,44 +286,32 @@ func (e *Engine) EpollCheck(epfd int, out []unix.EpollEvent) int {
 	return st.with(nil, faultNone, func() int {
 		set := e.epolls[epfd]
 		if set == nil {
-			return 0
+			if set = e.adoptEpollLocked(epfd); set == nil {
+				return 0
+			}
 		}
 		st.serviceLocked()
-		// From here each change signals the set again; what is still ready after this look
-		// keeps it signalled (level-triggered members, and what did not fit in out).
-		set.unsignalLocked()
-		n, more := 0, false
+		n := 0
 		for _, m := range set.members {
 			if !m.armed {
 				continue
 			}
-			ready := m.readyMask(m.b.self.pollEvents())
-			if ready == 0 {
+			ev := m.b.self.pollEvents()
+			if !m.hasNewsLocked(ev) || n == len(out) {
+				m.changedLocked(ev) // what did not fit stays pending
 				continue
 			}
-			et := m.events&unix.EPOLLET != 0
-			if et && m.seenGen == m.b.wakeGen {
-				continue // nothing new until the stack reports a change
-			}
-			if n == len(out) {
-				more = true
-				break
-			}
-			if et {
-				m.seenGen = m.b.wakeGen
-			} else if m.events&unix.EPOLLONESHOT == 0 {
-				more = true // level-triggered: still ready at the next look
+			if m.events&unix.EPOLLET != 0 {
+				m.seenGen = m.b.wakeGen // nothing new until the stack reports a change
 			}
 			if m.events&unix.EPOLLONESHOT != 0 {
 				m.armed = false // until EPOLL_CTL_MOD
 				m.unwatch()
 			}
-			out[n].Events = ready
+			out[n].Events = m.readyMask(ev)
 			setEpollData(&out[n], m.data)
 			n++
-		}
-		if more {
-			set.signalLocked()
+			m.changedLocked(ev) // level-triggered: still pending while ready
 		}
 		return n
 	})

@@ -108,6 +108,9 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 			return neg(unix.EMFILE)
 		}
 		c := core.Accept()
+		for _, sl := range l.share.socks {
+			sl.refreshLocked() // they share the accept queue
+		}
 		ns := l.e.newTCPLocked(nfd, flags&unix.SOCK_NONBLOCK != 0)
 		ns.opts = l.opts
 		ns.bound, ns.boundPort = true, c.LocalPort()

@@ -91,7 +91,12 @@ func (s *tcpSock) connect(sa []byte) int {
 	r := st.with(s, faultNone, func() int {
 		switch {
 		case s.resolving != nil || s.conn != nil && s.conn.Connecting():
-			return neg(unix.EALREADY)
+			// Linux: a non-blocking connect says EALREADY; a blocking one waits for the
+			// attempt under way (one a signal interrupted) and gives its result
+			if s.nonblock {
+				return neg(unix.EALREADY)
+			}
+			return Wait
 		case s.failed && !s.connectReported:
 			return s.reportConnectLocked()
 		case s.conn != nil && !s.connectReported:
@@ -253,6 +258,7 @@ func (s *tcpSock) recv(iov []unix.Iovec, flags int, _ []byte, nameLen *uint32, _
 		if total > 0 {
 			if !peek {
 				st.txLocked() // a window update may be due
+				s.refreshLocked()
 			}
 			return total
 		}
@@ -317,6 +323,7 @@ func (s *tcpSock) send(iov []unix.Iovec, flags int, _ []byte) int {
 		}
 		st.txLocked()
 		if total > 0 {
+			s.refreshLocked()
 			return total
 		}
 		switch {

@@ -160,6 +160,9 @@ func (s *udpSock) recv(iov []unix.Iovec, flags int, name []byte, nameLen *uint32
 		if len(iov) > 1 {
 			scatter(buf[:n], iov)
 		}
+		if !peek {
+			s.refreshLocked()
+		}
 		putInet4(name, nameLen, [4]byte(src), sport)
 		if full > n && msgFlags != nil {
 			*msgFlags |= unix.MSG_TRUNC
@@ -268,6 +271,7 @@ func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 		u := s.udp
 		n, err := u.SendTo(one, stackcore.IPv4(dst), dport, stackcore.MAC(mac))
 		st.txLocked()
+		s.refreshLocked()
 		switch {
 		case err == nil:
 			return n
