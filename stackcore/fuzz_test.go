@@ -1,6 +1,8 @@
 package stackcore
 
 import (
+	"maps"
+	"reflect"
 	"testing"
 	"time"
 
@@ -74,15 +76,19 @@ func FuzzEthernetIPv4TCP(f *testing.F) {
 		f.Add(fr, false)
 		f.Add(fr, true)
 	}
+	cfg := Config{RecvBuf: 16 << 10, SendBuf: 16 << 10}
+	var u, uc *UDPSocket
+	fn := newFuzzNet(f, pair.Options{NumFrames: 64}, cfg, cfg, func(n *testNet) {
+		u, _ = n.b.s.UDPBind(5353)
+		uc, _ = n.b.s.UDPBind(5354)
+	})
+	buf := make([]byte, 64)
 	f.Fuzz(func(t *testing.T, frame []byte, verify bool) {
 		hang := time.AfterFunc(3*time.Second, func() { panic("fuzz input hangs the stack") })
 		defer hang.Stop()
-		cfg := Config{RecvBuf: 16 << 10, SendBuf: 16 << 10}
-		n := newNet(t, pair.Options{NumFrames: 64}, cfg, cfg)
+		n := fn.reset(t)
 		c, _, _ := n.connect(80)
 		_ = c
-		u, _ := n.b.s.UDPBind(5353)
-		uc, _ := n.b.s.UDPBind(5354)
 		uc.Connect(addrA, 5000, macA)
 		uc.SendTo([]byte("query"), addrA, 5000, macA)
 		n.b.s.cfg.VerifyChecksums = verify
@@ -96,11 +102,167 @@ func FuzzEthernetIPv4TCP(f *testing.F) {
 		n.now += 2
 		n.settle()
 		n.runUntil(5*Second, func() bool { return false })
-		buf := make([]byte, 64)
 		for _, x := range []*UDPSocket{u, uc} {
 			for x.Readable() {
 				x.RecvFrom(buf, false)
 			}
 		}
 	})
+}
+
+// The fuzz engine runs one input at a time in each worker process, so a
+// target builds its stacks and wire once per worker and restores them before
+// each input rather than building them per input: New allocates a 4 MiB
+// reassembly pool and pair.New a pool of frames, far more work than most
+// inputs are.
+
+// stackSnap restores a Stack, and the UDP sockets bound on it, to the state
+// they had when snapshot took it: every value field, the contents of the
+// maps and the counters. The stack must have no TCP connection or listener
+// then and its lists must be empty. Buffers (the reassembly pool, the
+// sockets' rings) keep their bytes; the stack writes them before it reads
+// them, as it does when it reuses a slot or a ring.
+type stackSnap struct {
+	s        *Stack
+	saved    Stack
+	stats    Stats
+	udpPorts map[uint16]*UDPSocket
+	udp      []*UDPSocket
+	udpSaved []UDPSocket
+}
+
+// snapRefs says how a snapshot treats each field of Stack and UDPSocket that
+// refers to memory: "empty" and "nil" fields must be so when the snapshot is
+// taken, "copied" ones are restored, "buffer" ones keep their bytes, "stack"
+// is the stack itself. checkSnap fails on a field missing here, so one added
+// to Stack later is not shared between inputs unnoticed.
+var snapRefs = map[string]string{
+	"Stack.cfg.Stats":         "nil",
+	"Stack.stats":             "copied",
+	"Stack.conns":             "empty",
+	"Stack.listeners":         "empty",
+	"Stack.portRefs":          "empty",
+	"Stack.udpPorts":          "copied",
+	"Stack.list":              "empty",
+	"Stack.ready":             "empty",
+	"Stack.timers":            "empty",
+	"Stack.wokenConns":        "empty",
+	"Stack.wokenLns":          "empty",
+	"Stack.released":          "empty",
+	"Stack.udpTx":             "empty",
+	"Stack.wokenUDP":          "empty",
+	"Stack.releasedUDP":       "empty",
+	"Stack.reasm.slots[].buf": "buffer",
+	"UDPSocket.s":             "stack",
+	"UDPSocket.next":          "copied",
+	"UDPSocket.err":           "nil",
+	"UDPSocket.rx.data.buf":   "buffer",
+	"UDPSocket.rx.meta":       "buffer",
+	"UDPSocket.tx.data.buf":   "buffer",
+	"UDPSocket.tx.meta":       "buffer",
+}
+
+func checkSnap(t testing.TB, v reflect.Value, path string) {
+	switch v.Kind() {
+	case reflect.Struct:
+		for i := range v.NumField() {
+			checkSnap(t, v.Field(i), path+"."+v.Type().Field(i).Name)
+		}
+	case reflect.Array:
+		if v.Len() > 0 {
+			checkSnap(t, v.Index(0), path+"[]")
+		}
+	case reflect.Map, reflect.Pointer, reflect.Slice, reflect.Interface, reflect.Chan, reflect.Func,
+		reflect.UnsafePointer:
+		switch snapRefs[path] {
+		case "":
+			t.Fatalf("snapshot: %s (%s) is not restored; add it to snapRefs and stackSnap", path, v.Type())
+		case "empty":
+			if v.Len() != 0 {
+				t.Fatalf("snapshot: %s is not empty", path)
+			}
+		case "nil":
+			if !v.IsNil() {
+				t.Fatalf("snapshot: %s is not nil", path)
+			}
+		}
+	}
+}
+
+// snapshot takes s's state (with its UDP sockets) for restore.
+func snapshot(t testing.TB, s *Stack) *stackSnap {
+	checkSnap(t, reflect.ValueOf(s).Elem(), "Stack")
+	p := &stackSnap{s: s, saved: *s, stats: *s.stats, udpPorts: maps.Clone(s.udpPorts)}
+	for _, u := range s.udpPorts {
+		for ; u != nil; u = u.next {
+			checkSnap(t, reflect.ValueOf(u).Elem(), "UDPSocket")
+			if u.rx.cnt != 0 || u.tx.cnt != 0 {
+				t.Fatalf("snapshot: UDP port %d has datagrams queued", u.port)
+			}
+			p.udp = append(p.udp, u)
+			p.udpSaved = append(p.udpSaved, *u)
+		}
+	}
+	return p
+}
+
+// restore returns the stack and its snapshotted sockets to the snapshot.
+func (p *stackSnap) restore() {
+	s := p.s
+	*s = p.saved
+	clear(s.conns)
+	clear(s.listeners)
+	clear(s.portRefs)
+	clear(s.udpPorts)
+	maps.Copy(s.udpPorts, p.udpPorts)
+	*s.stats = p.stats
+	for i, u := range p.udp {
+		*u = p.udpSaved[i]
+	}
+}
+
+// fuzzNet is a testNet that reset returns to the state it had when built.
+type fuzzNet struct {
+	n     *testNet
+	a, b  *stackSnap
+	start Time
+	rx    [][]byte
+}
+
+// newFuzzNet builds a testNet, lets setup bind UDP sockets on it and takes
+// its snapshot.
+func newFuzzNet(t testing.TB, opts pair.Options, cfgA, cfgB Config, setup func(n *testNet)) *fuzzNet {
+	n := newNet(t, opts, cfgA, cfgB)
+	if setup != nil {
+		setup(n)
+	}
+	return &fuzzNet{n: n, a: snapshot(t, n.a.s), b: snapshot(t, n.b.s), start: n.now, rx: make([][]byte, 64)}
+}
+
+// reset empties the wire (a failed input may leave frames in flight or
+// lent), restores both stacks and the clock and reports to t.
+func (f *fuzzNet) reset(t testing.TB) *testNet {
+	n := f.n
+	ends := []*pair.End{n.a.end, n.b.end}
+	for _, e := range ends {
+		e.Hook = nil
+		e.ReleaseRx()
+	}
+	for moved := true; moved; {
+		moved = false
+		for _, e := range ends {
+			e.Flush()
+		}
+		for _, e := range ends {
+			for e.Receive(f.rx) > 0 {
+				e.ReleaseRx()
+				moved = true
+			}
+		}
+	}
+	f.a.restore()
+	f.b.restore()
+	n.t, n.now = t, f.start
+	n.a.next, n.b.next = Never, Never
+	return n
 }

@@ -219,9 +219,11 @@ func FuzzReassembly(f *testing.F) {
 	f.Add([]byte{2, 0x1f, 0xff, 0x7f, 3, 0, 0, 0xff})
 	frame := bigUDPFrame(1000, 53, pattern(64, 1))
 	payload := pattern(1<<10, 2)
+	s := New(Config{MAC: macB, Addr: addrB, VerifyChecksums: true})
+	s.UDPBind(53)
+	snap := snapshot(f, s) // restored per input: New costs more than an input
 	f.Fuzz(func(t *testing.T, in []byte) {
-		s := New(Config{MAC: macB, Addr: addrB, VerifyChecksums: true})
-		s.UDPBind(53)
+		snap.restore()
 		now := Time(1000 * Second)
 		for ; len(in) >= 4; in = in[4:] {
 			off := int(binary.BigEndian.Uint16(in[1:])&wire.IPv4FragOffMask) * 8
