@@ -13,6 +13,7 @@ func (e *Engine) becomeLocked(s sock) {
 	for _, fd := range b.fds {
 		e.publishLocked(b, fd)
 	}
+	b.kindChangedLocked()
 }
 
 // forgetLocked takes the socket out of the engine: its cookie, its epoll sets, its stack
