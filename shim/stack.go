@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -45,6 +46,8 @@ type stack struct {
 	neighs map[[4]byte]*neighbour
 
 	armed atomic.Int32 // a faultOp the test-only fault hook armed (IoctlArmPanic)
+
+	ports portRange // the system's ephemeral ports (ip_local_port_range), read at start
 
 	kickFd         int          // eventfd that wakes the poller early
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
@@ -135,6 +138,7 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		listeners:   map[uint16]*listenShare{},
 		steeredUDP:  map[uint16]bool{},
 		releasedUDP: make([]uint16, 0, 16),
+		ports:       systemPortRange(),
 		routes:      map[[4]byte]routeEntry{},
 		neighs:      map[[4]byte]*neighbour{},
 		kickFd:      kfd,
@@ -365,4 +369,22 @@ func (st *stack) close() {
 	if st.seg != nil {
 		st.seg.Close()
 	}
+}
+
+// portRange is a range of local ports, both ends included.
+type portRange struct{ lo, hi uint16 }
+
+// systemPortRange reads the network namespace's ephemeral port range, Linux's default if it
+// cannot.
+func systemPortRange() portRange {
+	r := portRange{32768, 60999}
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return r
+	}
+	var lo, hi int
+	if n, _ := fmt.Sscan(string(b), &lo, &hi); n == 2 && lo > 0 && hi >= lo && hi < 65536 {
+		r = portRange{uint16(lo), uint16(hi)}
+	}
+	return r
 }

@@ -111,15 +111,9 @@ func (s *tcpSock) connect(sa []byte) int {
 			return Pass
 		}
 		if !s.bound {
-			fd := s.fd()
-			if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: st.ifc.addr}); err != nil {
-				return errnoOf(err)
+			if r := s.autobindLocked(dst, dport); r != 0 {
+				return r
 			}
-			p, err := shadowPort(fd)
-			if err != nil {
-				return errnoOf(err)
-			}
-			s.bound, s.boundPort = true, p
 		}
 		s.dst, s.dport, s.failed, s.connErrno, s.connectReported = dst, dport, false, 0, false
 		n := st.neighLocked(hop)
@@ -137,6 +131,33 @@ func (s *tcpSock) connect(sa []byte) int {
 		s.e.handOver(s)
 	}
 	return r
+}
+
+// autobindLocked binds an unbound socket before its connect, as the kernel does, to a port
+// that neither the kernel nor the stack uses: the stack's connections live in the core only,
+// and one still closing (TIME-WAIT, FIN-WAIT) holds its port there after its shadow is gone,
+// where the kernel's own choice would not see it. The range is the socket's
+// IP_LOCAL_PORT_RANGE, else the system's. Caller holds st.mu.
+func (s *tcpSock) autobindLocked(dst [4]byte, dport uint16) int {
+	st, fd := s.st, s.fd()
+	lo, hi := st.ports.lo, st.ports.hi
+	if r, err := unix.GetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE); err == nil && r != 0 {
+		// each half 0 means the system's bound (ip(7))
+		if l := uint16(r); l != 0 {
+			lo = l
+		}
+		if h := uint16(uint32(r) >> 16); h != 0 {
+			hi = h
+		}
+	}
+	p := st.core.PickPort(stackcore.IPv4(dst), dport, lo, hi, func(p uint16) bool {
+		return unix.Bind(fd, &unix.SockaddrInet4{Port: int(p), Addr: st.ifc.addr}) == nil
+	})
+	if p == 0 {
+		return neg(unix.EADDRNOTAVAIL) // what the kernel answers when no ephemeral port is left
+	}
+	s.bound, s.boundPort = true, p
+	return 0
 }
 
 func (s *tcpSock) inProgress() int {

@@ -39,16 +39,25 @@ func addrU64(a IPv4) uint64 {
 	return uint64(a[0])<<24 | uint64(a[1])<<16 | uint64(a[2])<<8 | uint64(a[3])
 }
 
-// pickPort runs RFC 6056 Algorithm 4 for a tuple; free reports whether a
-// candidate may be used. It returns 0 when every ephemeral port is taken.
+// pickPort runs RFC 6056 Algorithm 4 for a tuple over the stack's ephemeral
+// range; free reports whether a candidate may be used. It returns 0 when every
+// ephemeral port is taken.
 func (s *Stack) pickPort(proto uint64, remote IPv4, rport uint16, free func(uint16) bool) uint16 {
+	return s.pickPortIn(proto, remote, rport, ephemeralLo, 65535, free)
+}
+
+func (s *Stack) pickPortIn(proto uint64, remote IPv4, rport uint16, lo, hi uint16, free func(uint16) bool) uint16 {
+	if lo == 0 || hi < lo {
+		return 0
+	}
+	num := uint64(hi) - uint64(lo) + 1
 	a := addrU64(s.cfg.Addr)<<32 | addrU64(remote)
 	b := proto<<16 | uint64(rport)
 	offset := s.keyedHash(portHashSaltF, a, b, 0)
 	idx := s.keyedHash(portHashSaltG, a, b, 1) % portTableSize
 	next := s.portTable[idx]
-	for range ephemeralNum {
-		p := ephemeralLo + uint16((offset+uint64(next))%ephemeralNum)
+	for range num {
+		p := lo + uint16((offset+uint64(next))%num)
 		next++
 		if free(p) {
 			s.portTable[idx] = next
@@ -56,4 +65,14 @@ func (s *Stack) pickPort(proto uint64, remote IPv4, rport uint16, free func(uint
 		}
 	}
 	return 0
+}
+
+// PickPort chooses the local port of a connection to remote:rport from [lo, hi]
+// by RFC 6056 Algorithm 4, for a host that must also hold the port elsewhere (the
+// shim binds its kernel shadow to it): free reports whether a candidate is not in
+// use by this stack and could be taken there too. It returns 0 when none could.
+func (s *Stack) PickPort(remote IPv4, rport uint16, lo, hi uint16, free func(uint16) bool) uint16 {
+	return s.pickPortIn(portProtoTCP, remote, rport, lo, hi, func(p uint16) bool {
+		return s.portRefs[p] == 0 && free(p)
+	})
 }
