@@ -82,7 +82,7 @@ for pkg in $($GO list ./stackcore/... ./shim/... ./nic/... 2>/dev/null); do
 	targets=$($GO test -list '^Fuzz' "$pkg" | grep '^Fuzz' || true)
 	[[ -n $targets ]] || continue
 	bin=$tmp/fuzz.test
-	$GO test -c -fuzz=. -o "$bin" "$pkg"
+	$GO test -c -fuzz=. -tags ustack_fuzz -o "$bin" "$pkg"
 	dir=$($GO list -f '{{.Dir}}' "$pkg")
 	for f in $targets; do
 		echo "fuzz $pkg $f ($fuzztime)"

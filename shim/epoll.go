@@ -24,6 +24,7 @@ type epollSet struct {
 	shadows   []*epollMember // listener and UDP members, whose shadows the kernel makes readable unreported
 	scratch   []*epollMember // the members of one look
 	round     uint64         // counts looks
+	ebuf      [8]byte        // the eventfd's counter, read or written (a local would escape)
 	members   map[memberKey]*epollMember
 }
 
@@ -98,12 +99,11 @@ func (set *epollSet) syncSignalLocked() {
 	switch {
 	case len(set.ready) > 0 && !set.signalled:
 		set.signalled = true
-		var one = [8]byte{1}
-		_, _ = unix.Write(set.efd, one[:])
+		set.ebuf = [8]byte{1}
+		_, _ = unix.Write(set.efd, set.ebuf[:])
 	case len(set.ready) == 0 && set.signalled:
 		set.signalled = false
-		var buf [8]byte
-		_, _ = unix.Read(set.efd, buf[:])
+		_, _ = unix.Read(set.efd, set.ebuf[:])
 	}
 }
 
