@@ -292,3 +292,124 @@ func (r *rig) entry(fd int) FDEntry {
 	e, _ := r.tab.Entry(fd)
 	return e
 }
+
+// The helpers below serve epoll_test.go, poll_test.go and concurrency_test.go.
+
+// fdOwner holds the fds a test opens and closes itself, and closes at the end of the test those
+// it still holds, each once: a number closed twice may belong to another file by then.
+type fdOwner struct {
+	r    *rig
+	mu   sync.Mutex
+	open map[int]bool
+}
+
+func (r *rig) owner() *fdOwner {
+	o := &fdOwner{r: r, open: map[int]bool{}}
+	r.t.Cleanup(func() {
+		o.mu.Lock()
+		fds := make([]int, 0, len(o.open))
+		for fd := range o.open {
+			fds = append(fds, fd)
+		}
+		o.mu.Unlock()
+		for _, fd := range fds {
+			o.close(fd)
+		}
+	})
+	return o
+}
+
+func (o *fdOwner) hold(fd int) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.open[fd] {
+		panic("fd held twice")
+	}
+	o.open[fd] = true
+	return fd
+}
+
+// close is close(2) as the interposer does it: the engine lets go of a socket's fd or an epoll
+// set's fd, then the kernel closes it.
+func (o *fdOwner) close(fd int) {
+	o.mu.Lock()
+	held := o.open[fd]
+	delete(o.open, fd)
+	o.mu.Unlock()
+	if !held {
+		panic("close of an fd not held")
+	}
+	if e, ours := o.r.tab.Entry(fd); ours && e.Kind == KindEpoll {
+		o.r.e.EpollClose(fd)
+	} else if ours {
+		o.r.e.CloseFD(fd)
+	}
+	unix.Close(fd)
+}
+
+// socket is socket(2) for TCP (typ: SOCK_NONBLOCK or 0), accelerated.
+func (o *fdOwner) socket(typ int) (int, error) {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|typ, 0)
+	if err != nil {
+		return -1, err
+	}
+	o.r.e.Socket(fd, unix.SOCK_STREAM|typ)
+	return o.hold(fd), nil
+}
+
+// dup is dup(2) of an accelerated socket or epoll fd, as the interposer does it.
+func (o *fdOwner) dup(fd int) (int, error) {
+	d, err := unix.Dup(fd)
+	if err != nil {
+		return -1, err
+	}
+	if _, ours := o.r.tab.Entry(fd); ours {
+		o.r.e.Dup(fd, d)
+	}
+	return o.hold(d), nil
+}
+
+// epoll is epoll_create1(2).
+func (o *fdOwner) epoll() (int, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	return o.hold(ep), nil
+}
+
+// peerListen makes the peer listen on port.
+func (r *rig) peerListen(port uint16) *stackcore.Listener {
+	r.t.Helper()
+	var l *stackcore.Listener
+	r.peer.do(func(s *stackcore.Stack) {
+		var err error
+		if l, err = s.Listen(port, 64); err != nil {
+			r.t.Fatal(err)
+		}
+	})
+	return l
+}
+
+// dial is a blocking connect of a new accelerated socket to the peer's listener l on port, on
+// the test's goroutine; it returns the fd and the peer's end.
+func (o *fdOwner) dial(l *stackcore.Listener, port uint16) (int, *stackcore.TCPConn) {
+	r := o.r
+	r.t.Helper()
+	fd, err := o.socket(0)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if res := r.e.Connect(fd, sockaddr(peerAddr, port)); res != Wait {
+		r.t.Fatalf("blocking connect: %d, want Wait", res)
+	}
+	if res := r.block(func() int { return r.e.ConnectWait(fd) }); res != 0 {
+		r.t.Fatalf("connect: %v", unix.Errno(-res))
+	}
+	var pc *stackcore.TCPConn
+	r.until("peer accept", func() bool {
+		r.peer.do(func(*stackcore.Stack) { pc = l.Accept() })
+		return pc != nil
+	})
+	return fd, pc
+}
