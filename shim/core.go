@@ -12,7 +12,7 @@ import (
 )
 
 // with runs f with the stack locked, and is the only way into the core: the unlock is deferred,
-// and a panic inside f is recovered, counted in shim.panics and logged (with its stack the first
+// what f took in from the link is acted on before it returns, and a panic inside f is recovered, counted in shim.panics and logged (with its stack the first
 // time), and the call answers EIO. The socket s, whose state the panic may have corrupted, is
 // reset; the stack and every other socket carry on. op names the call for the test-only fault
 // hook (IoctlArmPanic).
@@ -27,7 +27,13 @@ func (st *stack) with(s sock, op faultOp, f func() int) (r int) {
 	if op != faultNone && st.armed.Load() == int32(op) && st.armed.CompareAndSwap(int32(op), 0) {
 		panic(fmt.Sprintf("self-test panic armed for %s", op))
 	}
-	return f()
+	r = f()
+	if st.rxUnsent {
+		// a call took frames in and returned before emitting: the sockets they concern must
+		// hear of it (FDTable.Wake), the ACKs they call for must go, before anyone sleeps
+		st.txLocked()
+	}
+	return r
 }
 
 // recoveredLocked is with's answer to a panic. Caller holds st.mu.

@@ -47,6 +47,8 @@ type stack struct {
 
 	armed atomic.Int32 // a faultOp the test-only fault hook armed (IoctlArmPanic)
 
+	rxUnsent bool // frames went into the core since the last txLocked
+
 	ports portRange // the system's ephemeral ports (ip_local_port_range), read at start
 
 	kickFd         int          // eventfd that wakes the poller early
@@ -173,7 +175,9 @@ func (st *stack) serviceLocked() stackcore.Time {
 	return st.txLocked()
 }
 
-// rxLocked feeds the frames waiting on the link to the core.
+// rxLocked feeds the frames waiting on the link to the core. What they change (readiness of
+// other sockets, ACKs due) goes out at the next txLocked, which with makes sure comes before
+// the lock is released.
 func (st *stack) rxLocked() {
 	now := st.now()
 	for batch := 0; batch < 4; batch++ {
@@ -181,6 +185,7 @@ func (st *stack) rxLocked() {
 		if n == 0 {
 			return
 		}
+		st.rxUnsent = true
 		for _, f := range st.rx[:n] {
 			st.core.Input(now, f)
 		}
@@ -194,6 +199,7 @@ func (st *stack) rxLocked() {
 // txLocked emits what is due, tells waiting threads about sockets whose readiness changed, drops
 // the steering of connections the core has freed, and returns the core's next deadline.
 func (st *stack) txLocked() stackcore.Time {
+	st.rxUnsent = false
 	next := st.core.Poll(st.now(), st.link)
 	_ = st.link.Flush()
 	st.woken = st.core.TakeWoken(st.woken[:0])
