@@ -6,6 +6,7 @@
 #     kernel, kernel with busy polling (net.core.busy_poll/busy_read, global
 #     sysctls, restored afterwards), ustack
 #   iperf3, one stream, $IPERF_SECS s (default 10): kernel, ustack
+#   exec: 200 x /bin/true and 20 x python3 -c pass, with and without LD_PRELOAD (no socket)
 # Reports the client's CPU time (user+sys, from /usr/bin/time). No thresholds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -73,6 +74,19 @@ run iperf3-kernel-nogso kernel "${ip[@]}"
 set -- $offl
 ip netns exec "$NSA" ethtool -K "$IFA" tso "${1:-on}" gso "${2:-on}" >/dev/null
 run iperf3-ustack ustack "${ip[@]}"
+
+# Exec cost: programs that open no accelerated socket under LD_PRELOAD (no namespace needed: no
+# socket, no stack). 5 alternating rounds of each; wall time of the whole loop, and the peak
+# RSS of one python3 -c pass.
+echo "bench: exec" >&2
+for round in 1 2 3 4 5; do
+	for mode in kernel ustack; do
+		pre=(env); [ "$mode" = ustack ] && pre=(env LD_PRELOAD="$lib")
+		/usr/bin/time -f '%e' -a -o "$work/exec-true-$mode" "${pre[@]}" sh -c 'for i in $(seq 200); do /bin/true; done'
+		/usr/bin/time -f '%e' -a -o "$work/exec-python-$mode" "${pre[@]}" sh -c 'for i in $(seq 20); do python3 -c pass; done'
+		/usr/bin/time -f '%M' -a -o "$work/exec-rss-$mode" "${pre[@]}" python3 -c pass
+	done
+done
 
 /usr/bin/python3 - "$work" "$SOCKPERF_SECS" "$IPERF_SECS" "$BUSY_US" <<'PY'
 import json, os, re, sys
@@ -144,6 +158,19 @@ sections = [
          ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel")), ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel-nogso"))),
     ]),
 ]
+def median(name):
+    t = read(name, "")
+    v = sorted(float(x) for x in (t or "").split() if re.match(r"^[\d.]+$", x))
+    return v[len(v) // 2] if v else None
+
+et, eu = median("exec-true-kernel"), median("exec-true-ustack")
+pt, pu = median("exec-python-kernel"), median("exec-python-ustack")
+rt, ru = median("exec-rss-kernel"), median("exec-rss-ustack")
+sections.append((("exec, no accelerated socket (median of 5)", "kernel", "LD_PRELOAD", "", "", "preload/kernel", ""), [
+    ("  200 x /bin/true from sh, wall s", fmt(et), fmt(eu), "", "", ratio(eu, et), ""),
+    ("  20 x python3 -c pass, wall s", fmt(pt), fmt(pu), "", "", ratio(pu, pt), ""),
+    ("  python3 -c pass, peak RSS MB", fmt(rt and rt / 1024), fmt(ru and ru / 1024), "", "", ratio(ru, rt), ""),
+]))
 allrows = [r for hdr, rows in sections for r in [hdr] + rows]
 w = [max(len(r[i]) for r in allrows) for i in range(len(allrows[0]))]
 for hdr, rows in sections:
