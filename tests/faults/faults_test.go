@@ -225,8 +225,13 @@ func TestRelayDelay(t *testing.T) {
 		t.Fatalf("parsing %q: %v", out[i:], err)
 	}
 	t.Logf("rtt min/avg/max %.1f/%.1f/%.1f ms with 20±5 ms each way", min, avg, max)
-	if min < 30 || max > 60 {
-		t.Errorf("rtt %.1f..%.1f ms, want within 30..60", min, max)
+	// No probe may come back sooner than twice the shortest delay (the relay holds every frame
+	// at least 15 ms). Scheduling on a loaded machine can only add time to a probe, so the bound
+	// above is held by the fastest one: some probe must come back within twice the longest
+	// delay, or the relay adds delay of its own. (The slowest probe, which a busy machine
+	// delays further, measures the machine, not the relay: it failed CI under load at 92 ms.)
+	if min < 30 || min > 60 {
+		t.Errorf("fastest rtt %.1f ms, want within 30..60", min)
 	}
 }
 
