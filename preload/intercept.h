@@ -4,7 +4,7 @@
 #ifndef USTACK_INTERCEPT_H
 #define USTACK_INTERCEPT_H
 #include "ustack.h"
-#include "goapi.h"
+#include "_cgo_export.h"
 #include <errno.h>
 
 #define USTACK_PROLOGUE(fd, realcall)                   \

@@ -1,7 +1,7 @@
 package main
 
 /*
-#include "golib.h"
+#include "ustack.h"
 */
 import "C"
 

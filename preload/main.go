@@ -1,14 +1,12 @@
-// Command golib is the Go part of ustack, build/libustack-go.so: the Go runtime, package shim
-// and the stack. The C front (libustack.so, preload/*.c) loads it with dlopen on the first
-// socket that could be accelerated and calls its exports; it links against nothing of the front
-// and reaches the front's fd table through the struct ustack_shared handed to ustack_init.
+// Command preload is libustack.so: built with -buildmode=c-shared, its C interposers (the .c files
+// here) take a program's socket calls and hand the accelerated ones to package shim.
 // Nothing here holds policy; it converts C types once and forwards.
 package main
 
 /*
-#cgo CFLAGS: -O2 -Wall -Wno-unused-function -D_GNU_SOURCE -I${SRCDIR}/..
+#cgo CFLAGS: -O2 -Wall -Wno-unused-function -D_GNU_SOURCE
 #cgo LDFLAGS: -ldl
-#include "golib.h"
+#include "ustack.h"
 */
 import "C"
 
@@ -22,39 +20,33 @@ import (
 
 func main() {}
 
-// exportsMap is set by the Makefile to a hash of libustack-go.map: go build caches the link step
+// exportsMap is set by the Makefile to a hash of libustack.map: go build caches the link step
 // by its flags, not by the version script's contents, so a changed map must change the flags.
 var exportsMap string
 
-// eng is the process's engine: one process, one Go part, one engine.
+// eng is the process's engine: one process, one preload, one engine.
 var eng *shim.Engine
 
-// fds is the front's fd table.
-var fds []C.struct_ustack_fd
-
-//export ustack_init
-func ustack_init(sh *C.struct_ustack_shared) (r C.long) {
-	C.ustack_sh = sh
-	fds = unsafe.Slice(sh.fds, C.USTACK_FDMAX)
+func init() {
 	cfg, err := shim.ConfigFromEnv(os.Getenv)
 	if err != nil {
 		os.Stderr.WriteString("ustack: warning: " + err.Error() + "; sockets stay on the kernel\n")
-		*sh.go_off = 1
-		return 0
+		C.ustack_go_off = 1
+		return
 	}
 	if cfg.Disable {
-		*sh.go_off = 1
-		return 0
+		C.ustack_go_off = 1
+		return
 	}
 	eng = shim.NewEngine(cfg, cTable{})
-	*sh.spin_us = C.int(cfg.SpinUs)
-	return 0
+	C.ustack_spin_us = C.int(cfg.SpinUs)
+	C.ustack_go_ready = 1
 }
 
-// cTable is the interposer's fd table in the front's memory (preload/ustack.h).
+// cTable is the interposer's fd table in C memory (preload/ustack.h).
 type cTable struct{}
 
-func entry(fd int) *C.struct_ustack_fd { return &fds[fd] }
+func entry(fd int) *C.struct_ustack_fd { return &C.ustack_fds[fd] }
 
 func (cTable) Publish(fd int, e shim.FDEntry) {
 	p := entry(fd)
@@ -77,11 +69,7 @@ func (cTable) SetTimeouts(fd int, rcvMs, sndMs int32) {
 	}
 }
 
-func (cTable) SetXSKFd(fd int) { *C.ustack_sh.xsk_fd = C.int(fd) }
-
-func (cTable) XSKWaiters() int32 {
-	return atomic.LoadInt32((*int32)(unsafe.Pointer(C.ustack_sh.xsk_waiters)))
-}
+func (cTable) SetXSKFd(fd int) { C.ustack_xsk_fd = C.int(fd) }
 
 // Wake bumps fd's wake-up sequence, then wakes its registered waiters that can go on (see
 // preload/wait.c for why that order loses no wake-up). The common case, nobody waiting, costs
@@ -91,6 +79,10 @@ func (cTable) Wake(fd int, rx, tx bool) {
 	atomic.AddUint32((*uint32)(unsafe.Pointer(&p.seq)), 1)
 	if rx && atomic.LoadInt32((*int32)(unsafe.Pointer(&p.rx_waiters))) > 0 ||
 		tx && atomic.LoadInt32((*int32)(unsafe.Pointer(&p.tx_waiters))) > 0 {
-		C.ustack_call_wake(C.int(fd))
+		C.ustack_wake_fd(C.int(fd))
 	}
+}
+
+func (cTable) XSKWaiters() int32 {
+	return atomic.LoadInt32((*int32)(unsafe.Pointer(&C.ustack_xsk_waiters)))
 }
