@@ -15,8 +15,11 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	if (!ustack_sock(fd))
 		return ustack_real.epoll_ctl(epfd, op, fd, ev);
 	if (ustack_forked_child) {
-		errno = EBADFD;
-		return -1;
+		if (ustack_child_move(fd) < 0) {
+			errno = EBADFD;
+			return -1;
+		}
+		return ustack_real.epoll_ctl(epfd, op, fd, ev);
 	}
 	long r = ustack_epoll_ctl(epfd, op, fd, ev);
 	if (r == USTACK_PASS) /* handed to the kernel since we looked */

@@ -23,10 +23,17 @@ struct ustack_real ustack_real;
 #define RESOLVE(name) ustack_real.name = dlsym(RTLD_NEXT, #name)
 
 /* A fork child that did not exec has lost the Go runtime's threads: calling into Go would hang.
- * From here on every interposer goes to libc, and accelerated fds answer EBADFD (see README). */
+ * From here on every interposer goes to libc; an inherited accelerated socket is first moved to the
+ * kernel by the process that owns the stack (fork.c). */
 static void ustack_atfork_child(void)
 {
 	ustack_forked_child = 1;
+}
+
+/* Every socket made before a fork may be held by the child too (shim: sockBase.born). */
+static void ustack_atfork_parent(void)
+{
+	__atomic_add_fetch(&ustack_fork_gen, 1, __ATOMIC_SEQ_CST);
 }
 
 void ustack_resolve(void)
@@ -43,8 +50,8 @@ void ustack_resolve(void)
 	__atomic_store_n(&ustack_real.socket, (int (*)(int, int, int))dlsym(RTLD_NEXT, "socket"), __ATOMIC_RELEASE);
 }
 
-/* At exit the closed connections may still have data to deliver: the stack dies with the
- * process, so exit waits for it (Go's Engine.Drain, bounded by USTACK_EXIT_LINGER_MS). */
+/* At exit the connections may still have data to deliver, and the stack dies with the process:
+ * they move to the kernel, which delivers it (Go's Engine.Drain). */
 static void ustack_atexit(void)
 {
 	if (ustack_go_ready && !ustack_go_off && !ustack_forked_child && ustack_xsk_fd >= 0)
@@ -87,7 +94,7 @@ __attribute__((constructor)) static void ustack_c_init(void)
 	ustack_resolve();
 	if (is_go_program())
 		ustack_go_off = 1;
-	pthread_atfork(NULL, NULL, ustack_atfork_child);
+	pthread_atfork(NULL, ustack_atfork_parent, ustack_atfork_child);
 	atexit(ustack_atexit);
 }
 

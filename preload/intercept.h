@@ -1,5 +1,6 @@
 /* The shape every interposer shares (after Onload's sockcall_intercept.c): make sure the real
- * symbols are known, go straight to libc when the fd is not ours, refuse in a fork child, call Go,
+ * symbols are known, go straight to libc when the fd is not ours, in a fork child have the socket moved to the
+ * kernel and go to libc, call Go,
  * and fall back to libc when Go answers USTACK_PASS. */
 #ifndef USTACK_INTERCEPT_H
 #define USTACK_INTERCEPT_H
@@ -12,8 +13,12 @@
 	if (!ustack_sock(fd))                           \
 		return realcall;                        \
 	if (ustack_forked_child) {                      \
-		errno = EBADFD;                         \
-		return -1;                              \
+		int _m = ustack_child_move(fd);         \
+		if (_m < 0) {                           \
+			errno = EBADFD;                 \
+			return -1;                      \
+		}                                       \
+		return realcall;                        \
 	}
 
 /* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, first for USTACK_SPIN_US without

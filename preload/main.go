@@ -71,6 +71,17 @@ func (cTable) SetTimeouts(fd int, rcvMs, sndMs int32) {
 
 func (cTable) SetXSKFd(fd int) { C.ustack_xsk_fd = C.int(fd) }
 
+func (cTable) SetOwner(name string, pid int) {
+	dst := unsafe.Slice((*byte)(unsafe.Pointer(&C.ustack_owner_name[0])), len(C.ustack_owner_name))
+	clear(dst)
+	copy(dst[:len(dst)-1], name)
+	C.ustack_owner_pid = C.int(pid)
+}
+
+func (cTable) ForkGen() uint32 {
+	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&C.ustack_fork_gen)))
+}
+
 // Wake bumps fd's wake-up sequence, then wakes its registered waiters that can go on (see
 // preload/wait.c for why that order loses no wake-up). The common case, nobody waiting, costs
 // two atomic operations and no call into C.

@@ -43,6 +43,9 @@ static void unregister_waiter(struct ustack_waiter *w, const struct pollfd *fds,
 
 int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask)
 {
+	if (ustack_forked_child) /* what cannot move stays ours: POLLNVAL below */
+		for (nfds_t i = 0; i < nfds; i++)
+			ustack_child_move(fds[i].fd);
 	nfds_t ours = 0;
 	for (nfds_t i = 0; i < nfds; i++)
 		if (ustack_sock(fds[i].fd))

@@ -67,6 +67,10 @@ extern int ustack_spin_us;              /* USTACK_SPIN_US: how long to poll befo
 extern volatile int ustack_go_ready;    /* set by Go's init: exports may be called */
 extern volatile int ustack_go_off;      /* set by Go's init when acceleration is off for good */
 extern volatile int ustack_forked_child;/* we are a fork() child that did not exec: never call Go */
+extern char ustack_owner_name[108];     /* where a fork child asks for an inherited socket (fork.c) */
+extern int ustack_owner_pid;            /* the process whose stack owns the accelerated sockets */
+extern volatile uint32_t ustack_fork_gen; /* forks this process made (shim: FDTable.ForkGen) */
+int ustack_child_move(int fd);
 
 /* data value of the wake epoll fd inside an application's epoll set */
 #define USTACK_EPOLL_MAGIC 0x75737461636b7721ULL

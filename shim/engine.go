@@ -169,7 +169,7 @@ func (e *Engine) Socket(fd, typ int) {
 // newBaseLocked makes a socket's common part and gives it its cookie. Caller holds st.mu.
 func (e *Engine) newBaseLocked(fd int, nonblock bool) *sockBase {
 	e.lastCookie++
-	return &sockBase{e: e, st: e.st, fds: []int{fd}, cookie: e.lastCookie, nonblock: nonblock}
+	return &sockBase{e: e, st: e.st, fds: []int{fd}, cookie: e.lastCookie, nonblock: nonblock, born: e.tab.ForkGen()}
 }
 
 // newTCPLocked makes a TCP socket on the shadow fd. Caller holds st.mu.
@@ -434,9 +434,18 @@ func (e *Engine) CloseFD(fd int) {
 	if s == nil {
 		return
 	}
+	b := s.base()
+	if b.born != e.tab.ForkGen() {
+		// a fork child may hold the socket still: its last fd here moves it to the kernel, which
+		// carries it on for the child if it does, else closes it as it closes its own
+		var last bool
+		b.st.with(s, faultNone, func() int { last = len(b.fds) == 1; return 0 })
+		if last && e.moveToKernel(s) == 0 {
+			return
+		}
+	}
 	e.tab.Withdraw(fd)
 	e.socks[fd].Store(nil)
-	b := s.base()
 	release := func() int {
 		b.fds = removeInt(b.fds, fd)
 		if len(b.fds) == 0 {
@@ -478,21 +487,57 @@ func (e *Engine) Dup(oldfd, newfd int) {
 	}
 }
 
-// Drain runs when the process exits. The kernel would go on delivering what closed sockets still
-// have to send (and the FIN) after the program is gone; our stack dies with the process, so the
-// exit closes every socket still open, as exit closes every fd, and waits until their data is
-// acknowledged. It gives up after USTACK_EXIT_LINGER_MS without progress (nothing acknowledged,
-// no connection done), or USTACK_EXIT_LINGER_MAX_MS in all: under heavy loss delivering the
-// tail can take many backed-off retransmissions, each of which counts as progress once acked.
+// Drain runs when the process exits. The kernel goes on delivering what its sockets still have
+// to send after their program is gone; our stack dies with the process. So every connection
+// still open moves to the kernel with its state (the exit then closes its fd, and the kernel
+// sends the FIN), and so does every closed one still delivering, in a kernel socket of its own
+// that is closed at once: the kernel finishes it as it finishes its own orphans, and exit
+// returns at once. Where a move is impossible (no CAP_NET_ADMIN for TCP_REPAIR), exit waits
+// instead until the data is acknowledged: up to USTACK_EXIT_LINGER_MS without progress,
+// USTACK_EXIT_LINGER_MAX_MS in all.
 func (e *Engine) Drain() {
 	st := e.st
-	if st == nil || e.cfg.ExitLingerMs <= 0 {
+	if st == nil {
 		return
 	}
+	stuck := false
 	for fd := range e.socks {
-		if e.socks[fd].Load() != nil {
-			e.CloseFD(fd)
+		if s, ok := e.sock(fd).(*tcpSock); ok {
+			if r := e.moveToKernel(s); r != 0 && r != errNotYet {
+				stuck = true
+				e.CloseFD(fd)
+			}
 		}
+	}
+	st.with(nil, faultNone, func() int {
+		st.serviceLocked()
+		for _, c := range st.orphans {
+			if delivered(c) || !c.Repairable() {
+				continue
+			}
+			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			if err != nil {
+				stuck = true
+				continue
+			}
+			if st.moveConnLocked(c, fd, &sockOpts{}) != 0 {
+				stuck = true
+			}
+			unix.Close(fd)
+		}
+		st.pruneOrphansLocked()
+		return 0
+	})
+	if stuck {
+		e.linger()
+	}
+}
+
+// linger waits at exit for closed connections to deliver (Drain, when they cannot move).
+func (e *Engine) linger() {
+	st := e.st
+	if e.cfg.ExitLingerMs <= 0 {
+		return
 	}
 	start := time.Now()
 	last, lastLeft, lastQueued := start, -1, -1

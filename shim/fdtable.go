@@ -34,6 +34,11 @@ type FDTable interface {
 	// XSKWaiters is how many application threads sleep with the AF_XDP fd in their wait set.
 	XSKWaiters() int32
 	Wake(fd int, rx, tx bool)
+	// SetOwner tells fork children where to ask for an inherited socket (forkserve.go).
+	SetOwner(name string, pid int)
+	// ForkGen counts this process's forks: a socket made before the last one is shared with a
+	// child, which may still hold it.
+	ForkGen() uint32
 }
 
 // MapTable is an in-memory FDTable for tests; it counts the wake-ups per fd.
@@ -41,6 +46,7 @@ type MapTable struct {
 	mu      sync.Mutex
 	entries map[int]FDEntry
 	wakes   map[int]int
+	forkGen uint32
 }
 
 func NewMapTable() *MapTable { return &MapTable{entries: map[int]FDEntry{}, wakes: map[int]int{}} }
@@ -57,7 +63,21 @@ func (t *MapTable) Withdraw(fd int) {
 	delete(t.entries, fd)
 }
 
-func (t *MapTable) SetXSKFd(int)      {}
+func (t *MapTable) SetXSKFd(int)         {}
+func (t *MapTable) SetOwner(string, int) {}
+
+// ForkGen is what SetForkGen set: tests pretend to fork.
+func (t *MapTable) ForkGen() uint32 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.forkGen
+}
+
+func (t *MapTable) SetForkGen(g uint32) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.forkGen = g
+}
 func (t *MapTable) XSKWaiters() int32 { return 0 }
 
 func (t *MapTable) Wake(fd int, rx, tx bool) {

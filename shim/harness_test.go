@@ -50,6 +50,16 @@ func (l *pairLink) isSteered(port uint16) bool {
 	return l.steered[port]
 }
 
+func (l *pairLink) SteerListed(proto uint8, ip [4]byte, port uint16) error { return nil }
+
+func (l *pairLink) SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error {
+	return nil
+}
+
+func (l *pairLink) UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error {
+	return nil
+}
+
 func (l *pairLink) Mode() string { return "pair" }
 
 // fakeControlPlane routes the peer's and the silent address through the accelerated

@@ -12,6 +12,9 @@ import (
 type tcpListener struct {
 	*sockBase
 	share *listenShare
+	// connections that were waiting to be accepted when the listener moved to the kernel, each
+	// in a kernel socket of its own: accept(2) gives them first (handover.go)
+	moved []int
 }
 
 // listenShare is a listening port of the core and the sockets listening on it: one, or several
@@ -93,6 +96,9 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 	var nonblock bool
 	r := st.with(l, faultAccept, func() int {
 		shadow, nonblock = l.fd(), l.nonblock
+		if l.share == nil {
+			return l.acceptMovedLocked(sa, saLen, flags)
+		}
 		st.rxLocked()
 		core := l.share.l
 		if !core.Readable() {
@@ -156,7 +162,7 @@ func (l *tcpListener) sockname(out []byte, outLen *uint32) int {
 func (l *tcpListener) queuedLocked(bool) int { return neg(unix.EINVAL) }
 
 func (l *tcpListener) events() int16 {
-	if l.share.l.Readable() {
+	if l.share == nil && len(l.moved) > 0 || l.share != nil && l.share.l.Readable() {
 		return unix.POLLIN | pollRdNorm
 	}
 	return 0
@@ -170,6 +176,16 @@ func (l *tcpListener) pollEvents() int16 {
 }
 
 func (l *tcpListener) releaseLocked() {
+	for _, fd := range l.moved {
+		unix.Close(fd) // the kernel closes them as it would its unaccepted connections
+	}
+	l.moved = nil
+	l.releaseShareLocked()
+}
+
+// releaseShareLocked takes the listener off its listening port; the port closes in the stack
+// with its last listener. Caller holds st.mu.
+func (l *tcpListener) releaseShareLocked() {
 	sh := l.share
 	if sh == nil {
 		return
@@ -203,4 +219,79 @@ func removeListener(xs []*tcpListener, x *tcpListener) []*tcpListener {
 		}
 	}
 	return xs
+}
+
+// moveLocked gives the listening port to the kernel's listener, the shadow, which every process
+// holding the socket can accept from: new connections go there. Connections already accepted
+// stay in the stack, each steered on its own; those still waiting to be accepted move into kernel
+// sockets of their own, which accept(2) here gives first. Caller holds st.mu.
+func (l *tcpListener) moveLocked() int {
+	st, sh := l.st, l.share
+	if sh == nil {
+		if len(l.moved) > 0 {
+			return errKeep // moved already, connections still to hand out
+		}
+		return 0
+	}
+	for _, c := range st.core.Conns(nil, sh.port) {
+		ip, rport := c.Remote()
+		if err := st.steerFlowLocked(flowKey{lport: sh.port, raddr: [4]byte(ip), rport: rport}, flowUs); err != nil {
+			l.e.Log.Warn().Err(err).Msg("moving a listener to the kernel")
+			return neg(unix.ENOBUFS)
+		}
+	}
+	if err := st.link.SteerListed(unix.IPPROTO_TCP, st.ifc.addr, sh.port); err != nil {
+		l.e.Log.Warn().Err(err).Msg("moving a listener to the kernel")
+		return neg(unix.ENOBUFS)
+	}
+	for sh.l.Readable() {
+		c := sh.l.Accept()
+		nfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err == nil && st.moveConnLocked(c, nfd, &l.opts) != 0 {
+			unix.Close(nfd)
+			err = unix.EIO
+		}
+		if err != nil {
+			c.Abort()
+			continue
+		}
+		l.moved = append(l.moved, nfd)
+	}
+	for _, o := range sh.socks {
+		if o != l {
+			o.share = nil // SO_REUSEPORT siblings: the kernel's group serves them all now
+		}
+	}
+	sh.socks = []*tcpListener{l}
+	l.releaseShareLocked()
+	_ = unix.SetNonblock(l.fd(), l.nonblock) // the shadow was polled, never blocked on
+	if len(l.moved) > 0 {
+		return errKeep
+	}
+	return 0
+}
+
+// acceptMovedLocked gives a connection that moved to the kernel with its listener; the listener
+// leaves the stack with the last. Caller holds st.mu.
+func (l *tcpListener) acceptMovedLocked(sa []byte, saLen *uint32, flags int) int {
+	if len(l.moved) == 0 {
+		return Pass
+	}
+	fd := l.moved[0]
+	l.moved = l.moved[1:]
+	if flags&unix.SOCK_CLOEXEC == 0 {
+		_, _ = unix.FcntlInt(uintptr(fd), unix.F_SETFD, 0)
+	}
+	if flags&unix.SOCK_NONBLOCK != 0 {
+		_ = unix.SetNonblock(fd, true)
+	}
+	if rsa, err := unix.Getpeername(fd); err == nil {
+		putSockaddr(sa, saLen, rsa)
+	}
+	if len(l.moved) == 0 {
+		l.e.dropLocked(l)
+	} else {
+		l.refreshLocked()
+	}
+	return fd
 }

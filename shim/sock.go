@@ -43,6 +43,9 @@ type sock interface {
 	// resetLocked answers a panic that may have left the socket's state corrupted: a connection
 	// is reset (RST to the peer, ECONNRESET to the program). Caller holds st.mu.
 	resetLocked()
+	// moveLocked hands the socket's state to its kernel shadow (handover.go moveToKernel): 0
+	// once the shadow carries it, errNotYet, or -errno. Caller holds st.mu.
+	moveLocked() int
 }
 
 // sockBase is what every kind has. Fields from fds on are guarded by st.mu; the rest are set
@@ -53,8 +56,9 @@ type sockBase struct {
 
 	fds      []int // every fd that refers to this socket (dup, dup2, F_DUPFD); fds[0] for calls on the shadow
 	cookie   uintptr
-	self     sock // the kind this base belongs to now (a tcpSock becomes a tcpListener)
-	nonblock bool // O_NONBLOCK of the open file description
+	born     uint32 // the process's fork count when it was made: older ones a child may hold
+	self     sock   // the kind this base belongs to now (a tcpSock becomes a tcpListener)
+	nonblock bool   // O_NONBLOCK of the open file description
 	opts     sockOpts
 	wakeGen  uint64         // bumped at each change the stack reports (edge-triggered epoll)
 	members  []*epollMember // its entries in epoll sets
@@ -93,6 +97,7 @@ func (b *sockBase) connectWait() int                                    { return
 func (b *sockBase) getsockopt(int, int, []byte, *uint32) int            { return Pass }
 func (b *sockBase) setsockoptLocked(int, int, int, bool, []byte) int    { return Pass }
 func (b *sockBase) resetLocked()                                        {}
+func (b *sockBase) moveLocked() int                                     { return 0 }
 func (b *sockBase) peername([]byte, *uint32) int                        { return neg(unix.ENOTCONN) }
 func (b *sockBase) recv([]unix.Iovec, int, []byte, *uint32, *int32) int { return neg(unix.ENOTCONN) }
 func (b *sockBase) send([]unix.Iovec, int, []byte) int                  { return neg(unix.ENOTCONN) }

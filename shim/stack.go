@@ -38,6 +38,8 @@ type stack struct {
 	listeners map[uint16]*listenShare
 	// connections the program closed that may still have data or a FIN to deliver
 	orphans []*stackcore.TCPConn
+	// connections steered one by one (steerFlowLocked); forgotten with their port
+	flows map[flowKey]uint32
 	// UDP ports steered to this stack
 	steeredUDP  map[uint16]bool
 	releasedUDP []uint16
@@ -51,7 +53,9 @@ type stack struct {
 
 	ports portRange // the system's ephemeral ports (ip_local_port_range), read at start
 
-	kickFd         int          // eventfd that wakes the poller early
+	kickFd         int // eventfd that wakes the poller early
+	moveFd         int // fork children's requests to move a socket to the kernel (forkserve.go)
+	pendingMoves   []pendingMove
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
 	closed         atomic.Bool
 	pollerDone     sync.WaitGroup
@@ -66,7 +70,26 @@ type Link interface {
 	nic.Link
 	Steer(proto uint8, ip [4]byte, port uint16) error
 	Unsteer(proto uint8, ip [4]byte, port uint16) error
+	// SteerListed keeps a port's entry but steers only the flows SteerFlow lists as ours.
+	SteerListed(proto uint8, ip [4]byte, port uint16) error
+	// SteerFlow decides for one connection on a steered port, whatever the port's entry says.
+	SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error
+	UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error
 	Mode() string
+}
+
+// What SteerFlow does with a flow's frames (keep in step with nic/xdp).
+const (
+	flowUs     = 1 // to the stack
+	flowKernel = 2 // to the kernel: the connection was moved there
+	flowDrop   = 3 // dropped: the connection is moving
+)
+
+// flowKey is a TCP connection of ours as the steering program sees it.
+type flowKey struct {
+	lport uint16
+	raddr [4]byte
+	rport uint16
 }
 
 // newStack starts a stack on the configured interface: stats segment, AF_XDP link, core, poller.
@@ -144,6 +167,7 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		routes:      map[[4]byte]routeEntry{},
 		neighs:      map[[4]byte]*neighbour{},
 		kickFd:      kfd,
+		moveFd:      -1,
 		stats:       o.stats,
 		eng:         eng,
 		core: stackcore.New(stackcore.Config{
@@ -161,6 +185,13 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 	}
 	st.pollerDeadline.Store(int64(stackcore.Never))
 	if o.poller {
+		// a process's stack serves its fork children (forkserve.go); tests drive theirs
+		if fd, name, err := ownerSocket(seed); err == nil {
+			st.moveFd = fd
+			eng.tab.SetOwner(name, unix.Getpid())
+		} else {
+			eng.Log.Warn().Err(err).Msg("fork children will not be able to use inherited sockets")
+		}
 		st.pollerDone.Add(1)
 		go st.poller()
 	}
@@ -295,6 +326,35 @@ func (st *stack) unsteerPortLocked(proto uint8, steered map[uint16]bool, port ui
 	}
 	delete(steered, port)
 	_ = st.link.Unsteer(proto, st.ifc.addr, port)
+	if proto == unix.IPPROTO_TCP {
+		for k := range st.flows {
+			if k.lport == port {
+				st.unsteerFlowLocked(k)
+			}
+		}
+	}
+}
+
+// steerFlowLocked sends one connection's frames where action says, whatever its port's entry
+// says (a connection moved to the kernel on a port we keep, a connection we keep on a listener
+// moved to the kernel).
+func (st *stack) steerFlowLocked(k flowKey, action uint32) error {
+	if err := st.link.SteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport, action); err != nil {
+		return err
+	}
+	if st.flows == nil {
+		st.flows = map[flowKey]uint32{}
+	}
+	st.flows[k] = action
+	return nil
+}
+
+func (st *stack) unsteerFlowLocked(k flowKey) {
+	if _, ok := st.flows[k]; !ok {
+		return
+	}
+	delete(st.flows, k)
+	_ = st.link.UnsteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport)
 }
 
 // Poller pacing. The poller sleeps at most pollerTick while any timer is pending, so an
@@ -309,7 +369,8 @@ const (
 
 // poller runs timers and drains the link while no application thread is inside the stack.
 func (st *stack) poller() {
-	fds := []unix.PollFd{{Fd: int32(st.kickFd), Events: unix.POLLIN}, {Fd: int32(st.link.Fd()), Events: unix.POLLIN}}
+	fds := []unix.PollFd{{Fd: int32(st.kickFd), Events: unix.POLLIN}, {Fd: int32(st.moveFd), Events: unix.POLLIN},
+		{Fd: int32(st.link.Fd()), Events: unix.POLLIN}}
 	defer func() {
 		// with recovers what panics in the core; anything else must not take the program
 		// down either: count it and start again
@@ -349,15 +410,18 @@ func (st *stack) poller() {
 			now, wake, watchLink = st.now(), st.now()+pollerIdleTick, false
 		}
 
+		if st.serveMoves() {
+			wake = min(wake, now+pollerTick) // a connection in its handshake: ask it again soon
+		}
 		timeout := -1
 		if wake != stackcore.Never {
 			timeout = int((max(wake-now, 0) + 999) / 1000)
 		}
-		n := 2
+		n := 3
 		if !watchLink {
-			n = 1
+			n = 2
 		}
-		fds[0].Revents, fds[1].Revents = 0, 0
+		fds[0].Revents, fds[1].Revents, fds[2].Revents = 0, 0, 0
 		if k, _ := unix.Poll(fds[:n], timeout); k == 0 {
 			atomic.AddUint64(&st.stats.PollerTimeouts, 1)
 		}
@@ -374,6 +438,9 @@ func (st *stack) close() {
 	st.kickPoller()
 	st.pollerDone.Wait()
 	unix.Close(st.kickFd)
+	if st.moveFd >= 0 {
+		unix.Close(st.moveFd)
+	}
 	if st.link != nil {
 		st.link.Close()
 	}

@@ -3,8 +3,12 @@ package shim
 // Stats are the shim's own counters, published next to the stack's and the NIC's.
 type Stats struct {
 	SocketsAccelerated uint64 `stat:"shim.sockets_accelerated"`
-	PassedToKernel     uint64 `stat:"shim.passed_to_kernel"` // sockets handed over to the kernel
-	KernelAccepts      uint64 `stat:"shim.kernel_accepts"`   // accepted through a listener's kernel shadow
+	PassedToKernel     uint64 `stat:"shim.passed_to_kernel"`  // sockets handed over to the kernel
+	MovedToKernel      uint64 `stat:"shim.moved_to_kernel"`   // of which with their state, for a fork child or at exit
+	MoveFailed         uint64 `stat:"shim.move_failed"`       // a move to the kernel that failed (the socket stayed)
+	ConnsRepaired      uint64 `stat:"shim.conns_repaired"`    // connections that went on in a kernel socket (TCP_REPAIR)
+	DgramsReinjected   uint64 `stat:"shim.dgrams_reinjected"` // queued datagrams given to the kernel socket
+	KernelAccepts      uint64 `stat:"shim.kernel_accepts"`    // accepted through a listener's kernel shadow
 	PollerWakeups      uint64 `stat:"shim.poller_wakeups"`
 	PollerTimeouts     uint64 `stat:"shim.poller_timeouts"` // woke for a timer
 	PollerKicks        uint64 `stat:"shim.poller_kicks"`    // woken early by an application thread

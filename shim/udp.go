@@ -394,3 +394,33 @@ func (s *udpSock) releaseLocked() {
 }
 
 func (s *udpSock) resetLocked() {}
+
+// moveLocked gives the port to the shadow, which every process holding the socket can use: new
+// datagrams go there, and those queued here follow them through loopback, from their senders.
+// Caller holds st.mu.
+func (s *udpSock) moveLocked() int {
+	st, u := s.st, s.udp
+	if u == nil {
+		return 0
+	}
+	st.txLocked() // what is queued to send goes first
+	port := u.LocalPort()
+	st.unsteerUDPLocked(port)
+	st.rxLocked() // what came in before
+	buf := make([]byte, 65536)
+	for u.Readable() {
+		n, _, src, sport, err := u.RecvFrom(buf, false)
+		if err != nil {
+			if errors.Is(err, stackcore.ErrWouldBlock) {
+				break
+			}
+			continue // a pending error (ICMP): the kernel socket starts afresh
+		}
+		if err := injectUDP([4]byte(src), sport, st.ifc.addr, port, buf[:n]); err != nil {
+			s.e.Log.Warn().Err(err).Msg("moving a UDP socket to the kernel: a queued datagram is lost")
+			continue
+		}
+		count(&st.stats.DgramsReinjected)
+	}
+	return 0
+}

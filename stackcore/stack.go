@@ -103,6 +103,8 @@ type Stack struct {
 	mss   int // our MSS (MTU-40)
 
 	conns     map[connKey]*TCPConn
+	detached  [64]connKey // the last connections Detach gave to a kernel socket (repair.go)
+	ndetached int
 	list      []*TCPConn // all live connections
 	ready     []*TCPConn // connections that may have output (sched.go)
 	timers    []*TCPConn // min-heap of connections by deadline (sched.go)
@@ -308,6 +310,11 @@ func (s *Stack) tcpInput(now Time, g *segment) {
 			c.input(now, g)
 			return
 		}
+	}
+	if g.flags&wire.TCPFlagSYN == 0 && s.wasDetached(key) {
+		// a kernel socket carries it on now: a segment still steered here must not reset it
+		inc(&s.stats.DropNoSocket)
+		return
 	}
 	if l := s.listeners[g.dport]; l != nil {
 		l.input(now, g)

@@ -8,14 +8,46 @@ import (
 )
 
 // steerKey is the key of the steer map: destination IPv4 address and port in
-// network byte order, then the IP protocol number and a zero pad byte.
+// network byte order, then the IP protocol number and a zero pad byte. Its
+// value is the port's mode, portAll or portListed.
 type steerKey [8]byte
 
 func makeSteerKey(proto uint8, ip [4]byte, port uint16) steerKey {
 	return steerKey{ip[0], ip[1], ip[2], ip[3], byte(port >> 8), byte(port), proto, 0}
 }
 
+// flowKey is the key of the flows map, one connection seen from this host:
+// remote (source) address, local (destination) address, remote port, local
+// port, all in network byte order, then the IP protocol number and three zero
+// pad bytes. Its value is FlowToUs or FlowToKernel.
+type flowKey [16]byte
+
+func makeFlowKey(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) flowKey {
+	return flowKey{
+		remote[0], remote[1], remote[2], remote[3],
+		local[0], local[1], local[2], local[3],
+		byte(rport >> 8), byte(rport), byte(lport >> 8), byte(lport),
+		proto, 0, 0, 0,
+	}
+}
+
+// Values of the steer map (port modes) and of the flows map. The program
+// redirects when the deciding value is 1 and passes on anything else, so
+// portAll and FlowToUs must stay 1.
 const (
+	portAll    uint32 = 1 // every flow to the port goes to the socket, unless listed to the kernel
+	portListed uint32 = 2 // only flows listed as FlowToUs go to the socket
+)
+
+// What SteerFlow does with a flow's frames.
+const (
+	FlowToUs     uint32 = 1 // redirect to the socket
+	FlowToKernel uint32 = 2 // XDP_PASS
+	FlowDrop     uint32 = 3 // XDP_DROP: the connection is moving between us and the kernel
+)
+
+const (
+	xdpDrop = 1
 	xdpPass = 2
 
 	// struct xdp_md offsets.
@@ -27,18 +59,26 @@ const (
 	icmpHdrLen = 8
 )
 
-// progInstructions builds the steering program: IPv4 TCP/UDP frames whose
-// (daddr, dport, proto) is in steer go to the AF_XDP socket of the receive
-// queue in xsks, and so do ICMP errors (types 3, 4, 11, 12) quoting a TCP or
-// UDP datagram whose (saddr, sport, proto) is in steer: the error is about
-// something the steered socket sent (RFC 792: the quote is the original IPv4
-// header and at least 8 bytes). Everything else, including echo requests
-// (the kernel answers ping) and non-first fragments, gets XDP_PASS.
-func progInstructions(steerFD, xsksFD int) asm.Instructions {
+// progInstructions builds the steering program. An IPv4 TCP/UDP frame whose
+// (daddr, dport, proto) is in steer is decided by its flow (saddr, daddr,
+// sport, dport, proto) in flows if listed there (FlowToUs: redirect,
+// FlowToKernel: pass), else by the port's mode (portAll: redirect,
+// portListed: pass); a frame whose port is not in steer passes. Redirected
+// frames go to the AF_XDP socket of the receive queue in xsks. ICMP errors
+// (types 3, 4, 11, 12) quoting a TCP or UDP datagram are decided the same way
+// for the quoted datagram reversed: the error is about something this host
+// sent (RFC 792: the quote is the original IPv4 header and at least 8 bytes),
+// so the quoted source is the local end. Everything else, including echo
+// requests (the kernel answers ping) and non-first fragments, gets XDP_PASS.
+func progInstructions(steerFD, flowsFD, xsksFD int) asm.Instructions {
 	const (
 		ctx  = asm.R6
 		data = asm.R2
 		end  = asm.R3
+
+		// Stack: the steer key at fp-8, the flow key at fp-24.
+		steerKeyOff = -8
+		flowKeyOff  = -24
 	)
 	return asm.Instructions{
 		asm.Mov.Reg(ctx, asm.R1),
@@ -102,37 +142,69 @@ func progInstructions(steerFD, xsksFD int) asm.Instructions {
 		asm.LoadMem(asm.R8, data, ethHdrLen+icmpHdrLen+9, asm.Byte),
 		asm.JEq.Imm(asm.R8, 6, "quoted"),
 		asm.JNE.Imm(asm.R8, 17, "pass"),
-		// The quoted source is our address and port: the steered socket sent it.
+		// The quote is a datagram this host sent: its source is the local
+		// end (R9, later R7) and its destination the remote one (flow key).
 		asm.LoadMem(asm.R9, data, ethHdrLen+icmpHdrLen+12, asm.Word).WithSymbol("quoted"),
+		asm.LoadMem(asm.R4, data, ethHdrLen+icmpHdrLen+16, asm.Word),
+		asm.StoreMem(asm.RFP, flowKeyOff, asm.R4, asm.Word), // remote address
 		asm.Add.Reg(data, asm.R7),
 		asm.Mov.Reg(asm.R4, data),
 		asm.Add.Imm(asm.R4, ethHdrLen+icmpHdrLen+8), // the 8 quoted bytes RFC 1122 3.2.2 requires
 		asm.JGT.Reg(asm.R4, end, "pass"),
-		asm.LoadMem(asm.R7, data, ethHdrLen+icmpHdrLen, asm.Half), // quoted source port
+		asm.LoadMem(asm.R7, data, ethHdrLen+icmpHdrLen, asm.Half),   // quoted source port: local
+		asm.LoadMem(asm.R4, data, ethHdrLen+icmpHdrLen+2, asm.Half), // quoted destination port: remote
+		asm.StoreMem(asm.RFP, flowKeyOff+8, asm.R4, asm.Half),
 		asm.Ja.Label("key"),
 
-		// Destination address (kept in network byte order).
+		// Destination (local) address in R9, source (remote) address into
+		// the flow key, both kept in network byte order.
 		asm.LoadMem(asm.R9, data, ethHdrLen+16, asm.Word).WithSymbol("l4"),
+		asm.LoadMem(asm.R4, data, ethHdrLen+12, asm.Word),
+		asm.StoreMem(asm.RFP, flowKeyOff, asm.R4, asm.Word),
 
 		// Transport header: data + 14 + IHL, ports in bounds.
 		asm.Add.Reg(data, asm.R5),
 		asm.Mov.Reg(asm.R4, data),
 		asm.Add.Imm(asm.R4, ethHdrLen+4),
 		asm.JGT.Reg(asm.R4, end, "pass"),
-		asm.LoadMem(asm.R7, data, ethHdrLen+2, asm.Half), // destination port
+		asm.LoadMem(asm.R7, data, ethHdrLen+2, asm.Half), // destination port: local
+		asm.LoadMem(asm.R4, data, ethHdrLen, asm.Half),   // source port: remote
+		asm.StoreMem(asm.RFP, flowKeyOff+8, asm.R4, asm.Half),
 
-		// Key on the stack at fp-8: address, port, protocol, pad.
-		asm.StoreMem(asm.RFP, -8, asm.R9, asm.Word).WithSymbol("key"),
-		asm.StoreMem(asm.RFP, -4, asm.R7, asm.Half),
-		asm.StoreMem(asm.RFP, -2, asm.R8, asm.Byte),
-		asm.StoreImm(asm.RFP, -1, 0, asm.Byte),
+		// Here R9 is the local address, R7 the local port, R8 the protocol;
+		// the remote address and port are in the flow key already.
+		// Steer key: address, port, protocol, pad.
+		asm.StoreMem(asm.RFP, steerKeyOff, asm.R9, asm.Word).WithSymbol("key"),
+		asm.StoreMem(asm.RFP, steerKeyOff+4, asm.R7, asm.Half),
+		asm.StoreMem(asm.RFP, steerKeyOff+6, asm.R8, asm.Byte),
+		asm.StoreImm(asm.RFP, steerKeyOff+7, 0, asm.Byte),
+		// Flow key: remote address, local address, remote port, local
+		// port, protocol, three pad bytes.
+		asm.StoreMem(asm.RFP, flowKeyOff+4, asm.R9, asm.Word),
+		asm.StoreMem(asm.RFP, flowKeyOff+10, asm.R7, asm.Half),
+		asm.StoreMem(asm.RFP, flowKeyOff+12, asm.R8, asm.Byte),
+		asm.StoreImm(asm.RFP, flowKeyOff+13, 0, asm.Byte),
+		asm.StoreImm(asm.RFP, flowKeyOff+14, 0, asm.Half),
 
+		// Port not steered: pass. Else R7 = the port's mode.
 		asm.LoadMapPtr(asm.R1, steerFD),
 		asm.Mov.Reg(asm.R2, asm.RFP),
-		asm.Add.Imm(asm.R2, -8),
+		asm.Add.Imm(asm.R2, steerKeyOff),
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 
+		// A listed flow overrides the port's mode.
+		asm.LoadMapPtr(asm.R1, flowsFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, flowKeyOff),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "decide"),
+		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
+
+		// 1 (portAll, FlowToUs): redirect; 3 (FlowDrop): drop; anything else: pass.
+		asm.JEq.Imm(asm.R7, int32(FlowDrop), "drop").WithSymbol("decide"),
+		asm.JNE.Imm(asm.R7, 1, "pass"),
 		asm.LoadMem(asm.R2, ctx, mdRxQueueIndex, asm.Word),
 		asm.LoadMapPtr(asm.R1, xsksFD),
 		asm.Mov.Imm(asm.R3, xdpPass),
@@ -141,26 +213,63 @@ func progInstructions(steerFD, xsksFD int) asm.Instructions {
 
 		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
 		asm.Return(),
+
+		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("drop"),
+		asm.Return(),
+	}
+}
+
+// objects are the maps and program loadObjects creates.
+type objects struct {
+	steer, flows, xsks *ebpf.Map
+	prog               *ebpf.Program
+}
+
+// close releases whatever is set.
+func (o *objects) close() {
+	for _, m := range []*ebpf.Map{o.steer, o.flows, o.xsks} {
+		if m != nil {
+			m.Close()
+		}
+	}
+	if o.prog != nil {
+		o.prog.Close()
 	}
 }
 
 // loadObjects creates the maps and loads the program.
-func loadObjects(queue int) (steer, xsks *ebpf.Map, prog *ebpf.Program, err error) {
-	steer, err = ebpf.NewMap(&ebpf.MapSpec{
+func loadObjects(queue int) (_ objects, err error) {
+	var o objects
+	defer func() {
+		if err != nil {
+			o.close()
+		}
+	}()
+	o.steer, err = ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "steer",
 		Type:       ebpf.Hash,
-		KeySize:    8,
+		KeySize:    uint32(len(steerKey{})),
 		ValueSize:  4,
 		MaxEntries: 65536,
 	})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("creating steer map: %w", err)
+		return objects{}, fmt.Errorf("creating steer map: %w", err)
+	}
+	o.flows, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "flows",
+		Type:       ebpf.Hash,
+		KeySize:    uint32(len(flowKey{})),
+		ValueSize:  4,
+		MaxEntries: 65536,
+	})
+	if err != nil {
+		return objects{}, fmt.Errorf("creating flows map: %w", err)
 	}
 	entries := uint32(64)
 	if uint32(queue) >= entries {
 		entries = uint32(queue) + 1
 	}
-	xsks, err = ebpf.NewMap(&ebpf.MapSpec{
+	o.xsks, err = ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "xsks_map",
 		Type:       ebpf.XSKMap,
 		KeySize:    4,
@@ -168,19 +277,16 @@ func loadObjects(queue int) (steer, xsks *ebpf.Map, prog *ebpf.Program, err erro
 		MaxEntries: entries,
 	})
 	if err != nil {
-		steer.Close()
-		return nil, nil, nil, fmt.Errorf("creating xsks map: %w", err)
+		return objects{}, fmt.Errorf("creating xsks map: %w", err)
 	}
-	prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
+	o.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "ustack_steer",
 		Type:         ebpf.XDP,
 		License:      "Dual MIT/GPL",
-		Instructions: progInstructions(steer.FD(), xsks.FD()),
+		Instructions: progInstructions(o.steer.FD(), o.flows.FD(), o.xsks.FD()),
 	})
 	if err != nil {
-		steer.Close()
-		xsks.Close()
-		return nil, nil, nil, fmt.Errorf("loading xdp program: %w", err)
+		return objects{}, fmt.Errorf("loading xdp program: %w", err)
 	}
-	return steer, xsks, prog, nil
+	return o, nil
 }

@@ -4,8 +4,11 @@
 //
 // Open creates the UMEM, the socket and its four rings, loads the steering
 // program and attaches it with a BPF link, so it disappears with the process.
-// Steer and Unsteer edit the steering map. A Socket is not safe for
-// concurrent use except for Steer, Unsteer, Mode, Stats and
+// Steer, SteerListed and Unsteer edit the steering map of ports; SteerFlow
+// and UnsteerFlow edit the map of flows, which decides single connections on
+// a steered port (one handed to the kernel while the port's other
+// connections stay here). A Socket is not safe for concurrent use except for
+// Steer, SteerListed, Unsteer, SteerFlow, UnsteerFlow, Mode, Stats and
 // RefreshKernelStats.
 //
 // Open works in the calling thread's network namespace (lock the goroutine
@@ -82,7 +85,8 @@ type Socket struct {
 	rxHeld     []uint64 // frame addresses lent out by Receive
 	txOut      uint32   // frames on the TX ring or in flight, not yet completed
 
-	steer *ebpf.Map
+	steer *ebpf.Map // (local address, port, proto) → portAll or portListed
+	flows *ebpf.Map // (remote, local, ports, proto) → FlowToUs, FlowToKernel or FlowDrop
 	xsks  *ebpf.Map
 	prog  *ebpf.Program
 	link  link.Link
@@ -152,10 +156,11 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 		return nil, err
 	}
 
-	s.steer, s.xsks, s.prog, err = loadObjects(queue)
+	o, err := loadObjects(queue)
 	if err != nil {
 		return nil, s.errorf("%w", err)
 	}
+	s.steer, s.flows, s.xsks, s.prog = o.steer, o.flows, o.xsks, o.prog
 	if err := s.xsks.Put(uint32(queue), uint32(s.fd)); err != nil {
 		return nil, s.errorf("inserting socket into xsks map: %w", err)
 	}
@@ -328,16 +333,31 @@ func (s *Socket) Stats() *Stats { return s.stats }
 // Ifindex returns the interface index the socket is bound to.
 func (s *Socket) Ifindex() int { return s.ifidx }
 
-// Steer sends frames for (proto, ip, port) to this socket. proto is
-// unix.IPPROTO_TCP or unix.IPPROTO_UDP; ip and port are the local
-// (destination) address and port.
+// Steer sends frames for (proto, ip, port) to this socket, except flows
+// SteerFlow hands to the kernel. proto is unix.IPPROTO_TCP or
+// unix.IPPROTO_UDP; ip and port are the local (destination) address and
+// port. It replaces a SteerListed of the same port.
 func (s *Socket) Steer(proto uint8, ip [4]byte, port uint16) error {
+	return s.steerPort(proto, ip, port, portAll, "steering")
+}
+
+// SteerListed sends to this socket only the flows to (proto, ip, port) that
+// SteerFlow lists as ours; every other flow to the port goes to the kernel.
+// It is for a port shared with the kernel: once a listener is handed to the
+// kernel, new connections are the kernel's while the connections accepted
+// earlier stay here. It replaces a Steer of the same port, so list the flows
+// that must stay here before calling it.
+func (s *Socket) SteerListed(proto uint8, ip [4]byte, port uint16) error {
+	return s.steerPort(proto, ip, port, portListed, "steering listed flows of")
+}
+
+func (s *Socket) steerPort(proto uint8, ip [4]byte, port uint16, mode uint32, what string) error {
 	if s == nil || s.steer == nil {
 		return ErrClosed
 	}
 	k := makeSteerKey(proto, ip, port)
-	if err := s.steer.Put(k, uint32(1)); err != nil {
-		return s.errorf("steering %s:%d proto %d: %w", net.IP(ip[:]), port, proto, err)
+	if err := s.steer.Put(k, mode); err != nil {
+		return s.errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, err)
 	}
 	return nil
 }
@@ -351,6 +371,43 @@ func (s *Socket) Unsteer(proto uint8, ip [4]byte, port uint16) error {
 	k := makeSteerKey(proto, ip, port)
 	if err := s.steer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return s.errorf("unsteering %s:%d proto %d: %w", net.IP(ip[:]), port, proto, err)
+	}
+	return nil
+}
+
+// SteerFlow decides one flow, seen from this host, on a port steered by
+// Steer or SteerListed, whatever the port's mode: FlowToUs sends its frames
+// (and ICMP errors about what this host sent on it) to this socket,
+// FlowToKernel to the kernel, FlowDrop nowhere (while the connection moves
+// from one to the other, its peer retransmits). It is how one connection is
+// handed to the kernel while the others on its port stay here, or kept here
+// when its port goes to the kernel. A flow on a port that is not steered goes
+// to the kernel. The entry replaces an earlier one for the same flow.
+func (s *Socket) SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error {
+	if s == nil || s.flows == nil {
+		return ErrClosed
+	}
+	if action < FlowToUs || action > FlowDrop {
+		return s.errorf("steering flow: action %d", action)
+	}
+	k := makeFlowKey(proto, local, lport, remote, rport)
+	if err := s.flows.Put(k, action); err != nil {
+		return s.errorf("steering flow %s:%d-%s:%d proto %d (action %d): %w",
+			net.IP(local[:]), lport, net.IP(remote[:]), rport, proto, action, err)
+	}
+	return nil
+}
+
+// UnsteerFlow removes the flow's entry, so its port's mode decides it again.
+// Removing an entry that is not there is not an error.
+func (s *Socket) UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error {
+	if s == nil || s.flows == nil {
+		return ErrClosed
+	}
+	k := makeFlowKey(proto, local, lport, remote, rport)
+	if err := s.flows.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return s.errorf("unsteering flow %s:%d-%s:%d proto %d: %w",
+			net.IP(local[:]), lport, net.IP(remote[:]), rport, proto, err)
 	}
 	return nil
 }
@@ -390,7 +447,7 @@ func (s *Socket) Close() error {
 		}
 		s.prog = nil
 	}
-	for _, m := range []**ebpf.Map{&s.steer, &s.xsks} {
+	for _, m := range []**ebpf.Map{&s.steer, &s.flows, &s.xsks} {
 		if *m != nil {
 			if err := (*m).Close(); err != nil {
 				errs = append(errs, fmt.Errorf("closing map: %w", err))

@@ -1,0 +1,79 @@
+/* A fork child's way to the sockets it inherited (see shim/forkserve.go): the Go runtime does not
+ * survive fork, so the child asks the process that owns the stack to move the socket to the
+ * kernel with its state, waits for the answer, and from then on uses the kernel socket. */
+#include "ustack.h"
+#include <errno.h>
+#include <poll.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+char ustack_owner_name[sizeof(((struct sockaddr_un *)0)->sun_path)];
+int ustack_owner_pid;
+volatile uint32_t ustack_fork_gen;
+
+/* How long a child waits for the owner; a connection still in its handshake makes it wait. */
+#define MOVE_TIMEOUT_MS 10000
+
+/* ustack_child_move asks the owner to move fd's socket to the kernel. It answers 0 when fd is a
+ * kernel socket now (moved, or the owner is gone: it moved its shared sockets when it exited),
+ * -errno when the socket could not move and stays out of this process's reach. */
+int ustack_child_move(int fd)
+{
+	if (!ustack_sock(fd))
+		return 0;
+	int r = 0;
+	uint64_t cookie = 0;
+	socklen_t clen = sizeof cookie;
+	if (ustack_real.getsockopt(fd, SOL_SOCKET, SO_COOKIE, &cookie, &clen) < 0 || ustack_owner_name[0] == 0) {
+		r = -EBADFD;
+		goto out;
+	}
+	int s = ustack_real.socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (s < 0) {
+		r = -errno;
+		goto out;
+	}
+	/* autobind: the owner answers to an abstract name of our own */
+	sa_family_t fam = AF_UNIX;
+	struct sockaddr_un to = { .sun_family = AF_UNIX };
+	size_t nlen = strlen(ustack_owner_name);
+	memcpy(to.sun_path + 1, ustack_owner_name + 1, nlen - 1); /* '@' stands for the leading NUL */
+	uint8_t req[16] = { 0 };
+	int32_t fd32 = fd;
+	memcpy(req, &fd32, 4);
+	memcpy(req + 8, &cookie, 8);
+	if (ustack_real.bind(s, (struct sockaddr *)&fam, sizeof fam) < 0 ||
+	    ustack_real.sendto(s, req, sizeof req, 0, (struct sockaddr *)&to,
+			       (socklen_t)(offsetof(struct sockaddr_un, sun_path) + nlen)) < 0) {
+		/* ECONNREFUSED: nobody has the name, the owner is gone */
+		r = errno == ECONNREFUSED || errno == ENOENT ? 0 : -errno;
+		ustack_real.close(s);
+		goto out;
+	}
+	long deadline = ustack_now_ms() + MOVE_TIMEOUT_MS;
+	r = -ETIMEDOUT;
+	while (ustack_now_ms() < deadline) {
+		struct pollfd p = { .fd = s, .events = POLLIN };
+		int n = ustack_real.poll(&p, 1, 100);
+		if (n > 0) {
+			int32_t ans;
+			if (ustack_real.recv(s, &ans, sizeof ans, MSG_DONTWAIT) == (ssize_t)sizeof ans) {
+				r = ans == -ESTALE ? 0 : ans; /* the owner closed it: ours is the only copy */
+				break;
+			}
+		}
+		if (kill(ustack_owner_pid, 0) < 0 && errno == ESRCH) {
+			r = 0; /* the owner exited meanwhile, after moving what it shared */
+			break;
+		}
+	}
+	ustack_real.close(s);
+out:
+	if (r == 0)
+		__atomic_store_n(&ustack_fds[fd].kind, USTACK_KIND_NONE, __ATOMIC_RELEASE);
+	return r;
+}

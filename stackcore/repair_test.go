@@ -1,0 +1,76 @@
+package stackcore
+
+import (
+	"bytes"
+	"testing"
+
+	"ustack/nic/pair"
+)
+
+// Repair gives what TCP_REPAIR restores (tcp(7)): the first unacknowledged sequence number and
+// the bytes from it on, split at SND.NXT into sent and unsent (RFC 9293 3.3.1), and the unread
+// bytes ending at RCV.NXT (3.3.1, receive sequence space), the peer's FIN excluded.
+func TestRepairSnapshot(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	a, b, _ := n.connect(7000)
+	// b sends 3000 bytes a leaves unread
+	in := pattern(3000, 1)
+	if k, err := b.Write(in); err != nil || k != len(in) {
+		t.Fatalf("write %d %v", k, err)
+	}
+	n.settle()
+	// a sends 5000 bytes that b never acknowledges: the wire to b drops everything from now on
+	n.a.end.Hook = func(uint64, []byte) bool { return true }
+	out := pattern(5000, 2)
+	if k, err := a.Write(out); err != nil || k != len(out) {
+		t.Fatalf("write %d %v", k, err)
+	}
+	n.step()
+	if !a.Repairable() {
+		t.Fatalf("state %v not repairable", a.State())
+	}
+	r := a.Repair(n.now)
+	if got := append(append([]byte{}, r.Sent...), r.Unsent...); !bytes.Equal(got, out) {
+		t.Fatalf("send queue %d+%d bytes, want the %d written", len(r.Sent), len(r.Unsent), len(out))
+	}
+	if r.SndUna != uint32(a.sndUna) || uint32(len(r.Sent)) != uint32(a.sndNxt-a.sndUna) {
+		t.Fatalf("SndUna %d, %d sent; conn una %d nxt %d", r.SndUna, len(r.Sent), a.sndUna, a.sndNxt)
+	}
+	if !bytes.Equal(r.Unread, in) || r.FinRcvd {
+		t.Fatalf("unread %d bytes fin %v, want %d and no FIN", len(r.Unread), r.FinRcvd, len(in))
+	}
+	if r.RcvNxt != uint32(b.sndNxt) {
+		t.Fatalf("RcvNxt %d, peer's SND.NXT %d", r.RcvNxt, uint32(b.sndNxt))
+	}
+	if r.LocalPort != a.LocalPort() || r.RemotePort != 7000 {
+		t.Fatalf("ports %d -> %d", r.LocalPort, r.RemotePort)
+	}
+	a.Detach()
+	if a.State() != StateClosed || n.a.s.conns[a.key] != nil {
+		t.Fatalf("detached connection still in the stack: %v", a.State())
+	}
+	// a segment still on its way for the detached connection is dropped, not reset (a kernel
+	// socket carries the connection on)
+	n.a.end.Hook = nil
+	rsts, drops := n.a.s.stats.TCPRstsSent, n.a.s.stats.DropNoSocket
+	if _, err := b.Write([]byte("late")); err != nil {
+		t.Fatal(err)
+	}
+	n.settle()
+	if n.a.s.stats.TCPRstsSent != rsts || n.a.s.stats.DropNoSocket == drops {
+		t.Fatalf("segment for the detached connection: %d resets sent, %d dropped",
+			n.a.s.stats.TCPRstsSent-rsts, n.a.s.stats.DropNoSocket-drops)
+	}
+}
+
+// The peer's FIN takes a sequence number (RFC 9293 3.4) that is not data: RcvNxt stops before it.
+func TestRepairSnapshotPeerFIN(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	a, b, _ := n.connect(7001)
+	b.CloseWrite()
+	n.settle()
+	r := a.Repair(n.now)
+	if !r.FinRcvd || r.RcvNxt != uint32(b.sndNxt)-1 || len(r.Unread) != 0 {
+		t.Fatalf("fin %v RcvNxt %d (peer's FIN at %d) unread %d", r.FinRcvd, r.RcvNxt, uint32(b.sndNxt)-1, len(r.Unread))
+	}
+}
