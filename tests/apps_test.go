@@ -508,11 +508,10 @@ const (
 )
 
 // nginxConf is nginx's configuration for one run in dir. master_process is
-// off (one process that accepts and serves itself): nginx's master would fork
-// its workers without exec, and a forked child cannot use its parent's
-// accelerated sockets (README: every call on them fails with EBADFD), so the
-// workers could not accept on the listener the master opened. sendfile is on,
-// as in Debian's own nginx.conf.
+// off (one process that accepts and serves itself, all of it accelerated):
+// with the master on, its forked workers take the listener over in the kernel
+// (issue 9; tests/fork_test.go runs that mode). sendfile is on, as in
+// Debian's own nginx.conf.
 func nginxConf(dir, www, name string) string {
 	return fmt.Sprintf(`master_process off;
 daemon off;

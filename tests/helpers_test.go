@@ -114,9 +114,9 @@ func (e *env) stats(t *testing.T, pid int) map[string]uint64 {
 
 // logStats prints the interesting counters of pid.
 func (e *env) logStats(t *testing.T, what string, c map[string]uint64) {
-	t.Logf("%s: xsk rx %d B tx %d B; tcp segs in %d out %d; active %d passive %d; passed_to_kernel %d",
+	t.Logf("%s: xsk rx %d B tx %d B; tcp segs in %d out %d; active %d passive %d; passed_to_kernel %d; moved_to_kernel %d (repaired connections %d)",
 		what, c["xsk.rx_bytes"], c["xsk.tx_bytes"], c["tcp.segs_in"], c["tcp.segs_out"],
-		c["tcp.active_opens"], c["tcp.passive_opens"], c["shim.passed_to_kernel"])
+		c["tcp.active_opens"], c["tcp.passive_opens"], c["shim.passed_to_kernel"], c["shim.moved_to_kernel"], c["shim.conns_repaired"])
 }
 
 // kernelSegs returns Tcp InSegs in namespace ns.

@@ -146,6 +146,12 @@ func TestStress(t *testing.T) {
 						t.Errorf("ustack run: tcp.active_opens %d, shim.sockets_accelerated %d: the sockets were not accelerated",
 							s["tcp.active_opens"], s["shim.sockets_accelerated"])
 					}
+					// the children that used the inherited TCP and UDP sockets had them moved
+					// to the kernel with their state, and the echo rounds after that passed
+					if c.prog == "stress_fork" && (s["shim.moved_to_kernel"] < 2 || s["shim.conns_repaired"] < 1) {
+						t.Errorf("ustack run: shim.moved_to_kernel %d, shim.conns_repaired %d: want the inherited TCP and UDP sockets moved",
+							s["shim.moved_to_kernel"], s["shim.conns_repaired"])
+					}
 				}
 			}
 		})

@@ -14,9 +14,9 @@
  * accelerated interface's route) and expects a reply starting "HTTP/1.".
  * With HOST PORT the parent also connects a socket to HOST:PORT before the fork
  * (an accelerated one under ustack). The child writes to, polls and closes its
- * inherited copy and prints what it got: under ustack "write EBADFD, poll
- * POLLNVAL, close 0" (a fork child never enters the Go runtime, so it cannot
- * drive the parent's stack), on the kernel "write ok, poll POLLOUT, close 0".
+ * inherited copy and prints what it got: "write ok, poll POLLOUT, close 0",
+ * under ustack as on the kernel (the child cannot drive the parent's stack, so
+ * its first use has the parent move the connection to the kernel).
  * After the child is gone the parent still uses its copy for a request.
  * Exit 0 on success; the child is bounded by alarm(4).
  */

@@ -12,6 +12,8 @@
  * thread that does echo round trips on the second TCP socket without pause (so forks happen
  * while a thread is inside accelerated calls), then forks ITERATIONS (default 1000) children
  * without exec. Each child:
+ *   - on iterations 125, 375, 625, 875 first does an echo round trip on the inherited TCP and UDP
+ *     sockets (under ustack the first moves them to the kernel, with their state);
  *   - closes its copies of the three inherited sockets: every close must return 0;
  *   - on every other iteration opens a new UDP socket (a kernel socket: loopback) and sends its
  *     iteration number to the parent's loopback socket;
@@ -134,6 +136,16 @@ static void *busy(void *arg)
 static int child(int it, int tcp, int udp, const struct sockaddr_in *lo)
 {
 	alarm(5);
+	if (it % 250 == 125) {
+		/* the child uses the sockets it inherited (issue 9): they move to the kernel, with
+		 * their state, and the parent goes on with them */
+		const char *e = tcp_round(tcp, it, 100 + it % 4000), *ue = udp_round(udp, it);
+		if (e || ue) {
+			printf("FAIL child use of inherited sockets: iteration %d: tcp %s, udp %s\n", it, e ? e : "ok",
+			       ue ? ue : "ok");
+			return 5;
+		}
+	}
 	int a = close(tcp), b = close(udp), c = close(busy_fd);
 	if (a != 0 || b != 0 || c != 0) {
 		printf("FAIL child close: iteration %d: tcp close %d (%s), udp close %d, busy tcp close %d\n", it, a,
