@@ -95,6 +95,19 @@ func ustack_exit() (r C.long) {
 	return 0
 }
 
+//export ustack_exec
+func ustack_exec() (r C.long) {
+	defer guard(&r)
+	eng.MoveAll()
+	return 0
+}
+
+//export ustack_move
+func ustack_move(fd C.int) (r C.long) {
+	defer guard(&r)
+	return C.long(eng.MoveFd(int(fd)))
+}
+
 //export ustack_dup
 func ustack_dup(oldfd, newfd C.int) (r C.long) {
 	defer guard(&r)

@@ -7,7 +7,10 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -76,4 +79,77 @@ out:
 	if (r == 0)
 		__atomic_store_n(&ustack_fds[fd].kind, USTACK_KIND_NONE, __ATOMIC_RELEASE);
 	return r;
+}
+
+/* The fork children that may hold the owner's sockets: each registers its pid in a page shared by
+ * the whole process tree (made when the stack starts), so the owner can tell when they are all
+ * gone and a socket made before the forks is its alone again. */
+#define USTACK_CHILD_SLOTS 1023
+struct ustack_children {
+	int32_t overflow; /* a child found no free slot: assume one lives */
+	int32_t pid[USTACK_CHILD_SLOTS];
+};
+static struct ustack_children *children;
+
+void ustack_children_setup(void)
+{
+	if (children)
+		return;
+	void *p = mmap(NULL, sizeof *children, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	if (p != MAP_FAILED)
+		children = p;
+}
+
+/* called in every fork child (init.c) */
+void ustack_child_register(void)
+{
+	if (!children)
+		return;
+	int32_t pid = (int32_t)getpid();
+	for (int i = 0; i < USTACK_CHILD_SLOTS; i++) {
+		int32_t zero = 0;
+		if (__atomic_compare_exchange_n(&children->pid[i], &zero, pid, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+			return;
+	}
+	__atomic_store_n(&children->overflow, 1, __ATOMIC_SEQ_CST);
+}
+
+/* alive reports whether pid is a process that has not exited (a zombie has). */
+static int alive(int32_t pid)
+{
+	if (kill(pid, 0) < 0 && errno == ESRCH)
+		return 0;
+	char path[32], buf[256];
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno != ENOENT;
+	ssize_t n = ustack_real.read(fd, buf, sizeof buf - 1);
+	ustack_real.close(fd);
+	if (n <= 0)
+		return 1;
+	buf[n] = 0;
+	const char *paren = strrchr(buf, ')'); /* "pid (comm) S ...": comm may hold anything */
+	return !(paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X'));
+}
+
+/* ustack_children_alive reports whether a fork child (or one of its own) may still run; it
+ * forgets those that are gone. */
+int ustack_children_alive(void)
+{
+	if (!children)
+		return 0;
+	if (__atomic_load_n(&children->overflow, __ATOMIC_SEQ_CST))
+		return 1;
+	int any = 0;
+	for (int i = 0; i < USTACK_CHILD_SLOTS; i++) {
+		int32_t pid = __atomic_load_n(&children->pid[i], __ATOMIC_SEQ_CST);
+		if (pid == 0)
+			continue;
+		if (alive(pid))
+			any = 1;
+		else
+			__atomic_compare_exchange_n(&children->pid[i], &pid, 0, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST);
+	}
+	return any;
 }

@@ -76,7 +76,10 @@ func (cTable) SetOwner(name string, pid int) {
 	clear(dst)
 	copy(dst[:len(dst)-1], name)
 	C.ustack_owner_pid = C.int(pid)
+	C.ustack_children_setup()
 }
+
+func (cTable) ChildrenAlive() bool { return C.ustack_children_alive() != 0 }
 
 func (cTable) ForkGen() uint32 {
 	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&C.ustack_fork_gen)))

@@ -71,6 +71,9 @@ extern char ustack_owner_name[108];     /* where a fork child asks for an inheri
 extern int ustack_owner_pid;            /* the process whose stack owns the accelerated sockets */
 extern volatile uint32_t ustack_fork_gen; /* forks this process made (shim: FDTable.ForkGen) */
 int ustack_child_move(int fd);
+void ustack_children_setup(void);
+void ustack_child_register(void);
+int ustack_children_alive(void);
 
 /* data value of the wake epoll fd inside an application's epoll set */
 #define USTACK_EPOLL_MAGIC 0x75737461636b7721ULL

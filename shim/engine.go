@@ -435,7 +435,7 @@ func (e *Engine) CloseFD(fd int) {
 		return
 	}
 	b := s.base()
-	if b.born != e.tab.ForkGen() {
+	if b.born != e.tab.ForkGen() && e.tab.ChildrenAlive() {
 		// a fork child may hold the socket still: its last fd here moves it to the kernel, which
 		// carries it on for the child if it does, else closes it as it closes its own
 		var last bool
@@ -495,14 +495,24 @@ func (e *Engine) Dup(oldfd, newfd int) {
 // returns at once. Where a move is impossible (no CAP_NET_ADMIN for TCP_REPAIR), exit waits
 // instead until the data is acknowledged: up to USTACK_EXIT_LINGER_MS without progress,
 // USTACK_EXIT_LINGER_MAX_MS in all.
-func (e *Engine) Drain() {
+func (e *Engine) Drain() { e.leave(false) }
+
+// MoveAll runs before this process image is replaced (exec): the stack ends with it, so every
+// socket moves to the kernel, listeners and UDP sockets too (those the new image inherits go on
+// working there; the kernel closes the others).
+func (e *Engine) MoveAll() { e.leave(true) }
+
+// leave moves the sockets to the kernel as the stack ends (Drain, MoveAll): all of them, or the
+// TCP connections only.
+func (e *Engine) leave(all bool) {
 	st := e.st
 	if st == nil {
 		return
 	}
 	stuck := false
 	for fd := range e.socks {
-		if s, ok := e.sock(fd).(*tcpSock); ok {
+		s := e.sock(fd)
+		if _, ok := s.(*tcpSock); ok || all && s != nil {
 			if r := e.moveToKernel(s); r != 0 && r != errNotYet {
 				stuck = true
 				e.CloseFD(fd)

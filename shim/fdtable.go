@@ -39,6 +39,9 @@ type FDTable interface {
 	// ForkGen counts this process's forks: a socket made before the last one is shared with a
 	// child, which may still hold it.
 	ForkGen() uint32
+	// ChildrenAlive reports whether a fork child, or one of its own, may still run: if none
+	// does, no other process holds a socket of ours.
+	ChildrenAlive() bool
 }
 
 // MapTable is an in-memory FDTable for tests; it counts the wake-ups per fd.
@@ -65,6 +68,7 @@ func (t *MapTable) Withdraw(fd int) {
 
 func (t *MapTable) SetXSKFd(int)         {}
 func (t *MapTable) SetOwner(string, int) {}
+func (t *MapTable) ChildrenAlive() bool  { return t.ForkGen() != 0 }
 
 // ForkGen is what SetForkGen set: tests pretend to fork.
 func (t *MapTable) ForkGen() uint32 {
