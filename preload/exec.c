@@ -165,12 +165,3 @@ FILE *popen(const char *cmd, const char *mode)
 	move_inherited(0);
 	return real_popen(cmd, mode);
 }
-
-/* A vfork child shares the parent's memory and runs on until it execs: the interposers it calls
- * (close, dup2, execve) would drive the parent's stack from a process that is not the parent,
- * and no fork handler tells it apart. vfork may be a fork (POSIX allows it; glibc's posix_spawn
- * does not come here), and a fork child knows what it is. */
-pid_t vfork(void)
-{
-	return fork();
-}

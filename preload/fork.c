@@ -2,6 +2,7 @@
  * survive fork, so the child asks the process that owns the stack to move the socket to the
  * kernel with its state, waits for the answer, and from then on uses the kernel socket. */
 #include "ustack.h"
+#include <dlfcn.h>
 #include <errno.h>
 #include <poll.h>
 #include <signal.h>
@@ -100,18 +101,40 @@ void ustack_children_setup(void)
 		children = p;
 }
 
-/* called in every fork child (init.c) */
-void ustack_child_register(void)
+/* ustack_child_register notes a child just forked. The parent registers it before fork returns
+ * (fork below), so a close that follows at once sees it; a child's own children are registered
+ * by the child, in the same page. */
+static void ustack_child_register(int32_t pid)
 {
 	if (!children)
 		return;
-	int32_t pid = (int32_t)getpid();
 	for (int i = 0; i < USTACK_CHILD_SLOTS; i++) {
 		int32_t zero = 0;
 		if (__atomic_compare_exchange_n(&children->pid[i], &zero, pid, 0, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
 			return;
 	}
 	__atomic_store_n(&children->overflow, 1, __ATOMIC_SEQ_CST);
+}
+
+static pid_t (*real_fork)(void);
+
+pid_t fork(void)
+{
+	if (!__atomic_load_n(&real_fork, __ATOMIC_ACQUIRE))
+		__atomic_store_n(&real_fork, (pid_t(*)(void))dlsym(RTLD_NEXT, "fork"), __ATOMIC_RELEASE);
+	pid_t pid = real_fork();
+	if (pid > 0)
+		ustack_child_register(pid);
+	return pid;
+}
+
+/* A vfork child shares the parent's memory and runs on until it execs: the interposers it calls
+ * (close, dup2, execve) would drive the parent's stack from a process that is not the parent,
+ * and no fork handler tells it apart. vfork may be a fork (POSIX allows it; glibc's posix_spawn
+ * does not come here), and a fork child knows what it is. */
+pid_t vfork(void)
+{
+	return fork();
 }
 
 /* alive reports whether pid is a process that has not exited (a zombie has). */

@@ -28,7 +28,6 @@ struct ustack_real ustack_real;
 static void ustack_atfork_child(void)
 {
 	ustack_forked_child = 1;
-	ustack_child_register();
 }
 
 /* Every socket made before a fork may be held by the child too (shim: sockBase.born). */

@@ -72,7 +72,6 @@ extern int ustack_owner_pid;            /* the process whose stack owns the acce
 extern volatile uint32_t ustack_fork_gen; /* forks this process made (shim: FDTable.ForkGen) */
 int ustack_child_move(int fd);
 void ustack_children_setup(void);
-void ustack_child_register(void);
 int ustack_children_alive(void);
 
 /* data value of the wake epoll fd inside an application's epoll set */
