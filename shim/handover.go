@@ -1,6 +1,8 @@
 package shim
 
 import (
+	"sync/atomic"
+
 	"golang.org/x/sys/unix"
 
 	"ustack/stackcore"
@@ -168,5 +170,6 @@ func (st *stack) moveConnLocked(c *stackcore.TCPConn, fd int, o *sockOpts) int {
 		st.eng.Log.Warn().Err(err).Msg("moving a connection to the kernel")
 	}
 	count(&st.stats.ConnsRepaired)
+	atomic.AddUint64(&st.stats.BytesMoved, uint64(len(r.Sent)+len(r.Unsent)+len(r.Unread)))
 	return 0
 }

@@ -64,6 +64,9 @@ func repairInto(fd int, laddr [4]byte, r *stackcore.RepairState) error {
 	if err := setInt(unix.TCP_QUEUE_SEQ, int(int32(r.SndUna))); err != nil {
 		return step("send sequence", err)
 	}
+	// the kernel sizes its segments at connect, before TCP_REPAIR_OPTIONS can say the peer's MSS:
+	// without this it would send 536-byte segments for the rest of the connection
+	_ = setInt(unix.TCP_MAXSEG, r.MSS)
 	if sa, err := unix.Getsockname(fd); err != nil || sa.(*unix.SockaddrInet4).Port != int(r.LocalPort) {
 		// in repair mode the kernel lets the port be shared with its listener (SK_FORCE_REUSE)
 		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: laddr, Port: int(r.LocalPort)}); err != nil {

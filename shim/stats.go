@@ -7,6 +7,7 @@ type Stats struct {
 	MovedToKernel      uint64 `stat:"shim.moved_to_kernel"`   // of which with their state, for a fork child or at exit
 	MoveFailed         uint64 `stat:"shim.move_failed"`       // a move to the kernel that failed (the socket stayed)
 	ConnsRepaired      uint64 `stat:"shim.conns_repaired"`    // connections that went on in a kernel socket (TCP_REPAIR)
+	BytesMoved         uint64 `stat:"shim.bytes_moved"`       // bytes in flight the kernel took over with them (sent, unsent, unread)
 	DgramsReinjected   uint64 `stat:"shim.dgrams_reinjected"` // queued datagrams given to the kernel socket
 	KernelAccepts      uint64 `stat:"shim.kernel_accepts"`    // accepted through a listener's kernel shadow
 	PollerWakeups      uint64 `stat:"shim.poller_wakeups"`

@@ -188,11 +188,21 @@ func checkUserPath(t *testing.T, c map[string]uint64, size int64, kernelIn0, ker
 		t.Errorf("ustack counted %d TCP segments; a %d-byte transfer needs at least %d", segs, size, min)
 	}
 	grew := kernelIn1 - kernelIn0
-	if grew*100 >= segs || segs == 0 {
-		t.Errorf("kernel Tcp InSegs in namespace A grew by %d, not < 1%% of the %d segments ustack transferred", grew, segs)
+	moved := movedSegs(c)
+	if grew*100 >= segs+moved*100 || segs == 0 {
+		t.Errorf("kernel Tcp InSegs in namespace A grew by %d, not < 1%% of the %d segments ustack transferred (+ %d for what moved to the kernel at exit)", grew, segs, moved)
 	} else {
-		t.Logf("kernel Tcp InSegs in A grew by %d (%.3f%% of %d ustack segments)", grew, 100*float64(grew)/float64(segs), segs)
+		t.Logf("kernel Tcp InSegs in A grew by %d (%.3f%% of %d ustack segments; %d allowed for %d bytes moved to the kernel at exit)",
+			grew, 100*float64(grew)/float64(segs), segs, moved, c["shim.bytes_moved"])
 	}
+}
+
+// movedSegs bounds the segments the kernel in A may carry for what ustack moved to it (issue 9:
+// at exit, connections still delivering go on in kernel sockets, and so does what a fork child
+// used): an ACK or a data segment per 512 bytes moved (the smallest MSS the kernel uses), and a
+// handshake's worth more per connection (window probe, FIN and its ACK, a retransmission).
+func movedSegs(c map[string]uint64) uint64 {
+	return c["shim.bytes_moved"]/512 + 8*c["shim.conns_repaired"]
 }
 
 const serverWait = 15 * time.Second
