@@ -32,7 +32,7 @@ func TestExportsAreTheInterposers(t *testing.T) {
 			exported = append(exported, f[2])
 		}
 	}
-	defRe := regexp.MustCompile(`(?m)^[a-z][a-z0-9_ \t\*]*?\b([a-z_][a-z0-9_]*)\(`)
+	defRe := regexp.MustCompile(`(?m)^[a-zA-Z][a-zA-Z0-9_ \t\*]*?\b([a-z_][a-z0-9_]*)\(`)
 	files, _ := filepath.Glob(filepath.Join(root, "preload", "*.c"))
 	var defined []string
 	for _, f := range files {
