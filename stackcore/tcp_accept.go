@@ -20,6 +20,9 @@ type Listener struct {
 
 // Listen opens a listener on port of the stack's address. backlog bounds
 // the connections not yet accepted (handshaking plus queued); <= 0 means 128.
+// The accept queue starts with room for at most 128 and grows as connections
+// queue: a backlog is a bound, not a size (programs pass INT_MAX, as iperf3
+// does, for "as many as the system allows").
 func (s *Stack) Listen(port uint16, backlog int) (*Listener, error) {
 	if port == 0 {
 		return nil, ErrAddrInUse
@@ -30,7 +33,7 @@ func (s *Stack) Listen(port uint16, backlog int) (*Listener, error) {
 	if backlog <= 0 {
 		backlog = defaultBacklog
 	}
-	l := &Listener{s: s, port: port, backlog: backlog, queue: make([]*TCPConn, 0, backlog)}
+	l := &Listener{s: s, port: port, backlog: backlog, queue: make([]*TCPConn, 0, min(backlog, defaultBacklog))}
 	s.listeners[port] = l
 	s.refPort(port)
 	return l, nil
