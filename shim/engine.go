@@ -224,7 +224,7 @@ func (e *Engine) Bind(fd int, sa []byte) int {
 
 func (e *Engine) Listen(fd, backlog int) int {
 	if s := e.sock(fd); s != nil {
-		return s.listen(backlog)
+		return s.listen(clampBacklog(backlog, systemSomaxconn()))
 	}
 	return Pass
 }

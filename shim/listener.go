@@ -1,6 +1,10 @@
 package shim
 
 import (
+	"os"
+	"strconv"
+	"strings"
+
 	"golang.org/x/sys/unix"
 
 	"ustack/stackcore"
@@ -23,6 +27,30 @@ type listenShare struct {
 	l     *stackcore.Listener
 	port  uint16
 	socks []*tcpListener
+}
+
+// systemSomaxconn reads the network namespace's net.core.somaxconn, Linux's default (4096) if
+// it cannot.
+func systemSomaxconn() int {
+	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+	if err != nil {
+		return 4096
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || n < 0 {
+		return 4096
+	}
+	return n
+}
+
+// clampBacklog is what Linux makes of listen(2)'s backlog (__sys_listen): one above somaxconn,
+// or negative, is silently truncated to somaxconn. Programs pass INT_MAX (iperf3) or -1 for
+// "as many as the system allows".
+func clampBacklog(backlog, somaxconn int) int {
+	if backlog < 0 || backlog > somaxconn {
+		return somaxconn
+	}
+	return backlog
 }
 
 // listenLocked turns the TCP socket s into a listener. The stack listens and the port is
