@@ -36,17 +36,28 @@ deps:
 	@command -v $(GO) >/dev/null || { echo "deps: Go toolchain not found (need Go 1.26 in PATH)"; exit 1; }
 	$(GO) mod download
 
-build: $(BUILD)/libustack.so $(BUILD)/onloadctl $(C_BINS) $(BUILD)/tests/relay
+build: $(BUILD)/libustack.so $(BUILD)/libustack-go.so $(BUILD)/onloadctl $(C_BINS) $(BUILD)/tests/relay
 
-# Always rebuilt: go build is incremental and knows the real dependencies.
-.PHONY: $(BUILD)/libustack.so $(BUILD)/onloadctl
-$(BUILD)/libustack.so:
+# libustack.so is the C front: the interposers, and the loader of the Go part. Libraries are
+# replaced by a rename, not a rewrite: programs running with the old ones keep their mapping.
+FRONT_SRCS := $(wildcard preload/*.c)
+FRONT_HDRS := $(wildcard preload/*.h)
+$(BUILD)/libustack.so: $(FRONT_SRCS) $(FRONT_HDRS) preload/libustack.map
+	@mkdir -p $(BUILD)
+	gcc -shared -fPIC -O2 -Wall -Wextra -Wno-unused-function -Wno-unused-parameter -Wno-cast-function-type -D_GNU_SOURCE \
+		-Wl,--version-script=preload/libustack.map -Wl,-z,defs -o $@.new $(FRONT_SRCS) -ldl -lpthread
+	mv -f $@.new $@
+
+# libustack-go.so is the Go part (preload/golib): always rebuilt, go build is incremental and
+# knows the real dependencies.
+.PHONY: $(BUILD)/libustack-go.so $(BUILD)/onloadctl
+$(BUILD)/libustack-go.so:
 	@mkdir -p $(BUILD)
 	CGO_ENABLED=1 $(GO) build -buildmode=c-shared \
-		-ldflags="-X main.exportsMap=$$(sha256sum preload/libustack.map | cut -c1-16) \
-			-extldflags=-Wl,--version-script=$(CURDIR)/preload/libustack.map" -o $@.new ./preload
-	@# a rename, not a rewrite: programs running with the old library keep their mapping intact
+		-ldflags="-X main.exportsMap=$$(sha256sum preload/golib/libustack-go.map | cut -c1-16) \
+			-extldflags=-Wl,--version-script=$(CURDIR)/preload/golib/libustack-go.map" -o $@.new ./preload/golib
 	mv -f $@.new $@
+	@rm -f $(BUILD)/libustack-go.h $(BUILD)/libustack-go.so.h $@.new.h
 
 $(BUILD)/onloadctl:
 	@mkdir -p $(BUILD)

@@ -1,9 +1,7 @@
 /* Resolution of the real libc symbols, process state shared with Go, fork handling. */
 #include "ustack.h"
-#include "_cgo_export.h"
+#include "goapi.h"
 #include <dlfcn.h>
-#include <elf.h>
-#include <fcntl.h>
 #include <string.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -27,7 +25,9 @@ struct ustack_real ustack_real;
  * kernel by the process that owns the stack (fork.c). */
 static void ustack_atfork_child(void)
 {
-	ustack_forked_child = 1;
+	/* a child of a process that never started the Go part can start its own */
+	if (ustack_go_ready)
+		ustack_forked_child = 1;
 }
 
 /* Every socket made before a fork may be held by the child too (shim: sockBase.born). */
@@ -58,42 +58,18 @@ static void ustack_atexit(void)
 		ustack_exit();
 }
 
-/* is_go_program reports whether the program is a Go executable (it has a .go.buildinfo section).
- * Its sockets use raw system calls, it gains nothing from us, and two Go runtimes must not
- * share sockets: ustack stays out of the way. */
-static int is_go_program(void)
-{
-	int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	int found = 0;
-	Elf64_Ehdr eh;
-	if (pread(fd, &eh, sizeof eh, 0) == (ssize_t)sizeof eh && memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0 &&
-	    eh.e_ident[EI_CLASS] == ELFCLASS64 && eh.e_shentsize == sizeof(Elf64_Shdr) && eh.e_shnum > 0 &&
-	    eh.e_shnum < 4096 && eh.e_shstrndx < eh.e_shnum) {
-		Elf64_Shdr strs;
-		if (pread(fd, &strs, sizeof strs, eh.e_shoff + (off_t)eh.e_shstrndx * sizeof strs) == (ssize_t)sizeof strs) {
-			for (int i = 0; i < eh.e_shnum && !found; i++) {
-				Elf64_Shdr sh;
-				char name[16];
-				if (pread(fd, &sh, sizeof sh, eh.e_shoff + (off_t)i * sizeof sh) != (ssize_t)sizeof sh)
-					break;
-				if (sh.sh_name >= strs.sh_size)
-					continue;
-				ssize_t n = pread(fd, name, sizeof name, strs.sh_offset + sh.sh_name);
-				found = n >= 14 && memcmp(name, ".go.buildinfo", 14) == 0;
-			}
-		}
-	}
-	close(fd);
-	return found;
-}
-
+/* The constructor does as little as it can: every process started under LD_PRELOAD pays for it.
+ * The real symbols are resolved by the first interposed call (USTACK_ENSURE); the fork and exit
+ * handlers are registered when the Go part starts (ustack_go_started). */
 __attribute__((constructor)) static void ustack_c_init(void)
 {
-	ustack_resolve();
-	if (is_go_program())
+	const char *off = getenv("USTACK_DISABLE");
+	if (off && strcmp(off, "1") == 0)
 		ustack_go_off = 1;
+}
+
+void ustack_go_started(void)
+{
 	pthread_atfork(NULL, ustack_atfork_parent, ustack_atfork_child);
 	atexit(ustack_atexit);
 }

@@ -5,7 +5,7 @@
 #ifndef USTACK_INTERCEPT_H
 #define USTACK_INTERCEPT_H
 #include "ustack.h"
-#include "_cgo_export.h"
+#include "goapi.h"
 #include <errno.h>
 
 #define USTACK_PROLOGUE(fd, realcall)                   \

@@ -7,11 +7,12 @@
  *     woken by EINTR can restart when that handler has SA_RESTART, as the kernel's socket calls
  *     do (signal(7));
  *   - a signal that lands on one of the Go runtime's threads goes on to the main thread;
- *   - for SIGSEGV, SIGBUS, SIGFPE and SIGILL it sends faults inside libustack.so to Go's own
+ *   - for SIGSEGV, SIGBUS, SIGFPE and SIGILL it sends faults inside the Go part to Go's own
  *     handler (a nil dereference in Go becomes a panic that the exports recover as EIO) and all
  *     other faults to the program's handler.
  * sigaction() reports the program's own settings back, never the trampoline. */
 #include "intercept.h"
+#include <dlfcn.h>
 #include <link.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -24,7 +25,7 @@ static struct sigaction app_act[NSIG_MAX]; /* what the program asked for, where 
 static int app_wrapped[NSIG_MAX];          /* app_act[sig] is behind the trampoline */
 static struct sigaction go_act[NSIG_MAX];  /* Go's handler for the fault signals */
 static int go_saved[NSIG_MAX];
-static uintptr_t lib_lo, lib_hi;           /* our executable segments */
+static uintptr_t lib_lo, lib_hi;           /* the Go part's executable segment */
 
 static __thread volatile sig_atomic_t last_sig __attribute__((tls_model("initial-exec")));
 
@@ -90,7 +91,7 @@ static void trampoline(int sig, siginfo_t *info, void *uc)
 			return;
 		}
 	}
-	if (ustack_go_thread && sig != SIGURG && sig != SIGPROF && info) {
+	if (ustack_go.is_go_thread && ustack_go.is_go_thread() && sig != SIGURG && sig != SIGPROF && info) {
 		/* A signal meant for the program landed on one of Go's threads (which the kernel
 		 * may pick for SIGCHLD: Go keeps it unblocked there). Send it, siginfo and all, to
 		 * the main thread, where a single-threaded program waits for it (sigsuspend);
@@ -134,10 +135,19 @@ int ustack_signal_seen(void)
 	return last_sig != 0;
 }
 
-static int from_self(void *caller)
+/* from_go reports whether caller is code of the Go part: its runtime installing its own
+ * handlers (cgo calls libc's sigaction). The first such call comes while the Go part starts,
+ * before the loader knows where it lies: the object that holds caller tells. */
+static int from_go(void *caller)
 {
-	if (!lib_lo)
-		dl_iterate_phdr(find_self, (void *)(uintptr_t)&trampoline);
+	if (!ustack_golib_path[0])
+		return 0; /* not loaded, nor loading */
+	if (!lib_lo) {
+		Dl_info info;
+		if (!dladdr(caller, &info) || !info.dli_fname || strcmp(info.dli_fname, ustack_golib_path) != 0)
+			return 0;
+		dl_iterate_phdr(find_self, caller);
+	}
 	return (uintptr_t)caller >= lib_lo && (uintptr_t)caller < lib_hi;
 }
 
@@ -148,7 +158,7 @@ int sigaction(int sig, const struct sigaction *act, struct sigaction *old)
 	USTACK_ENSURE();
 	if (sig <= 0 || sig >= NSIG_MAX || sig == SIGKILL || sig == SIGSTOP)
 		return ustack_real.sigaction(sig, act, old);
-	if (from_self(__builtin_return_address(0))) {
+	if (from_go(__builtin_return_address(0))) {
 		/* the Go runtime installing its own handlers (cgo calls libc's sigaction) */
 		int r = ustack_real.sigaction(sig, act, old);
 		if (r == 0 && act && is_fault(sig) && act->sa_handler != SIG_DFL && act->sa_handler != SIG_IGN) {

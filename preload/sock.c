@@ -16,8 +16,9 @@ int socket(int domain, int type, int protocol)
 	if (!(base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)) &&
 	    !(base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP)))
 		return fd;
-	/* Before Go's package init has finished this call waits for it (cgo makes exports wait),
-	 * so a program that opens its first socket early in main is still accelerated. */
+	/* the first such socket starts the Go part (golib.c) */
+	if (!ustack_load_go())
+		return fd;
 	ustack_socket(fd, type);
 	return fd;
 }

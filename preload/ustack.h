@@ -142,8 +142,28 @@ long ustack_now_us(void);
 static inline void ustack_sleep_begin(void) { __atomic_add_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
 static inline void ustack_sleep_end(void) { __atomic_sub_fetch(&ustack_xsk_waiters, 1, __ATOMIC_RELAXED); }
 
-/* thread.c: set on the threads the Go runtime creates */
-extern __thread int ustack_go_thread __attribute__((tls_model("initial-exec")));
+/* The Go part (build/libustack-go.so, preload/golib) is loaded by golib.c on the first socket
+ * that could be accelerated. What it shares with the C front, it reaches through this table,
+ * handed to its ustack_go_init: the Go part links against nothing of the front. */
+struct ustack_shared {
+	struct ustack_fd *fds;
+	volatile int *xsk_fd;
+	int *xsk_waiters;
+	int *spin_us;
+	volatile int *go_off;
+	void (*wake_fd)(int fd);
+	int (*is_go_thread)(void); /* set by the Go part: is the calling thread one of Go's? */
+	char *owner_name;          /* fork.c: where a fork child asks for an inherited socket */
+	int *owner_pid;
+	volatile uint32_t *fork_gen;
+	void (*children_setup)(void);
+	int (*children_alive)(void);
+};
+
+/* golib.c: loads the Go part once; 1 when it runs (ustack_go_ready), 0 when it cannot */
+int ustack_load_go(void);
+void ustack_go_started(void); /* init.c: what a process running the Go part needs at fork and exit */
+extern char ustack_golib_path[4096];
 
 /* signal.c: did the handler that interrupted this thread's last wait ask for SA_RESTART? */
 void ustack_signal_wait_begin(void);

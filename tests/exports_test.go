@@ -64,3 +64,31 @@ func TestExportsAreTheInterposers(t *testing.T) {
 		}
 	}
 }
+
+// libustack-go.so, the Go part the front loads on demand, exports only its entry points (the
+// front finds them with dlsym): the runtime's and cgo's symbols, and its pthread_create
+// wrapper, stay local.
+func TestGoPartExportsOnlyItsEntryPoints(t *testing.T) {
+	lib := filepath.Join(repoRoot(t), "build", "libustack-go.so")
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("SKIP: %s missing: run `make build`", lib)
+	}
+	out, err := exec.Command("nm", "-D", "--defined-only", lib).Output()
+	if err != nil {
+		t.Skipf("SKIP: nm: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		if !strings.HasPrefix(f[2], "ustack_") {
+			t.Errorf("libustack-go.so exports %s", f[2])
+		}
+		n++
+	}
+	if n < 20 {
+		t.Errorf("libustack-go.so exports %d entry points, want the ~25 of preload/goapi.h", n)
+	}
+}

@@ -1,7 +1,7 @@
 package main
 
 /*
-#include "ustack.h"
+#include "golib.h"
 */
 import "C"
 

@@ -11,9 +11,9 @@
  * The Go runtime still unblocks a few (SIGCHLD among them) on its threads; signal.c forwards
  * those to the program's main thread when they land on a thread marked here.
  *
- * This pthread_create is local to libustack.so (preload/libustack.map does not export it): it
- * wraps only the calls of the Go runtime linked into this library. */
-#include "ustack.h"
+ * This pthread_create is local to libustack-go.so (preload/golib/libustack-go.map does not
+ * export it): it wraps only the calls of the Go runtime linked into this library. */
+#include "golib.h"
 #include <dlfcn.h>
 #include <pthread.h>
 #include <errno.h>
@@ -22,7 +22,13 @@
 
 static int (*real_pthread_create)(pthread_t *, const pthread_attr_t *, void *(*)(void *), void *);
 
-__thread int ustack_go_thread __attribute__((tls_model("initial-exec")));
+static __thread int ustack_go_thread __attribute__((tls_model("initial-exec")));
+
+struct ustack_shared *ustack_sh;
+
+/* ustack_is_go_thread tells the front's signal trampoline whether it runs on one of Go's
+ * threads (async-signal-safe: an initial-exec TLS read). */
+int ustack_is_go_thread(void) { return ustack_go_thread; }
 
 struct start {
 	void *(*fn)(void *);

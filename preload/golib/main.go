@@ -1,12 +1,14 @@
-// Command preload is libustack.so: built with -buildmode=c-shared, its C interposers (the .c files
-// here) take a program's socket calls and hand the accelerated ones to package shim.
+// Command golib is the Go part of ustack, build/libustack-go.so: the Go runtime, package shim
+// and the stack. The C front (libustack.so, preload/*.c) loads it with dlopen on the first
+// socket that could be accelerated and calls its exports; it links against nothing of the front
+// and reaches the front's fd table through the struct ustack_shared handed to ustack_init.
 // Nothing here holds policy; it converts C types once and forwards.
 package main
 
 /*
-#cgo CFLAGS: -O2 -Wall -Wno-unused-function -D_GNU_SOURCE
+#cgo CFLAGS: -O2 -Wall -Wno-unused-function -D_GNU_SOURCE -I${SRCDIR}/..
 #cgo LDFLAGS: -ldl
-#include "ustack.h"
+#include "golib.h"
 */
 import "C"
 
@@ -20,33 +22,39 @@ import (
 
 func main() {}
 
-// exportsMap is set by the Makefile to a hash of libustack.map: go build caches the link step
+// exportsMap is set by the Makefile to a hash of libustack-go.map: go build caches the link step
 // by its flags, not by the version script's contents, so a changed map must change the flags.
 var exportsMap string
 
-// eng is the process's engine: one process, one preload, one engine.
+// eng is the process's engine: one process, one Go part, one engine.
 var eng *shim.Engine
 
-func init() {
+// fds is the front's fd table.
+var fds []C.struct_ustack_fd
+
+//export ustack_init
+func ustack_init(sh *C.struct_ustack_shared) (r C.long) {
+	C.ustack_sh = sh
+	fds = unsafe.Slice(sh.fds, C.USTACK_FDMAX)
 	cfg, err := shim.ConfigFromEnv(os.Getenv)
 	if err != nil {
 		os.Stderr.WriteString("ustack: warning: " + err.Error() + "; sockets stay on the kernel\n")
-		C.ustack_go_off = 1
-		return
+		*sh.go_off = 1
+		return 0
 	}
 	if cfg.Disable {
-		C.ustack_go_off = 1
-		return
+		*sh.go_off = 1
+		return 0
 	}
 	eng = shim.NewEngine(cfg, cTable{})
-	C.ustack_spin_us = C.int(cfg.SpinUs)
-	C.ustack_go_ready = 1
+	*sh.spin_us = C.int(cfg.SpinUs)
+	return 0
 }
 
-// cTable is the interposer's fd table in C memory (preload/ustack.h).
+// cTable is the interposer's fd table in the front's memory (preload/ustack.h).
 type cTable struct{}
 
-func entry(fd int) *C.struct_ustack_fd { return &C.ustack_fds[fd] }
+func entry(fd int) *C.struct_ustack_fd { return &fds[fd] }
 
 func (cTable) Publish(fd int, e shim.FDEntry) {
 	p := entry(fd)
@@ -69,20 +77,24 @@ func (cTable) SetTimeouts(fd int, rcvMs, sndMs int32) {
 	}
 }
 
-func (cTable) SetXSKFd(fd int) { C.ustack_xsk_fd = C.int(fd) }
+func (cTable) SetXSKFd(fd int) { *C.ustack_sh.xsk_fd = C.int(fd) }
 
-func (cTable) SetOwner(name string, pid int) {
-	dst := unsafe.Slice((*byte)(unsafe.Pointer(&C.ustack_owner_name[0])), len(C.ustack_owner_name))
-	clear(dst)
-	copy(dst[:len(dst)-1], name)
-	C.ustack_owner_pid = C.int(pid)
-	C.ustack_children_setup()
+func (cTable) XSKWaiters() int32 {
+	return atomic.LoadInt32((*int32)(unsafe.Pointer(C.ustack_sh.xsk_waiters)))
 }
 
-func (cTable) ChildrenAlive() bool { return C.ustack_children_alive() != 0 }
+func (cTable) SetOwner(name string, pid int) {
+	dst := unsafe.Slice((*byte)(unsafe.Pointer(C.ustack_sh.owner_name)), 108)
+	clear(dst)
+	copy(dst[:len(dst)-1], name)
+	*C.ustack_sh.owner_pid = C.int(pid)
+	C.ustack_call_children_setup()
+}
+
+func (cTable) ChildrenAlive() bool { return C.ustack_call_children_alive() != 0 }
 
 func (cTable) ForkGen() uint32 {
-	return atomic.LoadUint32((*uint32)(unsafe.Pointer(&C.ustack_fork_gen)))
+	return atomic.LoadUint32((*uint32)(unsafe.Pointer(C.ustack_sh.fork_gen)))
 }
 
 // Wake bumps fd's wake-up sequence, then wakes its registered waiters that can go on (see
@@ -93,10 +105,6 @@ func (cTable) Wake(fd int, rx, tx bool) {
 	atomic.AddUint32((*uint32)(unsafe.Pointer(&p.seq)), 1)
 	if rx && atomic.LoadInt32((*int32)(unsafe.Pointer(&p.rx_waiters))) > 0 ||
 		tx && atomic.LoadInt32((*int32)(unsafe.Pointer(&p.tx_waiters))) > 0 {
-		C.ustack_wake_fd(C.int(fd))
+		C.ustack_call_wake(C.int(fd))
 	}
-}
-
-func (cTable) XSKWaiters() int32 {
-	return atomic.LoadInt32((*int32)(unsafe.Pointer(&C.ustack_xsk_waiters)))
 }

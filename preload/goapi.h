@@ -1,0 +1,65 @@
+/* The entry points of the Go part (preload/golib), found with dlsym once golib.c has loaded it.
+ * Every one returns n >= 0, -errno, USTACK_PASS or USTACK_WAIT. The macros keep the call sites
+ * reading as plain calls. Keep in step with preload/golib/exports.go. */
+#ifndef USTACK_GOAPI_H
+#define USTACK_GOAPI_H
+#include "ustack.h"
+
+struct ustack_goapi {
+	long (*init)(struct ustack_shared *); /* first: it starts the Go part */
+	long (*socket)(int, int);
+	long (*bind)(int, void *, socklen_t);
+	long (*listen)(int, int);
+	long (*accept)(int, void *, socklen_t *, int);
+	long (*connect)(int, void *, socklen_t);
+	long (*connect_wait)(int);
+	long (*shutdown)(int, int);
+	long (*close)(int);
+	long (*exit)(void);
+	long (*dup)(int, int);
+	long (*getsockname)(int, void *, socklen_t *);
+	long (*getpeername)(int, void *, socklen_t *);
+	long (*getsockopt)(int, int, int, void *, socklen_t *);
+	long (*setsockopt)(int, int, int, void *, socklen_t);
+	long (*recvmsg)(int, struct iovec *, int, int, void *, socklen_t *, int *);
+	long (*sendmsg)(int, struct iovec *, int, int, void *, socklen_t);
+	long (*fcntl)(int, int, long);
+	long (*ioctl)(int, unsigned long, void *);
+	long (*poll_check)(struct pollfd *, int);
+	long (*epoll_ctl)(int, int, int, struct epoll_event *);
+	long (*epoll_check)(int, struct epoll_event *, int);
+	long (*epoll_close)(int);
+	long (*epoll_adopt)(int);
+	int (*is_go_thread)(void);
+	long (*exec)(void);
+	long (*move)(int);
+};
+extern struct ustack_goapi ustack_go;
+
+#define ustack_socket(...) ustack_go.socket(__VA_ARGS__)
+#define ustack_bind(...) ustack_go.bind(__VA_ARGS__)
+#define ustack_listen(...) ustack_go.listen(__VA_ARGS__)
+#define ustack_accept(...) ustack_go.accept(__VA_ARGS__)
+#define ustack_connect(...) ustack_go.connect(__VA_ARGS__)
+#define ustack_connect_wait(...) ustack_go.connect_wait(__VA_ARGS__)
+#define ustack_shutdown(...) ustack_go.shutdown(__VA_ARGS__)
+#define ustack_close(...) ustack_go.close(__VA_ARGS__)
+#define ustack_exit() ustack_go.exit()
+#define ustack_dup(...) ustack_go.dup(__VA_ARGS__)
+#define ustack_getsockname(...) ustack_go.getsockname(__VA_ARGS__)
+#define ustack_getpeername(...) ustack_go.getpeername(__VA_ARGS__)
+#define ustack_getsockopt(...) ustack_go.getsockopt(__VA_ARGS__)
+#define ustack_setsockopt(...) ustack_go.setsockopt(__VA_ARGS__)
+#define ustack_recvmsg(...) ustack_go.recvmsg(__VA_ARGS__)
+#define ustack_sendmsg(...) ustack_go.sendmsg(__VA_ARGS__)
+#define ustack_fcntl(...) ustack_go.fcntl(__VA_ARGS__)
+#define ustack_ioctl(...) ustack_go.ioctl(__VA_ARGS__)
+#define ustack_poll_check(...) ustack_go.poll_check(__VA_ARGS__)
+#define ustack_epoll_ctl(...) ustack_go.epoll_ctl(__VA_ARGS__)
+#define ustack_epoll_check(...) ustack_go.epoll_check(__VA_ARGS__)
+#define ustack_epoll_close(...) ustack_go.epoll_close(__VA_ARGS__)
+#define ustack_epoll_adopt(...) ustack_go.epoll_adopt(__VA_ARGS__)
+#define ustack_exec() ustack_go.exec()
+#define ustack_move(...) ustack_go.move(__VA_ARGS__)
+
+#endif
