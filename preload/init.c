@@ -26,8 +26,16 @@ struct ustack_real ustack_real;
 static void ustack_atfork_child(void)
 {
 	/* a child of a process that never started the Go part can start its own */
-	if (ustack_go_ready)
+	if (ustack_go_ready) {
 		ustack_forked_child = 1;
+		/* the AF_XDP socket is the owner's alone: a child's copy would keep its rings alive
+		 * after the owner is gone, and the frames steered there with them (a daemon's parent
+		 * exits after making the listeners: they would go nowhere) */
+		int xsk = ustack_xsk_fd;
+		ustack_xsk_fd = -1;
+		if (xsk >= 0)
+			ustack_real.close(xsk);
+	}
 }
 
 /* Every socket made before a fork may be held by the child too (shim: sockBase.born). */

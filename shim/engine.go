@@ -536,6 +536,9 @@ func (e *Engine) leave(all bool) {
 			unix.Close(fd)
 		}
 		st.pruneOrphansLocked()
+		if !stuck {
+			st.unsteerAllLocked() // nothing is left here: every frame goes to the kernel
+		}
 		return 0
 	})
 	if stuck {

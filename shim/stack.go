@@ -335,6 +335,20 @@ func (st *stack) unsteerPortLocked(proto uint8, steered map[uint16]bool, port ui
 	}
 }
 
+// unsteerAllLocked gives every port and flow back to the kernel (the stack ends with the process
+// or its image). Caller holds st.mu.
+func (st *stack) unsteerAllLocked() {
+	for p := range st.steered {
+		st.unsteerLocked(p)
+	}
+	for p := range st.steeredUDP {
+		st.unsteerUDPLocked(p)
+	}
+	for k := range st.flows {
+		st.unsteerFlowLocked(k)
+	}
+}
+
 // steerFlowLocked sends one connection's frames where action says, whatever its port's entry
 // says (a connection moved to the kernel on a port we keep, a connection we keep on a listener
 // moved to the kernel).
