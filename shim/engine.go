@@ -530,7 +530,9 @@ func (e *Engine) leave(all bool) {
 				stuck = true
 				continue
 			}
-			if st.moveConnLocked(c, fd, &sockOpts{}) != 0 {
+			// its options went with its socket: SO_REUSEADDR, so that a program started next
+			// can listen on its port as it could beside the kernel's own closing connections
+			if st.moveConnLocked(c, fd, &sockOpts{reuseAddr: true}) != 0 {
 				stuck = true
 			}
 			unix.Close(fd)

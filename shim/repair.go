@@ -253,6 +253,15 @@ func checksum(sum uint16, b []byte) uint16 {
 // accepted connection's were never set there: it inherited them from its listener here).
 func (o *sockOpts) applyKernel(fd int) {
 	set := func(level, name, v int) { _ = unix.SetsockoptInt(fd, level, name, v) }
+	// repair mode let the socket share its port; leaving it, the kernel cleared that, and the
+	// port would stay taken for a new listener of the program's (SO_REUSEADDR) until the
+	// connection is gone, where the kernel's own accepted socket inherits its listener's flag
+	if o.reuseAddr {
+		set(unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+	}
+	if o.reusePort {
+		set(unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}
 	if o.nodelay {
 		set(unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
