@@ -26,18 +26,12 @@ static int (*real_posix_spawnp)(pid_t *, const char *, const posix_spawn_file_ac
 static int (*real_system)(const char *);
 static FILE *(*real_popen)(const char *, const char *);
 
-#define RESOLVE_NEXT(name) (real_##name = dlsym(RTLD_NEXT, #name))
-
-/* resolve finds the real functions once; real_execve last, as the flag. */
-static void resolve(void)
-{
-	if (__atomic_load_n(&real_execve, __ATOMIC_ACQUIRE))
-		return;
-	RESOLVE_NEXT(execv); RESOLVE_NEXT(execvp); RESOLVE_NEXT(execvpe); RESOLVE_NEXT(fexecve);
-	RESOLVE_NEXT(posix_spawn); RESOLVE_NEXT(posix_spawnp); RESOLVE_NEXT(system); RESOLVE_NEXT(popen);
-	__atomic_store_n(&real_execve, (int (*)(const char *, char *const[], char *const[]))dlsym(RTLD_NEXT, "execve"),
-			 __ATOMIC_RELEASE);
-}
+/* NEXT resolves one real function on its first use: an exec'd child pays for that one only. */
+#define NEXT(name)                                                                          \
+	do {                                                                                \
+		if (!__atomic_load_n(&real_##name, __ATOMIC_ACQUIRE))                        \
+			__atomic_store_n(&real_##name, dlsym(RTLD_NEXT, #name), __ATOMIC_RELEASE); \
+	} while (0)
 
 /* inherited reports whether a new program would get fd. */
 static int inherited(int fd)
@@ -50,8 +44,11 @@ static int inherited(int fd)
  * ends with this image (an exec in the process that owns it). */
 static void move_inherited(int whole)
 {
+	/* a process that never started the Go part has no accelerated socket: the common case of
+	 * a shell starting programs costs two loads */
+	if (!__atomic_load_n(&ustack_go_ready, __ATOMIC_ACQUIRE))
+		return;
 	USTACK_ENSURE();
-	resolve();
 	if (ustack_forked_child) {
 		for (int fd = 0; fd < USTACK_FDMAX; fd++)
 			if (ustack_sock(fd) && inherited(fd))
@@ -72,30 +69,35 @@ static void move_inherited(int whole)
 int execve(const char *path, char *const argv[], char *const envp[])
 {
 	move_inherited(1);
+	NEXT(execve);
 	return real_execve(path, argv, envp);
 }
 
 int execv(const char *path, char *const argv[])
 {
 	move_inherited(1);
+	NEXT(execv);
 	return real_execv(path, argv);
 }
 
 int execvp(const char *file, char *const argv[])
 {
 	move_inherited(1);
+	NEXT(execvp);
 	return real_execvp(file, argv);
 }
 
 int execvpe(const char *file, char *const argv[], char *const envp[])
 {
 	move_inherited(1);
+	NEXT(execvpe);
 	return real_execvpe(file, argv, envp);
 }
 
 int fexecve(int fd, char *const argv[], char *const envp[])
 {
 	move_inherited(1);
+	NEXT(fexecve);
 	return real_fexecve(fd, argv, envp);
 }
 
@@ -142,6 +144,7 @@ int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *
 		char *const argv[], char *const envp[])
 {
 	move_inherited(0);
+	NEXT(posix_spawn);
 	return real_posix_spawn(pid, path, fa, attr, argv, envp);
 }
 
@@ -149,19 +152,21 @@ int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t 
 		 char *const argv[], char *const envp[])
 {
 	move_inherited(0);
+	NEXT(posix_spawnp);
 	return real_posix_spawnp(pid, file, fa, attr, argv, envp);
 }
 
 int system(const char *cmd)
 {
-	resolve();
 	if (cmd)
 		move_inherited(0);
+	NEXT(system);
 	return real_system(cmd);
 }
 
 FILE *popen(const char *cmd, const char *mode)
 {
 	move_inherited(0);
+	NEXT(popen);
 	return real_popen(cmd, mode);
 }

@@ -128,13 +128,17 @@ pid_t fork(void)
 	return pid;
 }
 
-/* A vfork child shares the parent's memory and runs on until it execs: the interposers it calls
- * (close, dup2, execve) would drive the parent's stack from a process that is not the parent,
- * and no fork handler tells it apart. vfork may be a fork (POSIX allows it; glibc's posix_spawn
- * does not come here), and a fork child knows what it is. */
+/* A vfork child shares the parent's memory and runs on until it execs: once the Go part runs, the
+ * interposers it calls (close, dup2, execve) would drive the parent's stack from a process that
+ * is not the parent, and no fork handler tells it apart. Then vfork is a fork (POSIX allows it;
+ * glibc's posix_spawn does not come here), and a fork child knows what it is. Before, it stays a
+ * vfork (shells use it for every command): a tail call, so that the child returns from glibc's
+ * vfork straight to our caller, as it must (checked by tests/exports_test.go). */
 pid_t vfork(void)
 {
-	return fork();
+	if (__atomic_load_n(&ustack_go_ready, __ATOMIC_ACQUIRE))
+		return fork();
+	return __vfork();
 }
 
 /* alive reports whether pid is a process that has not exited (a zombie has). */

@@ -71,6 +71,7 @@ extern char ustack_owner_name[108];     /* where a fork child asks for an inheri
 extern int ustack_owner_pid;            /* the process whose stack owns the accelerated sockets */
 extern volatile uint32_t ustack_fork_gen; /* forks this process made (shim: FDTable.ForkGen) */
 int ustack_child_move(int fd);
+pid_t __vfork(void); /* glibc's vfork (fork.c jumps to it) */
 void ustack_children_setup(void);
 int ustack_children_alive(void);
 

@@ -92,3 +92,33 @@ func TestGoPartExportsOnlyItsEntryPoints(t *testing.T) {
 		t.Errorf("libustack-go.so exports %d entry points, want the ~25 of preload/goapi.h", n)
 	}
 }
+
+// vfork returns twice from one stack frame: a wrapper that keeps a frame of its own across the
+// call would have the child's return pop it and the parent resume on a clobbered stack. So
+// libustack.so's vfork may only jump (a tail call) to glibc's vfork or to fork, never call, push
+// or move the stack pointer.
+func TestVforkIsATailCall(t *testing.T) {
+	lib := filepath.Join(repoRoot(t), libRel)
+	if _, err := os.Stat(lib); err != nil {
+		t.Skipf("SKIP: %s missing: run `make build`", lib)
+	}
+	out, err := exec.Command("objdump", "-d", "--no-show-raw-insn", lib).Output()
+	if err != nil {
+		t.Skipf("SKIP: objdump: %v", err)
+	}
+	text := string(out)
+	i := strings.Index(text, "<vfork>:\n")
+	if i < 0 {
+		t.Fatal("no vfork in libustack.so")
+	}
+	body := text[i:]
+	if j := strings.Index(body, "\n\n"); j >= 0 {
+		body = body[:j]
+	}
+	if regexp.MustCompile(`\s(call|push|sub\s+\$0x[0-9a-f]+,%rsp|ret)\b`).MatchString(body) {
+		t.Fatalf("vfork keeps a frame or returns itself:\n%s", body)
+	}
+	if !strings.Contains(body, "jmp") || !strings.Contains(body, "__vfork") {
+		t.Fatalf("vfork does not jump to glibc's __vfork:\n%s", body)
+	}
+}
