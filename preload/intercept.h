@@ -34,8 +34,10 @@
 		long _r;                                                                \
 		long _dl = (timeout_ms) > 0 ? ustack_now_ms() + (timeout_ms) : -1;       \
 		long _spin_end = 0;                                                     \
+		/* a handler that runs at any time during the call interrupts it: a    \
+		 * wait that woke for another reason must not forget it */              \
+		ustack_signal_wait_begin();                                             \
 		for (;;) {                                                              \
-			ustack_signal_wait_begin();                                     \
 			uint32_t _seq = ustack_seq(fd);                                 \
 			_r = (CALL);                                                    \
 			if (_r != USTACK_WAIT)                                          \
