@@ -19,7 +19,7 @@ func (s *Socket) Receive(frames [][]byte) int {
 	}
 	pos, n := s.rx.Peek(uint32(want))
 	if n == 0 {
-		if s.needWakeup && s.fill.NeedWakeup() {
+		if s.zeroCopy && s.needWakeup && s.fill.NeedWakeup() {
 			s.wakeRx()
 		}
 		return 0
@@ -52,11 +52,14 @@ func (s *Socket) ReleaseRx() {
 	s.fill.Submit()
 	rest := copy(s.rxHeld, s.rxHeld[n:])
 	s.rxHeld = s.rxHeld[:rest]
-	if s.needWakeup && s.fill.NeedWakeup() {
+	if s.zeroCopy && s.needWakeup && s.fill.NeedWakeup() {
 		s.wakeRx()
 	}
 }
 
+// wakeRx asks a zero-copy driver to take buffers from the fill ring. In copy mode the kernel
+// takes them as frames come, and the flag that asks for a wake-up is never cleared: a recvfrom
+// there is a system call for nothing.
 func (s *Socket) wakeRx() {
 	atomic.AddUint64(&s.stats.RxWakeups, 1)
 	unix.Syscall6(unix.SYS_RECVFROM, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
@@ -120,7 +123,9 @@ func (s *Socket) Flush() error {
 		atomic.AddUint64(&s.stats.TxKicks, 1)
 		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
-		case 0, unix.EAGAIN, unix.EBUSY, unix.ENOBUFS, unix.EINTR:
+		case unix.EAGAIN, unix.EBUSY:
+			atomic.AddUint64(&s.stats.TxKicksBusy, 1)
+		case 0, unix.ENOBUFS, unix.EINTR:
 		default:
 			s.reclaim()
 			return s.errorf("tx kick: %w", e)

@@ -12,15 +12,17 @@ import (
 // locks. The kernel_* fields are copies of the kernel's XDP_STATISTICS,
 // refreshed by Socket.RefreshKernelStats.
 type Stats struct {
-	RxPackets   uint64 `stat:"xsk.rx_packets"`   // frames handed out by Receive
-	RxBytes     uint64 `stat:"xsk.rx_bytes"`     // their bytes
-	TxPackets   uint64 `stat:"xsk.tx_packets"`   // frames put on the TX ring
-	TxBytes     uint64 `stat:"xsk.tx_bytes"`     // their bytes
-	TxRingFull  uint64 `stat:"xsk.tx_ring_full"` // frames dropped because the TX ring was full
-	TxNoFrame   uint64 `stat:"xsk.tx_no_frame"`  // AllocTx calls that found no free frame
-	TxKicks     uint64 `stat:"xsk.tx_kicks"`     // sendto wake-ups of the TX ring
-	RxWakeups   uint64 `stat:"xsk.rx_wakeups"`   // recvfrom wake-ups of the fill ring
-	TxCompleted uint64 `stat:"xsk.tx_completed"` // frames returned by the completion ring
+	RxPackets   uint64 `stat:"xsk.rx_packets"`    // frames handed out by Receive
+	RxBytes     uint64 `stat:"xsk.rx_bytes"`      // their bytes
+	TxPackets   uint64 `stat:"xsk.tx_packets"`    // frames put on the TX ring
+	TxBytes     uint64 `stat:"xsk.tx_bytes"`      // their bytes
+	TxRingFull  uint64 `stat:"xsk.tx_ring_full"`  // frames dropped because the TX ring was full
+	TxNoFrame   uint64 `stat:"xsk.tx_no_frame"`   // AllocTx calls that found no free frame
+	TxKicks     uint64 `stat:"xsk.tx_kicks"`      // sendto wake-ups of the TX ring
+	TxKicksBusy uint64 `stat:"xsk.tx_kicks_busy"` // ... answered EAGAIN or EBUSY: frames were left for the next
+	TxBudget    uint64 `stat:"xsk.tx_budget"`     // descriptors one copy-mode kick may send (the kernel's default: 32)
+	RxWakeups   uint64 `stat:"xsk.rx_wakeups"`    // recvfrom wake-ups of the fill ring
+	TxCompleted uint64 `stat:"xsk.tx_completed"`  // frames returned by the completion ring
 
 	FillEmpty     uint64 `stat:"xsk.fill_empty"`           // kernel: rx_fill_ring_empty_descs
 	KernelRxDrop  uint64 `stat:"xsk.kernel_rx_dropped"`    // kernel: rx_dropped
