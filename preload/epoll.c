@@ -8,12 +8,16 @@
  * members first, then sleeps in the real epoll_wait; a wake-up by the magic entry alone means
  * "ask Go again". */
 #include "intercept.h"
+#include <pthread.h>
 
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	USTACK_ENSURE();
-	if (!ustack_sock(fd))
+	if (!ustack_sock(fd)) {
+		if (op == EPOLL_CTL_ADD && ustack_kind(fd) == USTACK_KIND_EPOLL)
+			ustack_epoll_nested(fd);
 		return ustack_real.epoll_ctl(epfd, op, fd, ev);
+	}
 	if (ustack_forked_child) {
 		if (ustack_child_move(fd) < 0) {
 			errno = EBADFD;
@@ -42,9 +46,14 @@ static int drop_magic(struct epoll_event *evs, int n, int *woken)
 	return k;
 }
 
-/* xsk_watch puts the AF_XDP fd into epfd's wake epoll for the first sleeper and takes it out
- * after the last. A sleeper that races the last one out goes without it and is woken by the
- * poller instead: later, never lost. */
+/* xsk_watch counts the threads asleep in epfd and keeps the AF_XDP fd in its wake epoll while
+ * they sleep, so frames wake one of them to drive the stack. A set nobody else watches keeps the
+ * AF_XDP fd from its first sleep on: frames arriving while nobody sleeps make it look readable
+ * only to epoll_wait, which then drives the stack, and a sleep costs no epoll_ctl. A nested set
+ * (ustack_epoll_nested) must not look readable for frames: the fd is there only while somebody
+ * sleeps in it. */
+static pthread_mutex_t xsk_mu = PTHREAD_MUTEX_INITIALIZER;
+
 static void xsk_watch(int epfd, int on)
 {
 	struct ustack_fd *e = &ustack_fds[epfd];
@@ -52,13 +61,44 @@ static void xsk_watch(int epfd, int on)
 	if (xsk < 0 || e->extra_fd < 0)
 		return;
 	if (on) {
-		if (__atomic_fetch_add(&e->sleepers, 1, __ATOMIC_ACQ_REL) == 0) {
+		__atomic_add_fetch(&e->sleepers, 1, __ATOMIC_ACQ_REL);
+		if (__atomic_load_n(&e->xsk_in, __ATOMIC_ACQUIRE))
+			return;
+		pthread_mutex_lock(&xsk_mu);
+		if (!e->xsk_in) {
 			struct epoll_event ev = { .events = EPOLLIN };
-			ustack_real.epoll_ctl(e->extra_fd, EPOLL_CTL_ADD, xsk, &ev);
+			int r = ustack_real.epoll_ctl(e->extra_fd, EPOLL_CTL_ADD, xsk, &ev);
+			if (r == 0 || errno == EEXIST)
+				__atomic_store_n(&e->xsk_in, 1, __ATOMIC_RELEASE);
 		}
-	} else if (__atomic_sub_fetch(&e->sleepers, 1, __ATOMIC_ACQ_REL) == 0) {
-		ustack_real.epoll_ctl(e->extra_fd, EPOLL_CTL_DEL, xsk, NULL);
+		pthread_mutex_unlock(&xsk_mu);
+		return;
 	}
+	if (__atomic_sub_fetch(&e->sleepers, 1, __ATOMIC_ACQ_REL) > 0 || !__atomic_load_n(&e->nested, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&xsk_mu);
+	if (e->xsk_in && __atomic_load_n(&e->sleepers, __ATOMIC_ACQUIRE) == 0) {
+		ustack_real.epoll_ctl(e->extra_fd, EPOLL_CTL_DEL, xsk, NULL);
+		__atomic_store_n(&e->xsk_in, 0, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&xsk_mu);
+}
+
+/* ustack_epoll_nested marks epfd as watched by another set or by poll/select: from now on the
+ * AF_XDP fd is in its wake epoll only while a thread sleeps in it. */
+void ustack_epoll_nested(int epfd)
+{
+	struct ustack_fd *e = &ustack_fds[epfd];
+	if (__atomic_load_n(&e->nested, __ATOMIC_ACQUIRE))
+		return;
+	pthread_mutex_lock(&xsk_mu);
+	__atomic_store_n(&e->nested, 1, __ATOMIC_RELEASE);
+	int xsk = ustack_xsk_fd;
+	if (e->xsk_in && xsk >= 0 && e->extra_fd >= 0 && __atomic_load_n(&e->sleepers, __ATOMIC_ACQUIRE) == 0) {
+		ustack_real.epoll_ctl(e->extra_fd, EPOLL_CTL_DEL, xsk, NULL);
+		__atomic_store_n(&e->xsk_in, 0, __ATOMIC_RELEASE);
+	}
+	pthread_mutex_unlock(&xsk_mu);
 }
 
 static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
@@ -70,9 +110,18 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 	long deadline = timeout >= 0 ? ustack_now_ms() + timeout : -1;
 	long spin_end = 0;
 	int result;
+	/* A wait that may sleep skips its first look into Go when the set is quiet: no member to
+	 * report, and the AF_XDP fd in its wake epoll, so the real wait returns the wake entry at once
+	 * if frames wait or a member gets news (the set's eventfd). An idle server's periodic wake-ups
+	 * then never enter the Go runtime. */
+	struct ustack_fd *e = &ustack_fds[epfd];
+	int quiet = timeout != 0 && ustack_spin_us <= 0 && __atomic_load_n(&e->xsk_in, __ATOMIC_ACQUIRE) &&
+		    !__atomic_load_n(&e->ready, __ATOMIC_ACQUIRE);
 	for (;;) {
 		int n = 0;
-		if (!ustack_forked_child) {
+		if (quiet) {
+			quiet = 0;
+		} else if (!ustack_forked_child) {
 			long r = ustack_epoll_check(epfd, evs, max);
 			if (r < 0) {
 				result = ustack_ret(r);

@@ -47,9 +47,13 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		for (nfds_t i = 0; i < nfds; i++)
 			ustack_child_move(fds[i].fd);
 	nfds_t ours = 0;
-	for (nfds_t i = 0; i < nfds; i++)
-		if (ustack_sock(fds[i].fd))
+	for (nfds_t i = 0; i < nfds; i++) {
+		int k = ustack_kind(fds[i].fd);
+		if (k == USTACK_KIND_TCP || k == USTACK_KIND_UDP)
 			ours++;
+		else if (k == USTACK_KIND_EPOLL)
+			ustack_epoll_nested(fds[i].fd);
+	}
 	nfds_t cap = nfds + ours + 2;
 	struct pollfd onstack[STACK_ENTRIES], *real = onstack;
 	uint32_t seqs_onstack[STACK_ENTRIES], *seqs = seqs_onstack;

@@ -41,6 +41,9 @@ struct ustack_fd {
 	uint32_t seq;        /* bumped by Go whenever the socket's readiness may have changed */
 	int32_t rx_waiters;  /* threads registered to wait until it is readable (wait.c) */
 	int32_t tx_waiters;  /* ... until it is writable */
+	int32_t xsk_in;      /* epoll: the AF_XDP fd is in its wake epoll */
+	int32_t nested;      /* epoll: the set is watched by another epoll set or by poll/select */
+	int32_t ready;       /* epoll: Go has members to report (its eventfd is signalled meanwhile) */
 };
 
 /* A thread that waits on accelerated sockets registers in a slot of its own and sleeps on the
@@ -71,6 +74,7 @@ extern char ustack_owner_name[108];     /* where a fork child asks for an inheri
 extern int ustack_owner_pid;            /* the process whose stack owns the accelerated sockets */
 extern volatile uint32_t ustack_fork_gen; /* forks this process made (shim: FDTable.ForkGen) */
 int ustack_child_move(int fd);
+void ustack_epoll_nested(int epfd);
 pid_t __vfork(void); /* glibc's vfork (fork.c jumps to it) */
 void ustack_children_setup(void);
 int ustack_children_alive(void);

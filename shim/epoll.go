@@ -25,6 +25,7 @@ type epollSet struct {
 	scratch   []*epollMember // the members of one look
 	round     uint64         // counts looks
 	ebuf      [8]byte        // the eventfd's counter, read or written (a local would escape)
+	tab       FDTable
 	members   map[memberKey]*epollMember
 }
 
@@ -104,6 +105,11 @@ func (set *epollSet) syncSignalLocked() {
 	case len(set.ready) == 0 && set.signalled:
 		set.signalled = false
 		_, _ = unix.Read(set.efd, set.ebuf[:])
+	default:
+		return
+	}
+	for _, fd := range set.epfds {
+		set.tab.SetEpollReady(fd, set.signalled)
 	}
 }
 
@@ -301,14 +307,14 @@ func (e *Engine) newEpollSetLocked(epfd int) (*epollSet, int) {
 		unix.Close(efd)
 		return nil, errnoOf(err)
 	}
-	// the AF_XDP fd joins the wake epoll only while a thread sleeps in the set (preload/epoll.c)
+	// the AF_XDP fd joins the wake epoll when a thread first sleeps in the set (preload/epoll.c)
 	setEpollData(&ev, epollMagic)
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wake, &ev); err != nil {
 		unix.Close(wake)
 		unix.Close(efd)
 		return nil, errnoOf(err) // EBADF, EINVAL: epfd is no epoll fd
 	}
-	set := &epollSet{epfds: []int{epfd}, wakeEp: wake, efd: efd, members: map[memberKey]*epollMember{}}
+	set := &epollSet{epfds: []int{epfd}, wakeEp: wake, efd: efd, members: map[memberKey]*epollMember{}, tab: e.tab}
 	e.epolls[epfd] = set
 	e.tab.Publish(epfd, FDEntry{Kind: KindEpoll, ExtraFd: int32(wake)})
 	return set, 0

@@ -31,6 +31,9 @@ type FDTable interface {
 	Withdraw(fd int)
 	SetTimeouts(fd int, rcvMs, sndMs int32) // -1 keeps a value
 	SetXSKFd(fd int)
+	// SetEpollReady tells the interposer whether epoll fd fd has members to report: while it
+	// has none, a wait there may go straight to sleep (the set's eventfd wakes it).
+	SetEpollReady(fd int, ready bool)
 	// XSKWaiters is how many application threads sleep with the AF_XDP fd in their wait set.
 	XSKWaiters() int32
 	Wake(fd int, rx, tx bool)
@@ -66,9 +69,10 @@ func (t *MapTable) Withdraw(fd int) {
 	delete(t.entries, fd)
 }
 
-func (t *MapTable) SetXSKFd(int)         {}
-func (t *MapTable) SetOwner(string, int) {}
-func (t *MapTable) ChildrenAlive() bool  { return t.ForkGen() != 0 }
+func (t *MapTable) SetXSKFd(int)            {}
+func (t *MapTable) SetEpollReady(int, bool) {}
+func (t *MapTable) SetOwner(string, int)    {}
+func (t *MapTable) ChildrenAlive() bool     { return t.ForkGen() != 0 }
 
 // ForkGen is what SetForkGen set: tests pretend to fork.
 func (t *MapTable) ForkGen() uint32 {

@@ -56,6 +56,7 @@ type stack struct {
 	kickFd         int // eventfd that wakes the poller early
 	moveFd         int // fork children's requests to move a socket to the kernel (forkserve.go)
 	pendingMoves   []pendingMove
+	wait           *pollerWait  // where the poller sleeps
 	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
 	closed         atomic.Bool
 	pollerDone     sync.WaitGroup
@@ -192,6 +193,13 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		} else {
 			eng.Log.Warn().Err(err).Msg("fork children will not be able to use inherited sockets")
 		}
+		if st.wait, err = newPollerWait(kfd, st.moveFd, st.link.Fd()); err != nil {
+			if st.moveFd >= 0 {
+				unix.Close(st.moveFd)
+			}
+			unix.Close(kfd)
+			return nil, err
+		}
 		st.pollerDone.Add(1)
 		go st.poller()
 	}
@@ -209,22 +217,25 @@ func (st *stack) serviceLocked() stackcore.Time {
 // rxLocked feeds the frames waiting on the link to the core. What they change (readiness of
 // other sockets, ACKs due) goes out at the next txLocked, which with makes sure comes before
 // the lock is released.
-func (st *stack) rxLocked() {
+// It returns how many frames it took.
+func (st *stack) rxLocked() (frames int) {
 	now := st.now()
 	for batch := 0; batch < 4; batch++ {
 		n := st.link.Receive(st.rx)
 		if n == 0 {
-			return
+			return frames
 		}
+		frames += n
 		st.rxUnsent = true
 		for _, f := range st.rx[:n] {
 			st.core.Input(now, f)
 		}
 		st.link.ReleaseRx()
 		if n < len(st.rx) {
-			return
+			return frames
 		}
 	}
+	return frames
 }
 
 // txLocked emits what is due, tells waiting threads about sockets whose readiness changed, drops
@@ -371,20 +382,20 @@ func (st *stack) unsteerFlowLocked(k flowKey) {
 	_ = st.link.UnsteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport)
 }
 
-// Poller pacing. The poller sleeps at most pollerTick while any timer is pending, so an
-// application thread that arms a timer (every send arms the retransmission timer) only has to
-// kick it when it sleeps with no timeout at all, or the new deadline is closer than its wake-up.
-// While application threads sleep on the AF_XDP fd themselves they drive the stack, and the
-// poller only looks in every pollerIdleTick instead of racing them for every frame.
+// Poller pacing. The poller sleeps until the next timer, but at most tick, so an application
+// thread that arms a timer (every send arms the retransmission timer) only has to kick it when
+// the new deadline is closer than the poller's wake-up (txLocked). While application threads
+// sleep on the AF_XDP fd they drive the stack when frames come, and the poller leaves the link to
+// them; it still looks in every tick, for a thread that took the frames' wake-up and went off to
+// other work. tick is pollerTick after a round with work and doubles, up to pollerMaxTick, after
+// each round without: an idle server's process then wakes about as rarely as on the kernel.
 const (
-	pollerTick     = 10 * stackcore.Millisecond
-	pollerIdleTick = stackcore.Millisecond
+	pollerTick    = 10 * stackcore.Millisecond
+	pollerMaxTick = 160 * stackcore.Millisecond
 )
 
 // poller runs timers and drains the link while no application thread is inside the stack.
 func (st *stack) poller() {
-	fds := []unix.PollFd{{Fd: int32(st.kickFd), Events: unix.POLLIN}, {Fd: int32(st.moveFd), Events: unix.POLLIN},
-		{Fd: int32(st.link.Fd()), Events: unix.POLLIN}}
 	defer func() {
 		// with recovers what panics in the core; anything else must not take the program
 		// down either: count it and start again
@@ -398,11 +409,17 @@ func (st *stack) poller() {
 		st.pollerDone.Done()
 	}()
 	var buf [8]byte
+	moves := st.moveFd >= 0 // look once at start: a child may have asked before we watched
+	tick := pollerTick
+	timedOut := false
+	prevNext := stackcore.Never
 	for !st.closed.Load() {
 		var now, wake stackcore.Time
 		var watchLink bool
 		r := st.with(nil, faultPoller, func() int {
-			next := st.serviceLocked()
+			start := st.now()
+			got := st.rxLocked()
+			next := st.txLocked()
 			if len(st.orphans) > 0 {
 				// a delivered orphan must not keep its connection's buffers alive until 64
 				// more close (the soak's idle heap held ~30 of them: 17 MB)
@@ -410,36 +427,40 @@ func (st *stack) poller() {
 			}
 			now = st.now()
 			watchLink = st.eng.tab.XSKWaiters() == 0
-			wake = next
-			if next != stackcore.Never {
-				wake = min(next, now+pollerTick)
+			if timedOut && got == 0 && prevNext > start {
+				tick = min(2*tick, pollerMaxTick)
+			} else {
+				tick = pollerTick
 			}
-			if !watchLink {
-				wake = min(wake, now+pollerIdleTick)
+			prevNext = next
+			wake = next
+			if next != stackcore.Never || !watchLink {
+				wake = min(next, now+tick)
 			}
 			st.pollerDeadline.Store(int64(wake))
 			return 0
 		})
 		if r != 0 { // a panic stopped the round: look again soon
-			now, wake, watchLink = st.now(), st.now()+pollerIdleTick, false
+			now, wake, watchLink = st.now(), st.now()+pollerTick, false
 		}
 
-		if st.serveMoves() {
-			wake = min(wake, now+pollerTick) // a connection in its handshake: ask it again soon
+		if moves || len(st.pendingMoves) > 0 {
+			if st.serveMoves() {
+				wake = min(wake, now+pollerTick) // a connection in its handshake: ask it again soon
+			}
 		}
-		timeout := -1
+		timeout := time.Duration(-1)
 		if wake != stackcore.Never {
-			timeout = int((max(wake-now, 0) + 999) / 1000)
+			timeout = time.Duration(max(wake-now, 0)) * time.Microsecond
 		}
-		n := 3
-		if !watchLink {
-			n = 2
-		}
-		fds[0].Revents, fds[1].Revents, fds[2].Revents = 0, 0, 0
-		if k, _ := unix.Poll(fds[:n], timeout); k == 0 {
+		st.wait.watchLink(watchLink)
+		var kicked, move bool
+		kicked, move, timedOut = st.wait.wait(timeout)
+		moves = move
+		if timedOut {
 			atomic.AddUint64(&st.stats.PollerTimeouts, 1)
 		}
-		if fds[0].Revents != 0 {
+		if kicked {
 			_, _ = unix.Read(st.kickFd, buf[:])
 		}
 		atomic.AddUint64(&st.stats.PollerWakeups, 1)
@@ -451,6 +472,9 @@ func (st *stack) close() {
 	st.closed.Store(true)
 	st.kickPoller()
 	st.pollerDone.Wait()
+	if st.wait != nil {
+		st.wait.close()
+	}
 	unix.Close(st.kickFd)
 	if st.moveFd >= 0 {
 		unix.Close(st.moveFd)

@@ -60,6 +60,7 @@ func (cTable) Publish(fd int, e shim.FDEntry) {
 	p := entry(fd)
 	p.extra_fd = C.int32_t(e.ExtraFd)
 	p.rcvtimeo_ms, p.sndtimeo_ms = C.int32_t(e.RcvTimeoMs), C.int32_t(e.SndTimeoMs)
+	p.xsk_in, p.nested, p.ready = 0, 0, 0 // a new epoll set's wake epoll starts without the AF_XDP fd
 	atomic.StoreInt32((*int32)(unsafe.Pointer(&p.kind)), e.Kind)
 }
 
@@ -78,6 +79,14 @@ func (cTable) SetTimeouts(fd int, rcvMs, sndMs int32) {
 }
 
 func (cTable) SetXSKFd(fd int) { *C.ustack_sh.xsk_fd = C.int(fd) }
+
+func (cTable) SetEpollReady(fd int, ready bool) {
+	v := int32(0)
+	if ready {
+		v = 1
+	}
+	atomic.StoreInt32((*int32)(unsafe.Pointer(&entry(fd).ready)), v)
+}
 
 func (cTable) XSKWaiters() int32 {
 	return atomic.LoadInt32((*int32)(unsafe.Pointer(C.ustack_sh.xsk_waiters)))
