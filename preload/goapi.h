@@ -4,6 +4,7 @@
 #ifndef USTACK_GOAPI_H
 #define USTACK_GOAPI_H
 #include "ustack.h"
+#include <time.h>
 
 struct ustack_goapi {
 	long (*init)(struct ustack_shared *); /* first: it starts the Go part */
@@ -33,8 +34,24 @@ struct ustack_goapi {
 	int (*is_go_thread)(void);
 	long (*exec)(void);
 	long (*move)(int);
+	long (*resched)(void);
 };
 extern struct ustack_goapi ustack_go;
+
+/* ustack_go_tick lets Go's scheduler see a thread that keeps calling in, every
+ * USTACK_RESCHED_MS at most (see ustack_resched in preload/golib/exports.go). The data path's
+ * calls go through it: one coarse clock read, a few nanoseconds. */
+#define USTACK_RESCHED_MS 5
+void ustack_go_tick_slow(long now_ms);
+extern __thread long ustack_resched_ms __attribute__((tls_model("initial-exec")));
+static inline void ustack_go_tick(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	long now = ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	if (now - ustack_resched_ms >= USTACK_RESCHED_MS)
+		ustack_go_tick_slow(now);
+}
 
 #define ustack_socket(...) ustack_go.socket(__VA_ARGS__)
 #define ustack_bind(...) ustack_go.bind(__VA_ARGS__)
@@ -50,13 +67,13 @@ extern struct ustack_goapi ustack_go;
 #define ustack_getpeername(...) ustack_go.getpeername(__VA_ARGS__)
 #define ustack_getsockopt(...) ustack_go.getsockopt(__VA_ARGS__)
 #define ustack_setsockopt(...) ustack_go.setsockopt(__VA_ARGS__)
-#define ustack_recvmsg(...) ustack_go.recvmsg(__VA_ARGS__)
-#define ustack_sendmsg(...) ustack_go.sendmsg(__VA_ARGS__)
+#define ustack_recvmsg(...) (ustack_go_tick(), ustack_go.recvmsg(__VA_ARGS__))
+#define ustack_sendmsg(...) (ustack_go_tick(), ustack_go.sendmsg(__VA_ARGS__))
 #define ustack_fcntl(...) ustack_go.fcntl(__VA_ARGS__)
 #define ustack_ioctl(...) ustack_go.ioctl(__VA_ARGS__)
-#define ustack_poll_check(...) ustack_go.poll_check(__VA_ARGS__)
+#define ustack_poll_check(...) (ustack_go_tick(), ustack_go.poll_check(__VA_ARGS__))
 #define ustack_epoll_ctl(...) ustack_go.epoll_ctl(__VA_ARGS__)
-#define ustack_epoll_check(...) ustack_go.epoll_check(__VA_ARGS__)
+#define ustack_epoll_check(...) (ustack_go_tick(), ustack_go.epoll_check(__VA_ARGS__))
 #define ustack_epoll_close(...) ustack_go.epoll_close(__VA_ARGS__)
 #define ustack_epoll_adopt(...) ustack_go.epoll_adopt(__VA_ARGS__)
 #define ustack_exec() ustack_go.exec()

@@ -120,7 +120,7 @@ static int load_locked(void)
 	SYM(init); SYM(socket); SYM(bind); SYM(listen); SYM(accept); SYM(connect); SYM(connect_wait); SYM(shutdown);
 	SYM(close); SYM(exit); SYM(dup); SYM(getsockname); SYM(getpeername); SYM(getsockopt); SYM(setsockopt);
 	SYM(recvmsg); SYM(sendmsg); SYM(fcntl); SYM(ioctl); SYM(poll_check); SYM(epoll_ctl); SYM(epoll_check);
-	SYM(epoll_close); SYM(epoll_adopt); SYM(is_go_thread); SYM(exec); SYM(move);
+	SYM(epoll_close); SYM(epoll_adopt); SYM(is_go_thread); SYM(exec); SYM(move); SYM(resched);
 	void **p = (void **)&ustack_go;
 	for (size_t i = 0; i < sizeof ustack_go / sizeof *p; i++)
 		if (!p[i]) {
@@ -152,4 +152,15 @@ int ustack_load_go(void)
 	}
 	pthread_mutex_unlock(&load_mu);
 	return ok;
+}
+
+__thread long ustack_resched_ms __attribute__((tls_model("initial-exec")));
+
+void ustack_go_tick_slow(long now_ms)
+{
+	long last = ustack_resched_ms;
+	ustack_resched_ms = now_ms;
+	/* a thread's first call only starts the clock */
+	if (last != 0 && ustack_go.resched)
+		ustack_go.resched();
 }

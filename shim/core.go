@@ -18,12 +18,33 @@ import (
 // hook (IoctlArmPanic).
 func (st *stack) with(s sock, op faultOp, f func() int) (r int) {
 	st.mu.Lock()
+	return st.locked(s, op, f)
+}
+
+// errBusy is what tryWith answers when another thread holds the stack.
+const errBusy = -1 << 30
+
+// tryWith is with for the poller: when an application thread is inside the stack, the stack is
+// being driven and the poller has nothing to add; blocking on the lock would park its goroutine
+// and make the application's unlock wake a thread for it.
+func (st *stack) tryWith(op faultOp, f func() int) int {
+	if !st.mu.TryLock() {
+		return errBusy
+	}
+	return st.locked(nil, op, f)
+}
+
+// locked is with once the lock is held.
+func (st *stack) locked(s sock, op faultOp, f func() int) (r int) {
 	defer func() {
 		if p := recover(); p != nil {
 			r = st.recoveredLocked(p, s)
 		}
 		st.mu.Unlock()
 	}()
+	if op != faultPoller {
+		st.entries++
+	}
 	if op != faultNone && st.armed.Load() == int32(op) && st.armed.CompareAndSwap(int32(op), 0) {
 		panic(fmt.Sprintf("self-test panic armed for %s", op))
 	}

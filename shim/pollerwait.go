@@ -87,14 +87,20 @@ func (w *pollerWait) ready(uintptr) bool {
 // wait sleeps until a member is ready or d has passed (d < 0: no limit). It reports whether the
 // poller was kicked, whether a fork child asked for a move, and whether the wait timed out.
 func (w *pollerWait) wait(d time.Duration) (kicked, move, timedOut bool) {
-	if d >= 0 {
-		_ = w.file.SetReadDeadline(time.Now().Add(d))
-	} else {
-		_ = w.file.SetReadDeadline(time.Time{})
-	}
 	w.n = 0
-	err := w.rc.Read(w.readyFunc)
-	timedOut = err != nil && w.n == 0
+	if d == 0 {
+		// due now: look without waiting (a deadline in the past fails the read before it
+		// looks, and a fork child's request would wait for a round that sleeps)
+		timedOut = !w.ready(0)
+	} else {
+		if d > 0 {
+			_ = w.file.SetReadDeadline(time.Now().Add(d))
+		} else {
+			_ = w.file.SetReadDeadline(time.Time{})
+		}
+		err := w.rc.Read(w.readyFunc)
+		timedOut = err != nil && w.n == 0
+	}
 	for _, ev := range w.events[:w.n] {
 		switch int(ev.Fd) {
 		case w.kickFd:

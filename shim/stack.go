@@ -49,7 +49,8 @@ type stack struct {
 
 	armed atomic.Int32 // a faultOp the test-only fault hook armed (IoctlArmPanic)
 
-	rxUnsent bool // frames went into the core since the last txLocked
+	rxUnsent bool   // frames went into the core since the last txLocked
+	entries  uint64 // calls of application threads into the stack (the poller's are not counted)
 
 	ports portRange // the system's ephemeral ports (ip_local_port_range), read at start
 
@@ -384,11 +385,16 @@ func (st *stack) unsteerFlowLocked(k flowKey) {
 
 // Poller pacing. The poller sleeps until the next timer, but at most tick, so an application
 // thread that arms a timer (every send arms the retransmission timer) only has to kick it when
-// the new deadline is closer than the poller's wake-up (txLocked). While application threads
-// sleep on the AF_XDP fd they drive the stack when frames come, and the poller leaves the link to
-// them; it still looks in every tick, for a thread that took the frames' wake-up and went off to
-// other work. tick is pollerTick after a round with work and doubles, up to pollerMaxTick, after
-// each round without: an idle server's process then wakes about as rarely as on the kernel.
+// the new deadline is closer than the poller's wake-up (txLocked).
+//
+// The link is the application's while it uses the stack: a thread asleep on the AF_XDP fd wakes
+// when frames come and drives the stack, and a thread that called in during the last tick will
+// call again (Onload's stacks poll the same way, without interrupts while the application runs).
+// Only when neither holds does the poller wait for frames itself; a poller woken for every frame
+// a busy application was about to take cost a context switch on the application's CPU each time.
+// A blind poller still looks in every tick, for a thread that went off to other work: tick is
+// pollerTick after a round with work and doubles, up to pollerMaxTick, after each round
+// without, so that an idle server's process wakes about as rarely as on the kernel.
 const (
 	pollerTick    = 10 * stackcore.Millisecond
 	pollerMaxTick = 160 * stackcore.Millisecond
@@ -413,10 +419,11 @@ func (st *stack) poller() {
 	tick := pollerTick
 	timedOut := false
 	prevNext := stackcore.Never
+	var seen uint64 // st.entries at the last round
 	for !st.closed.Load() {
 		var now, wake stackcore.Time
 		var watchLink bool
-		r := st.with(nil, faultPoller, func() int {
+		r := st.tryWith(faultPoller, func() int {
 			start := st.now()
 			got := st.rxLocked()
 			next := st.txLocked()
@@ -426,8 +433,10 @@ func (st *stack) poller() {
 				st.pruneOrphansLocked()
 			}
 			now = st.now()
-			watchLink = st.eng.tab.XSKWaiters() == 0
-			if timedOut && got == 0 && prevNext > start {
+			active := st.entries != seen
+			seen = st.entries
+			watchLink = !active && st.eng.tab.XSKWaiters() == 0
+			if timedOut && got == 0 && prevNext > start && !active {
 				tick = min(2*tick, pollerMaxTick)
 			} else {
 				tick = pollerTick
@@ -440,8 +449,8 @@ func (st *stack) poller() {
 			st.pollerDeadline.Store(int64(wake))
 			return 0
 		})
-		if r != 0 { // a panic stopped the round: look again soon
-			now, wake, watchLink = st.now(), st.now()+pollerTick, false
+		if r != 0 { // the application is inside, or a panic stopped the round: look again soon
+			now, wake, watchLink, tick = st.now(), st.now()+pollerTick, false, pollerTick
 		}
 
 		if moves || len(st.pendingMoves) > 0 {

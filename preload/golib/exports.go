@@ -6,6 +6,7 @@ package main
 import "C"
 
 import (
+	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -106,6 +107,18 @@ func ustack_exec() (r C.long) {
 func ustack_move(fd C.int) (r C.long) {
 	defer guard(&r)
 	return C.long(eng.MoveFd(int(fd)))
+}
+
+// ustack_resched lets the scheduler see the calling thread: the front calls it every few
+// milliseconds from a thread that keeps calling in. A C thread's calls into Go never pass through
+// the scheduler, so after 10 ms the runtime's monitor takes such a thread for a goroutine that
+// runs too long: it took the thread's P each time it found it outside Go, and, having taken one,
+// polled every 20 µs (about 5,000 wake-ups a second on the application's CPU under load).
+//
+//export ustack_resched
+func ustack_resched() C.long {
+	runtime.Gosched()
+	return 0
 }
 
 //export ustack_dup

@@ -14,6 +14,7 @@ import "C"
 
 import (
 	"os"
+	"runtime"
 	"sync/atomic"
 	"unsafe"
 
@@ -45,6 +46,12 @@ func ustack_init(sh *C.struct_ustack_shared) (r C.long) {
 	if cfg.Disable {
 		*sh.go_off = 1
 		return 0
+	}
+	if os.Getenv("GOMAXPROCS") == "" && runtime.GOMAXPROCS(0) < 2 {
+		// A program pinned to one CPU would give Go one P, which the application's thread
+		// holds between its calls: the poller could then run only after the runtime's monitor
+		// took the P back, and handing it over costs thread wake-ups on every round.
+		runtime.GOMAXPROCS(2)
 	}
 	eng = shim.NewEngine(cfg, cTable{})
 	*sh.spin_us = C.int(cfg.SpinUs)
