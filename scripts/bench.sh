@@ -191,9 +191,11 @@ show_profiles() {
 	fi
 	if [ -s "$d/perf.data" ]; then
 		cp "$d/perf.data" "$profdir/$name.perf.data"
-		echo "== perf, $name: perf report --stdio --no-children --percent-limit 2 -i $profdir/$name.perf.data"
-		perf report -i "$profdir/$name.perf.data" --stdio --no-children --percent-limit 2 2>/dev/null |
-			tee "$profdir/$name.perf.txt" | head -60
+		perf report -i "$profdir/$name.perf.data" --stdio --no-children --percent-limit 2 >"$profdir/$name.perf.txt" 2>/dev/null
+		echo "== perf, $name: share per object (perf report --stdio --no-children -g none --sort dso)"
+		perf report -i "$profdir/$name.perf.data" --stdio --no-children -g none --sort dso --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$'
+		echo "== perf, $name: perf report --stdio --no-children --percent-limit 2 -i $profdir/$name.perf.data | head -60"
+		head -60 "$profdir/$name.perf.txt"
 	elif [ "$have_perf" = 1 ]; then
 		echo "== perf, $name: no perf.data ($(head -c 300 "$d/perf.err" 2>/dev/null))"
 	fi
@@ -219,6 +221,7 @@ server_row() {
 	d=$(newrow "$id" "$mode")
 	mode_env "$mode" "$d"
 	profiling "$mode" && prof=(USTACK_CPUPROFILE="$profdir/$id.$mode.pprof" USTACK_CPUPROFILE_SECS="$profsecs")
+	rm -f "$profdir/$id.$mode".*
 	start=$(now)
 	ip netns exec "$NSA" taskset -c 0 env "${menv[@]}" "${prof[@]}" "$@" >"$d/server.log" 2>&1 &
 	srv=$!; pids+=("$srv")
@@ -295,6 +298,7 @@ sockperf_client_row() { # ID MODE PROTO: the client in A, a kernel server in B
 		fi
 		# the profile window ends before the client does (its test lasts SOCKPERF_SECS + warm-up)
 		profiling "$mode" && prof=(USTACK_CPUPROFILE="$profdir/$id.$mode.pprof" USTACK_CPUPROFILE_SECS="$SOCKPERF_SECS")
+		rm -f "$profdir/$id.$mode".*
 		echo "$(busy_ticks) $(now)" >"$d/cpu0"
 		ip netns exec "$NSA" timeout $(( SOCKPERF_SECS + 30 )) "${wrap[@]}" taskset -c 0 env "${menv[@]}" "${prof[@]}" \
 			sockperf ping-pong $(sp_flags "$proto") -i "$ADDRB" -p "$SPPORT" -m 64 -t "$SOCKPERF_SECS" >"$d/load.out" 2>&1 ||
@@ -411,7 +415,7 @@ idle_row() { # ID MODE
 	if [ ! -e "$d/failed" ]; then
 		ip netns exec "$NSB" timeout $(( IDLE_SECS + 60 )) taskset -c 1 "$PY" -c "$idle_client" "$ADDRA" "$RPORT" 100 $(( IDLE_SECS + 30 )) >"$d/load.out" 2>&1 &
 		cli=$!; pids+=("$cli")
-		for i in $(seq 300); do grep -q connected "$d/load.out" && break; kill -0 "$cli" 2>/dev/null || break; sleep 0.1; done
+		for i in $(seq 300); do grep -qs connected "$d/load.out" && break; kill -0 "$cli" 2>/dev/null || break; sleep 0.1; done
 		if grep -q connected "$d/load.out"; then
 			sleep 1 # settle
 			c0=$(awk '{print $14 + $15}' "/proc/$srv/stat")

@@ -230,6 +230,8 @@ def check_accel(d, r, kind):
 def fmt(v, unit=""):
     if v is None:
         return "-"
+    if isinstance(v, int):
+        return str(v)
     a = abs(v)
     s = "%.0f" % v if a >= 1000 else "%.1f" % v if a >= 100 else "%.2f" % v if a >= 1 else "%.3f" % v
     return s
