@@ -63,12 +63,14 @@ stats=$(mktemp -d /dev/shm/ustack-bench-XXXXXX)
 mkdir -p "$res" "$outdir"
 [ "$PROFILE" = 1 ] && mkdir -p "$profdir"
 bp0=$(cat /proc/sys/net/core/busy_poll); br0=$(cat /proc/sys/net/core/busy_read)
-pids=() # everything started in the background, killed on exit
+pids=() # everything started in the background, killed on exit if still this shell's child
 
 cleanup() {
 	set +e
 	local p
-	for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
+	for p in "${pids[@]}"; do
+		[ "$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null)" = "$$" ] && kill -9 "$p" 2>/dev/null
+	done
 	busy_off
 	topo_down
 	rm -rf "$work" "$stats"
@@ -77,6 +79,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 say() { echo "bench: $*" >&2; }
+# run_fg CMD...: CMD in the foreground, but as a job that the exit trap interrupts and kills.
+run_fg() { "$@" & local p=$!; pids+=("$p"); wait "$p"; }
 selected() { [ -z "$BENCH_ONLY" ] || [[ $1 =~ $BENCH_ONLY ]]; }
 busy_on() { echo "$BUSY_US" >/proc/sys/net/core/busy_poll; echo "$BUSY_US" >/proc/sys/net/core/busy_read; }
 busy_off() { echo "$bp0" >/proc/sys/net/core/busy_poll; echo "$br0" >/proc/sys/net/core/busy_read; }
@@ -244,7 +248,7 @@ server_row() {
 }
 
 # in_b CMD...: runs CMD in B pinned to CPU 1, bounded.
-in_b() { local t=$1; shift; ip netns exec "$NSB" timeout "$t" taskset -c 1 "$@"; }
+in_b() { local t=$1; shift; run_fg ip netns exec "$NSB" timeout "$t" taskset -c 1 "$@"; }
 
 # four_modes ROWFN ID ARGS...: ROWFN ID MODE ARGS... for the four modes, busy polling on in
 # the second.
@@ -300,7 +304,7 @@ sockperf_client_row() { # ID MODE PROTO: the client in A, a kernel server in B
 		profiling "$mode" && prof=(USTACK_CPUPROFILE="$profdir/$id.$mode.pprof" USTACK_CPUPROFILE_SECS="$SOCKPERF_SECS")
 		rm -f "$profdir/$id.$mode".*
 		echo "$(busy_ticks) $(now)" >"$d/cpu0"
-		ip netns exec "$NSA" timeout $(( SOCKPERF_SECS + 30 )) "${wrap[@]}" taskset -c 0 env "${menv[@]}" "${prof[@]}" \
+		run_fg ip netns exec "$NSA" timeout $(( SOCKPERF_SECS + 30 )) "${wrap[@]}" taskset -c 0 env "${menv[@]}" "${prof[@]}" \
 			sockperf ping-pong $(sp_flags "$proto") -i "$ADDRB" -p "$SPPORT" -m 64 -t "$SOCKPERF_SECS" >"$d/load.out" 2>&1 ||
 			fail "$d" "sockperf ping-pong in A: $(tail -3 "$d/load.out")"
 		perfs=(); measure_end "$d"
@@ -420,7 +424,7 @@ idle_row() { # ID MODE
 			sleep 1 # settle
 			c0=$(awk '{print $14 + $15}' "/proc/$srv/stat")
 			measure_start "$d" "$srv"
-			sleep "$IDLE_SECS"
+			run_fg sleep "$IDLE_SECS"
 			c1=$(awk '{print $14 + $15}' "/proc/$srv/stat")
 			measure_end "$d"
 			echo "cpu_ticks=$(( c1 - c0 )) secs=$IDLE_SECS" >>"$d/meta"
