@@ -26,7 +26,8 @@
 # After every ustack row, onloadctl's counters of the process under test must show traffic on
 # the AF_XDP socket, else the row is marked "not accelerated".
 # Output: the table on stdout and in build/bench/results.txt, results.json, and the sockperf
-# latency percentiles as an SVG ($BENCH_OUT, default build/bench/latency.svg).
+# latency percentiles as an SVG ($BENCH_OUT, default build/bench/latency.svg); with PROFILE=1
+# in build/bench/profiles/.
 #
 # PROFILE=1 (make profile): every ustack row also writes a Go CPU profile of the process under
 # test (USTACK_CPUPROFILE) and, with perf, a perf record -g of it, both to build/bench/profiles/,
@@ -53,8 +54,9 @@ BUSY_US=${BUSY_US:-50}
 BENCH_ONLY=${BENCH_ONLY:-}
 PROFILE=${PROFILE:-0}
 outdir=$root/build/bench
-BENCH_OUT=${BENCH_OUT:-$outdir/latency.svg}
 profdir=$outdir/profiles
+[ "$PROFILE" = 1 ] && outdir=$profdir # make profile leaves make bench's results alone
+BENCH_OUT=${BENCH_OUT:-$outdir/latency.svg}
 source scripts/topo.sh
 
 work=$(mktemp -d)
@@ -462,4 +464,7 @@ fi
 SOCKPERF_SECS=$SOCKPERF_SECS REDIS_N=$REDIS_N WRK_SECS=$WRK_SECS MC_SECS=$MC_SECS IPERF_SECS=$IPERF_SECS \
 	IDLE_SECS=$IDLE_SECS BUSY_US=$BUSY_US HAVE_PERF=$have_perf PROFILE=$PROFILE \
 	$PY "$report" report "$res" "$outdir" "$BENCH_OUT"
+# the raw outputs, to read or to report again: scripts/bench_report.py report build/bench/raw ...
+find "$res" -name perf.data -delete
+rm -rf "$outdir/raw" && cp -r "$res" "$outdir/raw"
 exit 0

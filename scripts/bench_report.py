@@ -394,7 +394,7 @@ def cmd_report(res, outdir, svg):
         doc["rows"]["exec"] = {label: {"kernel": k, "LD_PRELOAD": u} for label, k, u in ex}
     with open(os.path.join(outdir, "results.json"), "w") as f:
         json.dump(doc, f, indent=1)
-    panels = [(title, rows[rid]) for rid, title, kind in rows_spec() if kind == "sockperf" and rid in rows]
+    panels = [(rid, rows[rid]) for rid, title, kind in rows_spec() if kind == "sockperf" and rid in rows]
     if panels:
         write_svg(svg, panels)
         print("results: %s, %s; latency percentiles: %s" % (os.path.join(outdir, "results.txt"), os.path.join(outdir, "results.json"), svg))
@@ -420,12 +420,13 @@ def write_svg(path, panels):
     o = ['<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">' % (W, H),
          '<rect width="100%" height="100%" fill="white"/>',
          '<text x="%d" y="22" font-size="14" text-anchor="middle">sockperf ping-pong 64 B: latency percentiles, us (log scale)</text>' % (W // 2)]
-    for i, (title, modes) in enumerate(panels):
+    for i, (rid, modes) in enumerate(panels):
         x0, y0 = (i % ncol) * pw, 40 + (i // ncol) * ph
         px0, py0, px1, py1 = x0 + ml, y0 + mt, x0 + pw - mr, y0 + ph - mb
         series = {m: modes[m].get("percentiles") for m in MODES if m in modes and not modes[m].get("failed") and modes[m].get("percentiles")}
         vals = [v for s in series.values() for v in s if v]
-        short = title.split(":")[0] + (": server in A" if "server under test" in title else ": client in A")
+        _, proto, role = rid.split("-")
+        short = "%s, %s under test in A (%s s)" % (proto.upper(), "sockperf server" if role == "server" else "sockperf ping-pong client", env("SOCKPERF_SECS", "5"))
         o.append('<text x="%d" y="%d" font-size="12" text-anchor="middle">%s</text>' % ((px0 + px1) // 2, y0 + 16, esc(short)))
         o.append('<rect x="%d" y="%d" width="%d" height="%d" fill="none" stroke="#444"/>' % (px0, py0, px1 - px0, py1 - py0))
         if not vals:
