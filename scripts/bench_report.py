@@ -371,8 +371,9 @@ def cmd_report(res, outdir, svg):
             out.append("  ".join((r[0].ljust(w[0]),) + tuple(c.rjust(w[i]) for i, c in enumerate(r) if i)))
     out.append("")
     out.append("Machine CPU: busy time of all CPUs (/proc/stat user+nice+system+irq+softirq+steal) over the "
-               "measured window, load client included, divided by the work; syscalls: perf stat -e "
-               "raw_syscalls:sys_enter of the process under test. busy-poll and spin: %s us." % env("BUSY_US", "50"))
+               "measured window, load client and anything else running on the machine included, divided by the "
+               "work; syscalls: perf stat -e raw_syscalls:sys_enter of the process under test (attached in every "
+               "mode). busy-poll and spin: %s us. * = not accelerated." % env("BUSY_US", "50"))
     if env("HAVE_PERF") != "1":
         out.append("perf was not available: no system call counts.")
     if env("PROFILE") == "1":
