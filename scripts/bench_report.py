@@ -374,7 +374,7 @@ def cmd_report(res, outdir, svg):
                "measured window, load client and anything else running on the machine included, divided by the "
                "work; syscalls: perf stat -e raw_syscalls:sys_enter of the process under test (attached in every "
                "mode). busy-poll and spin: %s us. * = not accelerated." % env("BUSY_US", "50"))
-    if env("HAVE_PERF") != "1":
+    if env("HAVE_PERF", "1" if any("syscalls" in r for rm in rows.values() for r in rm.values()) else "0") != "1":
         out.append("perf was not available: no system call counts.")
     if env("PROFILE") == "1":
         out.append("PROFILE=1: the ustack rows ran with a Go CPU profile and perf record attached (slower).")
