@@ -14,7 +14,7 @@ DEPS := ip:iproute2 ss:iproute2 ethtool:ethtool curl:curl socat:socat sockperf:s
 	iperf3:iperf3 /usr/bin/python3:python3 gcc:gcc make:make ping:iputils-ping \
 	/usr/bin/time:time sha256sum:coreutils timeout:coreutils \
 	redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
-	/usr/sbin/nginx:nginx memcached:memcached wrk:wrk
+	/usr/sbin/nginx:nginx memcached:memcached wrk:wrk perf:linux-perf
 
 C_SRCS := $(wildcard tests/c/*.c)
 C_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(C_SRCS))
@@ -87,8 +87,15 @@ fuzz: deps
 demo: deps build
 	scripts/demo.sh
 
+# kernel vs ustack side by side (scripts/bench.sh: SOCKPERF_SECS, REDIS_N, WRK_SECS, MC_SECS,
+# IPERF_SECS, IDLE_SECS, BUSY_US, BENCH_ONLY=regex of row ids); about 12 minutes
 bench: deps build
 	scripts/bench.sh
+
+# the same with a Go CPU profile and a perf record of every ustack row, in build/bench/profiles
+.PHONY: profile
+profile: deps build
+	PROFILE=1 scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD)

@@ -1,182 +1,470 @@
 #!/usr/bin/env bash
-# make bench: the same workloads through the kernel and through ustack, on one
-# topology in one run, side by side. The client runs in namespace A (under
-# LD_PRELOAD for ustack), the server in B on the kernel.
-#   sockperf TCP ping-pong, 64-byte messages, $SOCKPERF_SECS s (default 5):
-#     kernel, kernel with busy polling (net.core.busy_poll/busy_read, global
-#     sysctls, restored afterwards), ustack
-#   iperf3, one stream, $IPERF_SECS s (default 10): kernel, ustack
-#   exec: 200 x /bin/true and 20 x python3 -c pass, with and without LD_PRELOAD (no socket)
-# Reports the client's CPU time (user+sys, from /usr/bin/time). No thresholds.
-set -euo pipefail
+# make bench: the same workloads through the kernel and through ustack, on one topology in one
+# run, side by side (issue 10). Namespace A holds the process under test, pinned to CPU 0;
+# namespace B the kernel peer or load client, pinned to CPU 1. TSO/GSO/GRO and TX checksum
+# offload are off on both veth ends for every row.
+#
+# Every row runs in four modes:
+#   kernel            no LD_PRELOAD
+#   kernel busy-poll  net.core.busy_poll and busy_read = $BUSY_US (global sysctls, restored)
+#   ustack            LD_PRELOAD=build/libustack.so USTACK_IFACE=<A's veth>
+#   ustack spin       the same with USTACK_SPIN_US=$BUSY_US
+# Rows (ids for BENCH_ONLY, a bash regex):
+#   sockperf-tcp-server  sockperf server --tcp in A, sockperf ping-pong -m 64 from B
+#   sockperf-tcp-client  sockperf ping-pong in A against a kernel sockperf server in B
+#   sockperf-udp-server, sockperf-udp-client   the same over UDP
+#   redis-set, redis-get redis-server in A, redis-benchmark -c 50 -n $REDIS_N from B
+#   nginx                nginx (1 process) in A serving 612 bytes, wrk -t1 -c64 from B
+#   memcached-set, memcached-get   memcached -t 1 in A, build/tests/mcload (50 connections) from B
+#   iperf3-in, iperf3-out  iperf3 -s in A, iperf3 -c from B (in: B sends; out: -R, A sends)
+#   idle                 redis-server in A holding 100 idle connections from B for $IDLE_SECS s
+#                        (kernel and ustack modes only): its CPU time, RSS and threads
+#   exec                 200 x /bin/true, 20 x python3 -c pass, RSS, with and without LD_PRELOAD
+# For each row: the figure per mode, the ratios ustack/kernel and spin/busy-poll, the machine's
+# CPU (busy time of all CPUs in /proc/stat) per request (per GB for iperf3), and the system calls
+# of the process under test per request (perf stat -e raw_syscalls:sys_enter; "-" without perf).
+# After every ustack row, onloadctl's counters of the process under test must show traffic on
+# the AF_XDP socket, else the row is marked "not accelerated".
+# Output: the table on stdout and in build/bench/results.txt, results.json, and the sockperf
+# latency percentiles as an SVG ($BENCH_OUT, default build/bench/latency.svg); with PROFILE=1
+# in build/bench/profiles/.
+#
+# PROFILE=1 (make profile): every ustack row also writes a Go CPU profile of the process under
+# test (USTACK_CPUPROFILE) and, with perf, a perf record -g of it, both to build/bench/profiles/,
+# and prints their tops.
+#
+# Durations: SOCKPERF_SECS (5), REDIS_N (200000 requests per test), WRK_SECS (8), MC_SECS (8),
+# IPERF_SECS (8), IDLE_SECS (60); BUSY_US (50). No thresholds: it prints.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 lib=${USTACK_LIB:-$root/build/libustack.so}
+golib=$root/build/libustack-go.so
+onloadctl=$root/build/onloadctl
+mcload=$root/build/tests/mcload
+report=$root/scripts/bench_report.py
+PY=/usr/bin/python3
 SOCKPERF_SECS=${SOCKPERF_SECS:-5}
-IPERF_SECS=${IPERF_SECS:-10}
+REDIS_N=${REDIS_N:-200000}
+WRK_SECS=${WRK_SECS:-8}
+MC_SECS=${MC_SECS:-8}
+IPERF_SECS=${IPERF_SECS:-8}
+IDLE_SECS=${IDLE_SECS:-60}
 BUSY_US=${BUSY_US:-50}
+BENCH_ONLY=${BENCH_ONLY:-}
+PROFILE=${PROFILE:-0}
+outdir=$root/build/bench
+profdir=$outdir/profiles
+[ "$PROFILE" = 1 ] && outdir=$profdir # make profile leaves make bench's results alone
+BENCH_OUT=${BENCH_OUT:-$outdir/latency.svg}
 source scripts/topo.sh
 
 work=$(mktemp -d)
+res=$work/res
 stats=$(mktemp -d /dev/shm/ustack-bench-XXXXXX)
+mkdir -p "$res" "$outdir"
+[ "$PROFILE" = 1 ] && mkdir -p "$profdir"
 bp0=$(cat /proc/sys/net/core/busy_poll); br0=$(cat /proc/sys/net/core/busy_read)
+pids=() # everything started in the background, killed on exit if still this shell's child
+
 cleanup() {
 	set +e
-	for p in ${srv1:-} ${srv2:-}; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-	echo "$bp0" > /proc/sys/net/core/busy_poll; echo "$br0" > /proc/sys/net/core/busy_read
+	local p
+	for p in "${pids[@]}"; do
+		[ "$(awk '/^PPid:/ {print $2}' "/proc/$p/status" 2>/dev/null)" = "$$" ] && kill -9 "$p" 2>/dev/null
+	done
+	busy_off
 	topo_down
 	rm -rf "$work" "$stats"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-topo_up
-ip netns exec "$NSB" sockperf server --tcp -i "$ADDRB" -p 11111 >"$work/sockperf-server.log" 2>&1 &
-srv1=$!
-ip netns exec "$NSB" iperf3 -s -B "$ADDRB" -p 5201 >"$work/iperf-server.log" 2>&1 &
-srv2=$!
-wait_listen "$NSB" 11111
-wait_listen "$NSB" 5201
+say() { echo "bench: $*" >&2; }
+# run_fg CMD...: CMD in the foreground, but as a job that the exit trap interrupts and kills.
+run_fg() { "$@" & local p=$!; pids+=("$p"); wait "$p"; }
+selected() { [ -z "$BENCH_ONLY" ] || [[ $1 =~ $BENCH_ONLY ]]; }
+busy_on() { echo "$BUSY_US" >/proc/sys/net/core/busy_poll; echo "$BUSY_US" >/proc/sys/net/core/busy_read; }
+busy_off() { echo "$bp0" >/proc/sys/net/core/busy_poll; echo "$br0" >/proc/sys/net/core/busy_read; }
 
-accel=(env LD_PRELOAD="$lib" USTACK_IFACE="$IFA" USTACK_STATS_DIR="$stats")
-kernel=(env)
+# perf counts the system calls of the process under test; "-" in the table without it.
+have_perf=0
+if command -v perf >/dev/null && perf stat -e raw_syscalls:sys_enter -x, -o /dev/null -- true 2>/dev/null; then
+	have_perf=1
+else
+	say "perf (raw_syscalls:sys_enter) not available: no system call counts, no perf profiles"
+fi
 
-# run NAME MODE cmd...: runs cmd in A, output in $work/NAME.out, CPU in $work/NAME.cpu
-run() {
-	local name=$1 mode=$2; shift 2
-	local pre=("${kernel[@]}")
-	[ "$mode" = ustack ] && pre=("${accel[@]}")
-	echo "bench: $name" >&2
-	if ! /usr/bin/time -f '%U %S %e' -o "$work/$name.cpu" \
-		timeout $(( ${SOCKPERF_SECS} + ${IPERF_SECS} + 30 )) \
-		ip netns exec "$NSA" "${pre[@]}" "$@" >"$work/$name.out" 2>&1; then
-		echo "bench: $name failed:" >&2; tail -5 "$work/$name.out" >&2
-		echo failed >"$work/$name.failed"
+# busy_ticks: busy time of all CPUs (user+nice+system+irq+softirq+steal), in USER_HZ ticks.
+busy_ticks() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9; exit}' /proc/stat; }
+hz=$(getconf CLK_TCK)
+now() { date +%s.%N; }
+calc() { awk "BEGIN { print $* }"; }
+
+# stop PID: TERM, then KILL after 10 s; reaps it. Prints nothing.
+stop() {
+	local p=$1 i
+	kill "$p" 2>/dev/null
+	for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+	kill -9 "$p" 2>/dev/null
+	wait "$p" 2>/dev/null
+}
+
+# wait_udp NS PORT [SECONDS]: wait until a UDP socket is bound to PORT in NS.
+wait_udp() {
+	local i n=$(( ${3:-10} * 20 ))
+	for i in $(seq "$n"); do
+		ip netns exec "$1" ss -Hlun "sport = :$2" | grep -q . && return 0
+		sleep 0.05
+	done
+	echo "nothing is bound to UDP port $2 in $1" >&2
+	return 1
+}
+
+# fail DIR MESSAGE...: marks the row of DIR failed.
+fail() { local d=$1; shift; echo "$*" >>"$d/failed"; say "$(basename "$d") failed: $*"; }
+
+# mode_env MODE DIR: the environment of the process under test in menv.
+mode_env() {
+	menv=()
+	case $1 in
+	ustack) menv=(LD_PRELOAD="$lib" USTACK_IFACE="$IFA" USTACK_STATS_DIR="$2/stats") ;;
+	spin) menv=(LD_PRELOAD="$lib" USTACK_IFACE="$IFA" USTACK_STATS_DIR="$2/stats" USTACK_SPIN_US="$BUSY_US") ;;
+	esac
+	mkdir -p "$2/stats"
+}
+is_ustack() { [ "$1" = ustack ] || [ "$1" = spin ]; }
+profiling() { [ "$PROFILE" = 1 ] && is_ustack "$1"; }
+
+# measure_start DIR PID: the machine's busy time, and perf on PID (syscall count; perf
+# record when profiling).
+measure_start() {
+	local d=$1 p=$2
+	perfs=()
+	if [ "$have_perf" = 1 ]; then
+		perf stat -e raw_syscalls:sys_enter -x, -o "$d/perf.stat" -p "$p" 2>>"$d/perf.err" &
+		perfs+=($!); pids+=($!)
+		if profiling "$(cat "$d/mode")"; then
+			perf record -g -q -o "$d/perf.data" -p "$p" >>"$d/perf.err" 2>&1 &
+			perfs+=($!); pids+=($!)
+		fi
+		sleep 0.2 # perf attaches
+	fi
+	echo "$(busy_ticks) $(now)" >"$d/cpu0"
+}
+
+measure_end() {
+	local d=$1 p i
+	echo "$(busy_ticks) $(now)" >"$d/cpu1"
+	read -r b0 t0 <"$d/cpu0"; read -r b1 t1 <"$d/cpu1"
+	echo "$(( b1 - b0 )) $(calc "$t1 - $t0") $hz" >"$d/cpu"
+	for p in "${perfs[@]}"; do kill -INT "$p" 2>/dev/null; done
+	for p in "${perfs[@]}"; do
+		for i in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -9 "$p" 2>/dev/null; wait "$p" 2>/dev/null
+	done
+	perfs=()
+}
+
+# newrow ID MODE: the row's result directory (printed).
+newrow() {
+	local d=$res/$1.$2
+	mkdir -p "$d"
+	echo "$1" >"$d/id"; echo "$2" >"$d/mode"
+	echo "$d"
+}
+
+# finish DIR: counters of ustack's processes of the row, the check that they ran on ustack,
+# the profiles, a one-line summary.
+finish() {
+	local d=$1 mode id
+	mode=$(cat "$d/mode"); id=$(cat "$d/id")
+	if is_ustack "$mode"; then
+		"$onloadctl" stats --all --json --dir "$d/stats" >"$d/stats.json" 2>"$d/stats.err"
+	fi
+	if profiling "$mode"; then show_profiles "$d"; fi
+	$PY "$report" row "$d" >&2
+}
+
+show_profiles() {
+	local d=$1 name
+	name=$(cat "$d/id").$(cat "$d/mode")
+	if [ -s "$profdir/$name.pprof" ]; then
+		echo "== Go CPU profile, $name: go tool pprof -top -nodecount=25 build/libustack-go.so $profdir/$name.pprof"
+		go tool pprof -top -nodecount=25 "$golib" "$profdir/$name.pprof" 2>&1 | tee "$profdir/$name.pprof.top.txt"
+	else
+		echo "== Go CPU profile, $name: $profdir/$name.pprof was not written (empty or missing)"
+	fi
+	if [ -s "$d/perf.data" ]; then
+		cp "$d/perf.data" "$profdir/$name.perf.data"
+		perf report -i "$profdir/$name.perf.data" --stdio --no-children --percent-limit 2 >"$profdir/$name.perf.txt" 2>/dev/null
+		echo "== perf, $name: share per object (perf report --stdio --no-children -g none --sort dso)"
+		perf report -i "$profdir/$name.perf.data" --stdio --no-children -g none --sort dso --percent-limit 1 2>/dev/null | grep -v '^#' | grep -v '^$'
+		echo "== perf, $name: perf report --stdio --no-children --percent-limit 2 -i $profdir/$name.perf.data | head -60"
+		head -60 "$profdir/$name.perf.txt"
+	elif [ "$have_perf" = 1 ]; then
+		echo "== perf, $name: no perf.data ($(head -c 300 "$d/perf.err" 2>/dev/null))"
 	fi
 }
 
-sp=(sockperf ping-pong --tcp -i "$ADDRB" -p 11111 -m 64 -t "$SOCKPERF_SECS")
-run sockperf-kernel kernel "${sp[@]}"
-echo "$BUSY_US" > /proc/sys/net/core/busy_poll; echo "$BUSY_US" > /proc/sys/net/core/busy_read
-run sockperf-busypoll kernel "${sp[@]}"
-echo "$bp0" > /proc/sys/net/core/busy_poll; echo "$br0" > /proc/sys/net/core/busy_read
-run sockperf-ustack ustack "${sp[@]}"
-accel+=(USTACK_SPIN_US="$BUSY_US")
-run sockperf-ustackspin ustack "${sp[@]}"
-unset 'accel[-1]'
-ip=(iperf3 -c "$ADDRB" -p 5201 -t "$IPERF_SECS" -J)
-run iperf3-kernel kernel "${ip[@]}"
-# The kernel in A hands 64 KiB GSO super-frames to the veth; ustack sends MTU frames through
-# AF_XDP. The same kernel without TSO/GSO on A's veth shows the per-frame cost alone.
-offl=$(ip netns exec "$NSA" ethtool -k "$IFA" | awk '/^(tcp-segmentation-offload|generic-segmentation-offload):/ {print $2}' | tr '\n' ' ')
-ip netns exec "$NSA" ethtool -K "$IFA" tso off gso off >/dev/null
-run iperf3-kernel-nogso kernel "${ip[@]}"
-set -- $offl
-ip netns exec "$NSA" ethtool -K "$IFA" tso "${1:-on}" gso "${2:-on}" >/dev/null
-run iperf3-ustack ustack "${ip[@]}"
+# wait_profile DIR START SECS: when profiling, wait (to START+SECS+10 s at most) until the process
+# under test has written its Go CPU profile, which happens at the end of its window.
+wait_profile() {
+	local d=$1 start=$2 secs=$3 f
+	profiling "$(cat "$d/mode")" || return 0
+	f=$profdir/$(cat "$d/id").$(cat "$d/mode").pprof
+	while [ ! -s "$f" ] && [ "$(calc "$(now) < $start + $secs + 10")" = 1 ]; do sleep 0.2; done
+	sleep 0.3
+	[ -s "$f" ] || say "$(basename "$d"): no Go CPU profile in $f after $secs s + 10 s"
+}
 
+# server_row ID MODE PORT PROTO PROFSECS LOADFN -- SERVER...: SERVER under test in A (PORT,
+# tcp or udp, must be listening within 10 s), LOADFN DIR run in B while measured.
+# PROFSECS: the Go profile's window, counted from the server's start.
+server_row() {
+	local id=$1 mode=$2 port=$3 proto=$4 profsecs=$5 loadfn=$6 d srv start prof=()
+	shift 7
+	d=$(newrow "$id" "$mode")
+	mode_env "$mode" "$d"
+	profiling "$mode" && prof=(USTACK_CPUPROFILE="$profdir/$id.$mode.pprof" USTACK_CPUPROFILE_SECS="$profsecs")
+	rm -f "$profdir/$id.$mode".*
+	start=$(now)
+	ip netns exec "$NSA" taskset -c 0 env "${menv[@]}" "${prof[@]}" "$@" >"$d/server.log" 2>&1 &
+	srv=$!; pids+=("$srv")
+	echo "$srv" >"$d/pid"
+	if [ "$proto" = udp ]; then wait_udp "$NSA" "$port" 2>>"$d/server.log"; else wait_listen "$NSA" "$port" 2>>"$d/server.log"; fi ||
+		fail "$d" "$1 does not listen on $proto port $port: $(tail -3 "$d/server.log")"
+	if [ ! -e "$d/failed" ]; then
+		measure_start "$d" "$srv"
+		local t0 t1
+		t0=$(now)
+		"$loadfn" "$d" || fail "$d" "load: $(tail -3 "$d/load.out")"
+		t1=$(now)
+		echo "wall=$(calc "$t1 - $t0")" >>"$d/meta"
+		measure_end "$d"
+		kill -0 "$srv" 2>/dev/null || { wait "$srv"; fail "$d" "$1 exited during the load (status $?): $(tail -3 "$d/server.log")"; }
+		wait_profile "$d" "$start" "$profsecs"
+	fi
+	stop "$srv"
+	finish "$d"
+}
+
+# in_b CMD...: runs CMD in B pinned to CPU 1, bounded.
+in_b() { local t=$1; shift; run_fg ip netns exec "$NSB" timeout "$t" taskset -c 1 "$@"; }
+
+# four_modes ROWFN ID ARGS...: ROWFN ID MODE ARGS... for the four modes, busy polling on in
+# the second.
+four_modes() {
+	local fn=$1 id=$2 m; shift 2
+	selected "$id" || return 0
+	say "$id"
+	for m in kernel busy ustack spin; do
+		[ "$m" = busy ] && busy_on
+		"$fn" "$id" "$m" "$@"
+		[ "$m" = busy ] && busy_off
+	done
+}
+
+# row_secs ID DEFAULT: the Go profile window for a row counted in requests, not seconds: 1.5x
+# the kernel run's load time, + 2 s.
+row_secs() {
+	local w
+	w=$(sed -n 's/^wall=//p' "$res/$1.kernel/meta" 2>/dev/null)
+	[ -n "$w" ] && calc "int($w * 1.5 + 2)" || echo "$2"
+}
+
+topo_up
+ip netns exec "$NSA" ethtool -K "$IFA" tx off tso off gso off gro off >/dev/null
+say "offloads (tx checksum, tso, gso, gro) off on $IFA and $IFB; A pinned to CPU 0, B to CPU 1"
+
+# ---- sockperf ---------------------------------------------------------------------------------
+SPPORT=11111
+sp_flags() { [ "$1" = tcp ] && echo --tcp; }
+load_sockperf() { # DIR: ping-pong from B against the server in A
+	local proto; proto=$(cat "$1/proto")
+	in_b $(( SOCKPERF_SECS + 30 )) sockperf ping-pong $(sp_flags "$proto") -i "$ADDRA" -p "$SPPORT" -m 64 -t "$SOCKPERF_SECS" >"$1/load.out" 2>&1
+}
+sockperf_server_row() { # ID MODE PROTO
+	local d=$res/$1.$2
+	mkdir -p "$d"; echo "$3" >"$d/proto"
+	server_row "$1" "$2" "$SPPORT" "$3" $(( SOCKPERF_SECS + 1 )) load_sockperf -- sockperf server $(sp_flags "$3") -i 0.0.0.0 -p "$SPPORT"
+}
+sockperf_client_row() { # ID MODE PROTO: the client in A, a kernel server in B
+	local id=$1 mode=$2 proto=$3 d srv wrap=() prof=()
+	d=$(newrow "$id" "$mode")
+	mode_env "$mode" "$d"
+	ip netns exec "$NSB" taskset -c 1 sockperf server $(sp_flags "$proto") -i "$ADDRB" -p "$SPPORT" >"$d/server.log" 2>&1 &
+	srv=$!; pids+=("$srv")
+	if [ "$proto" = udp ]; then wait_udp "$NSB" "$SPPORT"; else wait_listen "$NSB" "$SPPORT"; fi 2>>"$d/server.log" ||
+		fail "$d" "the kernel sockperf server in B does not start: $(tail -3 "$d/server.log")"
+	if [ ! -e "$d/failed" ]; then
+		if [ "$have_perf" = 1 ]; then
+			profiling "$mode" && wrap=(perf record -g -q -o "$d/perf.data" --)
+			wrap+=(perf stat -e raw_syscalls:sys_enter -x, -o "$d/perf.stat" --)
+		fi
+		# the profile window ends before the client does (its test lasts SOCKPERF_SECS + warm-up)
+		profiling "$mode" && prof=(USTACK_CPUPROFILE="$profdir/$id.$mode.pprof" USTACK_CPUPROFILE_SECS="$SOCKPERF_SECS")
+		rm -f "$profdir/$id.$mode".*
+		echo "$(busy_ticks) $(now)" >"$d/cpu0"
+		run_fg ip netns exec "$NSA" timeout $(( SOCKPERF_SECS + 30 )) "${wrap[@]}" taskset -c 0 env "${menv[@]}" "${prof[@]}" \
+			sockperf ping-pong $(sp_flags "$proto") -i "$ADDRB" -p "$SPPORT" -m 64 -t "$SOCKPERF_SECS" >"$d/load.out" 2>&1 ||
+			fail "$d" "sockperf ping-pong in A: $(tail -3 "$d/load.out")"
+		perfs=(); measure_end "$d"
+	fi
+	stop "$srv"
+	finish "$d"
+}
+for proto in tcp udp; do
+	four_modes sockperf_server_row "sockperf-$proto-server" "$proto"
+	four_modes sockperf_client_row "sockperf-$proto-client" "$proto"
+done
+
+# ---- redis ------------------------------------------------------------------------------------
+RPORT=6379
+redis_srv=(redis-server --port "$RPORT" --bind 0.0.0.0 --daemonize no --save '' --appendonly no --protected-mode no)
+load_redis() { # DIR
+	local t; t=$(cat "$1/test")
+	echo "requests=$REDIS_N" >>"$1/meta"
+	if [ "$t" = get ]; then # the key redis-benchmark reads exists
+		in_b 60 redis-benchmark -h "$ADDRA" -p "$RPORT" -n 100 -c 1 -t set -q >/dev/null 2>&1 || return 1
+	fi
+	in_b 300 redis-benchmark -h "$ADDRA" -p "$RPORT" -n "$REDIS_N" -c 50 -P 1 -t "$t" --csv >"$1/load.out" 2>&1
+}
+redis_row() { # ID MODE TEST
+	local d=$res/$1.$2
+	mkdir -p "$d"; echo "$3" >"$d/test"
+	server_row "$1" "$2" "$RPORT" tcp "$(row_secs "$1" 10)" load_redis -- "${redis_srv[@]}"
+}
+four_modes redis_row redis-set set
+four_modes redis_row redis-get get
+
+# ---- nginx ------------------------------------------------------------------------------------
+NPORT=8080
+ngx=$work/nginx
+mkdir -p "$ngx/www" "$ngx/tmp"
+head -c 612 /dev/zero | tr '\0' x >"$ngx/www/index.html"
+cat >"$ngx/nginx.conf" <<EOF
+master_process off;
+daemon off;
+worker_processes 1;
+pid $ngx/nginx.pid;
+error_log $ngx/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    sendfile on;
+    default_type text/html;
+    client_body_temp_path $ngx/tmp/body;
+    proxy_temp_path $ngx/tmp/proxy;
+    fastcgi_temp_path $ngx/tmp/fastcgi;
+    uwsgi_temp_path $ngx/tmp/uwsgi;
+    scgi_temp_path $ngx/tmp/scgi;
+    server {
+        listen 0.0.0.0:$NPORT;
+        root $ngx/www;
+    }
+}
+EOF
+load_wrk() { in_b $(( WRK_SECS + 30 )) wrk -t1 -c64 -d"${WRK_SECS}s" "http://$ADDRA:$NPORT/index.html" >"$1/load.out" 2>&1; }
+nginx_row() { server_row "$1" "$2" "$NPORT" tcp $(( WRK_SECS + 1 )) load_wrk -- nginx -p "$ngx/" -c "$ngx/nginx.conf" -e "$ngx/error.log"; }
+four_modes nginx_row nginx
+
+# ---- memcached --------------------------------------------------------------------------------
+MPORT=11211
+load_mc() { in_b $(( MC_SECS + 30 )) "$mcload" "$ADDRA" "$MPORT" "$(cat "$1/test")" 50 "$MC_SECS" >"$1/load.out" 2>&1; }
+mc_row() { # ID MODE TEST
+	local d=$res/$1.$2
+	mkdir -p "$d"; echo "$3" >"$d/test"
+	server_row "$1" "$2" "$MPORT" tcp $(( MC_SECS + 1 )) load_mc -- memcached -u root -t 1 -U 0 -c 1024 -l "$ADDRA" -p "$MPORT"
+}
+four_modes mc_row memcached-set set
+four_modes mc_row memcached-get get
+
+# ---- iperf3 -----------------------------------------------------------------------------------
+IPORT=5201
+load_iperf() { # DIR: B sends (in) or, -R, receives (out)
+	local r=(); [ "$(cat "$1/dir")" = out ] && r=(-R)
+	in_b $(( IPERF_SECS + 30 )) iperf3 -c "$ADDRA" -p "$IPORT" -t "$IPERF_SECS" -J "${r[@]}" >"$1/load.out" 2>&1
+}
+iperf_row() { # ID MODE in|out
+	local d=$res/$1.$2
+	mkdir -p "$d"; echo "$3" >"$d/dir"
+	# -4: iperf3 -s opens an AF_INET6 socket otherwise, which stays on the kernel
+	server_row "$1" "$2" "$IPORT" tcp $(( IPERF_SECS + 1 )) load_iperf -- iperf3 -s -4 -p "$IPORT"
+}
+four_modes iperf_row iperf3-in in
+four_modes iperf_row iperf3-out out
+
+# ---- idle -------------------------------------------------------------------------------------
+# 100 connections from B to redis-server in A, each answered one PING, then idle.
+idle_client='
+import socket, sys, time
+host, port, n, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+ss = []
+for i in range(n):
+    s = socket.create_connection((host, port), timeout=10)
+    s.sendall(b"PING\r\n")
+    ss.append(s)
+for s in ss:
+    if s.recv(64) != b"+PONG\r\n":
+        sys.exit("no +PONG")
+print("connected", len(ss), flush=True)
+time.sleep(secs)
+'
+idle_row() { # ID MODE
+	local id=$1 mode=$2 d srv cli i t0 t1 c0 c1
+	d=$(newrow "$id" "$mode")
+	mode_env "$mode" "$d"
+	ip netns exec "$NSA" taskset -c 0 env "${menv[@]}" "${redis_srv[@]}" >"$d/server.log" 2>&1 &
+	srv=$!; pids+=("$srv")
+	wait_listen "$NSA" "$RPORT" 2>>"$d/server.log" || fail "$d" "redis-server does not listen: $(tail -3 "$d/server.log")"
+	if [ ! -e "$d/failed" ]; then
+		ip netns exec "$NSB" timeout $(( IDLE_SECS + 60 )) taskset -c 1 "$PY" -c "$idle_client" "$ADDRA" "$RPORT" 100 $(( IDLE_SECS + 30 )) >"$d/load.out" 2>&1 &
+		cli=$!; pids+=("$cli")
+		for i in $(seq 300); do grep -qs connected "$d/load.out" && break; kill -0 "$cli" 2>/dev/null || break; sleep 0.1; done
+		if grep -q connected "$d/load.out"; then
+			sleep 1 # settle
+			c0=$(awk '{print $14 + $15}' "/proc/$srv/stat")
+			measure_start "$d" "$srv"
+			run_fg sleep "$IDLE_SECS"
+			c1=$(awk '{print $14 + $15}' "/proc/$srv/stat")
+			measure_end "$d"
+			echo "cpu_ticks=$(( c1 - c0 )) secs=$IDLE_SECS" >>"$d/meta"
+			awk '/^VmRSS:/ {print "rss_kb=" $2} /^Threads:/ {print "threads=" $2}' "/proc/$srv/status" >>"$d/meta"
+		else
+			fail "$d" "100 idle connections to redis-server: $(tail -3 "$d/load.out")"
+		fi
+		stop "$cli"
+	fi
+	stop "$srv"
+	finish "$d"
+}
+if selected idle; then
+	say "idle ($IDLE_SECS s per mode; kernel and ustack only)"
+	idle_row idle kernel
+	idle_row idle ustack
+fi
+
+# ---- exec -------------------------------------------------------------------------------------
 # Exec cost: programs that open no accelerated socket under LD_PRELOAD (no namespace needed: no
 # socket, no stack). 5 alternating rounds of each; wall time of the whole loop, and the peak
 # RSS of one python3 -c pass.
-echo "bench: exec" >&2
-for round in 1 2 3 4 5; do
-	for mode in kernel ustack; do
-		pre=(env); [ "$mode" = ustack ] && pre=(env LD_PRELOAD="$lib")
-		/usr/bin/time -f '%e' -a -o "$work/exec-true-$mode" "${pre[@]}" sh -c 'for i in $(seq 200); do /bin/true; done'
-		/usr/bin/time -f '%e' -a -o "$work/exec-python-$mode" "${pre[@]}" sh -c 'for i in $(seq 20); do python3 -c pass; done'
-		/usr/bin/time -f '%M' -a -o "$work/exec-rss-$mode" "${pre[@]}" python3 -c pass
+if selected exec; then
+	say "exec"
+	for round in 1 2 3 4 5; do
+		for mode in kernel ustack; do
+			pre=(env); [ "$mode" = ustack ] && pre=(env LD_PRELOAD="$lib")
+			/usr/bin/time -f '%e' -a -o "$res/exec-true-$mode" "${pre[@]}" sh -c 'for i in $(seq 200); do /bin/true; done'
+			/usr/bin/time -f '%e' -a -o "$res/exec-python-$mode" "${pre[@]}" sh -c 'for i in $(seq 20); do python3 -c pass; done'
+			/usr/bin/time -f '%M' -a -o "$res/exec-rss-$mode" "${pre[@]}" python3 -c pass
+		done
 	done
-done
+fi
 
-/usr/bin/python3 - "$work" "$SOCKPERF_SECS" "$IPERF_SECS" "$BUSY_US" <<'PY'
-import json, os, re, sys
-work, sps, ips, busy = sys.argv[1:5]
-
-def read(name, f):
-    try:
-        return open(os.path.join(work, name + f)).read()
-    except OSError:
-        return None
-
-def cpu(name):
-    t = read(name, ".cpu")
-    m = re.search(r"^([\d.]+) ([\d.]+) ([\d.]+)$", t or "", re.M)
-    return float(m.group(1)) + float(m.group(2)) if m else None
-
-def sockperf(name):
-    if read(name, ".failed"):
-        return {}
-    out = read(name, ".out") or ""
-    r = {}
-    m = re.search(r"avg-lat(?:ency)?=\s*([\d.]+)", out)
-    if m: r["avg"] = float(m.group(1))
-    m = re.search(r"percentile 50\.000 =\s*([\d.]+)", out)
-    if m: r["p50"] = float(m.group(1))
-    m = re.search(r"percentile 99\.000 =\s*([\d.]+)", out)
-    if m: r["p99"] = float(m.group(1))
-    m = re.search(r"\[Valid Duration\] RunTime=([\d.]+) sec; SentMessages=\d+; ReceivedMessages=(\d+)", out)
-    if m and float(m.group(1)) > 0: r["rate"] = int(m.group(2)) / float(m.group(1))
-    return r
-
-def iperf(name):
-    if read(name, ".failed"):
-        return {}
-    out = read(name, ".out") or ""
-    try:
-        j, _ = json.JSONDecoder().raw_decode(out[out.find("{"):])  # warnings may share the file
-        return {"gbps": j["end"]["sum_received"]["bits_per_second"] / 1e9}
-    except Exception as e:
-        print("bench: %s: no result (%s): %s" % (name, e, out[:600]), file=sys.stderr)
-        return {}
-
-def fmt(v, f="%.2f"):
-    return "failed" if v is None else f % v
-
-def ratio(u, k):
-    return "-" if u is None or k is None or k == 0 else "%.2fx" % (u / k)
-
-sk, sb, su, ss = (sockperf("sockperf-" + n) for n in ("kernel", "busypoll", "ustack", "ustackspin"))
-ik, ing, iu = iperf("iperf3-kernel"), iperf("iperf3-kernel-nogso"), iperf("iperf3-ustack")
-sections = [
-    (("sockperf TCP ping-pong 64 B (%s s)" % sps, "kernel", "kernel busy-poll %sus" % busy, "ustack",
-      "ustack spin %sus" % busy, "ustack/kernel", "spin/busy-poll"), [
-        ("  avg latency, us",) + tuple(fmt(r.get("avg")) for r in (sk, sb, su, ss))
-        + (ratio(su.get("avg"), sk.get("avg")), ratio(ss.get("avg"), sb.get("avg"))),
-        ("  median latency, us",) + tuple(fmt(r.get("p50")) for r in (sk, sb, su, ss))
-        + (ratio(su.get("p50"), sk.get("p50")), ratio(ss.get("p50"), sb.get("p50"))),
-        ("  p99 latency, us",) + tuple(fmt(r.get("p99")) for r in (sk, sb, su, ss))
-        + (ratio(su.get("p99"), sk.get("p99")), ratio(ss.get("p99"), sb.get("p99"))),
-        ("  round trips/s",) + tuple(fmt(r.get("rate"), "%.0f") for r in (sk, sb, su, ss))
-        + (ratio(su.get("rate"), sk.get("rate")), ratio(ss.get("rate"), sb.get("rate"))),
-        ("  client CPU, s",) + tuple(fmt(cpu("sockperf-" + n)) for n in ("kernel", "busypoll", "ustack", "ustackspin"))
-        + (ratio(cpu("sockperf-ustack"), cpu("sockperf-kernel")), ratio(cpu("sockperf-ustackspin"), cpu("sockperf-busypoll"))),
-    ]),
-    (("iperf3 one stream (%s s)" % ips, "kernel", "kernel, no TSO/GSO", "ustack", "", "ustack/kernel", "ustack/no GSO"), [
-        ("  throughput, Gbit/s", fmt(ik.get("gbps")), fmt(ing.get("gbps")), fmt(iu.get("gbps")), "",
-         ratio(iu.get("gbps"), ik.get("gbps")), ratio(iu.get("gbps"), ing.get("gbps"))),
-        ("  client CPU, s", fmt(cpu("iperf3-kernel")), fmt(cpu("iperf3-kernel-nogso")), fmt(cpu("iperf3-ustack")), "",
-         ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel")), ratio(cpu("iperf3-ustack"), cpu("iperf3-kernel-nogso"))),
-    ]),
-]
-def median(name):
-    t = read(name, "")
-    v = sorted(float(x) for x in (t or "").split() if re.match(r"^[\d.]+$", x))
-    return v[len(v) // 2] if v else None
-
-et, eu = median("exec-true-kernel"), median("exec-true-ustack")
-pt, pu = median("exec-python-kernel"), median("exec-python-ustack")
-rt, ru = median("exec-rss-kernel"), median("exec-rss-ustack")
-sections.append((("exec, no accelerated socket (median of 5)", "kernel", "LD_PRELOAD", "", "", "preload/kernel", ""), [
-    ("  200 x /bin/true from sh, wall s", fmt(et), fmt(eu), "", "", ratio(eu, et), ""),
-    ("  20 x python3 -c pass, wall s", fmt(pt), fmt(pu), "", "", ratio(pu, pt), ""),
-    ("  python3 -c pass, peak RSS MB", fmt(rt and rt / 1024), fmt(ru and ru / 1024), "", "", ratio(ru, rt), ""),
-]))
-allrows = [r for hdr, rows in sections for r in [hdr] + rows]
-w = [max(len(r[i]) for r in allrows) for i in range(len(allrows[0]))]
-for hdr, rows in sections:
-    print()
-    for r in [hdr] + rows:
-        print("  ".join((r[0].ljust(w[0]),) + tuple(c.rjust(w[i]) for i, c in enumerate(r) if i)))
-PY
-for f in "$work"/*.failed; do [ -e "$f" ] && { echo; echo "some runs failed (see above)"; }; break; done
+SOCKPERF_SECS=$SOCKPERF_SECS REDIS_N=$REDIS_N WRK_SECS=$WRK_SECS MC_SECS=$MC_SECS IPERF_SECS=$IPERF_SECS \
+	IDLE_SECS=$IDLE_SECS BUSY_US=$BUSY_US HAVE_PERF=$have_perf PROFILE=$PROFILE \
+	$PY "$report" report "$res" "$outdir" "$BENCH_OUT"
+# the raw outputs, to read or to report again: scripts/bench_report.py report build/bench/raw ...
+find "$res" -name perf.data -delete
+rm -rf "$outdir/raw" && cp -r "$res" "$outdir/raw"
 exit 0
