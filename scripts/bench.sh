@@ -110,16 +110,6 @@ stop() {
 	wait "$p" 2>/dev/null
 }
 
-# wait_udp NS PORT [SECONDS]: wait until a UDP socket is bound to PORT in NS.
-wait_udp() {
-	local i n=$(( ${3:-10} * 20 ))
-	for i in $(seq "$n"); do
-		ip netns exec "$1" ss -Hlun "sport = :$2" | grep -q . && return 0
-		sleep 0.05
-	done
-	echo "nothing is bound to UDP port $2 in $1" >&2
-	return 1
-}
 
 # fail DIR MESSAGE...: marks the row of DIR failed.
 fail() { local d=$1; shift; echo "$*" >>"$d/failed"; say "$(basename "$d") failed: $*"; }
@@ -232,7 +222,7 @@ server_row() {
 	ip netns exec "$NSA" taskset -c 0 env "${menv[@]}" "${prof[@]}" "$@" >"$d/server.log" 2>&1 &
 	srv=$!; pids+=("$srv")
 	echo "$srv" >"$d/pid"
-	if [ "$proto" = udp ]; then wait_udp "$NSA" "$port" 2>>"$d/server.log"; else wait_listen "$NSA" "$port" 2>>"$d/server.log"; fi ||
+	wait_bound "$NSA" "$port" "$proto" 2>>"$d/server.log" ||
 		fail "$d" "$1 does not listen on $proto port $port: $(tail -3 "$d/server.log")"
 	if [ ! -e "$d/failed" ]; then
 		measure_start "$d" "$srv"
@@ -295,7 +285,7 @@ sockperf_client_row() { # ID MODE PROTO: the client in A, a kernel server in B
 	mode_env "$mode" "$d"
 	ip netns exec "$NSB" taskset -c 1 sockperf server $(sp_flags "$proto") -i "$ADDRB" -p "$SPPORT" >"$d/server.log" 2>&1 &
 	srv=$!; pids+=("$srv")
-	if [ "$proto" = udp ]; then wait_udp "$NSB" "$SPPORT"; else wait_listen "$NSB" "$SPPORT"; fi 2>>"$d/server.log" ||
+	wait_bound "$NSB" "$SPPORT" "$proto" 2>>"$d/server.log" ||
 		fail "$d" "the kernel sockperf server in B does not start: $(tail -3 "$d/server.log")"
 	if [ ! -e "$d/failed" ]; then
 		if [ "$have_perf" = 1 ]; then

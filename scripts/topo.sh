@@ -40,12 +40,17 @@ topo_down() {
 }
 
 # wait_listen NS PORT [SECONDS]: wait until a TCP socket listens on PORT in NS.
-wait_listen() {
-	local i n=$(( ${3:-10} * 20 ))
+wait_listen() { wait_bound "$1" "$2" tcp "${3:-10}"; }
+
+# wait_bound NS PORT tcp|udp [SECONDS]: wait until a TCP socket listens on PORT in NS, or a UDP
+# socket is bound to it.
+wait_bound() {
+	local i n=$(( ${4:-10} * 20 )) opt=-Hltn what="listens on port $2"
+	[ "$3" = udp ] && opt=-Hlun what="is bound to UDP port $2"
 	for i in $(seq "$n"); do
-		ip netns exec "$1" ss -Hltn "sport = :$2" | grep -q . && return 0
+		ip netns exec "$1" ss "$opt" "sport = :$2" | grep -q . && return 0
 		sleep 0.05
 	done
-	echo "nothing listens on port $2 in $1" >&2
+	echo "nothing $what in $1" >&2
 	return 1
 }
