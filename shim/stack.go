@@ -109,7 +109,7 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	xskStats, rest := shm.BindStats[xdp.Stats](rest)
 	shimStats, _ := shm.BindStats[Stats](rest)
 
-	link, err := xdp.Open(ifc.name, 0, xdp.Options{Mode: cfg.XDPMode, Stats: xskStats, FrameSize: umemFrameSize(ifc.mtu)})
+	link, err := xdp.Open(ifc.name, 0, xdp.Options{Mode: cfg.XDPMode, Stats: xskStats})
 	if err != nil {
 		_ = seg.Remove() // no stack after all: nothing for onloadctl to show
 		return nil, fmt.Errorf("opening AF_XDP on %s: %w", ifc.name, err)
@@ -124,16 +124,6 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	}
 	st.seg = seg
 	return st, nil
-}
-
-// umemFrameSize is the smallest UMEM frame that holds a frame of the interface after the kernel's
-// XDP headroom. The kernel pins the whole UMEM, so its size is resident memory from the start:
-// 2048-byte frames halve it (16 to 8 MB) on a standard 1500-byte MTU.
-func umemFrameSize(mtu int) int {
-	if mtu+14 <= 2048-unix.XDP_PACKET_HEADROOM {
-		return 2048
-	}
-	return 4096
 }
 
 // stackOptions are what a stack runs over: the interface and its control plane, the link, the
@@ -225,10 +215,9 @@ func (st *stack) serviceLocked() stackcore.Time {
 	return st.txLocked()
 }
 
-// rxLocked feeds the frames waiting on the link to the core. What they change (readiness of
-// other sockets, ACKs due) goes out at the next txLocked, which with makes sure comes before
-// the lock is released.
-// It returns how many frames it took.
+// rxLocked feeds the frames waiting on the link to the core and returns how many it took. What
+// they change (readiness of other sockets, ACKs due) goes out at the next txLocked, which with
+// makes sure comes before the lock is released.
 func (st *stack) rxLocked() (frames int) {
 	now := st.now()
 	for batch := 0; batch < 4; batch++ {

@@ -3,6 +3,7 @@ package xdp
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"testing"
 	"time"
@@ -282,6 +283,20 @@ func TestMTUTooLarge(t *testing.T) {
 		t.Fatal("Open accepted mtu 3000 with 2048-byte frames")
 	}
 	t.Log(err)
+}
+
+// The default frame is the smallest that holds the interface's frames after the XDP headroom: the
+// kernel pins the whole UMEM, so that is the memory it costs.
+func TestDefaultFrameSizeFollowsMTU(t *testing.T) {
+	n := newTestNet(t)
+	for _, c := range []struct{ mtu, frame int }{{1500, 2048}, {3000, 4096}} {
+		run(t, "ip", "-n", n.NsA, "link", "set", "dev", n.VethA, "mtu", fmt.Sprint(c.mtu))
+		s := openIn(t, n, Options{})
+		if buf := s.AllocTx(); len(buf) != c.frame {
+			t.Errorf("mtu %d: frames of %d bytes, want %d", c.mtu, len(buf), c.frame)
+		}
+		s.Close()
+	}
 }
 
 // TestIPOptions checks the program finds the ports behind a longer IPv4

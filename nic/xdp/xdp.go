@@ -56,14 +56,15 @@ type Options struct {
 	Mode      string // "" or "auto": native then generic; "native"; "generic"
 	CopyOnly  bool   // don't try XDP_ZEROCOPY
 	NumFrames int    // UMEM frames (default 4096)
-	FrameSize int    // bytes per frame, power of two 2048..4096 (default 4096)
+	FrameSize int    // bytes per frame, power of two 2048..4096 (default: the smallest that holds the MTU)
 	RingSize  int    // entries per ring, power of two (default 2048)
 	Stats     *Stats // counters; nil = internal
 }
 
 const (
 	defaultNumFrames = 4096
-	defaultFrameSize = 4096
+	minFrameSize     = 2048
+	maxFrameSize     = 4096
 	defaultRingSize  = 2048
 )
 
@@ -112,14 +113,11 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 	if opts.NumFrames == 0 {
 		opts.NumFrames = defaultNumFrames
 	}
-	if opts.FrameSize == 0 {
-		opts.FrameSize = defaultFrameSize
-	}
 	if opts.RingSize == 0 {
 		opts.RingSize = defaultRingSize
 	}
-	if !pow2(opts.FrameSize) || opts.FrameSize < 2048 || opts.FrameSize > 4096 ||
-		!pow2(opts.RingSize) || opts.NumFrames < 2 {
+	badFrame := opts.FrameSize != 0 && (!pow2(opts.FrameSize) || opts.FrameSize < minFrameSize || opts.FrameSize > maxFrameSize)
+	if badFrame || !pow2(opts.RingSize) || opts.NumFrames < 2 {
 		return nil, fmt.Errorf("xdp: bad options: %d frames of %d bytes, rings of %d", opts.NumFrames, opts.FrameSize, opts.RingSize)
 	}
 	switch opts.Mode {
@@ -146,6 +144,14 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 		return nil, fmt.Errorf("xdp: looking up %s: %w", ifname, err)
 	}
 	s.ifidx = l.Attrs().Index
+	if opts.FrameSize == 0 {
+		// The kernel pins the whole UMEM: its size is resident memory from the start, and
+		// 2048-byte frames halve it on a standard MTU (8 MB instead of 16).
+		opts.FrameSize = maxFrameSize
+		if l.Attrs().MTU+ethHdrLen <= minFrameSize-unix.XDP_PACKET_HEADROOM {
+			opts.FrameSize = minFrameSize
+		}
+	}
 	if mtu := l.Attrs().MTU; mtu+ethHdrLen > opts.FrameSize-unix.XDP_PACKET_HEADROOM {
 		return nil, fmt.Errorf("xdp: %s: mtu %d does not fit a %d-byte frame after %d bytes of headroom",
 			ifname, mtu, opts.FrameSize, unix.XDP_PACKET_HEADROOM)

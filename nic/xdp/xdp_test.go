@@ -242,3 +242,71 @@ func TestBusyAndClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// In copy mode the kernel sends at most 32 descriptors per kick unless the socket raised its
+// budget (XDP_MAX_TX_SKB_BUDGET, net/xdp/xsk.c): one Flush must send a burst larger than that,
+// and empty looks at the RX ring must not make wake-up system calls (copy mode needs none).
+func TestOneKickSendsABurst(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	if !strings.HasSuffix(s.Mode(), "/copy") {
+		t.Skipf("mode %s: the budget is a copy-mode limit", s.Mode())
+	}
+	if !kernelAtLeast(t, 6, 17) {
+		t.Skip("XDP_MAX_TX_SKB_BUDGET came in Linux 6.17")
+	}
+	if b := s.Stats().TxBudget; b != defaultRingSize {
+		t.Fatalf("tx budget %d, want the TX ring size %d", b, defaultRingSize)
+	}
+	c := udpConnB(t, n, "10.99.0.2:9002")
+	macA := ifaceMAC(t, n, n.hA, n.VethA)
+	macB := ifaceMAC(t, n, n.hB, n.VethB)
+	const burst = 200
+	for i := range burst {
+		frame := buildUDP(t, macA, macB, ipA, ipB, 4243, 9002, fmt.Appendf(nil, "burst %d", i))
+		buf := s.AllocTx()
+		if buf == nil {
+			t.Fatal("AllocTx returned nil")
+		}
+		s.SubmitTx(buf, copy(buf, frame))
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	st := s.Stats()
+	if st.TxKicks != 1 || st.TxKicksBusy != 0 || st.TxCompleted != burst {
+		t.Fatalf("one Flush of %d frames: %d kicks (%d busy), %d completed", burst, st.TxKicks, st.TxKicksBusy, st.TxCompleted)
+	}
+	got := 0
+	buf := make([]byte, 2048)
+	for got < burst {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := c.ReadFromUDP(buf); err != nil {
+			break
+		}
+		got++
+	}
+	if got == 0 {
+		t.Fatal("no datagram of the burst arrived")
+	}
+	t.Logf("%d of %d datagrams reached the kernel socket", got, burst)
+	frames := make([][]byte, 16)
+	for range 100 {
+		if k := s.Receive(frames); k > 0 {
+			s.ReleaseRx()
+		}
+	}
+	if w := s.Stats().RxWakeups; w != 0 {
+		t.Fatalf("%d rx wake-ups in copy mode", w)
+	}
+}
+
+func kernelAtLeast(t testing.TB, major, minor int) bool {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		t.Fatal(err)
+	}
+	var ma, mi int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi)
+	return ma > major || ma == major && mi >= minor
+}
