@@ -161,6 +161,6 @@ void ustack_go_tick_slow(long now_ms)
 	long last = ustack_resched_ms;
 	ustack_resched_ms = now_ms;
 	/* a thread's first call only starts the clock */
-	if (last != 0 && ustack_go.resched)
+	if (last != 0)
 		ustack_go.resched();
 }

@@ -481,6 +481,7 @@ func (e *Engine) Dup(oldfd, newfd int) {
 				set.epfds = append(set.epfds, newfd)
 				e.epolls[newfd] = set
 				e.tab.Publish(newfd, FDEntry{Kind: KindEpoll, ExtraFd: int32(set.wakeEp)})
+				e.tab.SetEpollReady(newfd, set.signalled)
 			}
 			return 0
 		})

@@ -259,6 +259,7 @@ func (e *Engine) adoptEpollLocked(epfd int) *epollSet {
 			set.epfds = append(set.epfds, epfd)
 			e.epolls[epfd] = set
 			e.tab.Publish(epfd, FDEntry{Kind: KindEpoll, ExtraFd: int32(set.wakeEp)})
+			e.tab.SetEpollReady(epfd, set.signalled)
 			return set
 		}
 	}

@@ -153,6 +153,26 @@ static void nested(void)
 	close(fd);
 }
 
+/* A set a thread has slept in keeps the AF_XDP fd in its wake epoll (preload/epoll.c). Once the set
+ * is inside another set, frames for sockets that are not its members must not make it look
+ * readable there: epoll(7) says an epoll fd is readable when one of its members is ready. */
+static void nested_after_sleep(void)
+{
+	int fd = peer("echo"), other = peer("chunks 30 100 15"), inner = epoll_create1(0), outer = epoll_create1(0);
+	EXPECT(fd >= 0 && other >= 0 && inner >= 0 && outer >= 0, "setup: %s", E);
+	EXPECT(add(inner, fd, EPOLLIN) == 0, "add socket to inner: %s", E);
+	struct epoll_event e;
+	EXPECT(wait1(inner, &e, 50) == 0, "inner reported %#x with nothing pending", e.events);
+	EXPECT(add(outer, inner, EPOLLIN) == 0, "add inner epoll to outer: %s", E);
+	EXPECT(wait1(outer, &e, 300) == 0, "outer reported the inner set (%#x) while only a socket outside it received", e.events);
+	EXPECT(echo_pending(fd, "x") == 0, "echo did not arrive");
+	EXPECT(wait1(outer, &e, 1000) == 1 && e.data.fd == inner, "outer: %#x fd %d, want the inner epoll fd", e.events, e.data.fd);
+	close(outer);
+	close(inner);
+	close(other);
+	close(fd);
+}
+
 static void several_sets(void)
 {
 	int fd = peer("echo"), a = epoll_create1(0), b = epoll_create1(0);
@@ -297,6 +317,7 @@ static const struct check checks[] = {
 	{ "epoll_rdhup", rdhup, 0 },
 	{ "epoll_reset_err_hup", reset_err_hup, 0 },
 	{ "epoll_fd_inside_epoll_fd", nested, 0 },
+	{ "epoll_fd_nested_after_a_sleep_in_it", nested_after_sleep, 0 },
 	{ "epoll_same_socket_in_two_sets", several_sets, 0 },
 	{ "epoll_close_socket_still_in_set", close_in_set, 0 },
 	{ "epoll_close_registered_fd_dup_still_open", close_with_dup_in_set, 0 },
