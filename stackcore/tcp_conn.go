@@ -536,12 +536,16 @@ func (c *TCPConn) Readable() bool {
 	return c.rcvBuf.Len() > 0 || c.finRcvd || c.hardErr != nil || c.freed
 }
 
-// Writable reports whether Write would not block.
+// Writable reports whether poll says POLLOUT: Write would not block, with hysteresis.
 func (c *TCPConn) Writable() bool {
 	if c.hardErr != nil || c.err != nil {
 		return true
 	}
-	return (c.state == StateEstablished || c.state == StateCloseWait) && !c.finQ && c.sndBuf.Free() > 0
+	// Linux's sk_stream_is_writeable: room for half of what is queued again, so that a writer
+	// woken for room finds enough to make the wake-up worth it, and poll does not flip to
+	// writable for every ACK that frees a few bytes of a full buffer
+	free := c.sndBuf.Free()
+	return (c.state == StateEstablished || c.state == StateCloseWait) && !c.finQ && free > 0 && free >= c.sndBuf.Len()/2
 }
 
 // Connecting reports whether the connection is in SYN-SENT.
