@@ -31,13 +31,18 @@ int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 	return ustack_ret(r);
 }
 
-/* drop_magic removes the wake entry from evs[0:n] and returns how many remain; *woken is set when
- * it was there. */
+/* drop_magic removes the wake entry and the shadows' entries from evs[0:n] and returns how many
+ * remain; *woken is set when one was there. */
 static int drop_magic(struct epoll_event *evs, int n, int *woken)
 {
 	int k = 0;
 	for (int i = 0; i < n; i++) {
 		if (evs[i].data.u64 == USTACK_EPOLL_MAGIC) {
+			*woken = 1;
+			continue;
+		}
+		if ((evs[i].data.u64 & USTACK_SHADOW_MASK) == USTACK_SHADOW_TAG) {
+			ustack_shadow_seen((int)(evs[i].data.u64 & ~USTACK_SHADOW_MASK));
 			*woken = 1;
 			continue;
 		}
@@ -140,6 +145,8 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 		}
 		int m = 0;
 		if (n < max) {
+			if (n == 0)
+				ustack_kick(); /* no events to hand back: what the check queued goes now */
 			/* the application's set holds the wake epoll, which holds the AF_XDP fd */
 			if (wait != 0) {
 				ustack_sleep_begin();
@@ -171,6 +178,10 @@ static int epoll_wait_impl(int epfd, struct epoll_event *evs, int max, int timeo
 	}
 	int saved = errno;
 	ustack_spin_done(spin_end);
+	if (result > 0)
+		ustack_batch_begin();
+	else
+		ustack_batch_end();
 	errno = saved;
 	return result;
 }
@@ -195,6 +206,7 @@ static int foreign_events(int epfd, struct epoll_event *evs, int r)
 int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 {
 	USTACK_ENSURE();
+	ustack_batch_end();
 	if (ustack_kind(epfd) != USTACK_KIND_EPOLL) {
 		int r = foreign_events(epfd, evs, ustack_real.epoll_wait(epfd, evs, max, timeout));
 		if (!LOOK_AGAIN(epfd, r))
@@ -206,6 +218,7 @@ int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)
 int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const sigset_t *mask)
 {
 	USTACK_ENSURE();
+	ustack_batch_end();
 	if (ustack_kind(epfd) != USTACK_KIND_EPOLL) {
 		int r = foreign_events(epfd, evs, ustack_real.epoll_pwait(epfd, evs, max, timeout, mask));
 		if (!LOOK_AGAIN(epfd, r))
@@ -217,6 +230,7 @@ int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout, const s
 int epoll_pwait2(int epfd, struct epoll_event *evs, int max, const struct timespec *ts, const sigset_t *mask)
 {
 	USTACK_ENSURE();
+	ustack_batch_end();
 	if (ustack_kind(epfd) != USTACK_KIND_EPOLL) {
 		if (!ustack_real.epoll_pwait2) {
 			errno = ENOSYS;

@@ -31,6 +31,7 @@ static struct ustack_shared shared = {
 	.fork_gen = &ustack_fork_gen,
 	.children_setup = ustack_children_setup,
 	.children_alive = ustack_children_alive,
+	.txkick = &ustack_txkick,
 };
 
 /* golib_path finds the Go part: USTACK_GO_LIB, else libustack-go.so beside this library. */

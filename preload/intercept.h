@@ -42,6 +42,7 @@
 			_r = (CALL);                                                    \
 			if (_r != USTACK_WAIT)                                          \
 				break;                                                  \
+			ustack_kick(); /* the peer must hear what we sent to answer */  \
 			if (ustack_spinning(&_spin_end))                                \
 				continue; /* USTACK_SPIN_US: ask again, no sleep */     \
 			int _t = -1;                                                    \

@@ -98,6 +98,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			n++;
 		}
 		int wait = 0;
+		nfds_t extra0 = 0; /* real[extra0...]: the shadows of the accelerated fds, in their order */
 		int spin = ready == 0 && timeout_ms != 0 && ustack_spinning(&spin_end);
 		if (ready == 0 && !spin) {
 			if (deadline >= 0) {
@@ -113,6 +114,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 				else if (wait < 0 || wait > 1)
 					wait = 1; /* no slot left: look again every millisecond */
 			}
+			extra0 = n;
 			int moved = 0;
 			for (nfds_t i = 0; i < nfds; i++) {
 				if (!ustack_sock(fds[i].fd))
@@ -135,6 +137,8 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			if (xsk >= 0 && n > nfds)
 				real[n++] = (struct pollfd){ .fd = xsk, .events = POLLIN };
 		}
+		if (ready == 0)
+			ustack_kick(); /* nothing to hand back: what the check queued goes now */
 		int sleeping = wait != 0 && n > nfds;
 		if (sleeping)
 			ustack_sleep_begin();
@@ -164,6 +168,17 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			result = -1;
 			break;
 		}
+		if (r > 0 && extra0 > 0) {
+			nfds_t k = extra0;
+			for (nfds_t i = 0; i < nfds; i++) {
+				if (!ustack_sock(fds[i].fd) || !(fds[i].events & (POLLIN | POLLRDNORM)) ||
+				    ustack_fds[fds[i].fd].extra_fd < 0)
+					continue;
+				if (k < n && real[k].revents)
+					ustack_shadow_seen(fds[i].fd);
+				k++;
+			}
+		}
 		int count = 0;
 		for (nfds_t i = 0; i < nfds; i++) {
 			if (!ustack_sock(fds[i].fd))
@@ -183,13 +198,17 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 		}
 		/* only wake-up fds fired: look at the accelerated fds again */
 	}
+	int saved = errno;
 	ustack_spin_done(spin_end);
+	if (result > 0)
+		ustack_batch_begin();
+	else
+		ustack_batch_end();
 	if (real != onstack) {
-		int saved = errno;
 		free(real);
 		free(seqs);
-		errno = saved;
 	}
+	errno = saved;
 	return result;
 }
 
@@ -204,6 +223,7 @@ static int has_ours(const struct pollfd *fds, nfds_t nfds)
 int poll(struct pollfd *fds, nfds_t nfds, int timeout)
 {
 	USTACK_ENSURE();
+	ustack_batch_end();
 	if (!has_ours(fds, nfds))
 		return ustack_real.poll(fds, nfds, timeout);
 	return ustack_poll_impl(fds, nfds, timeout, NULL);
@@ -219,6 +239,7 @@ int __poll_chk(struct pollfd *fds, nfds_t nfds, int timeout, size_t fdslen)
 int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *ts, const sigset_t *mask)
 {
 	USTACK_ENSURE();
+	ustack_batch_end();
 	if (!has_ours(fds, nfds))
 		return ustack_real.ppoll(fds, nfds, ts, mask);
 	int ms = ts ? (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000) : -1;
@@ -240,7 +261,8 @@ static int select_impl(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int ms, con
 	}
 	if (!ours)
 		return -2; /* caller uses the real call */
-	struct pollfd *p = malloc((n ? n : 1) * sizeof *p);
+	struct pollfd onstack[STACK_ENTRIES];
+	struct pollfd *p = n <= STACK_ENTRIES ? onstack : malloc(n * sizeof *p);
 	if (!p) {
 		errno = ENOMEM;
 		return -1;
@@ -260,13 +282,15 @@ static int select_impl(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int ms, con
 	int r = ustack_poll_impl(p, k, ms, mask);
 	if (r < 0) {
 		int saved = errno;
-		free(p);
+		if (p != onstack)
+			free(p);
 		errno = saved;
 		return -1;
 	}
 	for (int i = 0; i < k; i++)
 		if (p[i].revents & POLLNVAL) {
-			free(p);
+			if (p != onstack)
+				free(p);
 			errno = EBADF;
 			return -1;
 		}
@@ -292,13 +316,15 @@ static int select_impl(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int ms, con
 			count++;
 		}
 	}
-	free(p);
+	if (p != onstack)
+		free(p);
 	return count;
 }
 
 int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
 {
 	USTACK_ENSURE();
+	ustack_batch_end();
 	int ms = tv ? (int)(tv->tv_sec * 1000 + (tv->tv_usec + 999) / 1000) : -1;
 	long start = tv ? ustack_now_us() : 0;
 	int r = select_impl(nfds, rd, wr, ex, ms, NULL);
@@ -318,6 +344,7 @@ int select(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, struct timeval *tv)
 int pselect(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, const struct timespec *ts, const sigset_t *mask)
 {
 	USTACK_ENSURE();
+	ustack_batch_end();
 	int ms = ts ? (int)(ts->tv_sec * 1000 + (ts->tv_nsec + 999999) / 1000000) : -1;
 	int r = select_impl(nfds, rd, wr, ex, ms, mask);
 	if (r == -2)

@@ -44,6 +44,7 @@ struct ustack_fd {
 	int32_t xsk_in;      /* epoll: the AF_XDP fd is in its wake epoll */
 	int32_t nested;      /* epoll: the set is watched by another epoll set or by poll/select */
 	int32_t ready;       /* epoll: Go has members to report (its eventfd is signalled meanwhile) */
+	int32_t shadow_seen; /* listener, UDP: a real wait saw its kernel shadow readable since Go looked */
 };
 
 /* A thread that waits on accelerated sockets registers in a slot of its own and sleeps on the
@@ -81,6 +82,18 @@ int ustack_children_alive(void);
 
 /* data value of the wake epoll fd inside an application's epoll set */
 #define USTACK_EPOLL_MAGIC 0x75737461636b7721ULL
+/* data value of an accelerated listener's or UDP socket's kernel shadow inside an application's
+ * epoll set: the tag in the high 48 bits, the fd in the low 16 (USTACK_FDMAX) */
+#define USTACK_SHADOW_TAG 0x75736861646f0000ULL
+#define USTACK_SHADOW_MASK 0xffffffffffff0000ULL
+
+/* ustack_shadow_seen tells Go that a real wait found fd's kernel shadow readable: its next look
+ * there is worth a system call. */
+static inline void ustack_shadow_seen(int fd)
+{
+	if (fd >= 0 && fd < USTACK_FDMAX)
+		__atomic_store_n(&ustack_fds[fd].shadow_seen, 1, __ATOMIC_RELEASE);
+}
 
 /* real libc entry points */
 struct ustack_real {
@@ -163,6 +176,7 @@ struct ustack_shared {
 	volatile uint32_t *fork_gen;
 	void (*children_setup)(void);
 	int (*children_alive)(void);
+	struct ustack_txkick *txkick;
 };
 
 /* golib.c: loads the Go part once; 1 when it runs (ustack_go_ready), 0 when it cannot */
@@ -214,6 +228,58 @@ static inline int ustack_sock(int fd)
 {
 	int k = ustack_kind(fd);
 	return k == USTACK_KIND_TCP || k == USTACK_KIND_UDP;
+}
+
+/* TX kicks. In copy mode the sendto that tells the kernel about frames on the TX ring transmits
+ * them in the calling thread; it is the dearest system call of the data path. Go queues the
+ * frames and sets pending; the front makes the kick after the call into Go: at once for a thread
+ * outside an event batch, at the end of the batch (the thread's next epoll_wait, poll, select or
+ * sleep) for a thread handling the events a wait returned, so a batch of replies costs one kick.
+ * A kick waits for the batch's end only while the poller has promised to look within a
+ * millisecond (defer_ok), which bounds the delay for a thread that goes off to other work.
+ * Keep in step with shim.TxKick. */
+struct ustack_txkick {
+	int32_t pending;  /* frames are on the TX ring and the kernel was not told */
+	int32_t defer_ok; /* the poller looks (and kicks) within a millisecond */
+	uint64_t batched; /* calls in a batch that had a kick to make (read by the poller) */
+	uint64_t refused; /* ... that made it at once: defer_ok was 0 */
+	uint64_t kicks;   /* kicks made by the front */
+	uint64_t busy;    /* ... answered EAGAIN or EBUSY (pending is set again) */
+};
+extern struct ustack_txkick ustack_txkick;
+/* the calling thread is handling what its last wait returned */
+extern __thread int ustack_in_batch __attribute__((tls_model("initial-exec")));
+void ustack_kick_slow(void);
+void ustack_kick_or_defer(void);
+
+/* ustack_kick tells the kernel about the frames Go queued, if there are any. */
+static inline void ustack_kick(void)
+{
+	if (__atomic_load_n(&ustack_txkick.pending, __ATOMIC_RELAXED))
+		ustack_kick_slow();
+}
+
+/* ustack_after ends a call into Go from the application: its kick waits for the end of the
+ * thread's batch where it may. */
+static inline long ustack_after(long r)
+{
+	if (__atomic_load_n(&ustack_txkick.pending, __ATOMIC_RELAXED))
+		ustack_kick_or_defer();
+	return r;
+}
+
+/* ustack_batch_end: the thread is about to wait, or returns no events (kick first). */
+static inline void ustack_batch_end(void)
+{
+	ustack_in_batch = 0;
+	ustack_kick();
+}
+
+/* ustack_batch_begin: the thread returns events to the application. */
+static inline void ustack_batch_begin(void)
+{
+	ustack_in_batch = 1;
+	ustack_after(0);
 }
 
 /* helpers shared by the interposer files */

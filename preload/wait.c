@@ -100,6 +100,7 @@ void ustack_waiter_done(struct ustack_waiter *w)
  * the caller should call into Go again. */
 int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask, uint32_t seq)
 {
+	ustack_kick(); /* nothing queued may wait for the end of a batch while we sleep */
 	struct pollfd p[3];
 	int n = 0;
 	struct ustack_fd *e = &ustack_fds[fd];
@@ -117,7 +118,9 @@ int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask, uint32
 	} else if (timeout_ms < 0 || timeout_ms > 1) {
 		timeout_ms = 1; /* no slot left: look again every millisecond */
 	}
+	int shadow = -1;
 	if ((events & POLLIN) && e->extra_fd >= 0) {
+		shadow = n;
 		p[n].fd = e->extra_fd; p[n].events = POLLIN; n++;
 	}
 	int xsk = ustack_xsk_fd;
@@ -134,6 +137,8 @@ int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask, uint32
 		r = ustack_real.poll(p, n, timeout_ms);
 	}
 	int saved = errno;
+	if (r > 0 && shadow >= 0 && p[shadow].revents)
+		ustack_shadow_seen(fd);
 	if (xsk >= 0)
 		ustack_sleep_end();
 	if (w) {

@@ -10,6 +10,9 @@ import (
 // USTACK_EPOLL_MAGIC in preload/ustack.h.
 const epollMagic = 0x75737461636b7721
 
+// shadowTag | fd tags a shadow's entry in the application's epoll set (USTACK_SHADOW_TAG).
+const shadowTag = 0x75736861646f0000
+
 // epollSet is the accelerated part of one application epoll fd: its members, and a wake epoll
 // fd that the application's set contains on their behalf. The wake epoll holds one eventfd for
 // the whole set, signalled while a member may be ready; the shadows of listening and UDP members,
@@ -139,16 +142,20 @@ func (m *epollMember) shadowFd() int {
 	return -1
 }
 
+// watch registers the member's shadow in the application's epoll instance itself, tagged with
+// its fd (shadowTag): the real wait that the interposer makes anyway then says which shadow has
+// input, and a look pays a system call for a shadow only then (sockBase.shadowWorthLookLocked).
 func (m *epollMember) watch() {
 	if fd := m.shadowFd(); fd >= 0 {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN}
-		_ = unix.EpollCtl(m.set.wakeEp, unix.EPOLL_CTL_ADD, fd, &ev)
+		setEpollData(&ev, shadowTag|uint64(fd))
+		_ = unix.EpollCtl(m.set.epfds[0], unix.EPOLL_CTL_ADD, fd, &ev)
 	}
 }
 
 func (m *epollMember) unwatch() {
 	if fd := m.shadowFd(); fd >= 0 {
-		_ = unix.EpollCtl(m.set.wakeEp, unix.EPOLL_CTL_DEL, fd, nil)
+		_ = unix.EpollCtl(m.set.epfds[0], unix.EPOLL_CTL_DEL, fd, nil)
 	}
 }
 

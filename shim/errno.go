@@ -16,6 +16,9 @@ const (
 	// Wait tells the caller the socket is blocking and would block: sleep on the fd's wait set
 	// (FDEntry, FDTable.Wake) and call again.
 	Wait = -100001
+	// noShadow, inside the shim: the stack has nothing, and the kernel shadow is not worth a
+	// look (sockBase.shadowWorthLookLocked)
+	noShadow = -100002
 )
 
 // neg turns an errno into the negative result convention.

@@ -45,10 +45,29 @@ type FDTable interface {
 	// ChildrenAlive reports whether a fork child, or one of its own, may still run: if none
 	// does, no other process holds a socket of ours.
 	ChildrenAlive() bool
+	// TakeShadowSeen reports, and forgets, whether a wait of the interposer saw fd's kernel
+	// shadow readable since the last call.
+	TakeShadowSeen(fd int) bool
+	// TxKick is where the stack leaves TX kicks to the interposer (struct ustack_txkick), or
+	// nil: the stack then kicks itself whenever it queues frames.
+	TxKick() *TxKick
+}
+
+// TxKick is the front's struct ustack_txkick (preload/ustack.h): the stack queues frames and
+// sets Pending; the interposer kicks after the application's call, or at the end of the
+// thread's event batch while DeferOK says the poller will kick within pollerDeferTick.
+type TxKick struct {
+	Pending int32
+	DeferOK int32
+	Batched uint64 // calls in a batch that had a kick to make
+	Refused uint64 // ... that kicked at once: DeferOK was 0
+	Kicks   uint64 // kicks made by the interposer
+	Busy    uint64 // ... answered EAGAIN or EBUSY
 }
 
 // MapTable is an in-memory FDTable for tests; it counts the wake-ups per fd.
 type MapTable struct {
+	Kick    *TxKick // nil: the stack kicks itself
 	mu      sync.Mutex
 	entries map[int]FDEntry
 	wakes   map[int]int
@@ -73,6 +92,10 @@ func (t *MapTable) SetXSKFd(int)            {}
 func (t *MapTable) SetEpollReady(int, bool) {}
 func (t *MapTable) SetOwner(string, int)    {}
 func (t *MapTable) ChildrenAlive() bool     { return t.ForkGen() != 0 }
+func (t *MapTable) TxKick() *TxKick         { return t.Kick }
+
+// TakeShadowSeen always says yes: tests look at the shadows every time.
+func (t *MapTable) TakeShadowSeen(int) bool { return true }
 
 // ForkGen is what SetForkGen set: tests pretend to fork.
 func (t *MapTable) ForkGen() uint32 {

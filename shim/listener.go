@@ -131,6 +131,9 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 		core := l.share.l
 		if !core.Readable() {
 			st.txLocked()
+			if !l.shadowWorthLookLocked() {
+				return noShadow
+			}
 			return Pass // look in the shadow
 		}
 		nfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|(flags&(unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)), 0)
@@ -157,11 +160,14 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 		putInet4(sa, saLen, ip, port)
 		return nfd
 	})
-	if r != Pass {
+	nfd, err := -1, error(unix.EAGAIN)
+	var rsa unix.Sockaddr
+	if r == Pass {
+		// a connection that came through the kernel (loopback, another interface)
+		nfd, rsa, err = unix.Accept4(shadow, flags)
+	} else if r != noShadow {
 		return r
 	}
-	// a connection that came through the kernel (loopback, another interface)
-	nfd, rsa, err := unix.Accept4(shadow, flags)
 	if err == nil {
 		count(&st.stats.KernelAccepts)
 		putSockaddr(sa, saLen, rsa)
@@ -197,7 +203,7 @@ func (l *tcpListener) events() int16 {
 }
 
 func (l *tcpListener) pollEvents() int16 {
-	if ev := l.events(); ev != 0 || !shadowPending(l.fd()) {
+	if ev := l.events(); ev != 0 || !l.shadowWorthLookLocked() || !shadowPending(l.fd()) {
 		return ev
 	}
 	return unix.POLLIN | pollRdNorm

@@ -5,6 +5,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"ustack/stackcore"
 )
 
 // sock is one accelerated socket, one type per kind (after Onload's per-fd-type ops tables):
@@ -68,6 +70,31 @@ type sockBase struct {
 	boundPort uint16
 
 	errReported bool // a hard error was reported once (recv, send or SO_ERROR); then EOF/EPIPE
+
+	shadowLooked stackcore.Time // listener, UDP: when the kernel shadow was last looked at
+}
+
+// shadowLookEvery bounds how long input that came through the kernel (loopback, another
+// interface) to a listener or UDP socket may go unseen when no wait of the interposer watches
+// its shadow (spinning, or a wait that found accelerated sockets ready).
+const shadowLookEvery = stackcore.Millisecond
+
+// shadowWorthLookLocked says whether a look at the kernel shadow is worth a system call: a wait
+// of the interposer saw it readable since the last look, or shadowLookEvery passed. A server
+// under load looked at its listener's shadow at every epoll_wait. Caller holds st.mu.
+func (b *sockBase) shadowWorthLookLocked() bool {
+	seen := false
+	for _, fd := range b.fds {
+		if b.e.tab.TakeShadowSeen(fd) {
+			seen = true
+		}
+	}
+	now := b.st.now()
+	if !seen && now-b.shadowLooked < shadowLookEvery {
+		return false
+	}
+	b.shadowLooked = now
+	return true
 }
 
 func (b *sockBase) base() *sockBase { return b }

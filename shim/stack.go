@@ -62,6 +62,10 @@ type stack struct {
 	closed         atomic.Bool
 	pollerDone     sync.WaitGroup
 
+	// where TX kicks are left to the interposer (nil: txLocked kicks), and the link that makes them
+	txk    *TxKick
+	kicker txKicker
+
 	seg   *shm.StatsSegment
 	stats *Stats
 	eng   *Engine
@@ -78,6 +82,12 @@ type Link interface {
 	SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error
 	UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error
 	Mode() string
+}
+
+// txKicker is a link whose TX kick may be made apart from queueing the frames (nic/xdp).
+type txKicker interface {
+	Publish() bool
+	Kick() error
 }
 
 // What SteerFlow does with a flow's frames (keep in step with nic/xdp).
@@ -186,6 +196,11 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		}),
 	}
 	st.pollerDeadline.Store(int64(stackcore.Never))
+	if k, ok := o.link.(txKicker); ok && o.poller {
+		if st.txk = eng.tab.TxKick(); st.txk != nil {
+			st.kicker = k
+		}
+	}
 	if o.poller {
 		// a process's stack serves its fork children (forkserve.go); tests drive theirs
 		if fd, name, err := ownerSocket(seed); err == nil {
@@ -243,7 +258,7 @@ func (st *stack) rxLocked() (frames int) {
 func (st *stack) txLocked() stackcore.Time {
 	st.rxUnsent = false
 	next := st.core.Poll(st.now(), st.link)
-	_ = st.link.Flush()
+	st.flushLocked()
 	st.woken = st.core.TakeWoken(st.woken[:0])
 	for _, c := range st.woken {
 		st.eng.wakeLocked(c)
@@ -262,6 +277,45 @@ func (st *stack) txLocked() stackcore.Time {
 		st.kickPoller()
 	}
 	return next
+}
+
+// flushLocked sends what the core emitted. With an interposer to make the kick (TxKick) the
+// frames are only queued: it kicks after the application's call, or once at the end of the
+// thread's batch of events. Caller holds st.mu.
+func (st *stack) flushLocked() {
+	if st.txk == nil {
+		_ = st.link.Flush()
+		return
+	}
+	if st.kicker.Publish() {
+		atomic.StoreInt32(&st.txk.Pending, 1)
+	}
+}
+
+// kickPending makes a kick left to the interposer, for the stack's own goroutines: what they
+// queue must not wait for an application thread.
+func (st *stack) kickPending() {
+	if st.txk != nil && atomic.LoadInt32(&st.txk.Pending) != 0 && atomic.SwapInt32(&st.txk.Pending, 0) != 0 {
+		_ = st.kicker.Kick()
+	}
+}
+
+// promiseKicks sets TxKick.DeferOK for the poller's next sleep: while application threads leave
+// kicks to the end of their batches (batched moved since the last round) the poller promises to
+// look within pollerDeferTick, and wake is brought forward to keep the promise. It returns the
+// new wake-up and the count to compare with next time.
+func (st *stack) promiseKicks(now, wake stackcore.Time, batched uint64) (stackcore.Time, uint64) {
+	b := atomic.LoadUint64(&st.txk.Batched)
+	if b == batched {
+		// withdraw the promise, then look again: a thread that counted itself before it saw
+		// the promise withdrawn is seen here (the interposer counts, then reads DeferOK)
+		atomic.StoreInt32(&st.txk.DeferOK, 0)
+		if b = atomic.LoadUint64(&st.txk.Batched); b == batched {
+			return wake, b
+		}
+	}
+	atomic.StoreInt32(&st.txk.DeferOK, 1)
+	return min(wake, now+pollerDeferTick), b
 }
 
 // kickPoller wakes the poller now.
@@ -397,6 +451,8 @@ func (st *stack) unsteerFlowLocked(k flowKey) {
 const (
 	pollerTick    = 10 * stackcore.Millisecond
 	pollerMaxTick = 160 * stackcore.Millisecond
+	// how long a TX kick may wait for the end of an application thread's batch (TxKick)
+	pollerDeferTick = stackcore.Millisecond
 )
 
 // poller runs timers and drains the link while no application thread is inside the stack.
@@ -418,7 +474,8 @@ func (st *stack) poller() {
 	tick := pollerTick
 	timedOut := false
 	prevNext := stackcore.Never
-	var seen uint64 // st.entries at the last round
+	var seen uint64    // st.entries at the last round
+	var batched uint64 // st.txk.Batched at the last round
 	for !st.closed.Load() {
 		var now, wake stackcore.Time
 		var watchLink bool
@@ -456,6 +513,11 @@ func (st *stack) poller() {
 			if st.serveMoves() {
 				wake = min(wake, now+pollerTick) // a connection in its handshake: ask it again soon
 			}
+		}
+		if st.txk != nil {
+			st.kickPending()
+			wake, batched = st.promiseKicks(now, wake, batched)
+			st.mirrorKickStats()
 		}
 		timeout := time.Duration(-1)
 		if wake != stackcore.Never {

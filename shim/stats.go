@@ -1,5 +1,7 @@
 package shim
 
+import "sync/atomic"
+
 // Stats are the shim's own counters, published next to the stack's and the NIC's.
 type Stats struct {
 	SocketsAccelerated uint64 `stat:"shim.sockets_accelerated"`
@@ -11,9 +13,21 @@ type Stats struct {
 	DgramsReinjected   uint64 `stat:"shim.dgrams_reinjected"` // queued datagrams given to the kernel socket
 	KernelAccepts      uint64 `stat:"shim.kernel_accepts"`    // accepted through a listener's kernel shadow
 	PollerWakeups      uint64 `stat:"shim.poller_wakeups"`
-	PollerTimeouts     uint64 `stat:"shim.poller_timeouts"` // woke for a timer
-	PollerKicks        uint64 `stat:"shim.poller_kicks"`    // woken early by an application thread
+	PollerTimeouts     uint64 `stat:"shim.poller_timeouts"`       // woke for a timer
+	PollerKicks        uint64 `stat:"shim.poller_kicks"`          // woken early by an application thread
+	TxKicksFront       uint64 `stat:"shim.tx_kicks_front"`        // TX kicks the interposer made after a call or at a batch's end
+	TxKicksDeferred    uint64 `stat:"shim.tx_kicks_deferred"`     // calls whose kick waited for the end of the thread's batch
+	TxKicksNotDeferred uint64 `stat:"shim.tx_kicks_not_deferred"` // ... that could not: the poller was not due within pollerDeferTick
 	Panics             uint64 `stat:"shim.panics"`
 	NeighResolves      uint64 `stat:"shim.neigh_resolves"` // next hops resolved in the background
 	NeighFailed        uint64 `stat:"shim.neigh_failed"`   // of which no neighbour answered
+}
+
+// mirrorKickStats copies the interposer's TX kick counters (TxKick) into the stack's.
+func (st *stack) mirrorKickStats() {
+	k := st.txk
+	refused := atomic.LoadUint64(&k.Refused)
+	atomic.StoreUint64(&st.stats.TxKicksFront, atomic.LoadUint64(&k.Kicks))
+	atomic.StoreUint64(&st.stats.TxKicksDeferred, atomic.LoadUint64(&k.Batched)-refused)
+	atomic.StoreUint64(&st.stats.TxKicksNotDeferred, refused)
 }

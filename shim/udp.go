@@ -153,6 +153,9 @@ func (s *udpSock) recv(iov []unix.Iovec, flags int, name []byte, nameLen *uint32
 		n, full, src, sport, err := u.RecvFrom(buf, peek)
 		if err != nil {
 			if errors.Is(err, stackcore.ErrWouldBlock) {
+				if !s.shadowWorthLookLocked() {
+					return noShadow
+				}
 				return Pass
 			}
 			return errnoOf(err)
@@ -172,11 +175,13 @@ func (s *udpSock) recv(iov []unix.Iovec, flags int, name []byte, nameLen *uint32
 		}
 		return n
 	})
-	if r != Pass {
+	n, recvFlags, from, err := 0, 0, unix.Sockaddr(nil), error(unix.EAGAIN)
+	if r == Pass {
+		// the kernel's datagrams (loopback, broadcast, or sent before the stack's bind)
+		n, recvFlags, from, err = recvShadow(shadow, iov, flags)
+	} else if r != noShadow {
 		return r
 	}
-	// the kernel's datagrams (loopback, broadcast, or sent before the stack's bind)
-	n, recvFlags, from, err := recvShadow(shadow, iov, flags)
 	if err == unix.EAGAIN {
 		if nonblock || flags&unix.MSG_DONTWAIT != 0 {
 			return neg(unix.EAGAIN)
@@ -379,7 +384,7 @@ func (s *udpSock) events() int16 {
 
 func (s *udpSock) pollEvents() int16 {
 	ev := s.events()
-	if ev&unix.POLLIN == 0 && shadowPending(s.fd()) {
+	if ev&unix.POLLIN == 0 && s.shadowWorthLookLocked() && shadowPending(s.fd()) {
 		ev |= unix.POLLIN | pollRdNorm
 	}
 	return ev

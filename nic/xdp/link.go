@@ -107,31 +107,45 @@ func (s *Socket) SubmitTx(buf []byte, n int) {
 	atomic.AddUint64(&s.stats.TxBytes, uint64(n))
 }
 
-// Flush publishes submitted frames on the TX ring, wakes the kernel when it
-// asks for it (always in copy mode) and reclaims completed frames.
+// Flush publishes submitted frames on the TX ring and wakes the kernel when it asks for it
+// (always in copy mode).
 func (s *Socket) Flush() error {
 	if s.tx == nil {
 		return ErrClosed
 	}
-	if s.txOut == 0 {
+	if !s.Publish() {
 		return nil
+	}
+	err := s.Kick()
+	s.reclaim() // in copy mode the kick completed them
+	return err
+}
+
+// Publish makes submitted frames visible to the kernel and reclaims completed ones. It reports
+// whether frames wait for a Kick; the caller may make it later, from any thread (Flush is both).
+func (s *Socket) Publish() bool {
+	if s.tx == nil || s.txOut == 0 {
+		return false
 	}
 	if s.tx.Pending() > 0 {
 		s.tx.Submit()
 	}
-	if s.tx.Unconsumed() > 0 && (!s.needWakeup || s.tx.NeedWakeup()) {
-		atomic.AddUint64(&s.stats.TxKicks, 1)
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
-		switch e {
-		case unix.EAGAIN, unix.EBUSY:
-			atomic.AddUint64(&s.stats.TxKicksBusy, 1)
-		case 0, unix.ENOBUFS, unix.EINTR:
-		default:
-			s.reclaim()
-			return s.errorf("tx kick: %w", e)
-		}
-	}
 	s.reclaim()
+	return s.tx.Unconsumed() > 0 && (!s.needWakeup || s.tx.NeedWakeup())
+}
+
+// Kick wakes the kernel to transmit what Publish made visible. In copy mode it transmits them
+// in the calling thread. It touches no ring: it may run beside a thread that submits.
+func (s *Socket) Kick() error {
+	atomic.AddUint64(&s.stats.TxKicks, 1)
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(s.fd), 0, 0, unix.MSG_DONTWAIT, 0, 0)
+	switch e {
+	case unix.EAGAIN, unix.EBUSY:
+		atomic.AddUint64(&s.stats.TxKicksBusy, 1)
+	case 0, unix.ENOBUFS, unix.EINTR:
+	default:
+		return s.errorf("tx kick: %w", e)
+	}
 	return nil
 }
 

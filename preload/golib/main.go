@@ -109,6 +109,17 @@ func (cTable) SetOwner(name string, pid int) {
 
 func (cTable) ChildrenAlive() bool { return C.ustack_call_children_alive() != 0 }
 
+func (cTable) TakeShadowSeen(fd int) bool {
+	p := (*int32)(unsafe.Pointer(&entry(fd).shadow_seen))
+	return atomic.LoadInt32(p) != 0 && atomic.SwapInt32(p, 0) != 0
+}
+
+func (cTable) TxKick() *shim.TxKick { return (*shim.TxKick)(unsafe.Pointer(C.ustack_sh.txkick)) }
+
+// the layouts must agree
+var _ = [1]struct{}{}[unsafe.Sizeof(shim.TxKick{})-C.sizeof_struct_ustack_txkick]
+var _ = [1]struct{}{}[unsafe.Offsetof(shim.TxKick{}.Busy)-unsafe.Offsetof(C.struct_ustack_txkick{}.busy)]
+
 func (cTable) ForkGen() uint32 {
 	return atomic.LoadUint32((*uint32)(unsafe.Pointer(C.ustack_sh.fork_gen)))
 }
