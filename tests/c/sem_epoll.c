@@ -256,6 +256,72 @@ static void listening(void)
 	close(l);
 }
 
+static void *dial_loopback_later(void *arg)
+{
+	int port = *(int *)arg;
+	sleep_ms(100);
+	int c = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in lo = { .sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	if (c >= 0 && connect(c, (struct sockaddr *)&lo, sizeof lo) < 0) {
+		close(c);
+		c = -1;
+	}
+	return (void *)(long)c;
+}
+
+/* A connection that comes through the kernel (loopback) to a listener in the set wakes a thread
+ * asleep in epoll_wait (under ustack: the listener's kernel shadow is watched by the set). */
+static void listening_loopback_wakes_sleeper(void)
+{
+	int port;
+	int l = listener(htonl(INADDR_ANY), 4, &port), ep = epoll_create1(0);
+	EXPECT(l >= 0 && ep >= 0, "setup: %s", E);
+	EXPECT(add(ep, l, EPOLLIN) == 0, "EPOLL_CTL_ADD: %s", E);
+	struct epoll_event e;
+	EXPECT(wait1(ep, &e, 50) == 0, "listener reported %#x with no connection", e.events);
+	pthread_t t;
+	EXPECT(pthread_create(&t, NULL, dial_loopback_later, &port) == 0, "pthread_create");
+	int r = wait1(ep, &e, 5000);
+	void *dialed;
+	pthread_join(t, &dialed);
+	EXPECT((long)dialed >= 0, "connect to 127.0.0.1:%d failed", port);
+	EXPECT(r == 1 && e.events == EPOLLIN, "a loopback connection while asleep: %d events %#x, want EPOLLIN before the 5 s time-out", r, r == 1 ? e.events : 0);
+	int c = accept(l, NULL, NULL);
+	EXPECT(c >= 0, "accept: %s", E);
+	close(c);
+	close((int)(long)dialed);
+	close(ep);
+	close(l);
+}
+
+/* A reply sent while handling what epoll_wait returned goes out even when the thread then does
+ * other work instead of waiting again (under ustack the kick waits for the end of the batch,
+ * and the poller makes it within a millisecond). A busy ping-pong first: ustack defers kicks
+ * only while the application is busy. */
+static void reply_goes_while_the_loop_works(void)
+{
+	int fd = peer("echo"), ep = epoll_create1(0);
+	EXPECT(fd >= 0 && ep >= 0, "setup: %s", E);
+	EXPECT(add(ep, fd, EPOLLIN) == 0, "EPOLL_CTL_ADD: %s", E);
+	struct epoll_event e;
+	char b[64];
+	EXPECT(send(fd, "p", 1, 0) == 1, "send: %s", E);
+	for (int i = 0; i < 2000; i++) {
+		EXPECT(wait1(ep, &e, 3000) == 1, "round %d: no echo within 3 s", i);
+		EXPECT(recv(fd, b, sizeof b, 0) == 1, "round %d: recv: %s", i, E);
+		EXPECT(send(fd, "p", 1, 0) == 1, "round %d: send: %s", i, E);
+	}
+	EXPECT(wait1(ep, &e, 3000) == 1, "last round: no echo within 3 s");
+	EXPECT(recv(fd, b, sizeof b, 0) == 1, "last round: recv: %s", E);
+	EXPECT(send(fd, "q", 1, 0) == 1, "send: %s", E);
+	sleep_ms(1000); /* other work: no call into the socket layer */
+	ssize_t r = recv(fd, b, sizeof b, MSG_DONTWAIT);
+	EXPECT(r == 1 && b[0] == 'q', "the echo of a reply sent before 1 s of other work: %zd %s, want it to have come back",
+	       r, r < 0 ? E : "");
+	close(ep);
+	close(fd);
+}
+
 static void ctl_errors(void)
 {
 	int fd = peer("echo"), ep = epoll_create1(0);
@@ -322,6 +388,8 @@ static const struct check checks[] = {
 	{ "epoll_close_socket_still_in_set", close_in_set, 0 },
 	{ "epoll_close_registered_fd_dup_still_open", close_with_dup_in_set, 0 },
 	{ "epoll_listening_socket", listening, 0 },
+	{ "epoll_listening_loopback_connection_wakes_a_sleeper", listening_loopback_wakes_sleeper, 0 },
+	{ "epoll_reply_goes_while_the_event_loop_works", reply_goes_while_the_loop_works, 0 },
 	{ "epoll_ctl_errors", ctl_errors, 0 },
 	{ "epoll_pwait_sigmask_epoll_pwait2", pwait, 0 },
 };
