@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ustack/stackcore"
 )
 
 func eventfd(t *testing.T) int {
@@ -74,5 +76,31 @@ func TestPollerWait(t *testing.T) {
 	w.watchLink(false)
 	if _, _, to := w.wait(10 * time.Millisecond); !to {
 		t.Fatal("woke for the link after it stopped watching it")
+	}
+}
+
+// TestPromiseKicks: the poller promises to look within pollerDeferTick (TxKick.DeferOK) only
+// while application threads leave kicks to the end of their batches, and keeps the promise by
+// waking that soon; with no such call since its last round it withdraws it and sleeps as long
+// as it would have.
+func TestPromiseKicks(t *testing.T) {
+	st := &stack{txk: &TxKick{}}
+	const now, far = stackcore.Time(1000), stackcore.Time(1000 + 160*stackcore.Millisecond)
+
+	wake, seen := st.promiseKicks(now, far, 0)
+	if st.txk.DeferOK != 0 || wake != far || seen != 0 {
+		t.Fatalf("no batched call: DeferOK %d, wake %d, want 0 and %d", st.txk.DeferOK, wake, far)
+	}
+	st.txk.Batched = 3 // three calls left their kick
+	wake, seen = st.promiseKicks(now, far, seen)
+	if st.txk.DeferOK != 1 || wake != now+pollerDeferTick || seen != 3 {
+		t.Fatalf("after batched calls: DeferOK %d, wake %d, seen %d; want 1, %d, 3", st.txk.DeferOK, wake, seen, now+pollerDeferTick)
+	}
+	if wake, _ = st.promiseKicks(now, now+10, 0); wake != now+10 {
+		t.Fatalf("a sooner wake-up was put off to %d", wake)
+	}
+	wake, _ = st.promiseKicks(now, far, seen)
+	if st.txk.DeferOK != 0 || wake != far {
+		t.Fatalf("a quiet round kept the promise: DeferOK %d, wake %d", st.txk.DeferOK, wake)
 	}
 }

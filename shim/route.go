@@ -117,6 +117,7 @@ func (st *stack) neighResolved(ip [4]byte, mac [6]byte, err error) {
 		st.txLocked()
 		return 0
 	})
+	st.kickPending() // the resolver's goroutine is no application call: nobody else would kick
 }
 
 // nextHopLocked says whether a datagram to dst goes through the stack and to which Ethernet

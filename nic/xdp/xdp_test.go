@@ -310,3 +310,58 @@ func kernelAtLeast(t testing.TB, major, minor int) bool {
 	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &ma, &mi)
 	return ma > major || ma == major && mi >= minor
 }
+
+// TestPublishLeavesTheKick: Publish makes frames visible without a system call and says a kick
+// is due; nothing leaves until Kick, which another thread may make (the interposer does).
+func TestPublishLeavesTheKick(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	if !strings.HasSuffix(s.Mode(), "/copy") {
+		t.Skipf("mode %s: a zero-copy driver may send without a kick", s.Mode())
+	}
+	c := udpConnB(t, n, "10.99.0.2:9003")
+	macA := ifaceMAC(t, n, n.hA, n.VethA)
+	macB := ifaceMAC(t, n, n.hB, n.VethB)
+	if s.Publish() {
+		t.Fatal("Publish with nothing submitted says a kick is due")
+	}
+	const burst = 8
+	for i := range burst {
+		buf := s.AllocTx()
+		if buf == nil {
+			t.Fatal("AllocTx returned nil")
+		}
+		s.SubmitTx(buf, copy(buf, buildUDP(t, macA, macB, ipA, ipB, 4243, 9003, fmt.Appendf(nil, "late %d", i))))
+	}
+	if !s.Publish() {
+		t.Fatal("Publish of submitted frames says no kick is due (copy mode always needs one)")
+	}
+	buf := make([]byte, 2048)
+	c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if _, _, err := c.ReadFromUDP(buf); err == nil {
+		t.Fatal("a frame left before the kick")
+	}
+	if st := s.Stats(); st.TxKicks != 0 {
+		t.Fatalf("Publish made %d kicks", st.TxKicks)
+	}
+	done := make(chan error)
+	go func() { done <- s.Kick() }()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	got := 0
+	for got < burst {
+		c.SetReadDeadline(time.Now().Add(time.Second))
+		if _, _, err := c.ReadFromUDP(buf); err != nil {
+			break
+		}
+		got++
+	}
+	if got != burst {
+		t.Fatalf("%d of %d frames arrived after the kick", got, burst)
+	}
+	s.Publish() // reclaims what the kick completed
+	if st := s.Stats(); st.TxKicks != 1 || st.TxCompleted != burst {
+		t.Fatalf("after one kick: %d kicks, %d completed, want 1 and %d", st.TxKicks, st.TxCompleted, burst)
+	}
+}
