@@ -31,14 +31,14 @@ static void register_waiter(struct ustack_waiter *w, struct ustack_fd *e, short 
 		__atomic_add_fetch(&e->tx_waiters, delta, __ATOMIC_SEQ_CST);
 }
 
-static void unregister_waiter(struct ustack_waiter *w, const struct pollfd *fds, nfds_t nfds)
+static void unregister_waiter(struct ustack_waiter *w, const struct pollfd *fds, nfds_t nfds, int woken)
 {
 	if (!w)
 		return;
 	for (nfds_t i = 0; i < nfds; i++)
 		if (ustack_sock(fds[i].fd))
 			register_waiter(w, &ustack_fds[fds[i].fd], fds[i].events, -1);
-	ustack_waiter_done(w);
+	ustack_waiter_done(w, woken);
 }
 
 int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigset_t *mask)
@@ -129,7 +129,7 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			}
 			if (moved) {
 				/* a socket changed since Go looked: look again instead of sleeping */
-				unregister_waiter(w, fds, nfds);
+				unregister_waiter(w, fds, nfds, 1);
 				w = NULL;
 				continue;
 			}
@@ -160,7 +160,8 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 			int saved = errno;
 			if (sleeping)
 				ustack_sleep_end();
-			unregister_waiter(w, fds, nfds);
+			/* the slot's eventfd is real[nfds], right after the program's entries */
+			unregister_waiter(w, fds, nfds, r > 0 && (real[nfds].revents & POLLIN));
 			w = NULL;
 			errno = saved;
 		}

@@ -61,7 +61,7 @@ struct ustack_waiter {
 extern struct ustack_waiter ustack_waiters[USTACK_MAX_WAITERS];
 struct ustack_waiter *ustack_self_waiter(void);
 void ustack_wake_fd(int fd);
-void ustack_waiter_done(struct ustack_waiter *w);
+void ustack_waiter_done(struct ustack_waiter *w, int woken);
 
 extern struct ustack_fd ustack_fds[USTACK_FDMAX];
 static inline uint32_t ustack_seq(int fd) { return __atomic_load_n(&ustack_fds[fd].seq, __ATOMIC_SEQ_CST); }

@@ -82,10 +82,14 @@ void ustack_wake_fd(int fd)
 }
 
 /* ustack_waiter_done ends a registration: the slot no longer waits, and a wake-up that came
- * meanwhile is consumed. */
-void ustack_waiter_done(struct ustack_waiter *w)
+ * meanwhile is consumed when woken says the wait saw one (else the read is a system call for
+ * nothing, one per sleep; a wake-up written after the wait returned makes the next wait look
+ * once more for nothing, which the callers' loops allow). */
+void ustack_waiter_done(struct ustack_waiter *w, int woken)
 {
 	__atomic_store_n(&w->fd, -1, __ATOMIC_SEQ_CST);
+	if (!woken)
+		return;
 	int saved = errno; /* a call that succeeds leaves errno as it was, as the kernel's do */
 	uint64_t v;
 	if (ustack_real.read(w->efd, &v, sizeof v) < 0) {
@@ -111,7 +115,7 @@ int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask, uint32
 		__atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
 		if (ustack_seq(fd) != seq) {
 			__atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
-			ustack_waiter_done(w);
+			ustack_waiter_done(w, 1);
 			return 0; /* it changed since Go looked: look again */
 		}
 		p[n].fd = w->efd; p[n].events = POLLIN; n++;
@@ -143,7 +147,7 @@ int ustack_wait(int fd, int events, int timeout_ms, const sigset_t *mask, uint32
 		ustack_sleep_end();
 	if (w) {
 		__atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
-		ustack_waiter_done(w);
+		ustack_waiter_done(w, r > 0 && (p[0].revents & POLLIN));
 	}
 	if (r < 0)
 		return -saved;
