@@ -165,6 +165,7 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 	if r == Pass {
 		// a connection that came through the kernel (loopback, another interface)
 		nfd, rsa, err = unix.Accept4(shadow, flags)
+		l.shadowFound(err != unix.EAGAIN)
 	} else if r != noShadow {
 		return r
 	}
@@ -203,8 +204,13 @@ func (l *tcpListener) events() int16 {
 }
 
 func (l *tcpListener) pollEvents() int16 {
-	if ev := l.events(); ev != 0 || !l.shadowWorthLookLocked() || !shadowPending(l.fd()) {
+	if ev := l.events(); ev != 0 || !l.shadowWorthLookLocked() {
 		return ev
+	}
+	pending := shadowPending(l.fd())
+	l.shadowFound(pending)
+	if !pending {
+		return 0
 	}
 	return unix.POLLIN | pollRdNorm
 }

@@ -71,7 +71,10 @@ type sockBase struct {
 
 	errReported bool // a hard error was reported once (recv, send or SO_ERROR); then EOF/EPIPE
 
-	shadowLooked stackcore.Time // listener, UDP: when the kernel shadow was last looked at
+	// listener, UDP: the last look at the kernel shadow found it empty, and when (atomic: the
+	// shadow is read outside st.mu)
+	shadowEmpty  atomic.Bool
+	shadowLooked atomic.Int64
 }
 
 // shadowLookEvery bounds how long input that came through the kernel (loopback, another
@@ -79,22 +82,26 @@ type sockBase struct {
 // its shadow (spinning, or a wait that found accelerated sockets ready).
 const shadowLookEvery = stackcore.Millisecond
 
-// shadowWorthLookLocked says whether a look at the kernel shadow is worth a system call: a wait
-// of the interposer saw it readable since the last look, or shadowLookEvery passed. A server
-// under load looked at its listener's shadow at every epoll_wait. Caller holds st.mu.
+// shadowWorthLookLocked says whether a look at the kernel shadow is worth a system call: unless
+// the last look found it empty, no wait of the interposer has seen it readable since, and that
+// was less than shadowLookEvery ago. A server under load looked at its listener's shadow at
+// every epoll_wait. Caller holds st.mu (b.fds).
 func (b *sockBase) shadowWorthLookLocked() bool {
-	seen := false
 	for _, fd := range b.fds {
 		if b.e.tab.TakeShadowSeen(fd) {
-			seen = true
+			b.shadowEmpty.Store(false)
 		}
 	}
-	now := b.st.now()
-	if !seen && now-b.shadowLooked < shadowLookEvery {
-		return false
+	return !b.shadowEmpty.Load() || b.st.now()-stackcore.Time(b.shadowLooked.Load()) >= shadowLookEvery
+}
+
+// shadowFound records what a look at the kernel shadow found: until a look finds it empty, the
+// next ones look again (an accept or a read may leave more behind it).
+func (b *sockBase) shadowFound(something bool) {
+	if !something {
+		b.shadowLooked.Store(int64(b.st.now()))
 	}
-	b.shadowLooked = now
-	return true
+	b.shadowEmpty.Store(!something)
 }
 
 func (b *sockBase) base() *sockBase { return b }

@@ -179,6 +179,7 @@ func (s *udpSock) recv(iov []unix.Iovec, flags int, name []byte, nameLen *uint32
 	if r == Pass {
 		// the kernel's datagrams (loopback, broadcast, or sent before the stack's bind)
 		n, recvFlags, from, err = recvShadow(shadow, iov, flags)
+		s.shadowFound(err != unix.EAGAIN)
 	} else if r != noShadow {
 		return r
 	}
@@ -384,8 +385,12 @@ func (s *udpSock) events() int16 {
 
 func (s *udpSock) pollEvents() int16 {
 	ev := s.events()
-	if ev&unix.POLLIN == 0 && s.shadowWorthLookLocked() && shadowPending(s.fd()) {
-		ev |= unix.POLLIN | pollRdNorm
+	if ev&unix.POLLIN == 0 && s.shadowWorthLookLocked() {
+		pending := shadowPending(s.fd())
+		s.shadowFound(pending)
+		if pending {
+			ev |= unix.POLLIN | pollRdNorm
+		}
 	}
 	return ev
 }
