@@ -296,7 +296,9 @@ func (st *stack) flushLocked() {
 // queue must not wait for an application thread.
 func (st *stack) kickPending() {
 	if st.txk != nil && atomic.LoadInt32(&st.txk.Pending) != 0 && atomic.SwapInt32(&st.txk.Pending, 0) != 0 {
-		_ = st.kicker.Kick()
+		if st.kicker.Kick() == xdp.ErrTxBusy {
+			atomic.StoreInt32(&st.txk.Pending, 1) // frames were left: the next kick sends them
+		}
 	}
 }
 

@@ -16,6 +16,7 @@ type Stats struct {
 	PollerTimeouts     uint64 `stat:"shim.poller_timeouts"`       // woke for a timer
 	PollerKicks        uint64 `stat:"shim.poller_kicks"`          // woken early by an application thread
 	TxKicksFront       uint64 `stat:"shim.tx_kicks_front"`        // TX kicks the interposer made after a call or at a batch's end
+	TxKicksFrontBusy   uint64 `stat:"shim.tx_kicks_front_busy"`   // ... answered EAGAIN or EBUSY: frames were left for the next
 	TxKicksDeferred    uint64 `stat:"shim.tx_kicks_deferred"`     // calls whose kick waited for the end of the thread's batch
 	TxKicksNotDeferred uint64 `stat:"shim.tx_kicks_not_deferred"` // ... that could not: the poller was not due within pollerDeferTick
 	Panics             uint64 `stat:"shim.panics"`
@@ -28,6 +29,7 @@ func (st *stack) mirrorKickStats() {
 	k := st.txk
 	refused := atomic.LoadUint64(&k.Refused)
 	atomic.StoreUint64(&st.stats.TxKicksFront, atomic.LoadUint64(&k.Kicks))
+	atomic.StoreUint64(&st.stats.TxKicksFrontBusy, atomic.LoadUint64(&k.Busy))
 	atomic.StoreUint64(&st.stats.TxKicksDeferred, atomic.LoadUint64(&k.Batched)-refused)
 	atomic.StoreUint64(&st.stats.TxKicksNotDeferred, refused)
 }

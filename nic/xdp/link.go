@@ -1,6 +1,7 @@
 package xdp
 
 import (
+	"errors"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -118,6 +119,9 @@ func (s *Socket) Flush() error {
 	}
 	err := s.Kick()
 	s.reclaim() // in copy mode the kick completed them
+	if err == ErrTxBusy {
+		return nil // they go with the next Flush
+	}
 	return err
 }
 
@@ -142,12 +146,17 @@ func (s *Socket) Kick() error {
 	switch e {
 	case unix.EAGAIN, unix.EBUSY:
 		atomic.AddUint64(&s.stats.TxKicksBusy, 1)
+		return ErrTxBusy
 	case 0, unix.ENOBUFS, unix.EINTR:
 	default:
 		return s.errorf("tx kick: %w", e)
 	}
 	return nil
 }
+
+// ErrTxBusy is Kick's answer when the kernel left frames on the ring (its per-call budget, or
+// another thread transmitting): the next kick sends them.
+var ErrTxBusy = errors.New("xdp: tx kick left frames for the next")
 
 // reclaim moves completed TX frames back to the free list.
 func (s *Socket) reclaim() {
