@@ -152,6 +152,8 @@ var snapRefs = map[string]string{
 	"Stack.udpTx":             "empty",
 	"Stack.wokenUDP":          "empty",
 	"Stack.releasedUDP":       "empty",
+	"Stack.sndPool.free":      "empty",
+	"Stack.rcvPool.free":      "empty",
 	"Stack.reasm.slots[].buf": "buffer",
 	"UDPSocket.s":             "stack",
 	"UDPSocket.next":          "copied",

@@ -103,6 +103,8 @@ type Stack struct {
 	mss   int // our MSS (MTU-40)
 
 	conns     map[connKey]*TCPConn
+	sndPool   ringPool // rings of closed connections (bufpool.go)
+	rcvPool   ringPool
 	detached  [64]connKey // the last connections Detach gave to a kernel socket (repair.go)
 	ndetached int
 	list      []*TCPConn // all live connections
@@ -174,6 +176,8 @@ func New(cfg Config) *Stack {
 		udpTx:      make([]*UDPSocket, 0, 16),
 		wokenUDP:   make([]*UDPSocket, 0, 16),
 		ipID:       uint16(cfg.Seed),
+		sndPool:    newRingPool(cfg.SendBuf),
+		rcvPool:    newRingPool(cfg.RecvBuf),
 	}
 	s.reasm.init()
 	return s

@@ -244,8 +244,8 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		s:         s,
 		key:       key,
 		rmac:      rmac,
-		sndBuf:    newRing(s.cfg.SendBuf),
-		rcvBuf:    newRing(s.cfg.RecvBuf),
+		sndBuf:    s.sndPool.get(),
+		rcvBuf:    s.rcvPool.get(),
 		rto:       rtoInitial,
 		rtoAt:     Never,
 		persistAt: Never,
@@ -320,6 +320,9 @@ func (c *TCPConn) setState(st State) {
 			dec(&c.s.stats.TCPCurrEstab)
 		}
 	}
+	if st == StateTimeWait {
+		c.releaseRings()
+	}
 	c.wake()
 }
 
@@ -349,6 +352,7 @@ func (s *Stack) free(c *TCPConn) {
 	s.heapRemove(c)
 	s.dirty = true
 	s.unrefPort(c.key.lport)
+	c.releaseRings()
 }
 
 // fail ends the connection with err (reported by Read, Write and Err).
@@ -504,7 +508,8 @@ func (c *TCPConn) Close() {
 		return
 	}
 	c.appClosed = true
-	if c.freed {
+	if c.freed || c.state == StateTimeWait {
+		c.releaseRings()
 		return
 	}
 	c.s.markReady(c) // an orphan in FIN-WAIT-2 gets its timeout
