@@ -88,14 +88,14 @@ demo: deps build
 	scripts/demo.sh
 
 # kernel vs ustack side by side (scripts/bench.sh: SOCKPERF_SECS, REDIS_N, WRK_SECS, MC_SECS,
-# IPERF_SECS, IDLE_SECS, BUSY_US, BENCH_ONLY=regex of row ids); about 12 minutes
+# IPERF_SECS, IDLE_SECS, BUSY_US, REPEAT, BENCH_ONLY=regex of row ids); about 20 minutes
 bench: deps build
 	scripts/bench.sh
 
 # the same with a Go CPU profile and a perf record of every ustack row, in build/bench/profiles
 .PHONY: profile
 profile: deps build
-	PROFILE=1 scripts/bench.sh
+	PROFILE=1 REPEAT=1 scripts/bench.sh
 
 clean:
 	rm -rf $(BUILD)

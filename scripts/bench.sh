@@ -33,8 +33,10 @@
 # test (USTACK_CPUPROFILE) and, with perf, a perf record -g of it, both to build/bench/profiles/,
 # and prints their tops.
 #
-# Durations: SOCKPERF_SECS (5), REDIS_N (200000 requests per test), WRK_SECS (8), MC_SECS (8),
-# IPERF_SECS (8), IDLE_SECS (60); BUSY_US (50). No thresholds: it prints.
+# Durations: SOCKPERF_SECS (4), REDIS_N (100000 requests per test), WRK_SECS (5), MC_SECS (5),
+# IPERF_SECS (5), IDLE_SECS (60); BUSY_US (50). REPEAT (3): every row but idle and exec runs its
+# four modes REPEAT times, interleaved; the table shows each mode's median run (by the row's
+# main figure) and the notes every run's figure. No thresholds: it prints.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -44,11 +46,13 @@ onloadctl=$root/build/onloadctl
 mcload=$root/build/tests/mcload
 report=$root/scripts/bench_report.py
 PY=/usr/bin/python3
-SOCKPERF_SECS=${SOCKPERF_SECS:-5}
-REDIS_N=${REDIS_N:-200000}
-WRK_SECS=${WRK_SECS:-8}
-MC_SECS=${MC_SECS:-8}
-IPERF_SECS=${IPERF_SECS:-8}
+SOCKPERF_SECS=${SOCKPERF_SECS:-4}
+REDIS_N=${REDIS_N:-100000}
+WRK_SECS=${WRK_SECS:-5}
+MC_SECS=${MC_SECS:-5}
+IPERF_SECS=${IPERF_SECS:-5}
+REPEAT=${REPEAT:-3}
+rep=1
 IDLE_SECS=${IDLE_SECS:-60}
 BUSY_US=${BUSY_US:-50}
 BENCH_ONLY=${BENCH_ONLY:-}
@@ -156,11 +160,15 @@ measure_end() {
 	perfs=()
 }
 
+# rowdir ID MODE: the result directory of the row's run in this repeat.
+rowdir() { echo "$res/$1.$2.r$rep"; }
+
 # newrow ID MODE: the row's result directory (printed).
 newrow() {
-	local d=$res/$1.$2
+	local d
+	d=$(rowdir "$1" "$2")
 	mkdir -p "$d"
-	echo "$1" >"$d/id"; echo "$2" >"$d/mode"
+	echo "$1" >"$d/id"; echo "$2" >"$d/mode"; echo "$rep" >"$d/repeat"
 	echo "$d"
 }
 
@@ -243,23 +251,27 @@ server_row() {
 in_b() { local t=$1; shift; run_fg ip netns exec "$NSB" timeout "$t" taskset -c 1 "$@"; }
 
 # four_modes ROWFN ID ARGS...: ROWFN ID MODE ARGS... for the four modes, busy polling on in
-# the second.
+# the second; all four REPEAT times, interleaved, so that a slow minute of the machine falls
+# on every mode alike. The report takes each mode's median run.
 four_modes() {
 	local fn=$1 id=$2 m; shift 2
 	selected "$id" || return 0
-	say "$id"
-	for m in kernel busy ustack spin; do
-		[ "$m" = busy ] && busy_on
-		"$fn" "$id" "$m" "$@"
-		[ "$m" = busy ] && busy_off
+	for rep in $(seq "$REPEAT"); do
+		say "$id (run $rep of $REPEAT)"
+		for m in kernel busy ustack spin; do
+			[ "$m" = busy ] && busy_on
+			"$fn" "$id" "$m" "$@"
+			[ "$m" = busy ] && busy_off
+		done
 	done
+	rep=1
 }
 
 # row_secs ID DEFAULT: the Go profile window for a row counted in requests, not seconds: 1.5x
 # the kernel run's load time, + 2 s.
 row_secs() {
 	local w
-	w=$(sed -n 's/^wall=//p' "$res/$1.kernel/meta" 2>/dev/null)
+	w=$(sed -n 's/^wall=//p' "$res/$1.kernel.r1/meta" 2>/dev/null)
 	[ -n "$w" ] && calc "int($w * 1.5 + 2)" || echo "$2"
 }
 
@@ -275,7 +287,7 @@ load_sockperf() { # DIR: ping-pong from B against the server in A
 	in_b $(( SOCKPERF_SECS + 30 )) sockperf ping-pong $(sp_flags "$proto") -i "$ADDRA" -p "$SPPORT" -m 64 -t "$SOCKPERF_SECS" >"$1/load.out" 2>&1
 }
 sockperf_server_row() { # ID MODE PROTO
-	local d=$res/$1.$2
+	local d; d=$(rowdir "$1" "$2")
 	mkdir -p "$d"; echo "$3" >"$d/proto"
 	server_row "$1" "$2" "$SPPORT" "$3" $(( SOCKPERF_SECS + 1 )) load_sockperf -- sockperf server $(sp_flags "$3") -i 0.0.0.0 -p "$SPPORT"
 }
@@ -321,7 +333,7 @@ load_redis() { # DIR
 	in_b 300 redis-benchmark -h "$ADDRA" -p "$RPORT" -n "$REDIS_N" -c 50 -P 1 -t "$t" --csv >"$1/load.out" 2>&1
 }
 redis_row() { # ID MODE TEST
-	local d=$res/$1.$2
+	local d; d=$(rowdir "$1" "$2")
 	mkdir -p "$d"; echo "$3" >"$d/test"
 	server_row "$1" "$2" "$RPORT" tcp "$(row_secs "$1" 10)" load_redis -- "${redis_srv[@]}"
 }
@@ -363,7 +375,7 @@ four_modes nginx_row nginx
 MPORT=11211
 load_mc() { in_b $(( MC_SECS + 30 )) "$mcload" "$ADDRA" "$MPORT" "$(cat "$1/test")" 50 "$MC_SECS" >"$1/load.out" 2>&1; }
 mc_row() { # ID MODE TEST
-	local d=$res/$1.$2
+	local d; d=$(rowdir "$1" "$2")
 	mkdir -p "$d"; echo "$3" >"$d/test"
 	server_row "$1" "$2" "$MPORT" tcp $(( MC_SECS + 1 )) load_mc -- memcached -u root -t 1 -U 0 -c 1024 -l "$ADDRA" -p "$MPORT"
 }
@@ -377,7 +389,7 @@ load_iperf() { # DIR: B sends (in) or, -R, receives (out)
 	in_b $(( IPERF_SECS + 30 )) iperf3 -c "$ADDRA" -p "$IPORT" -t "$IPERF_SECS" -J "${r[@]}" >"$1/load.out" 2>&1
 }
 iperf_row() { # ID MODE in|out
-	local d=$res/$1.$2
+	local d; d=$(rowdir "$1" "$2")
 	mkdir -p "$d"; echo "$3" >"$d/dir"
 	# -4: iperf3 -s opens an AF_INET6 socket otherwise, which stays on the kernel
 	server_row "$1" "$2" "$IPORT" tcp $(( IPERF_SECS + 1 )) load_iperf -- iperf3 -s -4 -p "$IPORT"
@@ -452,7 +464,7 @@ if selected exec; then
 fi
 
 SOCKPERF_SECS=$SOCKPERF_SECS REDIS_N=$REDIS_N WRK_SECS=$WRK_SECS MC_SECS=$MC_SECS IPERF_SECS=$IPERF_SECS \
-	IDLE_SECS=$IDLE_SECS BUSY_US=$BUSY_US HAVE_PERF=$have_perf PROFILE=$PROFILE \
+	IDLE_SECS=$IDLE_SECS BUSY_US=$BUSY_US REPEAT=$REPEAT HAVE_PERF=$have_perf PROFILE=$PROFILE \
 	$PY "$report" report "$res" "$outdir" "$BENCH_OUT"
 # the raw outputs, to read or to report again: scripts/bench_report.py report build/bench/raw ...
 find "$res" -name perf.data -delete

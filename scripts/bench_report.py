@@ -6,7 +6,7 @@
   bench_report.py report RES OUTDIR SVG   the table (stdout, OUTDIR/results.txt), OUTDIR/results.json
                                           and the sockperf latency percentiles as SVG
 
-A row's directory RES/<id>.<mode> holds: id, mode, meta (key=value lines), load.out (the load
+A run's directory RES/<id>.<mode>.r<repeat> holds: id, mode, repeat, meta (key=value lines), load.out (the load
 client's output, or the sockperf client's under test), cpu ("busy_ticks seconds hz" of the whole
 machine over the measured window), perf.stat (perf stat -x, output), stats.json (onloadctl stats
 --all --json of ustack's processes of the row), failed (why).
@@ -30,8 +30,8 @@ def env(name, default=""):
 
 def rows_spec():
     """(id, title, kind) in table order."""
-    sp, rn, ws, ms, ips, idle = (env("SOCKPERF_SECS", "5"), env("REDIS_N", "200000"), env("WRK_SECS", "8"),
-                                 env("MC_SECS", "8"), env("IPERF_SECS", "8"), env("IDLE_SECS", "60"))
+    sp, rn, ws, ms, ips, idle = (env("SOCKPERF_SECS", "4"), env("REDIS_N", "100000"), env("WRK_SECS", "5"),
+                                 env("MC_SECS", "5"), env("IPERF_SECS", "5"), env("IDLE_SECS", "60"))
     return [
         ("sockperf-tcp-server", "sockperf TCP ping-pong 64 B, %s s: sockperf server --tcp under test in A, client in B" % sp, "sockperf"),
         ("sockperf-tcp-client", "sockperf TCP ping-pong 64 B, %s s: sockperf ping-pong under test in A, kernel server in B" % sp, "sockperf"),
@@ -314,13 +314,37 @@ def exec_section(res):
     return lines
 
 
+# The figure that ranks a row's repeated runs: the median run stands for the mode.
+MAIN = {"sockperf": "p50", "redis": "rps", "wrk": "rps", "mcload": "rps", "iperf3": "gbps", "idle": "cpu_s"}
+
+
+def median_run(runs, kind):
+    """The run with the median main figure (failed runs last); every run's figure in its note."""
+    key = MAIN.get(kind, "rps")
+    ok = sorted((r for r in runs if not r.get("failed") and r.get(key) is not None), key=lambda r: r[key])
+    if not ok:
+        return runs[0]
+    pick = dict(ok[len(ok) // 2])
+    if len(runs) > 1:
+        figs = ", ".join(fmt(r.get(key)) if not r.get("failed") else "failed" for r in runs)
+        pick["note"] = ((pick.get("note") or "") + "; " if pick.get("note") else "") + \
+            "median of %d runs by %s (in run order: %s)" % (len(runs), key, figs)
+    return pick
+
+
 def cmd_report(res, outdir, svg):
-    rows = {}
+    runs = {}
     for name in sorted(os.listdir(res)):
         d = os.path.join(res, name)
         if os.path.isdir(d) and os.path.exists(os.path.join(d, "id")):
             r = parse_row(d)
-            rows.setdefault(r["id"], {})[r["mode"]] = r
+            r["repeat"] = int((read(d, "repeat") or "1").strip() or 1)
+            runs.setdefault(r["id"], {}).setdefault(r["mode"], []).append(r)
+    rows = {}
+    for rid, modes in runs.items():
+        for m, rs in modes.items():
+            rs.sort(key=lambda r: r["repeat"])
+            rows.setdefault(rid, {})[m] = median_run(rs, KINDS.get(rid, ""))
     cols = ["kernel", "kernel busy-poll", "ustack", "ustack spin", "ustack/kernel", "spin/busy-poll"]
     table = []  # (title) or (label, cells...)
     notes = []
@@ -386,8 +410,9 @@ def cmd_report(res, outdir, svg):
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "results.txt"), "w") as f:
         f.write(text)
-    settings = {k: env(k) for k in ("SOCKPERF_SECS", "REDIS_N", "WRK_SECS", "MC_SECS", "IPERF_SECS", "IDLE_SECS", "BUSY_US", "PROFILE")}
-    doc = {"settings": settings, "rows": {}, "notes": notes}
+    settings = {k: env(k) for k in ("SOCKPERF_SECS", "REDIS_N", "WRK_SECS", "MC_SECS", "IPERF_SECS", "IDLE_SECS", "BUSY_US", "PROFILE", "REPEAT")}
+    doc = {"settings": settings, "rows": {}, "notes": notes,
+           "runs": {rid: {MODE_NAMES[m]: rs for m, rs in modes.items()} for rid, modes in runs.items()}}
     for rid, title, kind in rows_spec():
         if rid in rows:
             doc["rows"][rid] = {"title": title, "modes": {MODE_NAMES[m]: rows[rid][m] for m in MODES if m in rows[rid]}}
