@@ -448,8 +448,9 @@ func (st *stack) unsteerFlowLocked(k flowKey) {
 // Only when neither holds does the poller wait for frames itself; a poller woken for every frame
 // a busy application was about to take cost a context switch on the application's CPU each time.
 // A blind poller still looks in every tick, for a thread that went off to other work: tick is
-// pollerTick after a round with work and doubles, up to pollerMaxTick, after each round
-// without, so that an idle server's process wakes about as rarely as on the kernel.
+// pollerTick after a round with work (frames, or application calls that moved frames) and
+// doubles, up to pollerMaxTick, after each round without, so that an idle server's process
+// wakes about as rarely as on the kernel.
 const (
 	pollerTick    = 10 * stackcore.Millisecond
 	pollerMaxTick = 160 * stackcore.Millisecond
@@ -476,8 +477,9 @@ func (st *stack) poller() {
 	tick := pollerTick
 	timedOut := false
 	prevNext := stackcore.Never
-	var seen uint64    // st.entries at the last round
-	var batched uint64 // st.txk.Batched at the last round
+	var seen uint64       // st.entries at the last round
+	var seenFrames uint64 // frames in and out of the core at the last round
+	var batched uint64    // st.txk.Batched at the last round
 	for !st.closed.Load() {
 		var now, wake stackcore.Time
 		var watchLink bool
@@ -491,8 +493,13 @@ func (st *stack) poller() {
 				st.pruneOrphansLocked()
 			}
 			now = st.now()
-			active := st.entries != seen
-			seen = st.entries
+			// an application thread that called in but moved no frame (redis' cron every
+			// 100 ms) is not driving the link: counting it as active kept an idle server's
+			// poller at the shortest tick
+			cs := st.core.Stats()
+			frames := cs.EthRxFrames + cs.EthTxFrames
+			active := st.entries != seen && frames != seenFrames
+			seen, seenFrames = st.entries, frames
 			watchLink = !active && st.eng.tab.XSKWaiters() == 0
 			if timedOut && got == 0 && prevNext > start && !active {
 				tick = min(2*tick, pollerMaxTick)
