@@ -449,8 +449,9 @@ func (st *stack) unsteerFlowLocked(k flowKey) {
 // a busy application was about to take cost a context switch on the application's CPU each time.
 // A blind poller still looks in every tick, for a thread that went off to other work: tick is
 // pollerTick after a round with work (frames, or application calls that moved frames) and
-// doubles, up to pollerMaxTick, after each round without, so that an idle server's process
-// wakes about as rarely as on the kernel.
+// doubles, up to pollerMaxTick, after each round without. At pollerMaxTick the process is idle:
+// the poller then watches the link as well and wakes only for frames and timers, as an idle
+// server on the kernel wakes only for its own timers.
 const (
 	pollerTick    = 10 * stackcore.Millisecond
 	pollerMaxTick = 160 * stackcore.Millisecond
@@ -500,15 +501,21 @@ func (st *stack) poller() {
 			frames := cs.EthRxFrames + cs.EthTxFrames
 			active := st.entries != seen && frames != seenFrames
 			seen, seenFrames = st.entries, frames
-			watchLink = !active && st.eng.tab.XSKWaiters() == 0
 			if timedOut && got == 0 && prevNext > start && !active {
 				tick = min(2*tick, pollerMaxTick)
 			} else {
 				tick = pollerTick
 			}
+			// Quiet for a whole backoff (150 ms): the poller watches the link too, and sleeps
+			// until frames or a timer instead of looking blindly every tick. A frame then
+			// wakes it besides a sleeping thread, once; the round after resets the tick.
+			watchLink = !active && (st.eng.tab.XSKWaiters() == 0 || tick == pollerMaxTick)
 			prevNext = next
 			wake = next
-			if next != stackcore.Never || !watchLink {
+			// idle and watching the link: only the timers wake it (redis' keepalive timers are
+			// minutes away); an application that arms a nearer one kicks it (txLocked)
+			idle := watchLink && tick == pollerMaxTick
+			if !idle && (next != stackcore.Never || !watchLink) {
 				wake = min(next, now+tick)
 			}
 			st.pollerDeadline.Store(int64(wake))
