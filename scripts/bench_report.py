@@ -332,6 +332,18 @@ def median_run(runs, kind):
     return pick
 
 
+def paired_ratio(modes, a, b, key, va, vb):
+    """a/b as the median of each repeat's own ratio: the modes of one repeat run within a minute
+    of each other, while the machine's speed drifts more than that between repeats (the kernel's
+    sockperf p50 went from 17 to 10 us in three repeats). With one repeat, va/vb."""
+    ra = {r["repeat"]: r for r in modes.get(a, []) if not r.get("failed")}
+    rb = {r["repeat"]: r for r in modes.get(b, []) if not r.get("failed")}
+    qs = [ra[k][key] / rb[k][key] for k in ra if k in rb and ra[k].get(key) is not None and rb[k].get(key)]
+    if len(qs) < 2:
+        return ratio(va, vb)
+    return "%.2fx" % median(qs)
+
+
 def cmd_report(res, outdir, svg):
     runs = {}
     for name in sorted(os.listdir(res)):
@@ -369,7 +381,8 @@ def cmd_report(res, outdir, svg):
         for label, key in metrics:
             vs = [cell(rm.get(m), key) for m in MODES]
             table.append(("  " + label,) + tuple(s for _, s in vs) +
-                         (ratio(vs[2][0], vs[0][0]), ratio(vs[3][0], vs[1][0])))
+                         (paired_ratio(runs[rid], "ustack", "kernel", key, vs[2][0], vs[0][0]),
+                          paired_ratio(runs[rid], "spin", "busy", key, vs[3][0], vs[1][0])))
         for m in MODES:
             r = rm.get(m)
             if r and r.get("failed"):
@@ -397,7 +410,8 @@ def cmd_report(res, outdir, svg):
     out.append("Machine CPU: busy time of all CPUs (/proc/stat user+nice+system+irq+softirq+steal) over the "
                "measured window, load client and anything else running on the machine included, divided by the "
                "work; syscalls: perf stat -e raw_syscalls:sys_enter of the process under test (attached in every "
-               "mode). busy-poll and spin: %s us. * = not accelerated." % env("BUSY_US", "50"))
+               "mode). busy-poll and spin: %s us. * = not accelerated. Figures: each mode's median run; ratios: the "
+               "median of each repeat's own ratio." % env("BUSY_US", "50"))
     if env("HAVE_PERF", "1" if any("syscalls" in r for rm in rows.values() for r in rm.values()) else "0") != "1":
         out.append("perf was not available: no system call counts.")
     if env("PROFILE") == "1":
