@@ -27,6 +27,9 @@
  */
 #include "fork.h"
 
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
+
 #define ECHO_BUF 65536
 
 /* echo_loop echoes fd to itself until EOF; returns the bytes echoed, -1 on an error. */
@@ -91,6 +94,21 @@ static void childecho(int l)
 	reap(pid, p, "echoing child");
 }
 
+/* wait_acked waits (up to secs) until the peer has acknowledged all fd sent (SIOCOUTQ 0). A
+ * process that exits with data still in flight leaves its connection to the kernel to finish
+ * (under ustack: moved with its state at exit), so a test of the path that carried the data
+ * waits for it first. */
+static void wait_acked(int fd, int secs)
+{
+	int q = 0;
+	for (int i = 0; i < secs * 1000; i++) {
+		if (ioctl(fd, SIOCOUTQ, &q) != 0 || q == 0)
+			return;
+		usleep(1000);
+	}
+	infof("%d bytes still unacknowledged after %d s", q, secs);
+}
+
 static void parentecho(int l)
 {
 	int c = accept_one(l);
@@ -117,6 +135,7 @@ static void parentecho(int l)
 		okf("parent: echoed %lld bytes after the child closed its copy, then EOF", n);
 	if (shutdown(c, SHUT_WR) != 0)
 		failf("parent: shutdown: %s", E);
+	wait_acked(c, 10);
 	check_close(c, "parent: the connection");
 }
 
