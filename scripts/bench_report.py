@@ -319,16 +319,17 @@ MAIN = {"sockperf": "p50", "redis": "rps", "wrk": "rps", "mcload": "rps", "iperf
 
 
 def median_run(runs, kind):
-    """The run with the median main figure (failed runs last); every run's figure in its note."""
+    """The run with the median main figure among those that did not fail (the first run when all
+    failed); every run's figure goes in its note."""
     key = MAIN.get(kind, "rps")
     ok = sorted((r for r in runs if not r.get("failed") and r.get(key) is not None), key=lambda r: r[key])
     if not ok:
         return runs[0]
     pick = dict(ok[len(ok) // 2])
     if len(runs) > 1:
-        figs = ", ".join(fmt(r.get(key)) if not r.get("failed") else "failed" for r in runs)
-        pick["note"] = ((pick.get("note") or "") + "; " if pick.get("note") else "") + \
-            "median of %d runs by %s (in run order: %s)" % (len(runs), key, figs)
+        figs = ", ".join("failed" if r.get("failed") else fmt(r.get(key)) for r in runs)
+        said = "median of %d runs by %s (in run order: %s)" % (len(runs), key, figs)
+        pick["note"] = "; ".join(n for n in (pick.get("note"), said) if n)
     return pick
 
 
