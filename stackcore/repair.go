@@ -55,17 +55,25 @@ func (c *TCPConn) Repair(now Time) RepairState {
 		SndWl1: uint32(c.sndWl1), SndWnd: c.sndWnd, MaxWnd: max(c.maxWnd, c.sndWnd),
 		RcvWup: uint32(c.rcvWup),
 	}
-	// the send buffer holds bufSeq..bufSeq+len: the acknowledged part is gone already
-	start := max(c.sndUna.sub(c.bufSeq), 0)
-	end := c.sndBuf.Len()
-	sent := min(max(c.sndMax.sub(c.bufSeq), start), end)
-	r.Sent = make([]byte, sent-start)
-	c.sndBuf.peek(start, r.Sent)
-	r.Unsent = make([]byte, end-sent)
-	c.sndBuf.peek(sent, r.Unsent)
-	if start > 0 {
-		// SND.UNA is inside the buffer only while an ACK is being processed; be exact anyway
-		r.SndUna = uint32(c.bufSeq.add(start))
+	if c.finAckd {
+		// FIN-WAIT-2: nothing is left to send but the FIN, which the peer has: the kernel
+		// socket sends it again at its own sequence number, the peer acknowledges the
+		// duplicate, and the kernel is in FIN-WAIT-2 too
+		r.SndUna = uint32(c.finSeq())
+		r.Sent, r.Unsent = []byte{}, []byte{}
+	} else {
+		// the send buffer holds bufSeq..bufSeq+len: the acknowledged part is gone already
+		start := max(c.sndUna.sub(c.bufSeq), 0)
+		end := c.sndBuf.Len()
+		sent := min(max(c.sndMax.sub(c.bufSeq), start), end)
+		r.Sent = make([]byte, sent-start)
+		c.sndBuf.peek(start, r.Sent)
+		r.Unsent = make([]byte, end-sent)
+		c.sndBuf.peek(sent, r.Unsent)
+		if start > 0 {
+			// SND.UNA is inside the buffer only while an ACK is being processed; be exact anyway
+			r.SndUna = uint32(c.bufSeq.add(start))
+		}
 	}
 
 	rcvNxt := c.rcvNxt

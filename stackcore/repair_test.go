@@ -74,3 +74,47 @@ func TestRepairSnapshotPeerFIN(t *testing.T) {
 		t.Fatalf("fin %v RcvNxt %d (peer's FIN at %d) unread %d", r.FinRcvd, r.RcvNxt, uint32(b.sndNxt)-1, len(r.Unread))
 	}
 }
+
+// Our FIN, once acknowledged (FIN-WAIT-2, RFC 9293 3.3.2), is past SND.UNA: a kernel socket
+// that takes the connection over must send it again at its own sequence number (the peer
+// acknowledges the duplicate and the kernel reaches FIN-WAIT-2 too), not one past it, which the
+// peer would never acknowledge.
+func TestRepairSnapshotOurFINAcked(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	a, b, _ := n.connect(7002)
+	out := pattern(2000, 3)
+	if k, err := a.Write(out); err != nil || k != len(out) {
+		t.Fatalf("write %d %v", k, err)
+	}
+	a.CloseWrite()
+	n.settle()
+	if a.State() != StateFinWait2 || !a.Repairable() {
+		t.Fatalf("state %v, want FIN-WAIT-2 and repairable", a.State())
+	}
+	r := a.Repair(n.now)
+	fin := uint32(b.rcvNxt) - 1 // the FIN's sequence number as the peer counted it
+	if !r.FinQueued || r.SndUna != fin || len(r.Sent) != 0 || len(r.Unsent) != 0 {
+		t.Fatalf("FinQueued %v SndUna %d (FIN at %d) sent %d unsent %d", r.FinQueued, r.SndUna, fin, len(r.Sent), len(r.Unsent))
+	}
+}
+
+// SIOCOUTQ (OutQueue) counts the sequence space not yet acknowledged, as Linux does
+// (write_seq - snd_una): the FIN takes one (RFC 9293 3.4) until it is acknowledged.
+func TestOutQueueCountsFIN(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	a, _, _ := n.connect(7003)
+	n.a.end.Hook = func(uint64, []byte) bool { return true } // nothing reaches the peer
+	if k, err := a.Write(pattern(100, 4)); err != nil || k != 100 {
+		t.Fatalf("write %d %v", k, err)
+	}
+	a.CloseWrite()
+	n.step()
+	if q := a.OutQueue(); q != 101 {
+		t.Fatalf("OutQueue %d with 100 bytes and a FIN unacknowledged, want 101", q)
+	}
+	n.a.end.Hook = nil
+	n.runUntil(10*Second, func() bool { return a.State() == StateFinWait2 }) // a retransmission
+	if q := a.OutQueue(); q != 0 || a.State() != StateFinWait2 {
+		t.Fatalf("OutQueue %d in %v once all is acknowledged, want 0 in FIN-WAIT-2", q, a.State())
+	}
+}

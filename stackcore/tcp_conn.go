@@ -569,8 +569,15 @@ func (c *TCPConn) TakeErr() error {
 // InQueue returns the number of readable bytes.
 func (c *TCPConn) InQueue() int { return c.rcvBuf.Len() }
 
-// OutQueue returns the number of unacknowledged plus unsent bytes.
-func (c *TCPConn) OutQueue() int { return c.sndBuf.Len() }
+// OutQueue returns the number of unacknowledged plus unsent bytes, and one for a FIN not yet
+// acknowledged: the sequence space still to be acknowledged, as Linux answers SIOCOUTQ
+// (write_seq - snd_una), so that a program that waits for 0 knows its close was received.
+func (c *TCPConn) OutQueue() int {
+	if c.finQ && !c.finAckd {
+		return c.sndBuf.Len() + 1
+	}
+	return c.sndBuf.Len()
+}
 
 // LocalPort returns the local port.
 func (c *TCPConn) LocalPort() uint16 { return c.key.lport }
