@@ -491,9 +491,11 @@ func (e *Engine) Dup(oldfd, newfd int) {
 // Drain runs when the process exits. The kernel goes on delivering what its sockets still have
 // to send after their program is gone; our stack dies with the process. So every connection
 // still open moves to the kernel with its state (the exit then closes its fd, and the kernel
-// sends the FIN), and so does every closed one still delivering, in a kernel socket of its own
+// sends the FIN), and so does every closed one not yet finished, in a kernel socket of its own
 // that is closed at once: the kernel finishes it as it finishes its own orphans, and exit
-// returns at once. Where a move is impossible (no CAP_NET_ADMIN for TCP_REPAIR), exit waits
+// returns at once. That includes a connection in FIN-WAIT-2, which has delivered everything but
+// must still acknowledge the peer's FIN: with no socket for it the kernel would answer that FIN
+// with a reset. TIME-WAIT has no kernel form to move into; it is left behind. Where a move is impossible (no CAP_NET_ADMIN for TCP_REPAIR), exit waits
 // instead until the data is acknowledged: up to USTACK_EXIT_LINGER_MS without progress,
 // USTACK_EXIT_LINGER_MAX_MS in all.
 func (e *Engine) Drain() { e.leave(false) }
@@ -523,8 +525,8 @@ func (e *Engine) leave(all bool) {
 	st.with(nil, faultNone, func() int {
 		st.serviceLocked()
 		for _, c := range st.orphans {
-			if delivered(c) || !c.Repairable() {
-				continue
+			if !c.Repairable() {
+				continue // TIME-WAIT: the kernel has no such state to take
 			}
 			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 			if err != nil {

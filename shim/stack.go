@@ -36,8 +36,10 @@ type stack struct {
 	steered map[uint16]bool
 	// listening ports and their sockets
 	listeners map[uint16]*listenShare
-	// connections the program closed that may still have data or a FIN to deliver
-	orphans []*stackcore.TCPConn
+	// connections the program closed that may still have data or a FIN to deliver, or the
+	// peer's FIN to acknowledge; orphansKept of them were left at the last prune
+	orphans     []*stackcore.TCPConn
+	orphansKept int
 	// connections steered one by one (steerFlowLocked); forgotten with their port
 	flows map[flowKey]uint32
 	// UDP ports steered to this stack
@@ -337,27 +339,41 @@ func delivered(c *stackcore.TCPConn) bool {
 	return false
 }
 
-// orphanLocked keeps a closed connection until it has delivered (see Engine.Drain).
+// finished reports whether a closed connection has nothing left to do that a kernel socket
+// could do for it: a connection in FIN-WAIT-2 still has the peer's FIN to acknowledge.
+func finished(c *stackcore.TCPConn) bool {
+	return c.State() == stackcore.StateClosed || c.State() == stackcore.StateTimeWait
+}
+
+// orphanLocked keeps a closed connection until it has finished (see Engine.Drain). The list
+// is pruned when it has doubled since the last prune, so that a close costs O(1) however many
+// connections wait in FIN-WAIT-2 for their peer.
 func (st *stack) orphanLocked(c *stackcore.TCPConn) {
-	if len(st.orphans) >= 64 {
+	if len(st.orphans) >= max(64, 2*st.orphansKept) {
 		st.pruneOrphansLocked()
 	}
 	st.orphans = append(st.orphans, c)
 }
 
-// pruneOrphansLocked forgets the orphans that have delivered; it returns how many are left and
-// the bytes they still have queued.
-func (st *stack) pruneOrphansLocked() (left, queued int) {
+// pruneOrphansLocked forgets the orphans that have finished; it returns how many of those
+// left have not yet delivered and the bytes they still have queued.
+func (st *stack) pruneOrphansLocked() (undelivered, queued int) {
+	kept := 0
 	for _, c := range st.orphans {
+		if finished(c) {
+			continue
+		}
+		st.orphans[kept] = c
+		kept++
 		if !delivered(c) {
-			st.orphans[left] = c
-			left++
+			undelivered++
 			queued += c.OutQueue()
 		}
 	}
-	clear(st.orphans[left:])
-	st.orphans = st.orphans[:left]
-	return left, queued
+	clear(st.orphans[kept:])
+	st.orphans = st.orphans[:kept]
+	st.orphansKept = kept
+	return undelivered, queued
 }
 
 // steerLocked sends the frames of a local TCP port to this stack.
@@ -489,7 +505,7 @@ func (st *stack) poller() {
 			got := st.rxLocked()
 			next := st.txLocked()
 			if len(st.orphans) > 0 {
-				// a delivered orphan must not keep its connection's buffers alive until 64
+				// a finished orphan must not keep its connection's buffers alive until 64
 				// more close (the soak's idle heap held ~30 of them: 17 MB)
 				st.pruneOrphansLocked()
 			}

@@ -398,7 +398,7 @@ func forkRun(t *testing.T, e *env, m stackMode, c forkCase, server, peer string)
 		timeout = 6 * time.Minute
 	}
 	srv := startServer(t, tp, tp.NSA, m.env, port, c.udp, server, c.mode, fmt.Sprint(port), fmt.Sprint(c.arg))
-	k0 := snmp(t, tp.NSA)
+	k0 := snmpStart(t, tp.NSA)
 	start := time.Now()
 	pr := tp.RunB(nil, timeout, peer, c.peerMode, tp.AddrA, fmt.Sprint(port), fmt.Sprint(c.arg))
 	sr := srv.Wait(30 * time.Second)
@@ -627,7 +627,7 @@ func forkNginxRun(t *testing.T, e *env, m stackMode, dir, www string, daemon boo
 		t.Errorf("nginx workers changed from %v to %v before any request (a worker died)%s", w0, w, errTail())
 	}
 
-	k0 := snmp(t, tp.NSA)
+	k0 := snmpStart(t, tp.NSA)
 	out := dataDir(t)
 	curl := func(file, want string, size int64, what string) {
 		t.Helper()
@@ -796,7 +796,7 @@ func TestForkServers(t *testing.T) {
 				port := nextForkPort()
 				argv := s.argv(port)
 				srv := startServer(t, tp, tp.NSA, m.env, port, false, argv[0], argv[1:]...)
-				k0 := snmp(t, tp.NSA)
+				k0 := snmpStart(t, tp.NSA)
 				r := tp.RunB(nil, 150*time.Second, python, client, tp.AddrA, fmt.Sprint(port), fmt.Sprint(forkServersClients), fmt.Sprint(forkServersSize), "120")
 				k1 := snmp(t, tp.NSA)
 				diag := stopServer(t, srv)
@@ -883,7 +883,7 @@ func TestForkExit(t *testing.T) {
 			tp := e.tp
 			port := nextForkPort()
 			sink := startServer(t, tp, tp.NSB, nil, port, false, peer, "sink", fmt.Sprint(port), fmt.Sprint(size), fmt.Sprint(forkExitSeed))
-			k0 := snmp(t, tp.NSA)
+			k0 := snmpStart(t, tp.NSA)
 			snd, err := tp.Start(tp.NSA, m.env, sender, tp.AddrB, fmt.Sprint(port), fmt.Sprint(size), fmt.Sprint(forkExitSeed),
 				fmt.Sprint(forkExitSndbuf))
 			if err != nil {
@@ -938,4 +938,126 @@ func TestForkExit(t *testing.T) {
 			return figs
 		})
 	})
+}
+
+// exitFinWait2Client opens n connections, sends a line on each, shuts their sending side and,
+// as soon as every FIN is acknowledged (SIOCOUTQ counts a FIN until it is), closes them ("close")
+// or leaves them open to the end of the process ("exit").
+const exitFinWait2Client = `
+import fcntl, os, socket, struct, sys, termios, time
+host, port, n, how = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+socks = [socket.create_connection((host, port)) for _ in range(n)]
+for i, s in enumerate(socks):
+    s.sendall(b"conn %d\n" % i)
+for s in socks:
+    s.shutdown(socket.SHUT_WR)
+deadline = time.time() + 10
+while time.time() < deadline and any(struct.unpack("i", fcntl.ioctl(s, termios.TIOCOUTQ, b"\0" * 4))[0] for s in socks):
+    time.sleep(0.005)
+if how == "close":
+    for s in socks:
+        s.close()
+else:
+    # duplicates python does not close at its exit: the sockets are open when the process ends
+    held = [os.dup(s.fileno()) for s in socks]
+print("ok", how, n, flush=True)
+`
+
+// exitFinWait2Peer accepts n connections, reads each to its end, and closes them only when
+// told to (SIGUSR1): by then the client has exited.
+const exitFinWait2Peer = `
+import signal, socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind(("0.0.0.0", port))
+ls.listen(n)
+conns = [ls.accept()[0] for _ in range(n)]
+got = 0
+for c in conns:
+    data = b""
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        data += b
+    got += data.startswith(b"conn ")
+print("ok read", got, flush=True)
+signal.sigwait([signal.SIGUSR1])
+for c in conns:
+    c.close()
+print("ok closed", n, flush=True)
+signal.sigwait([signal.SIGUSR1])
+`
+
+// A program that closes its connections and exits before its peers close theirs leaves them in
+// FIN-WAIT-2 (RFC 9293 3.6, case 1): the kernel keeps such orphans and acknowledges the peer's
+// FIN when it comes, and so must ustack's exit, by handing them to the kernel; left behind, the
+// peer's FIN finds no socket and is answered with a reset (RFC 9293 3.10.7.1). The same when the
+// program shut down its sending side and exits without closing. On the kernel and under ustack:
+// every connection is in FIN-WAIT-2 in A once the client is gone, in TIME-WAIT once the peer
+// has closed, and A sends no reset.
+func TestExitFinWait2(t *testing.T) {
+	e := setup(t)
+	const n = 20
+	for _, how := range []string{"close", "exit"} {
+		t.Run(how, func(t *testing.T) {
+			bothStacks(t, e, "", func(t *testing.T, m stackMode) map[string]float64 {
+				exitFinWait2(t, e, m, n, how)
+				return nil
+			})
+		})
+	}
+}
+
+func exitFinWait2(t *testing.T, e *env, m stackMode, n int, how string) {
+	tp := e.tp
+	port := nextForkPort()
+	peer := startServer(t, tp, tp.NSB, nil, port, false, python, "-c", exitFinWait2Peer, fmt.Sprint(port), fmt.Sprint(n))
+	k0 := snmpStart(t, tp.NSA)
+	cr := tp.RunA(m.env, 30*time.Second, python, "-c", exitFinWait2Client, tp.AddrB, fmt.Sprint(port), fmt.Sprint(n), how)
+	if cr.Err != nil || !strings.Contains(string(cr.Stdout), fmt.Sprintf("ok %s %d", how, n)) {
+		t.Fatalf("%s client: %s", m.name, cr)
+	}
+	// the kernel's view of A, as ss shows it
+	inState := func(state string) int {
+		r := topo.Run(tp.NSA, nil, 10*time.Second, "ss", "-Htn", "state", state, "dst", tp.AddrB+":"+fmt.Sprint(port))
+		if r.Err != nil {
+			t.Fatalf("ss in A: %s", r)
+		}
+		return strings.Count(string(r.Stdout), "\n")
+	}
+	waitState := func(state string) int {
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			k := inState(state)
+			if k == n || time.Now().After(deadline) {
+				return k
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if k := waitState("fin-wait-2"); k != n {
+		t.Errorf("%s: %d of the %d connections the exited client closed are in FIN-WAIT-2 in A's kernel, want all", m.name, k, n)
+	}
+	if err := syscall.Kill(peer.Pid, syscall.SIGUSR1); err != nil {
+		t.Fatal(err)
+	}
+	if k := waitState("time-wait"); k != n {
+		t.Errorf("%s: %d of %d connections reached TIME-WAIT in A after the peer closed, want all", m.name, k, n)
+	}
+	k1 := snmp(t, tp.NSA)
+	if r := grew(k0, k1, "Tcp.OutRsts"); r != 0 {
+		t.Errorf("%s: A's kernel sent %d resets, want 0 (the peer's FIN found no socket)", m.name, r)
+	}
+	out := peer.Stop()
+	if !strings.Contains(string(out.Stdout), fmt.Sprintf("ok read %d", n)) || !strings.Contains(string(out.Stdout), fmt.Sprintf("ok closed %d", n)) {
+		t.Errorf("%s peer: %s", m.name, out)
+	}
+	if m.accel {
+		c := e.counters(t, "client", cr.Pid)
+		atLeast(t, "client", c, "tcp.active_opens", uint64(n))
+		atLeast(t, "client", c, "shim.conns_repaired", uint64(n))
+	}
 }
