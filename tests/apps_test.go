@@ -25,6 +25,7 @@ package tests
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -124,6 +125,27 @@ func prec(v float64) int {
 	default:
 		return 4
 	}
+}
+
+// snmpStart is snmp at the start of a window that counts the kernel's share of the traffic in
+// ns: it first waits (at most 3 s) until the kernel has no connection in ns that is closing. A
+// program under ustack hands its closing connections to the kernel as it exits, and their last
+// segments belong to that program's window, not to the next one's.
+func snmpStart(t *testing.T, ns string) map[string]uint64 {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		r := topo.Run(ns, nil, 10*time.Second, "ss", "-Htan", "state", "fin-wait-1", "state", "fin-wait-2",
+			"state", "closing", "state", "last-ack")
+		if r.Err != nil {
+			t.Fatalf("ss in %s: %s", ns, r)
+		}
+		if len(bytes.TrimSpace(r.Stdout)) == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return snmp(t, ns)
 }
 
 // snmp returns the counters of /proc/net/snmp in namespace ns, as
@@ -430,7 +452,7 @@ func TestAppRedis(t *testing.T) {
 	t.Run("server", func(t *testing.T) {
 		bothStacks(t, e, "", func(t *testing.T, m stackMode) map[string]float64 {
 			srv := startServer(t, tp, tp.NSA, m.env, redisPort, false, "redis-server", redisServerArgs()...)
-			k0 := snmp(t, tp.NSA)
+			k0 := snmpStart(t, tp.NSA)
 			r := tp.RunB(nil, benchTimeout, "redis-benchmark", redisBenchArgs(tp.AddrA)...)
 			if r.Err != nil {
 				srv.Stop()
@@ -461,7 +483,7 @@ func TestAppRedis(t *testing.T) {
 	t.Run("client", func(t *testing.T) {
 		bothStacks(t, e, "", func(t *testing.T, m stackMode) map[string]float64 {
 			srv := startServer(t, tp, tp.NSB, nil, redisPort, false, "redis-server", redisServerArgs()...)
-			k0 := snmp(t, tp.NSA)
+			k0 := snmpStart(t, tp.NSA)
 			r := tp.RunA(m.env, benchTimeout, "redis-benchmark", redisBenchArgs(tp.AddrB)...)
 			k1 := snmp(t, tp.NSA)
 			if r.Err != nil {
@@ -477,7 +499,7 @@ func TestAppRedis(t *testing.T) {
 				checkTCPPath(t, "redis-benchmark", c, uint64(2*len(redisTests)*redisRequests), k0, k1, string(r.Stderr))
 			}
 			// The data check from A, through the same stack.
-			k0 = snmp(t, tp.NSA)
+			k0 = snmpStart(t, tp.NSA)
 			dr := tp.RunA(m.env, 60*time.Second, python, resp, tp.AddrB, fmt.Sprint(redisPort), fmt.Sprint(redisKeys))
 			k1 = snmp(t, tp.NSA)
 			d := respCheck(t, dr, "RESP client in A")
@@ -589,7 +611,7 @@ func TestAppNginx(t *testing.T) {
 		}
 		errLog := filepath.Join(dir, m.name+"-error.log")
 		srv := startServer(t, tp, tp.NSA, m.env, nginxPort, false, "nginx", "-p", dir+"/", "-c", conf, "-e", errLog)
-		k0 := snmp(t, tp.NSA)
+		k0 := snmpStart(t, tp.NSA)
 		curl := func(name, want string, size int64) {
 			t.Helper()
 			o := filepath.Join(out, m.name+"-"+name)
@@ -713,12 +735,12 @@ func iperfRun(t *testing.T, e *env, m stackMode, role, proto string, rev bool, s
 	var k0, k1 map[string]uint64
 	if role == "server" {
 		srv = startServer(t, tp, tp.NSA, m.env, iperfPort, false, "iperf3", srvArgs...)
-		k0 = snmp(t, tp.NSA)
+		k0 = snmpStart(t, tp.NSA)
 		r = tp.RunB(nil, timeout, "iperf3", append([]string{"-c", tp.AddrA}, cliArgs...)...)
 		k1 = snmp(t, tp.NSA)
 	} else {
 		srv = startServer(t, tp, tp.NSB, nil, iperfPort, false, "iperf3", srvArgs...)
-		k0 = snmp(t, tp.NSA)
+		k0 = snmpStart(t, tp.NSA)
 		r = tp.RunA(m.env, timeout, "iperf3", append([]string{"-c", tp.AddrB}, cliArgs...)...)
 		k1 = snmp(t, tp.NSA)
 	}
@@ -839,12 +861,12 @@ func sockperfRun(t *testing.T, e *env, m stackMode, role, proto string) map[stri
 	var k0, k1 map[string]uint64
 	if role == "server" {
 		srv = startServer(t, tp, tp.NSA, m.env, sockperfPort, proto == "udp", "sockperf", append([]string{"server", "-i", "0.0.0.0", "-p", port}, flags...)...)
-		k0 = snmp(t, tp.NSA)
+		k0 = snmpStart(t, tp.NSA)
 		r = tp.RunB(nil, timeout, "sockperf", cli(tp.AddrA)...)
 		k1 = snmp(t, tp.NSA)
 	} else {
 		srv = startServer(t, tp, tp.NSB, nil, sockperfPort, proto == "udp", "sockperf", append([]string{"server", "-i", tp.AddrB, "-p", port}, flags...)...)
-		k0 = snmp(t, tp.NSA)
+		k0 = snmpStart(t, tp.NSA)
 		r = tp.RunA(m.env, timeout, "sockperf", cli(tp.AddrB)...)
 		k1 = snmp(t, tp.NSA)
 	}
@@ -917,7 +939,7 @@ func TestAppMemcached(t *testing.T) {
 	bothStacks(t, e, "ops/s", func(t *testing.T, m stackMode) map[string]float64 {
 		srv := startServer(t, tp, tp.NSA, m.env, memcachedPort, false, "memcached",
 			"-t", "4", "-U", "0", "-l", "0.0.0.0", "-p", fmt.Sprint(memcachedPort), "-u", "root", "-m", "256", "-c", "1024")
-		k0 := snmp(t, tp.NSA)
+		k0 := snmpStart(t, tp.NSA)
 		r := tp.RunB(nil, 120*time.Second, python, script, tp.AddrA, fmt.Sprint(memcachedPort), fmt.Sprint(memcachedKeys), fmt.Sprint(memcachedConn))
 		k1 := snmp(t, tp.NSA)
 		diag := stopServer(t, srv)
@@ -966,7 +988,7 @@ func TestAppPythonAsyncioEcho(t *testing.T) {
 	total := uint64(echoClients * echoSize)
 	bothStacks(t, e, "MB/s", func(t *testing.T, m stackMode) map[string]float64 {
 		srv := startServer(t, tp, tp.NSA, m.env, echoPort, false, python, server, fmt.Sprint(echoPort))
-		k0 := snmp(t, tp.NSA)
+		k0 := snmpStart(t, tp.NSA)
 		r := tp.RunB(nil, 120*time.Second, python, client, tp.AddrA, fmt.Sprint(echoPort), fmt.Sprint(echoClients), fmt.Sprint(echoSize), "90")
 		k1 := snmp(t, tp.NSA)
 		diag := stopServer(t, srv)

@@ -58,7 +58,7 @@ func TestRedisDaemonizeIsAccelerated(t *testing.T) {
 		t.Fatalf("the daemon does not answer PING from B; its log:\n%s", log)
 	}
 	const requests, clients = 20000, 20
-	k0 := snmp(t, tp.NSA)
+	k0 := snmpStart(t, tp.NSA)
 	b := tp.RunB(nil, 120*time.Second, "redis-benchmark", "-h", tp.AddrA, "-p", fmt.Sprint(port), "-t", "set,get",
 		"-n", fmt.Sprint(requests), "-c", fmt.Sprint(clients), "-q", "--csv")
 	if b.Err != nil {
