@@ -22,6 +22,9 @@ type Config struct {
 	SendBufMax     int    // USTACK_SNDBUF_MAX: autotuning limit, 0 = stack default
 	ExitLingerMs   int    // USTACK_EXIT_LINGER_MS: how long exit waits for closed connections making no progress (default 5000)
 	ExitLingerMax  int    // USTACK_EXIT_LINGER_MAX_MS: how long exit waits in all (default 120000)
+	GroupSlots     int    // USTACK_GROUP_SLOTS: processes that can share the interface (default 16, at most 64)
+	Onloadctl      string // USTACK_ONLOADCTL: the onloadctl that runs the group's keeper; "" = next to the library
+	KeeperLog      string // USTACK_KEEPER_LOG: the keeper's log file; "" = none
 }
 
 // ConfigFromEnv reads the USTACK_* variables. An unparsable value is an error naming it.
@@ -36,6 +39,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		VerifyChecksum: true,
 		XDPMode:        getenv("USTACK_XDP_MODE"),
 		StatsDir:       getenv("USTACK_STATS_DIR"),
+		Onloadctl:      getenv("USTACK_ONLOADCTL"),
+		KeeperLog:      getenv("USTACK_KEEPER_LOG"),
 	}
 	var err error
 	if c.Disable, err = envBool(getenv, "USTACK_DISABLE", false); err != nil {
@@ -64,6 +69,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if c.ExitLingerMax, err = envInt(getenv, "USTACK_EXIT_LINGER_MAX_MS", 120000); err != nil {
 		return c, err
+	}
+	if c.GroupSlots, err = envInt(getenv, "USTACK_GROUP_SLOTS", 16); err != nil {
+		return c, err
+	}
+	if c.GroupSlots < 1 || c.GroupSlots > 64 {
+		return c, fmt.Errorf("USTACK_GROUP_SLOTS=%d: want 1 to 64", c.GroupSlots)
 	}
 	switch c.XDPMode {
 	case "", "auto":

@@ -68,9 +68,10 @@ type stack struct {
 	txk    *TxKick
 	kicker txKicker
 
-	seg   *shm.StatsSegment
-	stats *Stats
-	eng   *Engine
+	seg    *shm.StatsSegment
+	member *xdp.Membership // this process's place in the interface's group
+	stats  *Stats
+	eng    *Engine
 }
 
 // Link is what the stack drives: a NIC link that can also steer local ports to itself.
@@ -121,20 +122,21 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	xskStats, rest := shm.BindStats[xdp.Stats](rest)
 	shimStats, _ := shm.BindStats[Stats](rest)
 
-	link, err := xdp.Open(ifc.name, 0, xdp.Options{Mode: cfg.XDPMode, Stats: xskStats})
+	link, member, err := attachGroup(cfg, ifc.name, xskStats)
 	if err != nil {
 		_ = seg.Remove() // no stack after all: nothing for onloadctl to show
-		return nil, fmt.Errorf("opening AF_XDP on %s: %w", ifc.name, err)
+		return nil, fmt.Errorf("AF_XDP on %s: %w", ifc.name, err)
 	}
 	seg.SetMode(link.Mode())
 	st, err := startStack(eng, cfg, stackOptions{ifc: ifc, cp: &ifc, link: link, clock: wallClock{time.Now()},
 		coreStats: coreStats, stats: shimStats, poller: true})
 	if err != nil {
 		link.Close()
+		member.Close()
 		_ = seg.Remove()
 		return nil, err
 	}
-	st.seg = seg
+	st.seg, st.member = seg, member
 	return st, nil
 }
 
@@ -584,6 +586,7 @@ func (st *stack) close() {
 	if st.link != nil {
 		st.link.Close()
 	}
+	st.member.Close()
 	if st.seg != nil {
 		st.seg.Close()
 	}

@@ -43,6 +43,17 @@ func NewUMEM(numFrames, frameSize int) (*UMEM, error) {
 	}, nil
 }
 
+// MapUMEM maps the UMEM of numFrames frames of frameSize bytes that the file fd holds (a
+// group's, shared with other processes), with an empty free list.
+func MapUMEM(fd, numFrames, frameSize int) (*UMEM, error) {
+	mem, err := unix.Mmap(fd, 0, numFrames*frameSize, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("umem: mapping %d shared bytes: %w", numFrames*frameSize, err)
+	}
+	_ = unix.Madvise(mem, unix.MADV_DONTFORK) // as NewUMEM
+	return &UMEM{mem: mem, frameSize: uint64(frameSize), numFrames: uint32(numFrames), free: make([]uint64, 0, numFrames)}, nil
+}
+
 // Bytes returns the whole mapping.
 func (u *UMEM) Bytes() []byte { return u.mem }
 

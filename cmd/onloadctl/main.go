@@ -2,6 +2,8 @@
 //
 //	onloadctl stats [--json] [--pid N] [--all] [--dir D]
 //	onloadctl run [--stats] [--dir D] -- cmd args...
+//	onloadctl group [--iface I] [--json]
+//	onloadctl keeper --iface I [--detach] (started by ustack itself)
 //
 // It only reads the per-process stats segments (package shm) and sets
 // LD_PRELOAD; it holds no protocol logic.
@@ -32,6 +34,12 @@ const usage = `usage:
       wait for it and exit with its status; --stats prints its final counters
       to stderr and removes its segment.
 
+  onloadctl group [--iface IFACE] [--queue Q] [--json]
+      show the processes sharing the interface's queue (run it in their network
+      namespace): each one's slot, the frames it holds and its steering entries.
+  onloadctl keeper --iface IFACE [--detach]
+      the keeper of an interface's group; ustack starts it when it needs one.
+
 The stats directory is --dir, else $USTACK_STATS_DIR, else /dev/shm.
 `
 
@@ -49,6 +57,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdStats(args[1:], stdout, stderr)
 	case "run":
 		return cmdRun(args[1:], stderr)
+	case "group":
+		return cmdGroup(args[1:], stdout, stderr)
+	case "keeper":
+		return cmdKeeper(args[1:], stderr)
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
 		return 0

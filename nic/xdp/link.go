@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"ustack/shm"
 )
 
 // Receive fills frames with up to len(frames) received frames, slices into
@@ -31,6 +33,9 @@ func (s *Socket) Receive(frames [][]byte) int {
 		frames[i] = s.umem.Slice(d.Addr, int(d.Len))
 		s.rxHeld = append(s.rxHeld, d.Addr)
 		bytes += uint64(d.Len)
+		if s.group != nil {
+			s.group.Tag(s.group.FrameOf(d.Addr), uint8(s.slot)) // ours before the ring lets it go
+		}
 	}
 	s.rx.Release(n)
 	atomic.AddUint64(&s.stats.RxPackets, uint64(n))
@@ -42,6 +47,11 @@ func (s *Socket) Receive(frames [][]byte) int {
 // through the fill ring.
 func (s *Socket) ReleaseRx() {
 	if s.fill == nil || len(s.rxHeld) == 0 {
+		return
+	}
+	if s.group != nil {
+		s.group.Fill(s.fill, s.slot, s.rxHeld, s.dead)
+		s.rxHeld = s.rxHeld[:0]
 		return
 	}
 	// The fill ring has room for every receive frame: it is as large as
@@ -103,6 +113,9 @@ func (s *Socket) SubmitTx(buf []byte, n int) {
 		}
 	}
 	*s.tx.Entry(pos) = unix.XDPDesc{Addr: addr, Len: uint32(n)}
+	if s.group != nil {
+		s.group.Tag(s.group.FrameOf(addr), shm.TagInflight)
+	}
 	s.txOut++
 	atomic.AddUint64(&s.stats.TxPackets, 1)
 	atomic.AddUint64(&s.stats.TxBytes, uint64(n))
@@ -160,6 +173,20 @@ var ErrTxBusy = errors.New("xdp: tx kick left frames for the next")
 
 // reclaim moves completed TX frames back to the free list.
 func (s *Socket) reclaim() {
+	if s.group != nil {
+		// the completion ring is the group's: whoever takes it routes every frame home
+		s.group.Complete(s.comp, s.slot, s.dead)
+		s.returned = s.group.Returned(s.slot, s.returned[:0])
+		for _, a := range s.returned {
+			s.umem.Free(a)
+		}
+		n := uint32(len(s.returned))
+		if n > 0 {
+			s.txOut -= n
+			atomic.AddUint64(&s.stats.TxCompleted, uint64(n))
+		}
+		return
+	}
 	pos, n := s.comp.Peek(s.comp.Size())
 	if n == 0 {
 		return

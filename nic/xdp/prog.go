@@ -5,6 +5,8 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+
+	"ustack/shm"
 )
 
 // steerKey is the key of the steer map: destination IPv4 address and port in
@@ -31,9 +33,10 @@ func makeFlowKey(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport
 	}
 }
 
-// Values of the steer map (port modes) and of the flows map. The program
-// redirects when the deciding value is 1 and passes on anything else, so
-// portAll and FlowToUs must stay 1.
+// Values of the steer map (port modes) and of the flows map, in the low byte; the bits from
+// slotShift up name the socket (its key in xsks: a process's slot in its group). The program
+// redirects when the low byte is 1 and passes on anything else, so portAll and FlowToUs must
+// stay 1.
 const (
 	portAll    uint32 = 1 // every flow to the port goes to the socket, unless listed to the kernel
 	portListed uint32 = 2 // only flows listed as FlowToUs go to the socket
@@ -44,6 +47,8 @@ const (
 	FlowToUs     uint32 = 1 // redirect to the socket
 	FlowToKernel uint32 = 2 // XDP_PASS
 	FlowDrop     uint32 = 3 // XDP_DROP: the connection is moving between us and the kernel
+
+	slotShift = 8
 )
 
 const (
@@ -51,9 +56,8 @@ const (
 	xdpPass = 2
 
 	// struct xdp_md offsets.
-	mdData         = 0
-	mdDataEnd      = 4
-	mdRxQueueIndex = 16
+	mdData    = 0
+	mdDataEnd = 4
 
 	ethHdrLen  = 14
 	icmpHdrLen = 8
@@ -64,7 +68,8 @@ const (
 // sport, dport, proto) in flows if listed there (FlowToUs: redirect,
 // FlowToKernel: pass), else by the port's mode (portAll: redirect,
 // portListed: pass); a frame whose port is not in steer passes. Redirected
-// frames go to the AF_XDP socket of the receive queue in xsks. ICMP errors
+// frames go to the AF_XDP socket the value names in xsks (every socket there
+// is bound to the one queue ustack uses). ICMP errors
 // (types 3, 4, 11, 12) quoting a TCP or UDP datagram are decided the same way
 // for the quoted datagram reversed: the error is about something this host
 // sent (RFC 792: the quote is the original IPv4 header and at least 8 bytes),
@@ -202,10 +207,14 @@ func progInstructions(steerFD, flowsFD, xsksFD int) asm.Instructions {
 		asm.JEq.Imm(asm.R0, 0, "decide"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 
-		// 1 (portAll, FlowToUs): redirect; 3 (FlowDrop): drop; anything else: pass.
-		asm.JEq.Imm(asm.R7, int32(FlowDrop), "drop").WithSymbol("decide"),
-		asm.JNE.Imm(asm.R7, 1, "pass"),
-		asm.LoadMem(asm.R2, ctx, mdRxQueueIndex, asm.Word),
+		// The low byte decides: 1 (portAll, FlowToUs): redirect to the socket of the slot in
+		// the bits above; 3 (FlowDrop): drop; anything else: pass.
+		asm.Mov.Reg(asm.R8, asm.R7).WithSymbol("decide"),
+		asm.And.Imm(asm.R8, 0xff),
+		asm.JEq.Imm(asm.R8, int32(FlowDrop), "drop"),
+		asm.JNE.Imm(asm.R8, 1, "pass"),
+		asm.RSh.Imm(asm.R7, slotShift),
+		asm.Mov.Reg(asm.R2, asm.R7),
 		asm.LoadMapPtr(asm.R1, xsksFD),
 		asm.Mov.Imm(asm.R3, xdpPass),
 		asm.FnRedirectMap.Call(),
@@ -238,7 +247,7 @@ func (o *objects) close() {
 }
 
 // loadObjects creates the maps and loads the program.
-func loadObjects(queue int) (_ objects, err error) {
+func loadObjects() (_ objects, err error) {
 	var o objects
 	defer func() {
 		if err != nil {
@@ -265,10 +274,7 @@ func loadObjects(queue int) (_ objects, err error) {
 	if err != nil {
 		return objects{}, fmt.Errorf("creating flows map: %w", err)
 	}
-	entries := uint32(64)
-	if uint32(queue) >= entries {
-		entries = uint32(queue) + 1
-	}
+	entries := uint32(shm.MaxSlots)
 	o.xsks, err = ebpf.NewMap(&ebpf.MapSpec{
 		Name:       "xsks_map",
 		Type:       ebpf.XSKMap,

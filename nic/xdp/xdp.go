@@ -88,11 +88,19 @@ type Socket struct {
 	rxHeld     []uint64 // frame addresses lent out by Receive
 	txOut      uint32   // frames on the TX ring or in flight, not yet completed
 
-	steer *ebpf.Map // (local address, port, proto) → portAll or portListed
-	flows *ebpf.Map // (remote, local, ports, proto) → FlowToUs, FlowToKernel or FlowDrop
-	xsks  *ebpf.Map
+	steer *ebpf.Map // (local address, port, proto) → portAll or portListed, and the slot
+	flows *ebpf.Map // (remote, local, ports, proto) → FlowToUs, FlowToKernel or FlowDrop, and the slot
+	xsks  *ebpf.Map // slot → socket
 	prog  *ebpf.Program
 	link  link.Link
+
+	// A member of a group (group.go) shares the UMEM, fill and completion rings with the other
+	// processes on the queue: slot is its place in the group (0 for a socket of its own).
+	slot     uint32
+	group    *shm.GroupState
+	groupMem []byte
+	dead     func(holder uint32) bool // whether a lock holder died (group.go)
+	returned []uint64
 
 	stats *Stats
 }
@@ -164,12 +172,12 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 		return nil, err
 	}
 
-	o, err := loadObjects(queue)
+	o, err := loadObjects()
 	if err != nil {
 		return nil, s.errorf("%w", err)
 	}
 	s.steer, s.flows, s.xsks, s.prog = o.steer, o.flows, o.xsks, o.prog
-	if err := s.xsks.Put(uint32(queue), uint32(s.fd)); err != nil {
+	if err := s.xsks.Put(s.slot, uint32(s.fd)); err != nil {
 		return nil, s.errorf("inserting socket into xsks map: %w", err)
 	}
 	xdpMode, err := s.attach(opts.Mode)
@@ -384,7 +392,7 @@ func (s *Socket) steerPort(proto uint8, ip [4]byte, port uint16, mode uint32, wh
 		return ErrClosed
 	}
 	k := makeSteerKey(proto, ip, port)
-	if err := s.steer.Put(k, mode); err != nil {
+	if err := s.steer.Put(k, mode|s.slot<<slotShift); err != nil {
 		return s.errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, err)
 	}
 	return nil
@@ -397,6 +405,9 @@ func (s *Socket) Unsteer(proto uint8, ip [4]byte, port uint16) error {
 		return ErrClosed
 	}
 	k := makeSteerKey(proto, ip, port)
+	if !s.ours(s.steer, k) {
+		return nil // another process of the group took the port since
+	}
 	if err := s.steer.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return s.errorf("unsteering %s:%d proto %d: %w", net.IP(ip[:]), port, proto, err)
 	}
@@ -419,7 +430,7 @@ func (s *Socket) SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]b
 		return s.errorf("steering flow: action %d", action)
 	}
 	k := makeFlowKey(proto, local, lport, remote, rport)
-	if err := s.flows.Put(k, action); err != nil {
+	if err := s.flows.Put(k, action|s.slot<<slotShift); err != nil {
 		return s.errorf("steering flow %s:%d-%s:%d proto %d (action %d): %w",
 			net.IP(local[:]), lport, net.IP(remote[:]), rport, proto, action, err)
 	}
@@ -433,11 +444,27 @@ func (s *Socket) UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4
 		return ErrClosed
 	}
 	k := makeFlowKey(proto, local, lport, remote, rport)
+	if !s.ours(s.flows, k) {
+		return nil
+	}
 	if err := s.flows.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return s.errorf("unsteering flow %s:%d-%s:%d proto %d: %w",
 			net.IP(local[:]), lport, net.IP(remote[:]), rport, proto, err)
 	}
 	return nil
+}
+
+// ours reports whether the entry at k of m is this socket's (or absent): in a group another
+// process may have taken a port this one has let go of while its connection there still closed.
+func (s *Socket) ours(m *ebpf.Map, k any) bool {
+	if s.group == nil {
+		return true
+	}
+	var v uint32
+	if err := m.Lookup(k, &v); err != nil {
+		return true
+	}
+	return v>>slotShift == s.slot
 }
 
 // Fd returns the socket's file descriptor; it polls readable when frames
@@ -459,7 +486,7 @@ func (s *Socket) Close() error {
 	if s.xsks != nil {
 		// Drop the map's reference to the socket now rather than when
 		// the map is freed, so the queue is released sooner.
-		if err := s.xsks.Delete(uint32(s.queue)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := s.xsks.Delete(s.slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, fmt.Errorf("removing socket from xsks map: %w", err))
 		}
 	}
@@ -506,6 +533,12 @@ func (s *Socket) Close() error {
 		errs = append(errs, err)
 	}
 	s.umem = nil
+	if s.groupMem != nil {
+		if err := unix.Munmap(s.groupMem); err != nil {
+			errs = append(errs, err)
+		}
+		s.groupMem, s.group = nil, nil
+	}
 	if len(errs) > 0 {
 		return s.errorf("closing: %w", errors.Join(errs...))
 	}

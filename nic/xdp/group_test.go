@@ -1,0 +1,159 @@
+package xdp
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
+
+	"ustack/shm"
+)
+
+var testGroupGeo = shm.GroupGeometry{Slots: 4, TxPerSlot: 256, RxFrames: 512, FrameSize: 2048}
+
+// startKeeper runs a keeper for n's interface A in a thread of namespace A until the test ends
+// or its last member leaves.
+func startKeeper(t *testing.T, n *testNet) <-chan error {
+	t.Helper()
+	ls, err := in(t, n.hA, func() (int, error) { return ListenGroup(n.VethA, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+		if err := netns.Set(n.hA); err != nil {
+			done <- err
+			return
+		}
+		done <- RunKeeper(KeeperOptions{Ifname: n.VethA, Queue: 0, Listener: ls, Log: t.Logf,
+			Group: GroupOptions{Geometry: testGroupGeo, RingSize: 512, Build: shm.BuildID{7}}})
+	}()
+	return done
+}
+
+func attachIn(t *testing.T, n *testNet, build shm.BuildID) (*Socket, *Membership, error) {
+	t.Helper()
+	type res struct {
+		s *Socket
+		m *Membership
+	}
+	r, err := in(t, n.hA, func() (res, error) {
+		s, m, err := Attach(n.VethA, 0, AttachOptions{Build: build})
+		return res{s, m}, err
+	})
+	return r.s, r.m, err
+}
+
+func queryIn(t *testing.T, n *testNet) *GroupStatus {
+	t.Helper()
+	st, err := in(t, n.hA, func() (*GroupStatus, error) { return QueryGroup(n.VethA, 0) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// Two members of one group on one queue: each receives only the flows steered to it, each
+// transmits from its own frames, and when one leaves the keeper takes back its frames and its
+// steering entries while the other goes on.
+func TestGroupTwoMembers(t *testing.T) {
+	n := newTestNet(t)
+	keeper := startKeeper(t, n)
+	s1, m1, err := attachIn(t, n, shm.BuildID{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, m2, err := attachIn(t, n, shm.BuildID{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s1.Slot() == s2.Slot() {
+		t.Fatalf("both members in slot %d", s1.Slot())
+	}
+	if _, _, err := attachIn(t, n, shm.BuildID{8}); err == nil {
+		t.Fatal("another build joined the group")
+	} else {
+		t.Logf("another build: %v", err)
+	}
+	for i, s := range []*Socket{s1, s2} {
+		if err := s.Steer(unix.IPPROTO_UDP, ipA, uint16(9100+i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := udpConnB(t, n, "10.99.0.2:9200")
+	macA, macB := ifaceMAC(t, n, n.hA, n.VethA), ifaceMAC(t, n, n.hB, n.VethB)
+	for round := range 300 { // more than the group's receive frames: they must circulate
+		for i, s := range []*Socket{s1, s2} {
+			port := uint16(9100 + i)
+			msg := fmt.Appendf(nil, "to %d round %d", port, round)
+			if _, err := c.WriteTo(msg, &net.UDPAddr{IP: net.IP(ipA[:]), Port: int(port)}); err != nil {
+				t.Fatal(err)
+			}
+			got := receiveMatch(t, s, 3*time.Second, func(f []byte) bool {
+				p, dport := udpPayload(f)
+				if dport != port {
+					t.Errorf("slot %d received a datagram for port %d", s.Slot(), dport)
+				}
+				return bytes.Equal(p, msg)
+			})
+			if got == nil {
+				t.Fatalf("round %d: slot %d did not receive %q", round, s.Slot(), msg)
+			}
+			// and answer from its own transmit frames
+			buf := s.AllocTx()
+			if buf == nil {
+				t.Fatalf("round %d: slot %d has no transmit frame", round, s.Slot())
+			}
+			s.SubmitTx(buf, copy(buf, buildUDP(t, macA, macB, ipA, ipB, port, 9200, msg)))
+			if err := s.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(3 * time.Second))
+			b := make([]byte, 2048)
+			k, from, err := c.ReadFromUDP(b)
+			if err != nil || !bytes.Equal(b[:k], msg) || from.Port != int(port) {
+				t.Fatalf("round %d: answer %q from %v (%v), want %q from port %d", round, b[:k], from, err, msg, port)
+			}
+		}
+	}
+	st := queryIn(t, n)
+	if len(st.Members) != 2 {
+		t.Fatalf("status lists %d members, want 2: %+v", len(st.Members), st)
+	}
+	// s2 leaves without a word: its socket and maps closed by no one (as a killed process)
+	slot2 := s2.Slot()
+	m2.Close()
+	var after *GroupStatus
+	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		after = queryIn(t, n)
+		if len(after.Members) == 1 {
+			break
+		}
+	}
+	if len(after.Members) != 1 || after.Members[0].Slot != s1.Slot() {
+		t.Fatalf("after slot %d left: %+v", slot2, after)
+	}
+	if after.Unassigned.Steer != 0 || after.Members[0].Steer != 1 {
+		t.Fatalf("steering entries after slot %d left: %+v", slot2, after)
+	}
+	if got := after.RxOnFill + after.Members[0].RxHeld; got != testGroupGeo.RxFrames {
+		t.Fatalf("receive frames accounted for: %d of %d (%+v)", got, testGroupGeo.RxFrames, after)
+	}
+	s2.Close()
+	s1.Close()
+	m1.Close()
+	select {
+	case err := <-keeper:
+		if err != nil {
+			t.Fatalf("keeper: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the keeper did not leave with its last member")
+	}
+}
