@@ -74,7 +74,9 @@ func CreateStats(dir string, names []string, info StatsInfo) (*StatsSegment, err
 		os.Remove(tmp)
 		return nil, fmt.Errorf("creating stats segment: %w", err)
 	}
-	if err := f.Chmod(0o644); err != nil {
+	// a process's counters and command line are its user's (and root's) to read, as its
+	// /proc/PID/io is
+	if err := f.Chmod(0o600); err != nil {
 		return fail(err)
 	}
 	if err := f.Truncate(int64(total)); err != nil {

@@ -89,7 +89,16 @@ func (e *env) accel(extra ...string) []string {
 		"LD_PRELOAD=" + e.lib,
 		"USTACK_IFACE=" + e.tp.IfA,
 		"USTACK_STATS_DIR=" + e.statsDir,
+		"USTACK_KEEPER_LOG=" + e.keeperLog(),
 	}, extra...)
+}
+
+// keeperLog is where the keepers of the test's groups log (keeperTail shows it on failure).
+func (e *env) keeperLog() string { return filepath.Join(e.statsDir, "keeper.log") }
+
+func (e *env) keeperTail() string {
+	b, _ := os.ReadFile(e.keeperLog())
+	return "\nkeeper log (tail):\n" + tail(string(b), 3000)
 }
 
 // stats runs `onloadctl stats --json --pid N` and returns the counters; on

@@ -28,7 +28,8 @@ const usage = `usage:
       show the counters of processes running ustack. Without --pid: live
       processes only, and segments of exited processes are removed; --all also
       shows exited ones (marked exited) and removes nothing; --pid N shows that
-      process even after it exited.
+      process even after it exited. Where several processes share an
+      interface, a total for it follows them (in JSON: "total": true, pid 0).
   onloadctl run [--stats] [--dir D] -- cmd [args...]
       run cmd with LD_PRELOAD=libustack.so (next to onloadctl, or $USTACK_LIB),
       wait for it and exit with its status; --stats prints its final counters
@@ -127,6 +128,9 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 				}
 			}
 		}
+	}
+	if *pid == 0 {
+		snaps = withTotals(snaps)
 	}
 	if *asJSON {
 		if err := writeJSON(stdout, snaps); err != nil {

@@ -145,3 +145,26 @@ func TestRunStats(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// Processes that share an interface get a total, counter by counter; a process alone on its
+// interface does not.
+func TestStatsTotalPerInterface(t *testing.T) {
+	snaps := []*shm.StatsSnapshot{
+		{Pid: 1, Iface: "eth0", Names: []string{"tcp.segs_in", "xsk.rx_bytes"}, Values: []uint64{10, 1000}},
+		{Pid: 2, Iface: "eth1", Names: []string{"tcp.segs_in"}, Values: []uint64{7}},
+		{Pid: 3, Iface: "eth0", Names: []string{"xsk.rx_bytes", "tcp.segs_in"}, Values: []uint64{500, 5}},
+	}
+	out := withTotals(snaps)
+	if len(out) != 4 {
+		t.Fatalf("%d snapshots, want the 3 and one total", len(out))
+	}
+	tot := out[3]
+	if tot.Pid != 0 || tot.Iface != "eth0" || !strings.Contains(tot.Cmdline, "2 processes") {
+		t.Fatalf("total %+v", tot)
+	}
+	for name, want := range map[string]uint64{"tcp.segs_in": 15, "xsk.rx_bytes": 1500} {
+		if got, _ := tot.Get(name); got != want {
+			t.Errorf("total %s = %d, want %d", name, got, want)
+		}
+	}
+}

@@ -18,6 +18,7 @@ type jsonProcess struct {
 	Iface     string            `json:"iface"`
 	Mode      string            `json:"mode"`
 	Path      string            `json:"path"`
+	Total     bool              `json:"total,omitempty"` // the sum of an interface's processes
 	Counters  map[string]uint64 `json:"counters"`
 }
 
@@ -30,7 +31,7 @@ func writeJSON(w io.Writer, snaps []*shm.StatsSnapshot) error {
 		}
 		out = append(out, jsonProcess{
 			Pid: s.Pid, StartTime: s.StartTime, Alive: s.Alive, Cmdline: s.Cmdline,
-			Iface: s.Iface, Mode: s.Mode, Path: s.Path, Counters: c,
+			Iface: s.Iface, Mode: s.Mode, Path: s.Path, Total: s.Pid == 0, Counters: c,
 		})
 	}
 	enc := json.NewEncoder(w)
@@ -48,7 +49,11 @@ func writeText(w io.Writer, s *shm.StatsSnapshot) {
 	if !s.Alive {
 		state = "exited"
 	}
-	fmt.Fprintf(w, "pid %d (%s): %s\n", s.Pid, state, s.Cmdline)
+	if s.Pid == 0 {
+		fmt.Fprintf(w, "%s\n", s.Cmdline)
+	} else {
+		fmt.Fprintf(w, "pid %d (%s): %s\n", s.Pid, state, s.Cmdline)
+	}
 	fmt.Fprintf(w, "  iface %s  mode %s\n", orDash(s.Iface), orDash(s.Mode))
 	var order []string
 	groups := map[string][]int{}
@@ -78,4 +83,41 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// withTotals appends, for every interface that more than one of snaps runs on, a snapshot with
+// pid 0 whose counters are the sums of theirs (the interface's group as a whole).
+func withTotals(snaps []*shm.StatsSnapshot) []*shm.StatsSnapshot {
+	var ifaces []string
+	by := map[string][]*shm.StatsSnapshot{}
+	for _, s := range snaps {
+		if _, ok := by[s.Iface]; !ok {
+			ifaces = append(ifaces, s.Iface)
+		}
+		by[s.Iface] = append(by[s.Iface], s)
+	}
+	out := snaps
+	for _, ifc := range ifaces {
+		group := by[ifc]
+		if len(group) < 2 {
+			continue
+		}
+		t := &shm.StatsSnapshot{Iface: ifc, Mode: group[0].Mode, Alive: true,
+			Cmdline: fmt.Sprintf("total for %s (%d processes)", orDash(ifc), len(group))}
+		at := map[string]int{}
+		for _, s := range group {
+			for i, n := range s.Names {
+				j, ok := at[n]
+				if !ok {
+					j = len(t.Names)
+					at[n] = j
+					t.Names = append(t.Names, n)
+					t.Values = append(t.Values, 0)
+				}
+				t.Values[j] += s.Values[i]
+			}
+		}
+		out = append(out, t)
+	}
+	return out
 }

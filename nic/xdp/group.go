@@ -446,9 +446,11 @@ func (s *Socket) Slot() uint32 { return s.slot }
 func (s *Socket) Group() *shm.GroupState { return s.group }
 
 // DefaultGroupGeometry is the shape of the group a keeper creates on ifname: slots members of
-// 1024 transmit frames each, 2048 receive frames, frames as small as the MTU allows.
+// 2048 transmit frames each (in copy mode a frame comes back only when the peer's stack frees
+// its copy: a sender has as many in flight as the peer has unread), 2048 receive frames, frames
+// as small as the MTU allows.
 func DefaultGroupGeometry(ifname string, slots uint32) shm.GroupGeometry {
-	g := shm.GroupGeometry{Slots: min(max(slots, 1), shm.MaxSlots), TxPerSlot: 1024, RxFrames: 2048, FrameSize: maxFrameSize}
+	g := shm.GroupGeometry{Slots: min(max(slots, 1), shm.MaxSlots), TxPerSlot: 2048, RxFrames: 2048, FrameSize: maxFrameSize}
 	if l, err := netlink.LinkByName(ifname); err == nil && l.Attrs().MTU+ethHdrLen <= minFrameSize-unix.XDP_PACKET_HEADROOM {
 		g.FrameSize = minFrameSize
 	}

@@ -36,6 +36,7 @@ const (
 	msgOK     = "OK  " // keeper: slot, ring size, mode; the group's descriptors
 	msgNo     = "NO  " // keeper: why not, one line
 	msgReady  = "REDY" // member: its socket
+	msgLive   = "LIVE" // keeper: the slot is the member's
 	msgStatus = "STAT" // onloadctl: the group as JSON
 )
 
@@ -154,12 +155,14 @@ func RunKeeper(o KeeperOptions) error {
 
 // serveMember answers a live member's request; false means its connection is gone.
 func serveMember(g *Group, m *member, logf func(string, ...any)) bool {
-	buf := make([]byte, 64)
-	n, err := unix.Read(m.conn, buf)
-	if n <= 0 || err != nil {
+	msg, fds, err := recvFds(m.conn, 1)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	if err != nil {
 		return false
 	}
-	if string(buf[:min(n, 4)]) == msgStatus {
+	if string(msg[:min(len(msg), 4)]) == msgStatus {
 		sendStatus(g, m.conn)
 	}
 	return true
@@ -226,7 +229,7 @@ func admit(g *Group, conn int, logf func(string, ...any)) *member {
 	}
 	refuse := func(format string, args ...any) *member {
 		msg := fmt.Sprintf(format, args...)
-		_, _ = unix.Write(conn, append([]byte(msgNo), msg...))
+		_ = send(conn, append([]byte(msgNo), msg...), nil)
 		logf("keeper: refused pid %d (uid %d): %s", cred.Pid, cred.Uid, msg)
 		return nil
 	}
@@ -234,9 +237,11 @@ func admit(g *Group, conn int, logf func(string, ...any)) *member {
 		// nothing of the group may reach another user: not its frames, not its state
 		return refuse("the interface's queue is in use by another user's accelerated processes")
 	}
-	buf := make([]byte, 128)
-	n, err := unix.Read(conn, buf)
-	if err != nil || n < 4 {
+	buf, fds, err := recvFds(conn, 1)
+	for _, fd := range fds {
+		unix.Close(fd)
+	}
+	if err != nil || len(buf) < 4 {
 		return nil
 	}
 	switch string(buf[:4]) {
@@ -248,7 +253,7 @@ func admit(g *Group, conn int, logf func(string, ...any)) *member {
 		return nil
 	}
 	var build shm.BuildID
-	copy(build[:], buf[4:n])
+	copy(build[:], buf[4:])
 	if _, err := shm.OpenGroupState(g.stateMem, build); err != nil {
 		return refuse("another build of ustack holds the interface's queue; both must be the same build to share it")
 	}
@@ -272,7 +277,7 @@ func admit(g *Group, conn int, logf func(string, ...any)) *member {
 	body.WriteString(msgOK)
 	binary.Write(&body, binary.LittleEndian, [2]uint32{slot, g.ringSize})
 	body.WriteString(g.Mode)
-	if err := unix.Sendmsg(conn, body.Bytes(), unix.UnixRights(g.files.list()...), nil, 0); err != nil {
+	if err := send(conn, body.Bytes(), g.files.list()); err != nil {
 		return fail()
 	}
 	msg, fds, err := recvFds(conn, 1)
@@ -285,6 +290,12 @@ func admit(g *Group, conn int, logf func(string, ...any)) *member {
 	}
 	m.sockFd = fds[0]
 	g.State.SetSlot(slot, shm.SlotLive, m.pid, procStart(m.pid))
+	// the member uses its slot only once it is told: a join that failed here must not leave a
+	// process steering frames to a slot the keeper gave back
+	if err := send(conn, []byte(msgLive), nil); err != nil {
+		logf("keeper: pid %d did not join: %v", cred.Pid, err)
+		return fail()
+	}
 	logf("keeper: pid %d joined as slot %d", m.pid, slot)
 	keep = true
 	return m
@@ -306,9 +317,17 @@ func procStart(pid int) uint64 {
 
 // recvFds reads one message and up to max descriptors passed with it (close-on-exec).
 func recvFds(conn, max int) ([]byte, []int, error) {
-	buf := make([]byte, 4096)
+	buf := make([]byte, 64<<10) // a status of 64 members fits
 	oob := make([]byte, unix.CmsgSpace(max*4))
-	n, oobn, _, _, err := unix.Recvmsg(conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	var n, oobn int
+	var err error
+	for {
+		// the Go runtime's own signals interrupt a wait, and so do the host program's
+		n, oobn, _, _, err = unix.Recvmsg(conn, buf, oob, unix.MSG_CMSG_CLOEXEC)
+		if err != unix.EINTR {
+			break
+		}
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -385,7 +404,17 @@ func sendStatus(g *Group, conn int) {
 		st.Unassigned.Flows += n
 	}
 	b, _ := json.Marshal(st)
-	_, _ = unix.Write(conn, b)
+	_ = send(conn, b, nil)
+}
+
+// send writes one message, with descriptors if any, and never raises SIGPIPE in the program
+// it runs in.
+func send(conn int, msg []byte, fds []int) error {
+	var oob []byte
+	if len(fds) > 0 {
+		oob = unix.UnixRights(fds...)
+	}
+	return unix.Sendmsg(conn, msg, oob, nil, unix.MSG_NOSIGNAL)
 }
 
 // QueryGroup asks the keeper of queue of ifname (in this network namespace) for the group's
@@ -400,19 +429,17 @@ func QueryGroup(ifname string, queue int) (*GroupStatus, error) {
 		return nil, err
 	}
 	defer unix.Close(conn)
-	if _, err := unix.Write(conn, []byte(msgStatus)); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, 1<<20)
-	n, err := unix.Read(conn, buf)
+	// a refusal may be waiting already, with the connection closed behind it
+	_ = send(conn, []byte(msgStatus), nil)
+	buf, _, err := recvFds(conn, 0)
 	if err != nil {
 		return nil, err
 	}
-	if strings.HasPrefix(string(buf[:n]), msgNo) {
-		return nil, fmt.Errorf("%w: %s", ErrRefused, buf[4:n])
+	if strings.HasPrefix(string(buf), msgNo) {
+		return nil, fmt.Errorf("%w: %s", ErrRefused, buf[4:])
 	}
 	var st GroupStatus
-	if err := json.Unmarshal(buf[:n], &st); err != nil {
+	if err := json.Unmarshal(buf, &st); err != nil {
 		return nil, fmt.Errorf("keeper's status: %w", err)
 	}
 	return &st, nil
@@ -475,7 +502,7 @@ func Attach(ifname string, queue int, o AttachOptions) (*Socket, *Membership, er
 		if err == nil {
 			break
 		}
-		if !errors.Is(err, unix.ECONNREFUSED) && !errors.Is(err, unix.ENOENT) || time.Now().After(deadline) {
+		if !errors.Is(err, unix.ECONNREFUSED) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.EINTR) || time.Now().After(deadline) {
 			return nil, nil, fmt.Errorf("xdp: reaching the keeper of %s queue %d: %w", ifname, queue, err)
 		}
 		if !spawned && o.Spawn != nil {
@@ -491,9 +518,8 @@ func Attach(ifname string, queue int, o AttachOptions) (*Socket, *Membership, er
 		mb.Close()
 		return nil, nil, err
 	}
-	if _, err := unix.Write(conn, append([]byte(msgJoin), o.Build[:]...)); err != nil {
-		return fail(fmt.Errorf("xdp: joining the group of %s: %w", ifname, err))
-	}
+	// a refusal may be waiting already, with the connection closed behind it
+	_ = send(conn, append([]byte(msgJoin), o.Build[:]...), nil)
 	msg, fds, err := recvFds(conn, 8)
 	if err != nil {
 		return fail(fmt.Errorf("xdp: joining the group of %s: %w", ifname, err))
@@ -515,7 +541,14 @@ func Attach(ifname string, queue int, o AttachOptions) (*Socket, *Membership, er
 	var group *shm.GroupState
 	dead := func(holder uint32) bool { return holderDead(group, holder) }
 	bound := func(fd int) error {
-		return unix.Sendmsg(conn, []byte(msgReady), unix.UnixRights(fd), nil, 0)
+		if err := send(conn, []byte(msgReady), []int{fd}); err != nil {
+			return err
+		}
+		msg, _, err := recvFds(conn, 0)
+		if err != nil || string(msg) != msgLive {
+			return fmt.Errorf("the keeper did not confirm slot %d: %q %v", slot, msg, err)
+		}
+		return nil
 	}
 	s, err := JoinGroup(ifname, queue, slot, ringSize, files, o.Build, dead, bound, o.Stats)
 	if err != nil {
