@@ -1,12 +1,14 @@
 package shim
 
 import (
+	"errors"
 	"os"
 	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
 
+	"ustack/nic/xdp"
 	"ustack/stackcore"
 )
 
@@ -20,6 +22,10 @@ type tcpListener struct {
 	// in a kernel socket of its own: accept(2) gives them first (handover.go)
 	moved []int
 }
+
+// errPortTaken is listenLocked's answer when another process of the interface's group steers
+// the port: the socket is handed to the kernel (a value no errno or count takes).
+const errPortTaken = -1 << 20
 
 // listenShare is a listening port of the core and the sockets listening on it: one, or several
 // with SO_REUSEPORT, which then take connections from the same accept queue.
@@ -80,6 +86,9 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int) int {
 		}
 		if err := st.steerLocked(port); err != nil {
 			l.Close()
+			if errors.Is(err, xdp.ErrPortTaken) {
+				return errPortTaken
+			}
 			e.Log.Warn().Err(err).Uint16("port", port).Msg("steering listener")
 			return neg(unix.ENOBUFS)
 		}

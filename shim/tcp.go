@@ -67,12 +67,20 @@ func (s *tcpSock) bind(ip [4]byte, port uint16) int {
 
 func (s *tcpSock) listen(backlog int) int {
 	st := s.st
-	return st.with(s, faultNone, func() int {
+	r := st.with(s, faultNone, func() int {
 		if s.conn != nil || s.resolving != nil {
 			return neg(unix.EINVAL)
 		}
 		return s.e.listenLocked(s, backlog)
 	})
+	if r == errPortTaken {
+		// another process of the interface's group listens on the port (SO_REUSEPORT) and the
+		// interface's frames for it are that process's: this one listens in the kernel
+		s.e.Log.Debug().Int("fd", s.fd()).Msg("listen: the port is another process's on the interface: kernel listener")
+		s.e.handOver(s)
+		return Pass
+	}
+	return r
 }
 
 // connect starts a connection. A next hop the kernel's neighbour table does not know yet is

@@ -326,6 +326,9 @@ func (s *Stack) tcpInput(now Time, g *segment) {
 	}
 	// RFC 9293 3.10.7.1: CLOSED state.
 	inc(&s.stats.DropNoSocket)
+	if s.portRefs[g.dport] == 0 {
+		inc(&s.stats.DropNoPort)
+	}
 	s.replyReset(g)
 }
 

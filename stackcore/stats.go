@@ -41,6 +41,7 @@ type Stats struct {
 	DropFragment         uint64 `stat:"drop.fragment"`
 	DropUnsupportedProto uint64 `stat:"drop.unsupported_proto"`
 	DropNoSocket         uint64 `stat:"drop.no_socket"`
+	DropNoPort           uint64 `stat:"drop.no_port"` // of which to a local port nothing here uses (steered here by mistake, or late for a port let go)
 	DropTxNoBuffer       uint64 `stat:"drop.tx_no_buffer"`
 	DropBadSegment       uint64 `stat:"drop.bad_segment"`
 

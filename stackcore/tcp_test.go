@@ -256,7 +256,7 @@ func TestRefused(t *testing.T) {
 		t.Fatalf("read %v", err)
 	}
 	sb := n.b.s.Stats()
-	if sb.DropNoSocket != 1 || sb.TCPRstsSent != 1 || n.a.s.Stats().TCPRstsRecv != 1 {
+	if sb.DropNoSocket != 1 || sb.DropNoPort != 1 || sb.TCPRstsSent != 1 || n.a.s.Stats().TCPRstsRecv != 1 {
 		t.Fatalf("stats b %+v", sb)
 	}
 	if got := n.a.s.Released(nil); len(got) != 1 {

@@ -360,6 +360,9 @@ func (s *Stack) udpInput(srcMAC MAC, src IPv4, ip wire.IPv4) {
 		// Linux matches no socket either: a connected socket accepts only its peer.
 		inc(&st.UDPNoPorts)
 		inc(&st.DropNoSocket)
+		if s.udpPorts[d.DstPort()] == nil {
+			inc(&st.DropNoPort)
+		}
 		return
 	}
 	p := d.Payload()

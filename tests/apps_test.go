@@ -535,6 +535,20 @@ const (
 // with the master on, its forked workers take the listener over in the kernel
 // (issue 9; tests/fork_test.go runs that mode). sendfile is on, as in
 // Debian's own nginx.conf.
+// nginxSite makes a directory for nginx (its temp directories under tmp/) and its document
+// root www inside it.
+func nginxSite(t *testing.T) (dir, www string) {
+	t.Helper()
+	dir = dataDir(t)
+	www = filepath.Join(dir, "www")
+	for _, d := range []string{www, filepath.Join(dir, "tmp")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir, www
+}
+
 func nginxConf(dir, www, name string) string {
 	return fmt.Sprintf(`master_process off;
 daemon off;
@@ -593,13 +607,7 @@ func parseWrk(out []byte) (wrkResult, error) {
 func TestAppNginx(t *testing.T) {
 	e := setup(t, "nginx", "wrk")
 	tp := e.tp
-	dir := dataDir(t)
-	www := filepath.Join(dir, "www")
-	for _, d := range []string{www, filepath.Join(dir, "tmp")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, www := nginxSite(t)
 	bigSum := randomFile(t, www, "big", nginxBigSize)
 	smallSum := randomFile(t, www, "small", nginxSmallSize)
 	out := dataDir(t)

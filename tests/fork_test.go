@@ -516,13 +516,7 @@ func waitFor(d time.Duration, cond func() bool) bool {
 // Issue 9, Done-when 2: nginx's default master/worker mode under ustack, with and without daemon.
 func TestForkNginx(t *testing.T) {
 	e := setup(t, "nginx", "wrk")
-	dir := dataDir(t)
-	www := filepath.Join(dir, "www")
-	for _, d := range []string{www, filepath.Join(dir, "tmp")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, www := nginxSite(t)
 	bigSum := randomFile(t, www, "big", forkNginxBigSize)
 	smallSum := randomFile(t, www, "small", nginxSmallSize)
 	for _, daemon := range []bool{false, true} {

@@ -520,13 +520,7 @@ func TestNginx15k(t *testing.T) {
 	if r := e.tp.RunB(nil, 10*time.Second, "sysctl", "-w", "net.ipv4.ip_local_port_range=1024 65535"); r.Err != nil {
 		t.Fatalf("widening B's ephemeral port range: %s", r)
 	}
-	dir := dataDir(t)
-	www := filepath.Join(dir, "www")
-	for _, d := range []string{www, filepath.Join(dir, "tmp")} {
-		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
+	dir, www := nginxSite(t)
 	randomFile(t, www, "small", n15kSmallSize)
 	src := filepath.Join(dir, "http_many.c")
 	cli := filepath.Join(dir, "http_many")

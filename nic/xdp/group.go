@@ -49,7 +49,6 @@ type Group struct {
 	Mode   string
 	State  *shm.GroupState
 
-	ifidx    int
 	ringSize uint32
 	files    GroupFiles
 	umem     []byte
@@ -85,11 +84,11 @@ func CreateGroup(ifname string, queue int, o GroupOptions) (_ *Group, err error)
 			g.Close()
 		}
 	}()
-	l, err := netlink.LinkByName(ifname)
+	s, l, err := newSocket(ifname, queue, nil)
 	if err != nil {
-		return nil, fmt.Errorf("xdp: looking up %s: %w", ifname, err)
+		return nil, err
 	}
-	g.ifidx = l.Attrs().Index
+	g.sock = s
 	geo := o.Geometry
 	if mtu := l.Attrs().MTU; mtu+ethHdrLen > int(geo.FrameSize)-unix.XDP_PACKET_HEADROOM {
 		return nil, fmt.Errorf("xdp: %s: mtu %d does not fit a %d-byte frame after %d bytes of headroom",
@@ -109,8 +108,7 @@ func CreateGroup(ifname string, queue int, o GroupOptions) (_ *Group, err error)
 	}
 	// the registering socket: the fill and completion rings are created with it; an RX ring it
 	// must have to bind, though no frame is ever steered to it
-	s := &Socket{ifname: ifname, ifidx: g.ifidx, queue: queue, fd: -1, stats: new(Stats), group: g.State, slot: geo.Slots}
-	g.sock = s
+	s.group, s.slot = g.State, geo.Slots
 	if s.fd, err = unix.Socket(unix.AF_XDP, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0); err != nil {
 		return nil, s.errorf("creating socket: %w", err)
 	}
@@ -123,7 +121,7 @@ func CreateGroup(ifname string, queue int, o GroupOptions) (_ *Group, err error)
 			return nil, s.errorf("setting ring size (option %d): %w", opt, err)
 		}
 	}
-	if err := s.bind(unix.XDP_USE_NEED_WAKEUP, -1); err != nil {
+	if err := s.bind([]uint16{unix.XDP_ZEROCOPY | unix.XDP_USE_NEED_WAKEUP, unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP}, -1); err != nil {
 		return nil, err
 	}
 	if g.fill, g.comp, err = s.mapRings(uint32(o.RingSize), true); err != nil {
@@ -183,23 +181,28 @@ func (g *Group) Files() GroupFiles { return g.files }
 // RingSize returns the entries of every ring.
 func (g *Group) RingSize() int { return int(g.ringSize) }
 
-// bind binds the socket to its queue, zero copy first where the driver has it.
-func (s *Socket) bind(extra uint16, shareFd int) error {
-	tries := []uint16{unix.XDP_ZEROCOPY, unix.XDP_COPY}
+// bind binds the socket to its queue with the first of tries (XDP bind flags) the kernel
+// takes, or, with shareFd >= 0, to the UMEM and queue of the socket shareFd (XDP_SHARED_UMEM:
+// the flags are that socket's). A queue a socket just closed may still be held for a moment:
+// EBUSY is retried for a while.
+func (s *Socket) bind(tries []uint16, shareFd int) error {
+	if shareFd >= 0 {
+		tries = []uint16{unix.XDP_SHARED_UMEM}
+	}
 	deadline := time.Now().Add(bindBusyWait)
 	for {
 		var errs []error
 		busy := false
-		for _, mode := range tries {
-			sa := &unix.SockaddrXDP{Flags: mode | extra, Ifindex: uint32(s.ifidx), QueueID: uint32(s.queue)}
+		for _, flags := range tries {
+			sa := &unix.SockaddrXDP{Flags: flags, Ifindex: uint32(s.ifidx), QueueID: uint32(s.queue)}
 			if shareFd >= 0 {
-				// a socket sharing a UMEM takes the binding of the socket it shares with
-				sa = &unix.SockaddrXDP{Flags: unix.XDP_SHARED_UMEM, Ifindex: uint32(s.ifidx), QueueID: uint32(s.queue), SharedUmemFD: uint32(shareFd)}
+				sa.SharedUmemFD = uint32(shareFd)
 			}
 			err := unix.Bind(s.fd, sa)
 			if err == nil {
-				s.needWakeup = true
-				s.zeroCopy = shareFd < 0 && mode == unix.XDP_ZEROCOPY
+				// a sharing socket has the need-wakeup rings its group's registrar asked for
+				s.needWakeup = flags&unix.XDP_USE_NEED_WAKEUP != 0 || shareFd >= 0
+				s.zeroCopy = flags&unix.XDP_ZEROCOPY != 0
 				s.mode = "/copy"
 				if s.zeroCopy {
 					s.mode = "/zerocopy"
@@ -207,10 +210,7 @@ func (s *Socket) bind(extra uint16, shareFd int) error {
 				return nil
 			}
 			busy = busy || errors.Is(err, unix.EBUSY)
-			errs = append(errs, fmt.Errorf("flags %#x: %w", sa.Flags, err))
-			if shareFd >= 0 {
-				break
-			}
+			errs = append(errs, fmt.Errorf("flags %#x: %w", flags, err))
 		}
 		if !busy || time.Now().After(deadline) {
 			err := errors.Join(errs...)
@@ -362,20 +362,16 @@ func (g *Group) Entries() (steer, flows map[uint32]int) {
 // die). dead tells whether the process holding a group lock is gone. f stays the caller's.
 func JoinGroup(ifname string, queue int, slot uint32, ringSize int, f GroupFiles, build shm.BuildID,
 	dead func(holder uint32) bool, bound func(fd int) error, stats *Stats) (_ *Socket, err error) {
-	s := &Socket{ifname: ifname, queue: queue, fd: -1, stats: stats, slot: slot, dead: dead}
-	if s.stats == nil {
-		s.stats = new(Stats)
+	s, _, err := newSocket(ifname, queue, stats)
+	if err != nil {
+		return nil, err
 	}
+	s.slot, s.dead = slot, dead
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Close())
 		}
 	}()
-	l, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("xdp: looking up %s: %w", ifname, err)
-	}
-	s.ifidx = l.Attrs().Index
 	var st unix.Stat_t
 	if err := unix.Fstat(f.State, &st); err != nil {
 		return nil, s.errorf("group state: %w", err)
@@ -401,7 +397,7 @@ func JoinGroup(ifname string, queue int, slot uint32, ringSize int, f GroupFiles
 			return nil, s.errorf("setting ring size (option %d): %w", opt, err)
 		}
 	}
-	if err := s.bind(0, f.Share); err != nil {
+	if err := s.bind(nil, f.Share); err != nil {
 		return nil, err
 	}
 	if s.fill, s.comp, err = s.mapRings(uint32(ringSize), true); err != nil {

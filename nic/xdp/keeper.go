@@ -233,16 +233,18 @@ func admit(g *Group, conn int, logf func(string, ...any)) *member {
 		logf("keeper: refused pid %d (uid %d): %s", cred.Pid, cred.Uid, msg)
 		return nil
 	}
-	if cred.Uid != g.State.UID() {
-		// nothing of the group may reach another user: not its frames, not its state
-		return refuse("the interface's queue is in use by another user's accelerated processes")
-	}
+	// the request first, whatever the answer: a socket closed with a message unread resets
+	// the connection, and the newcomer would read that instead of the refusal
 	buf, fds, err := recvFds(conn, 1)
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
 	if err != nil || len(buf) < 4 {
 		return nil
+	}
+	if cred.Uid != g.State.UID() {
+		// nothing of the group may reach another user: not its frames, not its state
+		return refuse("the interface's queue is in use by another user's accelerated processes")
 	}
 	switch string(buf[:4]) {
 	case msgStatus:

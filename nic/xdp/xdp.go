@@ -137,21 +137,15 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 		return nil, fmt.Errorf("xdp: bad queue %d", queue)
 	}
 
-	s := &Socket{ifname: ifname, queue: queue, fd: -1, stats: opts.Stats}
-	if s.stats == nil {
-		s.stats = new(Stats)
+	s, l, err := newSocket(ifname, queue, opts.Stats)
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.Close())
 		}
 	}()
-
-	l, err := netlink.LinkByName(ifname)
-	if err != nil {
-		return nil, fmt.Errorf("xdp: looking up %s: %w", ifname, err)
-	}
-	s.ifidx = l.Attrs().Index
 	if opts.FrameSize == 0 {
 		// The kernel pins the whole UMEM: its size is resident memory from the start, and
 		// 2048-byte frames halve it on a standard MTU (8 MB instead of 16).
@@ -188,6 +182,19 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 	return s, nil
 }
 
+// newSocket starts a Socket on queue of ifname, with stats (new ones if nil); it returns the
+// interface's link too.
+func newSocket(ifname string, queue int, stats *Stats) (*Socket, netlink.Link, error) {
+	l, err := netlink.LinkByName(ifname)
+	if err != nil {
+		return nil, nil, fmt.Errorf("xdp: looking up %s: %w", ifname, err)
+	}
+	if stats == nil {
+		stats = new(Stats)
+	}
+	return &Socket{ifname: ifname, ifidx: l.Attrs().Index, queue: queue, fd: -1, stats: stats}, l, nil
+}
+
 // openSocket creates the socket, registers the UMEM, maps the rings, fills
 // the fill ring and binds.
 func (s *Socket) openSocket(opts Options) error {
@@ -216,30 +223,13 @@ func (s *Socket) openSocket(opts Options) error {
 			return s.errorf("setting ring size (option %d): %w", o, err)
 		}
 	}
-	var off unix.XDPMmapOffsets
-	offLen := uint32(unsafe.Sizeof(off))
-	if _, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), unix.SOL_XDP, unix.XDP_MMAP_OFFSETS,
-		uintptr(unsafe.Pointer(&off)), uintptr(unsafe.Pointer(&offLen)), 0); e != 0 {
-		return s.errorf("reading mmap offsets: %w", e)
+	if s.fill, s.comp, err = s.mapRings(rs, true); err != nil {
+		return err
 	}
-	lay := func(o unix.XDPRingOffset) shm.RingLayout {
-		return shm.RingLayout{Producer: o.Producer, Consumer: o.Consumer, Desc: o.Desc, Flags: o.Flags}
-	}
-	if s.fill, err = shm.MapRing[uint64](fd, unix.XDP_UMEM_PGOFF_FILL_RING, lay(off.Fr), rs); err != nil {
-		return s.errorf("fill ring: %w", err)
-	}
-	if s.comp, err = shm.MapRing[uint64](fd, unix.XDP_UMEM_PGOFF_COMPLETION_RING, lay(off.Cr), rs); err != nil {
-		return s.errorf("completion ring: %w", err)
-	}
-	if s.rx, err = shm.MapRing[unix.XDPDesc](fd, unix.XDP_PGOFF_RX_RING, lay(off.Rx), rs); err != nil {
-		return s.errorf("rx ring: %w", err)
-	}
-	if s.tx, err = shm.MapRing[unix.XDPDesc](fd, unix.XDP_PGOFF_TX_RING, lay(off.Tx), rs); err != nil {
-		return s.errorf("tx ring: %w", err)
+	if s.tx == nil {
+		return s.errorf("tx ring: not mapped")
 	}
 	s.fill.AttachProducer()
-	s.tx.AttachProducer()
-	s.rx.AttachConsumer()
 	s.comp.AttachConsumer()
 
 	// Half the frames (at most a fill ring's worth) receive, the rest transmit.
@@ -257,49 +247,20 @@ func (s *Socket) openSocket(opts Options) error {
 		s.umem.Free(s.umem.FrameAddr(i))
 	}
 
-	type try struct {
-		flags uint16
-		name  string
-	}
-	tries := []try{
-		{unix.XDP_ZEROCOPY | unix.XDP_USE_NEED_WAKEUP, "zerocopy"},
-		{unix.XDP_ZEROCOPY, "zerocopy"},
-		{unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, "copy"},
-		{unix.XDP_COPY, "copy"},
+	tries := []uint16{
+		unix.XDP_ZEROCOPY | unix.XDP_USE_NEED_WAKEUP, unix.XDP_ZEROCOPY,
+		unix.XDP_COPY | unix.XDP_USE_NEED_WAKEUP, unix.XDP_COPY,
 	}
 	if opts.CopyOnly {
 		tries = tries[2:]
 	}
-	// A socket closed just before may still hold the queue: the kernel
-	// releases its buffer pool from a workqueue. Retry EBUSY for a while.
-	deadline := time.Now().Add(bindBusyWait)
-	for {
-		var errs []error
-		busy := false
-		for _, t := range tries {
-			sa := &unix.SockaddrXDP{Flags: t.flags, Ifindex: uint32(s.ifidx), QueueID: uint32(s.queue)}
-			err := unix.Bind(fd, sa)
-			if err == nil {
-				s.needWakeup = t.flags&unix.XDP_USE_NEED_WAKEUP != 0
-				s.zeroCopy = t.flags&unix.XDP_ZEROCOPY != 0
-				s.mode = "/" + t.name
-				if !s.zeroCopy {
-					s.raiseTxBudget(rs)
-				}
-				return nil
-			}
-			busy = busy || errors.Is(err, unix.EBUSY)
-			errs = append(errs, fmt.Errorf("flags %#x: %w", t.flags, err))
-		}
-		if !busy || time.Now().After(deadline) {
-			err := errors.Join(errs...)
-			if busy {
-				err = errors.Join(ErrBusy, err)
-			}
-			return s.errorf("binding socket: %w", err)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if err := s.bind(tries, -1); err != nil {
+		return err
 	}
+	if !s.zeroCopy {
+		s.raiseTxBudget(rs)
+	}
+	return nil
 }
 
 // xdpMaxTxSkbBudget is SOL_XDP option XDP_MAX_TX_SKB_BUDGET (Linux 6.17), not yet in x/sys/unix.
@@ -392,11 +353,30 @@ func (s *Socket) steerPort(proto uint8, ip [4]byte, port uint16, mode uint32, wh
 		return ErrClosed
 	}
 	k := makeSteerKey(proto, ip, port)
-	if err := s.steer.Put(k, mode|s.slot<<slotShift); err != nil {
+	v := mode | s.slot<<slotShift
+	if s.group != nil {
+		// another process of the group may steer the port (a listener sharing it through
+		// SO_REUSEPORT, a connection of its still closing there): it keeps it, unless it died
+		err := s.steer.Update(k, v, ebpf.UpdateNoExist)
+		if err == nil {
+			return nil
+		}
+		var cur uint32
+		if !errors.Is(err, ebpf.ErrKeyExist) || s.steer.Lookup(k, &cur) != nil {
+			return s.errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, err)
+		}
+		if owner := cur >> slotShift; owner != s.slot && !holderDead(s.group, owner+1) {
+			return fmt.Errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, ErrPortTaken)
+		}
+	}
+	if err := s.steer.Put(k, v); err != nil {
 		return s.errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, err)
 	}
 	return nil
 }
+
+// ErrPortTaken is Steer's answer for a port another process of the group steers.
+var ErrPortTaken = errors.New("the port is steered to another process of the interface's group")
 
 // Unsteer stops steering (proto, ip, port) to this socket. Removing an entry
 // that is not there is not an error.
