@@ -43,6 +43,7 @@ const (
 const (
 	keeperTimeout = 5 * time.Second  // for one message of a join
 	keeperIdle    = 10 * time.Second // how long a keeper waits for its first member
+	refuseLinger  = 200 * time.Millisecond
 )
 
 // ErrRefused is what Attach answers when the group will not take this process; the error says
@@ -231,20 +232,34 @@ func admit(g *Group, conn int, logf func(string, ...any)) *member {
 		msg := fmt.Sprintf(format, args...)
 		_ = send(conn, append([]byte(msgNo), msg...), nil)
 		logf("keeper: refused pid %d (uid %d): %s", cred.Pid, cred.Uid, msg)
-		return nil
+		// a unix socket closed with a message unread resets the connection, and the newcomer
+		// would read that instead of the refusal: let it see the end, and read what it sent
+		_ = unix.Shutdown(conn, unix.SHUT_WR)
+		for {
+			pfd := []unix.PollFd{{Fd: int32(conn), Events: unix.POLLIN}}
+			if n, _ := unix.Poll(pfd, int(refuseLinger/time.Millisecond)); n <= 0 {
+				return nil
+			}
+			_, fds, err := recvFds(conn, 1)
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+			if err != nil {
+				return nil
+			}
+		}
 	}
-	// the request first, whatever the answer: a socket closed with a message unread resets
-	// the connection, and the newcomer would read that instead of the refusal
+	if cred.Uid != g.State.UID() {
+		// nothing of the group may reach another user: not its frames, not its state; and
+		// another user's process does not get to hold the keeper up beyond refuseLinger
+		return refuse("the interface's queue is in use by another user's accelerated processes")
+	}
 	buf, fds, err := recvFds(conn, 1)
 	for _, fd := range fds {
 		unix.Close(fd)
 	}
 	if err != nil || len(buf) < 4 {
 		return nil
-	}
-	if cred.Uid != g.State.UID() {
-		// nothing of the group may reach another user: not its frames, not its state
-		return refuse("the interface's queue is in use by another user's accelerated processes")
 	}
 	switch string(buf[:4]) {
 	case msgStatus:
