@@ -15,6 +15,7 @@
 #   sockperf-udp-server, sockperf-udp-client   the same over UDP
 #   redis-set, redis-get redis-server in A, redis-benchmark -c 50 -n $REDIS_N from B
 #   nginx                nginx (1 process) in A serving 612 bytes, wrk -t1 -c64 from B
+#   nginx-4w             the same with nginx's master and 4 workers
 #   memcached-set, memcached-get   memcached -t 1 in A, build/tests/mcload (50 connections) from B
 #   iperf3-in, iperf3-out  iperf3 -s in A, iperf3 -c from B (in: B sends; out: -R, A sends)
 #   idle                 redis-server in A holding 100 idle connections from B for $IDLE_SECS s
@@ -370,6 +371,13 @@ EOF
 load_wrk() { in_b $(( WRK_SECS + 30 )) wrk -t1 -c64 -d"${WRK_SECS}s" "http://$ADDRA:$NPORT/index.html" >"$1/load.out" 2>&1; }
 nginx_row() { server_row "$1" "$2" "$NPORT" tcp $(( WRK_SECS + 1 )) load_wrk -- nginx -p "$ngx/" -c "$ngx/nginx.conf" -e "$ngx/error.log"; }
 four_modes nginx_row nginx
+
+# nginx's default process model: a master and 4 workers that accept on the listener it opened
+# (the workers are its fork children; the server is pinned to CPU 0 as in every row)
+sed -e 's/^master_process off;/master_process on;/' -e 's/^worker_processes 1;/worker_processes 4;/' \
+	-e "s#^pid .*#pid $ngx/nginx4.pid;#" "$ngx/nginx.conf" >"$ngx/nginx4.conf"
+nginx4_row() { server_row "$1" "$2" "$NPORT" tcp $(( WRK_SECS + 1 )) load_wrk -- nginx -p "$ngx/" -c "$ngx/nginx4.conf" -e "$ngx/error.log"; }
+four_modes nginx4_row nginx-4w
 
 # ---- memcached --------------------------------------------------------------------------------
 MPORT=11211

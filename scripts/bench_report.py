@@ -40,6 +40,7 @@ def rows_spec():
         ("redis-set", "redis SET: redis-server under test in A, redis-benchmark -c 50 -n %s from B" % rn, "redis"),
         ("redis-get", "redis GET: redis-server under test in A, redis-benchmark -c 50 -n %s from B" % rn, "redis"),
         ("nginx", "nginx, 1 process, 612-byte file: nginx under test in A, wrk -t1 -c64 -d %ss from B" % ws, "wrk"),
+        ("nginx-4w", "nginx, master and 4 workers, 612-byte file: nginx under test in A (syscalls: the master's), wrk -t1 -c64 -d %ss from B" % ws, "wrk"),
         ("memcached-set", "memcached set, 32 B values: memcached -t 1 under test in A, mcload 50 connections %s s from B" % ms, "mcload"),
         ("memcached-get", "memcached get, 32 B values: memcached -t 1 under test in A, mcload 50 connections %s s from B" % ms, "mcload"),
         ("iperf3-in", "iperf3 one stream, B sends to A: iperf3 -s under test in A, iperf3 -c from B, %s s" % ips, "iperf3"),

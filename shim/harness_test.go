@@ -52,6 +52,14 @@ func (l *pairLink) isSteered(port uint16) bool {
 
 func (l *pairLink) SteerListed(proto uint8, ip [4]byte, port uint16) error { return nil }
 
+func (l *pairLink) SteerShared(proto uint8, ip [4]byte, port uint16) error {
+	return l.Steer(proto, ip, port)
+}
+
+func (l *pairLink) UnsteerShared(proto uint8, ip [4]byte, port uint16) error {
+	return l.Unsteer(proto, ip, port)
+}
+
 func (l *pairLink) SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error {
 	return nil
 }

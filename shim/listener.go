@@ -84,7 +84,14 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int) int {
 		if err != nil {
 			return errnoOf(err)
 		}
-		if err := st.steerLocked(port); err != nil {
+		steer := st.steerLocked
+		if s.opts.reusePort {
+			// other processes may listen on the port too: each takes a share of its new
+			// connections and keeps the ones born in it
+			steer = st.steerSharedLocked
+			l.SetPinned(true)
+		}
+		if err := steer(port); err != nil {
 			l.Close()
 			if errors.Is(err, xdp.ErrPortTaken) {
 				return errPortTaken

@@ -34,6 +34,10 @@ type stack struct {
 	released []uint16
 	// local TCP ports steered to this stack; the core says when a port has no user left
 	steered map[uint16]bool
+	// of which shared with other processes (listeners with SO_REUSEPORT), and the connections
+	// born there and ended since the last round (stackcore.Stack.Pins)
+	shared     map[uint16]bool
+	pin, unpin []stackcore.Flow
 	// listening ports and their sockets
 	listeners map[uint16]*listenShare
 	// connections the program closed that may still have data or a FIN to deliver, or the
@@ -81,6 +85,10 @@ type Link interface {
 	Unsteer(proto uint8, ip [4]byte, port uint16) error
 	// SteerListed keeps a port's entry but steers only the flows SteerFlow lists as ours.
 	SteerListed(proto uint8, ip [4]byte, port uint16) error
+	// SteerShared steers a port to this stack and the other processes that share it
+	// (SO_REUSEPORT): new flows are spread over them, each connection listed once born.
+	SteerShared(proto uint8, ip [4]byte, port uint16) error
+	UnsteerShared(proto uint8, ip [4]byte, port uint16) error
 	// SteerFlow decides for one connection on a steered port, whatever the port's entry says.
 	SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error
 	UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error
@@ -267,6 +275,19 @@ func (st *stack) txLocked() stackcore.Time {
 	for _, c := range st.woken {
 		st.eng.wakeLocked(c)
 	}
+	if len(st.shared) > 0 {
+		// a connection of a shared port stays with the stack it was born in, whoever joins or
+		// leaves the port's sharers
+		st.pin, st.unpin = st.core.Pins(st.pin[:0], st.unpin[:0])
+		for _, f := range st.pin {
+			if err := st.steerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort}, flowUs); err != nil {
+				st.eng.Log.Warn().Err(err).Msg("keeping a connection of a shared port")
+			}
+		}
+		for _, f := range st.unpin {
+			st.unsteerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort})
+		}
+	}
 	st.released = st.core.Released(st.released[:0])
 	for _, p := range st.released {
 		st.unsteerLocked(p)
@@ -386,6 +407,23 @@ func (st *stack) steerLocked(port uint16) error {
 // unsteerLocked gives a TCP port's frames back to the kernel once the core no longer uses it.
 func (st *stack) unsteerLocked(port uint16) { st.unsteerPortLocked(unix.IPPROTO_TCP, st.steered, port) }
 
+// steerSharedLocked steers a TCP port to this stack and the other processes that listen on it
+// with SO_REUSEPORT.
+func (st *stack) steerSharedLocked(port uint16) error {
+	if st.steered[port] {
+		return nil
+	}
+	if err := st.link.SteerShared(unix.IPPROTO_TCP, st.ifc.addr, port); err != nil {
+		return err
+	}
+	st.steered[port] = true
+	if st.shared == nil {
+		st.shared = map[uint16]bool{}
+	}
+	st.shared[port] = true
+	return nil
+}
+
 func (st *stack) steerUDPLocked(port uint16) error {
 	return st.steerPortLocked(unix.IPPROTO_UDP, st.steeredUDP, port)
 }
@@ -410,7 +448,12 @@ func (st *stack) unsteerPortLocked(proto uint8, steered map[uint16]bool, port ui
 		return
 	}
 	delete(steered, port)
-	_ = st.link.Unsteer(proto, st.ifc.addr, port)
+	if proto == unix.IPPROTO_TCP && st.shared[port] {
+		delete(st.shared, port)
+		_ = st.link.UnsteerShared(proto, st.ifc.addr, port)
+	} else {
+		_ = st.link.Unsteer(proto, st.ifc.addr, port)
+	}
 	if proto == unix.IPPROTO_TCP {
 		for k := range st.flows {
 			if k.lport == port {

@@ -149,6 +149,8 @@ var snapRefs = map[string]string{
 	"Stack.wokenConns":        "empty",
 	"Stack.wokenLns":          "empty",
 	"Stack.released":          "empty",
+	"Stack.pins":              "empty",
+	"Stack.unpins":            "empty",
 	"Stack.udpTx":             "empty",
 	"Stack.wokenUDP":          "empty",
 	"Stack.releasedUDP":       "empty",

@@ -101,6 +101,7 @@ func (c *TCPConn) Detach() {
 	}
 	c.hardErr = ErrClosed
 	c.appClosed = true
+	c.pinned = false // its steering is the kernel's now: not to be undone
 	s := c.s
 	s.detached[s.ndetached%len(s.detached)] = c.key
 	s.ndetached++

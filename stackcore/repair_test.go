@@ -2,6 +2,7 @@ package stackcore
 
 import (
 	"bytes"
+	"slices"
 	"testing"
 
 	"ustack/nic/pair"
@@ -116,5 +117,34 @@ func TestOutQueueCountsFIN(t *testing.T) {
 	n.runUntil(10*Second, func() bool { return a.State() == StateFinWait2 }) // a retransmission
 	if q := a.OutQueue(); q != 0 || a.State() != StateFinWait2 {
 		t.Fatalf("OutQueue %d in %v once all is acknowledged, want 0 in FIN-WAIT-2", q, a.State())
+	}
+}
+
+// A pinned listener (a port shared with other stacks) reports each connection born on it and
+// its end, so that the steering keeps the connection here; a connection handed to a kernel
+// socket is not reported as ended (its steering is the kernel's).
+func TestPinnedListenerReportsConnections(t *testing.T) {
+	n := newNet(t, pair.Options{}, Config{}, Config{})
+	l, err := n.b.s.Listen(7004, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetPinned(true)
+	c1, _ := n.a.s.Connect(n.now, 40001, addrB, 7004, macB)
+	c2, _ := n.a.s.Connect(n.now, 40002, addrB, 7004, macB)
+	n.runUntil(10*Second, func() bool { return c1.State() == StateEstablished && c2.State() == StateEstablished })
+	pin, unpin := n.b.s.Pins(nil, nil)
+	want := []Flow{{7004, addrA, 40001}, {7004, addrA, 40002}}
+	if len(pin) != 2 || len(unpin) != 0 || !slices.ContainsFunc(pin, func(f Flow) bool { return f == want[0] }) ||
+		!slices.ContainsFunc(pin, func(f Flow) bool { return f == want[1] }) {
+		t.Fatalf("pins %v unpins %v, want %v and none", pin, unpin, want)
+	}
+	s1, s2 := l.Accept(), l.Accept()
+	s1.Abort()
+	s2.Detach()
+	n.settle()
+	pin, unpin = n.b.s.Pins(pin[:0], nil)
+	if len(pin) != 0 || len(unpin) != 1 || unpin[0] != (Flow{7004, addrA, s1.key.rport}) {
+		t.Fatalf("after an abort and a detach: pins %v unpins %v, want the aborted one only", pin, unpin)
 	}
 }

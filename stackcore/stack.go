@@ -119,6 +119,8 @@ type Stack struct {
 	wokenConns []*TCPConn
 	wokenLns   []*Listener
 	released   []uint16
+	pins       []Flow // connections born on pinned listeners, and the ends of those (Pins)
+	unpins     []Flow
 
 	udpPorts    map[uint16]*UDPSocket
 	udpTx       []*UDPSocket // sockets with datagrams to send
@@ -483,6 +485,22 @@ func (s *Stack) Released(dst []uint16) []uint16 {
 	}
 	s.released = s.released[:0]
 	return dst
+}
+
+// Flow is one connection as the steering knows it: local port, remote address and port.
+type Flow struct {
+	LocalPort  uint16
+	Remote     IPv4
+	RemotePort uint16
+}
+
+// Pins appends to pin the connections born on pinned listeners since the last call, and to
+// unpin those of them that ended (freed, or handed to a kernel socket: Detach); a connection
+// born and ended in between is in both.
+func (s *Stack) Pins(pin, unpin []Flow) ([]Flow, []Flow) {
+	pin, unpin = append(pin, s.pins...), append(unpin, s.unpins...)
+	s.pins, s.unpins = s.pins[:0], s.unpins[:0]
+	return pin, unpin
 }
 
 // PortInUse reports whether a listener or a connection (TIME-WAIT included) holds local port p.

@@ -119,6 +119,7 @@ func (l *Listener) cookieAck(now Time, g *segment) bool {
 		return true
 	}
 	c := s.newConn(connKey{g.src, g.sport, l.port}, g.srcMAC, now)
+	l.born(c)
 	c.lst = l
 	l.pending++
 	iss := g.ack - 1

@@ -13,6 +13,7 @@ type Listener struct {
 	pending int        // children in SYN-RECEIVED
 	closed  bool
 	woken   bool
+	pinned  bool // its connections are reported by Pins (SetPinned)
 
 	cookieSent bool // SYN cookies sent, the last at cookieAt (syncookie.go)
 	cookieAt   Time
@@ -123,6 +124,7 @@ func (l *Listener) input(now Time, g *segment) {
 		return
 	}
 	c := s.newConn(connKey{g.src, g.sport, l.port}, g.srcMAC, now)
+	l.born(c)
 	c.lst = l
 	l.pending++
 	c.irs = g.seq
@@ -171,5 +173,18 @@ func (c *TCPConn) takeSynOptions(now Time, g *segment) {
 		// Every segment carries the 12-byte timestamp option (Linux mss_cache).
 		c.mss = max(c.mss-12, min(64, c.mss))
 		c.cwnd = uint32(initialCwndSegs * c.mss)
+	}
+}
+
+// SetPinned makes the listener report each connection born on it, and its end, through
+// Stack.Pins: its port is shared with other stacks, and the steering keeps each connection
+// with the stack it was born in.
+func (l *Listener) SetPinned(v bool) { l.pinned = v }
+
+// born notes a connection born on the listener (a SYN, or a SYN cookie's ACK).
+func (l *Listener) born(c *TCPConn) {
+	if l.pinned {
+		c.pinned = true
+		l.s.pins = append(l.s.pins, c.flow())
 	}
 }

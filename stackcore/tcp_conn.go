@@ -94,6 +94,7 @@ type TCPConn struct {
 	sndSh   uint8
 	rcvSh   uint8
 	finQ    bool // CloseWrite called: FIN after the buffered data
+	pinned  bool // born on a pinned listener: its end is reported (Stack.Pins)
 	finAckd bool
 	rtxOne  bool // fast retransmit: resend one segment at sndUna
 	probe   bool // send a zero-window probe
@@ -342,6 +343,9 @@ func (s *Stack) free(c *TCPConn) {
 	}
 	c.setState(StateClosed)
 	c.freed = true
+	if c.pinned {
+		s.unpins = append(s.unpins, c.flow())
+	}
 	if s.conns[c.key] == c {
 		delete(s.conns, c.key)
 	}
@@ -578,6 +582,8 @@ func (c *TCPConn) OutQueue() int {
 	}
 	return c.sndBuf.Len()
 }
+
+func (c *TCPConn) flow() Flow { return Flow{c.key.lport, c.key.raddr, c.key.rport} }
 
 // LocalPort returns the local port.
 func (c *TCPConn) LocalPort() uint16 { return c.key.lport }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -416,11 +417,11 @@ func slotReclaimed(st *xdp.GroupStatus, slot uint32, pid int) bool {
 			return false
 		}
 		if m.Slot == slot && m.State == "free" &&
-			(m.RxHeld != 0 || m.TxFree+m.TxInflight != st.TxPerSlot || m.Steer+m.Flows != 0) {
+			(m.RxHeld != 0 || m.TxFree+m.TxInflight != st.TxPerSlot || m.Steer+m.Flows+m.Shared != 0) {
 			return false
 		}
 	}
-	return st.Unassigned.Steer+st.Unassigned.Flows == 0
+	return st.Unassigned.Steer+st.Unassigned.Flows+st.Unassigned.Shared == 0
 }
 
 // 5. A program exec'd by a program under ustack, and a daemon forked before its first socket,
@@ -554,61 +555,133 @@ print("maps-umem", "ustack-umem" in maps, "maps-group", "ustack-group" in maps, 
 	stopServer(t, srv)
 }
 
-// Two processes listening on one port with SO_REUSEPORT: sharing the interface's new
-// connections among processes is not done yet, so the first keeps the port on the interface and
-// the second listens in the kernel (shim.passed_to_kernel); every connection is served and none
-// is broken, and once the first is killed the second serves the port.
-func TestGroupReusePortTwoProcesses(t *testing.T) {
+// Processes listening on one port with SO_REUSEPORT share its new connections (the steering
+// program spreads them by flow hash over the processes, as the kernel spreads them over an
+// SO_REUSEPORT group), and a connection stays with the process it was born in when another
+// process joins the port or one leaves it; a killed sharer's part of the port goes to the others.
+func TestGroupReusePortProcesses(t *testing.T) {
 	e := setup(t)
 	tp := e.tp
 	const port = 9700
 	srv := `
-import os, socket
+import os, socket, threading
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-s.bind(("0.0.0.0", 9700)); s.listen(64)
+s.bind(("0.0.0.0", 9700)); s.listen(128)
+def serve(c):
+    while True:
+        b = c.recv(100)
+        if not b: break
+        c.sendall(b"%d\n" % os.getpid())
+    c.close()
 while True:
-    c, _ = s.accept(); c.recv(100); c.sendall(b"%d" % os.getpid()); c.close()
+    c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
 `
-	first := startServer(t, tp, tp.NSA, e.accel(), port, false, python, "-c", srv)
-	second, err := tp.Start(tp.NSA, e.accel(), python, "-c", srv)
+	start := func() *topo.Proc {
+		p, err := tp.Start(tp.NSA, e.accel(), python, "-c", srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop() })
+		// the namespace's listening sockets do not tell one sharer from the other: wait until
+		// the keeper counts it among the port's sharers
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if st, err := e.groupStatus(t); err == nil {
+				if m := memberOf(st, p.Pid); m != nil && m.Shared == 1 {
+					return p
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d does not share port %d: %s", p.Pid, port, p.Output())
+			}
+		}
+	}
+	first, second := start(), start()
+	flag := filepath.Join(dataDir(t), "go")
+	// 40 connections kept open; each asks who serves it, then again after a third process
+	// joined the port
+	client := fmt.Sprintf(`
+import os, socket, time
+conns = [socket.create_connection((%q, %d), timeout=5) for _ in range(40)]
+def ask(c):
+    c.sendall(b"?"); return c.recv(100).decode().strip()
+print("before", " ".join(ask(c) for c in conns), flush=True)
+end = time.time() + 20
+while not os.path.exists(%q) and time.time() < end: time.sleep(0.02)
+print("after", " ".join(ask(c) for c in conns), flush=True)
+`, tp.AddrA, port, flag)
+	cl, err := tp.Start(tp.NSB, nil, python, "-c", client)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer second.Stop()
-	if _, err := waitMembers(e, t, []int{first.Pid, second.Pid}); err != nil {
-		t.Fatal(err)
+	var before []string
+	for deadline := time.Now().Add(10 * time.Second); before == nil && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		for _, l := range strings.Split(cl.Output(), "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == "before" {
+				before = f[1:]
+			}
+		}
+	}
+	third := start()
+	os.WriteFile(flag, nil, 0o644)
+	r := cl.Wait(30 * time.Second)
+	var after []string
+	for _, l := range strings.Split(string(r.Stdout), "\n") {
+		if f := strings.Fields(l); len(f) > 0 && f[0] == "after" {
+			after = f[1:]
+		}
+	}
+	if r.Err != nil || len(before) != 40 || len(after) != 40 {
+		t.Fatalf("client: %s", r)
+	}
+	count := func(pids []string) map[string]int {
+		m := map[string]int{}
+		for _, p := range pids {
+			m[p]++
+		}
+		return m
+	}
+	t.Logf("40 connections over two sharers: %v", count(before))
+	if c := count(before); c[fmt.Sprint(first.Pid)] == 0 || c[fmt.Sprint(second.Pid)] == 0 || len(c) != 2 {
+		t.Errorf("40 connections served by %v, want both sharers (pids %d, %d)", c, first.Pid, second.Pid)
+	}
+	if !slices.Equal(before, after) {
+		t.Errorf("a third sharer joined and connections changed hands:\nbefore %v\nafter  %v", before, after)
 	}
 	ask := func(n int) map[string]int {
 		t.Helper()
 		r := tp.RunB(nil, 30*time.Second, python, "-c", fmt.Sprintf(`
 import socket
 for i in range(%d):
-    c = socket.create_connection((%q, %d), timeout=5); c.sendall(b"hi"); print(c.recv(100).decode()); c.close()
+    c = socket.create_connection((%q, %d), timeout=5); c.sendall(b"?"); print(c.recv(100).decode().strip()); c.close()
 `, n, tp.AddrA, port))
 		if r.Err != nil {
 			t.Fatalf("connections from B: %s", r)
 		}
-		by := map[string]int{}
-		for _, l := range strings.Fields(string(r.Stdout)) {
-			by[l]++
-		}
-		return by
+		return count(strings.Fields(string(r.Stdout)))
 	}
-	if by := ask(20); by[fmt.Sprint(first.Pid)] != 20 {
-		t.Errorf("20 connections served by %v, want all by the first process (pid %d)", by, first.Pid)
-	}
-	if c := e.stats(t, second.Pid); c["shim.passed_to_kernel"] == 0 {
-		t.Errorf("the second process's listener was not handed to the kernel: %v", c)
+	by := ask(60)
+	t.Logf("60 new connections over three sharers: %v", by)
+	if len(by) != 3 {
+		t.Errorf("60 new connections served by %v, want all three sharers", by)
 	}
 	syscall.Kill(first.Pid, syscall.SIGKILL)
 	first.Wait(5 * time.Second)
-	var by map[string]int
 	for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if st, err := e.groupStatus(t); err == nil && memberOf(st, first.Pid) == nil && st.Unassigned.Steer == 0 {
+		if st, err := e.groupStatus(t); err == nil && memberOf(st, first.Pid) == nil {
 			break
 		}
 	}
-	if by = ask(10); by[fmt.Sprint(second.Pid)] != 10 {
-		t.Errorf("after the first was killed, 10 connections served by %v, want all by the second (pid %d)", by, second.Pid)
+	by = ask(40)
+	if by[fmt.Sprint(first.Pid)] != 0 || by[fmt.Sprint(second.Pid)]+by[fmt.Sprint(third.Pid)] != 40 {
+		t.Errorf("after the first was killed, 40 connections served by %v, want the second and third (pids %d, %d)", by, second.Pid, third.Pid)
+	}
+	st, err := e.groupStatus(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range st.Members {
+		if m.State == "live" && m.Shared != 1 {
+			t.Errorf("member %+v: want one shared port", m)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 	"unsafe"
 
@@ -313,6 +314,45 @@ func (g *Group) Reclaim(m Member) (rx, tx, entries int, err error) {
 	return rx, tx, entries, errors.Join(errs...)
 }
 
+// share adds slot to the sharers of the port of steer key k, or takes it away. The port is
+// steered in shared mode while it has sharers; a port another process steers on its own is
+// refused.
+func (g *Group) share(k steerKey, slot uint32, add bool) error {
+	var cur uint32
+	if err := g.objs.steer.Lookup(k, &cur); err == nil && cur&0xff != portShared && cur>>slotShift != slot {
+		if add && !holderDead(g.State, cur>>slotShift+1) {
+			return ErrPortTaken
+		}
+	}
+	var v sharesValue
+	if err := g.objs.shares.Lookup(k, &v); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return err
+	}
+	i := slices.Index(v.Slots[:v.N], slot)
+	switch {
+	case add && i < 0:
+		if v.N == maxSharers {
+			return fmt.Errorf("the port has %d sharers already", maxSharers)
+		}
+		v.Slots[v.N] = slot
+		v.N++
+	case !add && i >= 0:
+		v.N--
+		v.Slots[i] = v.Slots[v.N]
+		v.Slots[v.N] = 0
+	default:
+		return nil
+	}
+	if v.N == 0 {
+		_ = g.objs.steer.Delete(k)
+		return g.objs.shares.Delete(k)
+	}
+	if err := g.objs.shares.Put(k, v); err != nil {
+		return err
+	}
+	return g.objs.steer.Put(k, portShared)
+}
+
 // dropEntries deletes every steer and flows entry of slot and returns how many it deleted.
 func (g *Group) dropEntries(slot uint32) int {
 	n := 0
@@ -327,7 +367,7 @@ func (g *Group) dropEntries(slot uint32) int {
 		}
 		it := m.Iterate()
 		for it.Next(&k, &v) {
-			if v>>slotShift == slot {
+			if v>>slotShift == slot && (m != g.objs.steer || v&0xff != portShared) {
 				keys = append(keys, append([]byte(nil), k...))
 			}
 		}
@@ -337,22 +377,49 @@ func (g *Group) dropEntries(slot uint32) int {
 			}
 		}
 	}
+	// and its shares of ports
+	var k steerKey
+	var v sharesValue
+	var shared []steerKey
+	it := g.objs.shares.Iterate()
+	for it.Next(&k, &v) {
+		if slices.Contains(v.Slots[:v.N], slot) {
+			shared = append(shared, k)
+		}
+	}
+	for _, k := range shared {
+		if g.share(k, slot, false) == nil {
+			n++
+		}
+	}
 	return n
 }
 
-// Entries counts the steer and flows entries of each slot.
-func (g *Group) Entries() (steer, flows map[uint32]int) {
+// Entries counts the steer and flows entries of each slot, and the ports each slot shares (a
+// shared port's steer entry is no one's).
+func (g *Group) Entries() (steer, flows, shared map[uint32]int) {
 	count := func(m *ebpf.Map, klen int) map[uint32]int {
 		c := map[uint32]int{}
 		k := make([]byte, klen)
 		var v uint32
 		it := m.Iterate()
 		for it.Next(&k, &v) {
-			c[v>>slotShift]++
+			if m != g.objs.steer || v&0xff != portShared {
+				c[v>>slotShift]++
+			}
 		}
 		return c
 	}
-	return count(g.objs.steer, len(steerKey{})), count(g.objs.flows, len(flowKey{}))
+	shared = map[uint32]int{}
+	var k steerKey
+	var v sharesValue
+	it := g.objs.shares.Iterate()
+	for it.Next(&k, &v) {
+		for _, sl := range v.Slots[:v.N] {
+			shared[sl]++
+		}
+	}
+	return count(g.objs.steer, len(steerKey{})), count(g.objs.flows, len(flowKey{})), shared
 }
 
 // JoinGroup makes the socket of member slot of the group whose descriptors f holds (the keeper

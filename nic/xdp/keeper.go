@@ -32,12 +32,14 @@ func GroupAddr(ifidx, queue int) string { return fmt.Sprintf("@ustack-xsk/%d/%d"
 
 // Messages: a 4-byte verb, then its body.
 const (
-	msgJoin   = "JOIN" // member: build id
-	msgOK     = "OK  " // keeper: slot, ring size, mode; the group's descriptors
-	msgNo     = "NO  " // keeper: why not, one line
-	msgReady  = "REDY" // member: its socket
-	msgLive   = "LIVE" // keeper: the slot is the member's
-	msgStatus = "STAT" // onloadctl: the group as JSON
+	msgJoin    = "JOIN" // member: build id
+	msgOK      = "OK  " // keeper: slot, ring size, mode; the group's descriptors (or: done)
+	msgNo      = "NO  " // keeper: why not, one line
+	msgReady   = "REDY" // member: its socket
+	msgLive    = "LIVE" // keeper: the slot is the member's
+	msgStatus  = "STAT" // onloadctl: the group as JSON
+	msgShare   = "SHAR" // member: steer key: share the port (a listener with SO_REUSEPORT)
+	msgUnshare = "UNSH" // member: steer key: no longer
 )
 
 const (
@@ -163,8 +165,20 @@ func serveMember(g *Group, m *member, logf func(string, ...any)) bool {
 	if err != nil {
 		return false
 	}
-	if string(msg[:min(len(msg), 4)]) == msgStatus {
+	switch verb := string(msg[:min(len(msg), 4)]); verb {
+	case msgStatus:
 		sendStatus(g, m.conn)
+	case msgShare, msgUnshare:
+		if len(msg) < 11 {
+			return false
+		}
+		var k steerKey
+		copy(k[:], msg[4:12])
+		answer := []byte(msgOK)
+		if err := g.share(k, m.slot, verb == msgShare); err != nil {
+			answer = append([]byte(msgNo), err.Error()...)
+		}
+		_ = send(m.conn, answer, nil)
 	}
 	return true
 }
@@ -379,8 +393,9 @@ type GroupStatus struct {
 	FillRing   uint32         `json:"fill_ring"`
 	Members    []MemberStatus `json:"members"`
 	Unassigned struct {
-		Steer int `json:"steer_entries"`
-		Flows int `json:"flow_entries"`
+		Steer  int `json:"steer_entries"`
+		Flows  int `json:"flow_entries"`
+		Shared int `json:"shared_ports"`
 	} `json:"unassigned"`
 }
 
@@ -394,6 +409,7 @@ type MemberStatus struct {
 	TxInflight uint32 `json:"tx_frames_in_flight"`
 	Steer      int    `json:"steer_entries"`
 	Flows      int    `json:"flow_entries"`
+	Shared     int    `json:"shared_ports"` // ports it listens on with others (SO_REUSEPORT)
 }
 
 func sendStatus(g *Group, conn int) {
@@ -402,23 +418,27 @@ func sendStatus(g *Group, conn int) {
 		Frames: geo.Frames(), RxFrames: geo.RxFrames, TxPerSlot: geo.TxPerSlot, FillRing: g.fill.Unconsumed()}
 	c := g.State.Count()
 	st.RxOnFill = c.RxFill
-	steer, flows := g.Entries()
+	steer, flows, shared := g.Entries()
 	names := []string{"free", "joining", "live", "reclaiming"}
 	for i := range geo.Slots {
 		sl := g.State.Slot(i)
-		if sl.State == shm.SlotFree && c.RxHeld[i] == 0 && c.TxFree[i] == geo.TxPerSlot && steer[i]+flows[i] == 0 {
+		if sl.State == shm.SlotFree && c.RxHeld[i] == 0 && c.TxFree[i] == geo.TxPerSlot && steer[i]+flows[i]+shared[i] == 0 {
 			continue
 		}
 		st.Members = append(st.Members, MemberStatus{Slot: i, Pid: sl.Pid, State: names[min(sl.State, 3)],
-			RxHeld: c.RxHeld[i], TxFree: c.TxFree[i], TxInflight: c.TxFlight[i], Steer: steer[i], Flows: flows[i]})
+			RxHeld: c.RxHeld[i], TxFree: c.TxFree[i], TxInflight: c.TxFlight[i], Steer: steer[i], Flows: flows[i], Shared: shared[i]})
 		delete(steer, i)
 		delete(flows, i)
+		delete(shared, i)
 	}
 	for _, n := range steer {
 		st.Unassigned.Steer += n
 	}
 	for _, n := range flows {
 		st.Unassigned.Flows += n
+	}
+	for _, n := range shared {
+		st.Unassigned.Shared += n
 	}
 	b, _ := json.Marshal(st)
 	_ = send(conn, b, nil)
@@ -573,6 +593,13 @@ func Attach(ifname string, queue int, o AttachOptions) (*Socket, *Membership, er
 	}
 	group = s.group
 	s.mode = mode + "/shared"
+	s.request = func(msg []byte) ([]byte, error) {
+		if err := send(conn, msg, nil); err != nil {
+			return nil, err
+		}
+		answer, _, err := recvFds(conn, 0)
+		return answer, err
+	}
 	return s, mb, nil
 }
 

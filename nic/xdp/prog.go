@@ -2,9 +2,11 @@ package xdp
 
 import (
 	"fmt"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
+	"golang.org/x/sys/unix"
 
 	"ustack/shm"
 )
@@ -40,6 +42,7 @@ func makeFlowKey(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport
 const (
 	portAll    uint32 = 1 // every flow to the port goes to the socket, unless listed to the kernel
 	portListed uint32 = 2 // only flows listed as FlowToUs go to the socket
+	portShared uint32 = 4 // new flows spread over the sockets in shares, each flow listed once born
 )
 
 // What SteerFlow does with a flow's frames.
@@ -75,7 +78,7 @@ const (
 // sent (RFC 792: the quote is the original IPv4 header and at least 8 bytes),
 // so the quoted source is the local end. Everything else, including echo
 // requests (the kernel answers ping) and non-first fragments, gets XDP_PASS.
-func progInstructions(steerFD, flowsFD, xsksFD int) asm.Instructions {
+func progInstructions(steerFD, flowsFD, xsksFD, sharesFD int) asm.Instructions {
 	const (
 		ctx  = asm.R6
 		data = asm.R2
@@ -208,13 +211,17 @@ func progInstructions(steerFD, flowsFD, xsksFD int) asm.Instructions {
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 
 		// The low byte decides: 1 (portAll, FlowToUs): redirect to the socket of the slot in
-		// the bits above; 3 (FlowDrop): drop; anything else: pass.
+		// the bits above; 3 (FlowDrop): drop; 4 (portShared): a slot of the port's sharers;
+		// anything else: pass.
 		asm.Mov.Reg(asm.R8, asm.R7).WithSymbol("decide"),
 		asm.And.Imm(asm.R8, 0xff),
 		asm.JEq.Imm(asm.R8, int32(FlowDrop), "drop"),
+		asm.JEq.Imm(asm.R8, int32(portShared), "shared"),
 		asm.JNE.Imm(asm.R8, 1, "pass"),
 		asm.RSh.Imm(asm.R7, slotShift),
-		asm.Mov.Reg(asm.R2, asm.R7),
+
+		// R7: the slot whose socket gets the frame.
+		asm.Mov.Reg(asm.R2, asm.R7).WithSymbol("redirect"),
 		asm.LoadMapPtr(asm.R1, xsksFD),
 		asm.Mov.Imm(asm.R3, xdpPass),
 		asm.FnRedirectMap.Call(),
@@ -225,18 +232,52 @@ func progInstructions(steerFD, flowsFD, xsksFD int) asm.Instructions {
 
 		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("drop"),
 		asm.Return(),
+
+		// A shared port: the flow's hash (remote address and port, as SO_REUSEPORT spreads
+		// by the four-tuple) picks one of the n slots in shares; a connection stays with its
+		// slot through its flows entry, set when it was born.
+		asm.LoadMapPtr(asm.R1, sharesFD).WithSymbol("shared"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, steerKeyOff),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "pass"),
+		asm.LoadMem(asm.R5, asm.R0, 0, asm.Word), // n
+		asm.JEq.Imm(asm.R5, 0, "pass"),
+		asm.LoadMem(asm.R4, asm.RFP, flowKeyOff, asm.Word),   // remote address
+		asm.LoadMem(asm.R3, asm.RFP, flowKeyOff+8, asm.Half), // remote port
+		asm.Mul.Imm32(asm.R3, -1640531535),                   // 0x9e3779b1, Fibonacci hashing
+		asm.Xor.Reg32(asm.R4, asm.R3),
+		asm.Mul.Imm32(asm.R4, -1640531535),
+		// the high half: a product's low bits see only the factor's low bits, and the
+		// ports a client takes one after another differ in their high byte here (the port
+		// is in network order)
+		asm.RSh.Imm32(asm.R4, 16),
+		asm.Mod.Reg32(asm.R4, asm.R5),
+		asm.JGE.Imm(asm.R4, maxSharers, "pass"),
+		asm.LSh.Imm(asm.R4, 2),
+		asm.Add.Reg(asm.R0, asm.R4),
+		asm.LoadMem(asm.R7, asm.R0, 4, asm.Word),
+		asm.Ja.Label("redirect"),
 	}
+}
+
+// maxSharers bounds the processes that share a port; a shares value is their count and slots.
+const maxSharers = 15
+
+type sharesValue struct {
+	N     uint32
+	Slots [maxSharers]uint32
 }
 
 // objects are the maps and program loadObjects creates.
 type objects struct {
-	steer, flows, xsks *ebpf.Map
-	prog               *ebpf.Program
+	steer, flows, xsks, shares *ebpf.Map
+	prog                       *ebpf.Program
 }
 
 // close releases whatever is set.
 func (o *objects) close() {
-	for _, m := range []*ebpf.Map{o.steer, o.flows, o.xsks} {
+	for _, m := range []*ebpf.Map{o.steer, o.flows, o.xsks, o.shares} {
 		if m != nil {
 			m.Close()
 		}
@@ -265,11 +306,14 @@ func loadObjects() (_ objects, err error) {
 		return objects{}, fmt.Errorf("creating steer map: %w", err)
 	}
 	o.flows, err = ebpf.NewMap(&ebpf.MapSpec{
-		Name:       "flows",
-		Type:       ebpf.Hash,
-		KeySize:    uint32(len(flowKey{})),
-		ValueSize:  4,
-		MaxEntries: 65536,
+		Name:      "flows",
+		Type:      ebpf.Hash,
+		KeySize:   uint32(len(flowKey{})),
+		ValueSize: 4,
+		// a connection of a shared port has an entry from its birth to its end (TIME-WAIT
+		// included): allocated as needed
+		MaxEntries: 1 << 18,
+		Flags:      unix.BPF_F_NO_PREALLOC,
 	})
 	if err != nil {
 		return objects{}, fmt.Errorf("creating flows map: %w", err)
@@ -285,11 +329,21 @@ func loadObjects() (_ objects, err error) {
 	if err != nil {
 		return objects{}, fmt.Errorf("creating xsks map: %w", err)
 	}
+	o.shares, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "shares",
+		Type:       ebpf.Hash,
+		KeySize:    uint32(len(steerKey{})),
+		ValueSize:  uint32(unsafe.Sizeof(sharesValue{})),
+		MaxEntries: 4096,
+	})
+	if err != nil {
+		return objects{}, fmt.Errorf("creating shares map: %w", err)
+	}
 	o.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "ustack_steer",
 		Type:         ebpf.XDP,
 		License:      "Dual MIT/GPL",
-		Instructions: progInstructions(o.steer.FD(), o.flows.FD(), o.xsks.FD()),
+		Instructions: progInstructions(o.steer.FD(), o.flows.FD(), o.xsks.FD(), o.shares.FD()),
 	})
 	if err != nil {
 		return objects{}, fmt.Errorf("loading xdp program: %w", err)

@@ -32,6 +32,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -99,7 +100,8 @@ type Socket struct {
 	slot     uint32
 	group    *shm.GroupState
 	groupMem []byte
-	dead     func(holder uint32) bool // whether a lock holder died (group.go)
+	dead     func(holder uint32) bool         // whether a lock holder died (group.go)
+	request  func(msg []byte) ([]byte, error) // a request to the group's keeper and its answer
 	returned []uint64
 
 	stats *Stats
@@ -371,6 +373,39 @@ func (s *Socket) steerPort(proto uint8, ip [4]byte, port uint16, mode uint32, wh
 	}
 	if err := s.steer.Put(k, v); err != nil {
 		return s.errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, err)
+	}
+	return nil
+}
+
+// SteerShared steers (proto, ip, port) to this socket and to every other process of the group
+// that shares it (listeners with SO_REUSEPORT): the program spreads new flows over them by
+// hash, and a flow listed by SteerFlow stays with its socket. Alone, it is Steer.
+func (s *Socket) SteerShared(proto uint8, ip [4]byte, port uint16) error {
+	if s.request == nil {
+		return s.Steer(proto, ip, port)
+	}
+	return s.shareRequest(msgShare, proto, ip, port)
+}
+
+// UnsteerShared takes this socket out of the port's sharers.
+func (s *Socket) UnsteerShared(proto uint8, ip [4]byte, port uint16) error {
+	if s.request == nil {
+		return s.Unsteer(proto, ip, port)
+	}
+	return s.shareRequest(msgUnshare, proto, ip, port)
+}
+
+func (s *Socket) shareRequest(verb string, proto uint8, ip [4]byte, port uint16) error {
+	k := makeSteerKey(proto, ip, port)
+	answer, err := s.request(append([]byte(verb), k[:]...))
+	if err != nil {
+		return s.errorf("asking the keeper to share port %d: %w", port, err)
+	}
+	if string(answer) != msgOK {
+		if strings.HasSuffix(string(answer), ErrPortTaken.Error()) {
+			return fmt.Errorf("sharing port %d: %w", port, ErrPortTaken)
+		}
+		return s.errorf("sharing port %d: %s", port, answer[min(len(answer), 4):])
 	}
 	return nil
 }
