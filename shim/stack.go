@@ -275,18 +275,16 @@ func (st *stack) txLocked() stackcore.Time {
 	for _, c := range st.woken {
 		st.eng.wakeLocked(c)
 	}
-	if len(st.shared) > 0 {
-		// a connection of a shared port stays with the stack it was born in, whoever joins or
-		// leaves the port's sharers
-		st.pin, st.unpin = st.core.Pins(st.pin[:0], st.unpin[:0])
-		for _, f := range st.pin {
-			if err := st.steerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort}, flowUs); err != nil {
-				st.eng.Log.Warn().Err(err).Msg("keeping a connection of a shared port")
-			}
+	// a connection of a shared port stays with the stack it was born in, whoever joins or leaves
+	// the port's sharers (and its end is reported after its listener has gone too)
+	st.pin, st.unpin = st.core.Pins(st.pin[:0], st.unpin[:0])
+	for _, f := range st.pin {
+		if err := st.steerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort}, flowUs); err != nil {
+			st.eng.Log.Warn().Err(err).Msg("keeping a connection of a shared port")
 		}
-		for _, f := range st.unpin {
-			st.unsteerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort})
-		}
+	}
+	for _, f := range st.unpin {
+		st.unsteerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort})
 	}
 	st.released = st.core.Released(st.released[:0])
 	for _, p := range st.released {

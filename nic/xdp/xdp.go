@@ -367,6 +367,9 @@ func (s *Socket) steerPort(proto uint8, ip [4]byte, port uint16, mode uint32, wh
 		if !errors.Is(err, ebpf.ErrKeyExist) || s.steer.Lookup(k, &cur) != nil {
 			return s.errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, err)
 		}
+		if cur&0xff == portShared {
+			return fmt.Errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, ErrPortTaken) // the sharers' (SteerShared)
+		}
 		if owner := cur >> slotShift; owner != s.slot && !holderDead(s.group, owner+1) {
 			return fmt.Errorf("%s %s:%d proto %d: %w", what, net.IP(ip[:]), port, proto, ErrPortTaken)
 		}
