@@ -374,7 +374,8 @@ four_modes nginx_row nginx
 
 # nginx's default process model: a master and 4 workers that accept on the listener it opened
 # (the workers are its fork children; the server is pinned to CPU 0 as in every row)
-sed -e 's/^master_process off;/master_process on;/' -e 's/^worker_processes 1;/worker_processes 4;/' \
+# (as root, the workers would run as nobody, who cannot read the work directory)
+sed -e 's/^master_process off;/master_process on;\nuser root;/' -e 's/^worker_processes 1;/worker_processes 4;/' \
 	-e "s#^pid .*#pid $ngx/nginx4.pid;#" "$ngx/nginx.conf" >"$ngx/nginx4.conf"
 nginx4_row() { server_row "$1" "$2" "$NPORT" tcp $(( WRK_SECS + 1 )) load_wrk -- nginx -p "$ngx/" -c "$ngx/nginx4.conf" -e "$ngx/error.log"; }
 four_modes nginx4_row nginx-4w
