@@ -793,12 +793,25 @@ func TestForkServers(t *testing.T) {
 				k0 := snmpStart(t, tp.NSA)
 				r := tp.RunB(nil, 150*time.Second, python, client, tp.AddrA, fmt.Sprint(port), fmt.Sprint(forkServersClients), fmt.Sprint(forkServersSize), "120")
 				k1 := snmp(t, tp.NSA)
-				diag := stopServer(t, srv)
 				var res echoResult
-				if err := jsonLine(r.Stdout, &res); err != nil || r.Err != nil || !res.OK || res.Identical != forkServersClients {
+				resErr := jsonLine(r.Stdout, &res)
+				failed := resErr != nil || r.Err != nil || !res.OK || res.Identical != forkServersClients
+				var where string
+				if failed {
+					// where the stuck connections are, while the server still runs: the kernel's
+					// side in A, and the group's steering entries
+					ss := topo.Run(tp.NSA, nil, 10*time.Second, "ss", "-tani", "state", "connected", "sport", "= :"+fmt.Sprint(port))
+					where = "\nkernel connections in A:\n" + tail(string(ss.Stdout), 3000)
+					if m.accel {
+						st, err := e.groupStatus(t)
+						where += fmt.Sprintf("\ngroup: %+v %v", st, err)
+					}
+				}
+				diag := stopServer(t, srv)
+				if failed {
 					e.failDiag(t, m, s.name, srv.Pid)
-					t.Fatalf("%s %s: %d concurrent echo clients of %d bytes: %v %s\nserver: %s", m.name, s.name, forkServersClients,
-						forkServersSize, err, r, clipBytes([]byte(srv.Output()), 4000))
+					t.Fatalf("%s %s: %d concurrent echo clients of %d bytes: %v %s\nserver: %s%s", m.name, s.name, forkServersClients,
+						forkServersSize, resErr, r, clipBytes([]byte(srv.Output()), 4000), where)
 				}
 				if strings.Contains(diag, "File descriptor in bad state") {
 					t.Errorf("%s: the server's stderr has EBADFD:\n%s", s.name, clipBytes([]byte(diag), 3000))
