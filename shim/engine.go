@@ -495,9 +495,9 @@ func (e *Engine) Dup(oldfd, newfd int) {
 // that is closed at once: the kernel finishes it as it finishes its own orphans, and exit
 // returns at once. That includes a connection in FIN-WAIT-2, which has delivered everything but
 // must still acknowledge the peer's FIN: with no socket for it the kernel would answer that FIN
-// with a reset. TIME-WAIT has no kernel form to move into; it is left behind. Where a move is impossible (no CAP_NET_ADMIN for TCP_REPAIR), exit waits
-// instead until the data is acknowledged: up to USTACK_EXIT_LINGER_MS without progress,
-// USTACK_EXIT_LINGER_MAX_MS in all.
+// with a reset. TIME-WAIT has no kernel form to move into; it is left behind. Where a move is
+// impossible (no CAP_NET_ADMIN for TCP_REPAIR), exit waits instead until the data is
+// acknowledged: up to USTACK_EXIT_LINGER_MS without progress, USTACK_EXIT_LINGER_MAX_MS in all.
 func (e *Engine) Drain() { e.leave(false) }
 
 // MoveAll runs before this process image is replaced (exec): the stack ends with it, so every

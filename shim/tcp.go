@@ -74,8 +74,9 @@ func (s *tcpSock) listen(backlog int) int {
 		return s.e.listenLocked(s, backlog)
 	})
 	if r == errPortTaken {
-		// another process of the interface's group listens on the port (SO_REUSEPORT) and the
-		// interface's frames for it are that process's: this one listens in the kernel
+		// another process of the interface's group steers the port on its own (its listener
+		// has no SO_REUSEPORT, or a connection of its still closes there): this one listens in
+		// the kernel
 		s.e.Log.Debug().Int("fd", s.fd()).Msg("listen: the port is another process's on the interface: kernel listener")
 		s.e.handOver(s)
 		return Pass

@@ -3,6 +3,7 @@ package shm
 import (
 	"errors"
 	"fmt"
+	"math/bits"
 	"runtime"
 	"sync/atomic"
 	"unsafe"
@@ -100,7 +101,6 @@ const (
 	SlotFree uint32 = iota
 	SlotJoining
 	SlotLive
-	SlotReclaiming
 )
 
 type groupSlot struct {
@@ -121,6 +121,7 @@ type returnRing struct {
 type GroupState struct {
 	mem   []byte
 	geo   GroupGeometry
+	shift uint // log2 of the frame size: FrameOf runs per frame
 	fill  *groupLock
 	comp  *groupLock
 	slots []groupSlot
@@ -192,6 +193,7 @@ func view(mem []byte, g GroupGeometry) *GroupState {
 	s := &GroupState{
 		mem:   mem,
 		geo:   g,
+		shift: uint(bits.TrailingZeros32(g.FrameSize)),
 		fill:  (*groupLock)(unsafe.Add(base, grpOffFillLock)),
 		comp:  (*groupLock)(unsafe.Add(base, grpOffCompLock)),
 		slots: unsafe.Slice((*groupSlot)(unsafe.Add(base, grpOffSlots)), g.Slots),
@@ -225,7 +227,7 @@ func (s *GroupState) Keeper() int { return int(get32(s.mem, grpOffKeeper)) }
 // Frame numbers and addresses.
 
 // FrameOf returns the frame number of UMEM address addr (which may point inside the frame).
-func (s *GroupState) FrameOf(addr uint64) uint32 { return uint32(addr / uint64(s.geo.FrameSize)) }
+func (s *GroupState) FrameOf(addr uint64) uint32 { return uint32(addr >> s.shift) }
 
 // Addr returns the UMEM address of frame f.
 func (s *GroupState) Addr(f uint32) uint64 { return uint64(f) * uint64(s.geo.FrameSize) }
@@ -249,9 +251,6 @@ func (s *GroupState) Tag(f uint32, tag uint8) {
 		s.tags[f] = tag
 	}
 }
-
-// TagOf returns the tag of frame f.
-func (s *GroupState) TagOf(f uint32) uint8 { return s.tags[f] }
 
 // Slots.
 
@@ -332,8 +331,8 @@ func (s *GroupState) Fill(fill *Ring[uint64], me uint32, addrs []uint64, dead fu
 	// leaves its frames tagged with its slot; after it, TakeOver publishes them
 	s.fill.pos, s.fill.n = pos, n
 	atomic.StoreUint32(&s.fill.valid, 1)
-	for i := uint32(0); i < n; i++ {
-		s.Tag(s.FrameOf(*fill.Entry(pos + i)), TagFill)
+	for _, a := range addrs[:n] {
+		s.Tag(s.FrameOf(a), TagFill)
 	}
 	fill.Submit()
 	atomic.StoreUint32(&s.fill.valid, 0)

@@ -6,6 +6,7 @@ package tests
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -80,8 +81,10 @@ func TestGroupFourServers(t *testing.T) {
 				if r.Err != nil {
 					return 0, fmt.Errorf("redis-benchmark: %s", r)
 				}
-				d := respCheck(t, tp.RunB(nil, 60*time.Second, python, resp, tp.AddrA, fmt.Sprint(redisPort), fmt.Sprint(redisKeys)), "RESP client in B")
-				return 2 * 40000, nil_if(d.OK, "resp check")
+				if d := respCheck(t, tp.RunB(nil, 60*time.Second, python, resp, tp.AddrA, fmt.Sprint(redisPort), fmt.Sprint(redisKeys)), "RESP client in B"); !d.OK {
+					return 0, errors.New("RESP data check failed")
+				}
+				return 2 * 40000, nil
 			}},
 		{name: "nginx", port: nginxPort, server: []string{"nginx", "-p", dir + "/", "-c", conf, "-e", filepath.Join(dir, "group-error.log")}, conns: 16,
 			client: func(t *testing.T) (uint64, error) {
@@ -180,13 +183,6 @@ func TestGroupFourServers(t *testing.T) {
 	} else {
 		t.Logf("kernel Tcp InSegs+OutSegs in A grew by %d against %d segments in user space", g, segs)
 	}
-}
-
-func nil_if(ok bool, what string) error {
-	if ok {
-		return nil
-	}
-	return fmt.Errorf("%s failed", what)
 }
 
 // 3. A client and a server under ustack in the same namespace at once: nginx serves B's curl
@@ -451,7 +447,7 @@ s.close()
 	after, _ := filepath.Glob(filepath.Join(statsDir, "ustack-stats.*"))
 	var curlOpens uint64
 	for _, p := range after {
-		if contains(before, p) {
+		if slices.Contains(before, p) {
 			continue
 		}
 		var pid int
@@ -492,15 +488,6 @@ s.close()
 	}
 	c := e.counters(t, "redis daemon", dpid)
 	atLeast(t, "redis daemon", c, "tcp.passive_opens", 1)
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // 6. Two users on one interface: a server under ustack as root, then a client under ustack as

@@ -176,12 +176,6 @@ func mapShared(fd, size int) ([]byte, error) {
 	return mem, nil
 }
 
-// Files returns the descriptors a joining member receives.
-func (g *Group) Files() GroupFiles { return g.files }
-
-// RingSize returns the entries of every ring.
-func (g *Group) RingSize() int { return int(g.ringSize) }
-
 // bind binds the socket to its queue with the first of tries (XDP bind flags) the kernel
 // takes, or, with shareFd >= 0, to the UMEM and queue of the socket shareFd (XDP_SHARED_UMEM:
 // the flags are that socket's). A queue a socket just closed may still be held for a moment:
@@ -505,13 +499,9 @@ func dupFd(fd int) int {
 // Slot returns the socket's slot in its group.
 func (s *Socket) Slot() uint32 { return s.slot }
 
-// Group returns the group state the socket shares, or nil.
-func (s *Socket) Group() *shm.GroupState { return s.group }
-
 // DefaultGroupGeometry is the shape of the group a keeper creates on ifname: slots members of
-// 2048 transmit frames each (in copy mode a frame comes back only when the peer's stack frees
-// its copy: a sender has as many in flight as the peer has unread), 2048 receive frames, frames
-// as small as the MTU allows.
+// 2048 transmit frames each and 2048 receive frames, as a process had on its own before groups,
+// frames as small as the MTU allows.
 func DefaultGroupGeometry(ifname string, slots uint32) shm.GroupGeometry {
 	g := shm.GroupGeometry{Slots: min(max(slots, 1), shm.MaxSlots), TxPerSlot: 2048, RxFrames: 2048, FrameSize: maxFrameSize}
 	if l, err := netlink.LinkByName(ifname); err == nil && l.Attrs().MTU+ethHdrLen <= minFrameSize-unix.XDP_PACKET_HEADROOM {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"ustack/shm"
@@ -183,20 +184,13 @@ func serveMember(g *Group, m *member, logf func(string, ...any)) bool {
 	return true
 }
 
+// interfaceIndex is the index of interface name, as every lookup of this package makes it.
 func interfaceIndex(name string) (int, error) {
-	var ifr, err = unix.NewIfreq(name)
+	l, err := netlink.LinkByName(name)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("xdp: looking up %s: %w", name, err)
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFINDEX, ifr); err != nil {
-		return 0, fmt.Errorf("xdp: interface %s: %w", name, err)
-	}
-	return int(ifr.Uint32()), nil
+	return l.Attrs().Index, nil
 }
 
 // ListenGroup binds the group's address: whoever binds it is the group's keeper.
@@ -419,13 +413,13 @@ func sendStatus(g *Group, conn int) {
 	c := g.State.Count()
 	st.RxOnFill = c.RxFill
 	steer, flows, shared := g.Entries()
-	names := []string{"free", "joining", "live", "reclaiming"}
+	names := []string{"free", "joining", "live"}
 	for i := range geo.Slots {
 		sl := g.State.Slot(i)
 		if sl.State == shm.SlotFree && c.RxHeld[i] == 0 && c.TxFree[i] == geo.TxPerSlot && steer[i]+flows[i]+shared[i] == 0 {
 			continue
 		}
-		st.Members = append(st.Members, MemberStatus{Slot: i, Pid: sl.Pid, State: names[min(sl.State, 3)],
+		st.Members = append(st.Members, MemberStatus{Slot: i, Pid: sl.Pid, State: names[min(sl.State, shm.SlotLive)],
 			RxHeld: c.RxHeld[i], TxFree: c.TxFree[i], TxInflight: c.TxFlight[i], Steer: steer[i], Flows: flows[i], Shared: shared[i]})
 		delete(steer, i)
 		delete(flows, i)
@@ -520,9 +514,6 @@ func (m *Membership) Close() error {
 	m.conn = -1
 	return err
 }
-
-// Conn returns the connection to the keeper (a fork child closes its copy).
-func (m *Membership) Conn() int { return m.conn }
 
 // Attach joins the group of queue of ifname, starting its keeper if there is none, and returns
 // this process's socket in it. It works in the calling thread's network namespace.

@@ -2,8 +2,12 @@
 // steers chosen (protocol, IPv4 address, port) flows to the socket and passes
 // everything else to the kernel.
 //
-// Open creates the UMEM, the socket and its four rings, loads the steering
-// program and attaches it with a BPF link, so it disappears with the process.
+// A process under ustack is a member of its interface's group (group.go,
+// keeper.go: Attach): its own socket over a UMEM shared with the other
+// processes on the queue, the program and maps held by the group's keeper.
+// Open makes a socket of its own instead (the package's tests, tools): it
+// creates the UMEM, the socket and its four rings, loads the steering program
+// and attaches it with a BPF link, so it disappears with the process.
 // Steer, SteerListed and Unsteer edit the steering map of ports; SteerFlow
 // and UnsteerFlow edit the map of flows, which decides single connections on
 // a steered port (one handed to the kernel while the port's other
