@@ -13,7 +13,7 @@
 int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
 {
 	USTACK_ENSURE();
-	if (!ustack_sock(fd)) {
+	if (!ustack_sock(fd) && !((op == EPOLL_CTL_ADD || op == EPOLL_CTL_MOD) && ustack_take_if_cand(fd, 1))) {
 		if (op == EPOLL_CTL_ADD && ustack_kind(fd) == USTACK_KIND_EPOLL)
 			ustack_epoll_nested(fd);
 		return ustack_real.epoll_ctl(epfd, op, fd, ev);

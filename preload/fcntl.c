@@ -4,7 +4,7 @@
 #include <stdarg.h>
 #include <sys/ioctl.h>
 
-void ustack_adopt(int oldfd, int newfd);
+void ustack_share_fd(int oldfd, int newfd);
 
 static int fcntl_impl(int fd, int cmd, void *arg)
 {
@@ -12,7 +12,7 @@ static int fcntl_impl(int fd, int cmd, void *arg)
 	if ((cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC) && ustack_kind(fd) != USTACK_KIND_NONE) {
 		int r = ustack_real.fcntl(fd, cmd, arg);
 		if (r >= 0)
-			ustack_adopt(fd, r);
+			ustack_share_fd(fd, r);
 		return r;
 	}
 	USTACK_PROLOGUE(fd, ustack_real.fcntl(fd, cmd, arg));

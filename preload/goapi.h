@@ -9,6 +9,7 @@
 struct ustack_goapi {
 	long (*init)(struct ustack_shared *); /* first: it starts the Go part */
 	long (*socket)(int, int);
+	long (*adopt)(int, int, int);
 	long (*bind)(int, void *, socklen_t);
 	long (*listen)(int, int);
 	long (*accept)(int, void *, socklen_t *, int);

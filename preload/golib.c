@@ -2,9 +2,9 @@
  *
  * libustack.so is C: it decides which sockets could be accelerated and passes everything else
  * to libc. The Go part (the runtime, the shim and the stack: build/libustack-go.so, beside
- * libustack.so, or USTACK_GO_LIB) is loaded by the first socket() that could use it. A process
- * that opens no such socket never starts a Go runtime (no threads, no heap, no start-up cost),
- * and a child forked before the runtime started can start its own. */
+ * libustack.so, or USTACK_GO_LIB) is loaded by the first socket that carries data (cand.c). A
+ * process that moves no data on such a socket never starts a Go runtime (no threads, no heap, no
+ * start-up cost), and a child forked before the runtime started can start its own. */
 #include "goapi.h"
 #include <dlfcn.h>
 #include <elf.h>
@@ -118,7 +118,7 @@ static int load_locked(void)
 		warn("cannot load the Go part", dlerror());
 		return 0;
 	}
-	SYM(init); SYM(socket); SYM(bind); SYM(listen); SYM(accept); SYM(connect); SYM(connect_wait); SYM(shutdown);
+	SYM(init); SYM(socket); SYM(adopt); SYM(bind); SYM(listen); SYM(accept); SYM(connect); SYM(connect_wait); SYM(shutdown);
 	SYM(close); SYM(exit); SYM(dup); SYM(getsockname); SYM(getpeername); SYM(getsockopt); SYM(setsockopt);
 	SYM(recvmsg); SYM(sendmsg); SYM(fcntl); SYM(ioctl); SYM(poll_check); SYM(epoll_ctl); SYM(epoll_check);
 	SYM(epoll_close); SYM(epoll_adopt); SYM(is_go_thread); SYM(exec); SYM(move); SYM(resched);

@@ -8,9 +8,9 @@
 #include "goapi.h"
 #include <errno.h>
 
-#define USTACK_PROLOGUE(fd, realcall)                   \
+#define USTACK_PROLOGUE_LOAD(fd, realcall, load)        \
 	USTACK_ENSURE();                                \
-	if (!ustack_sock(fd))                           \
+	if (!ustack_sock(fd) && !ustack_take_if_cand(fd, load)) \
 		return realcall;                        \
 	if (ustack_forked_child) {                      \
 		int _m = ustack_child_move(fd);         \
@@ -20,6 +20,12 @@
 		}                                       \
 		return realcall;                        \
 	}
+
+/* USTACK_PROLOGUE: a call that sets a socket up (bind, listen, options, names) takes a candidate
+ * into the stack only where the Go part runs already; USTACK_DATA_PROLOGUE: a call that moves
+ * data or connects takes it, starting the Go part if need be (cand.c). */
+#define USTACK_PROLOGUE(fd, realcall) USTACK_PROLOGUE_LOAD(fd, realcall, 0)
+#define USTACK_DATA_PROLOGUE(fd, realcall) USTACK_PROLOGUE_LOAD(fd, realcall, 1)
 
 /* USTACK_BLOCKING repeats CALL while Go answers USTACK_WAIT, first for USTACK_SPIN_US without
  * sleeping, then waiting in between for events on fd, for at most timeout_ms (0 = forever). The

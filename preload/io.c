@@ -116,7 +116,7 @@ static ssize_t send_iov(int fd, const struct iovec *iov_in, int cnt, int flags, 
 
 ssize_t read(int fd, void *buf, size_t n)
 {
-	USTACK_PROLOGUE(fd, ustack_real.read(fd, buf, n));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.read(fd, buf, n));
 	struct iovec v = { buf, n };
 	return recv_iov(fd, &v, 1, 0, NULL, NULL, NULL);
 }
@@ -130,26 +130,26 @@ ssize_t __read_chk(int fd, void *buf, size_t n, size_t buflen)
 
 ssize_t write(int fd, const void *buf, size_t n)
 {
-	USTACK_PROLOGUE(fd, ustack_real.write(fd, buf, n));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.write(fd, buf, n));
 	struct iovec v = { (void *)buf, n };
 	return send_iov(fd, &v, 1, 0, NULL, 0);
 }
 
 ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
-	USTACK_PROLOGUE(fd, ustack_real.readv(fd, iov, cnt));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.readv(fd, iov, cnt));
 	return recv_iov(fd, iov, cnt, 0, NULL, NULL, NULL);
 }
 
 ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
-	USTACK_PROLOGUE(fd, ustack_real.writev(fd, iov, cnt));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.writev(fd, iov, cnt));
 	return send_iov(fd, iov, cnt, 0, NULL, 0);
 }
 
 ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-	USTACK_PROLOGUE(fd, ustack_real.recv(fd, buf, n, flags));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.recv(fd, buf, n, flags));
 	struct iovec v = { buf, n };
 	return recv_iov(fd, &v, 1, flags, NULL, NULL, NULL);
 }
@@ -163,7 +163,7 @@ ssize_t __recv_chk(int fd, void *buf, size_t n, size_t buflen, int flags)
 
 ssize_t recvfrom(int fd, void *buf, size_t n, int flags, struct sockaddr *addr, socklen_t *alen)
 {
-	USTACK_PROLOGUE(fd, ustack_real.recvfrom(fd, buf, n, flags, addr, alen));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.recvfrom(fd, buf, n, flags, addr, alen));
 	struct iovec v = { buf, n };
 	/* Go fills the source address of a datagram; a TCP socket reports none (*alen = 0) */
 	return recv_iov(fd, &v, 1, flags, addr, addr ? alen : NULL, NULL);
@@ -191,13 +191,13 @@ static ssize_t recvmsg_ours(int fd, struct msghdr *msg, int flags)
 
 ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 {
-	USTACK_PROLOGUE(fd, ustack_real.recvmsg(fd, msg, flags));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.recvmsg(fd, msg, flags));
 	return recvmsg_ours(fd, msg, flags);
 }
 
 int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timespec *tmo)
 {
-	USTACK_PROLOGUE(fd, ustack_real.recvmmsg(fd, v, n, flags, tmo));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.recvmmsg(fd, v, n, flags, tmo));
 	unsigned int i;
 	for (i = 0; i < n; i++) {
 		int f = flags & ~MSG_WAITFORONE;
@@ -216,14 +216,14 @@ int recvmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags, struct timesp
 
 ssize_t send(int fd, const void *buf, size_t n, int flags)
 {
-	USTACK_PROLOGUE(fd, ustack_real.send(fd, buf, n, flags));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.send(fd, buf, n, flags));
 	struct iovec v = { (void *)buf, n };
 	return send_iov(fd, &v, 1, flags, NULL, 0);
 }
 
 ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockaddr *addr, socklen_t alen)
 {
-	USTACK_PROLOGUE(fd, ustack_real.sendto(fd, buf, n, flags, addr, alen));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.sendto(fd, buf, n, flags, addr, alen));
 	/* a connected TCP socket ignores the address, a UDP socket sends there */
 	struct iovec v = { (void *)buf, n };
 	return send_iov(fd, &v, 1, flags, addr, addr ? alen : 0);
@@ -231,13 +231,13 @@ ssize_t sendto(int fd, const void *buf, size_t n, int flags, const struct sockad
 
 ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 {
-	USTACK_PROLOGUE(fd, ustack_real.sendmsg(fd, msg, flags));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.sendmsg(fd, msg, flags));
 	return send_iov(fd, msg->msg_iov, (int)msg->msg_iovlen, flags, msg->msg_name, msg->msg_name ? msg->msg_namelen : 0);
 }
 
 int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
 {
-	USTACK_PROLOGUE(fd, ustack_real.sendmmsg(fd, v, n, flags));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.sendmmsg(fd, v, n, flags));
 	unsigned int i;
 	for (i = 0; i < n; i++) {
 		const struct msghdr *m = &v[i].msg_hdr;
@@ -256,7 +256,7 @@ int sendmmsg(int fd, struct mmsghdr *v, unsigned int n, int flags)
  * blocking socket takes all of it, a non-blocking one what fits). */
 static ssize_t sendfile_impl(int out, int in, off_t *off, size_t count)
 {
-	USTACK_PROLOGUE(out, ustack_real.sendfile(out, in, off, count));
+	USTACK_DATA_PROLOGUE(out, ustack_real.sendfile(out, in, off, count));
 	char buf[65536];
 	size_t done = 0;
 	while (done < count) {

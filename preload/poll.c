@@ -213,12 +213,19 @@ int ustack_poll_impl(struct pollfd *fds, nfds_t nfds, int timeout_ms, const sigs
 	return result;
 }
 
+/* has_ours reports whether fds holds a socket or epoll set of ours; a candidate is taken into
+ * the stack first (waiting for it moves its data). */
 static int has_ours(const struct pollfd *fds, nfds_t nfds)
 {
-	for (nfds_t i = 0; i < nfds; i++)
-		if (ustack_kind(fds[i].fd) != USTACK_KIND_NONE)
-			return 1;
-	return 0;
+	int ours = 0;
+	for (nfds_t i = 0; i < nfds; i++) {
+		int k = ustack_kind(fds[i].fd);
+		if (k == USTACK_KIND_CAND)
+			k = ustack_cand_take(fds[i].fd, 1) ? USTACK_KIND_TCP : USTACK_KIND_NONE;
+		if (k != USTACK_KIND_NONE)
+			ours = 1;
+	}
+	return ours;
 }
 
 int poll(struct pollfd *fds, nfds_t nfds, int timeout)
@@ -256,7 +263,10 @@ static int select_impl(int nfds, fd_set *rd, fd_set *wr, fd_set *ex, int ms, con
 		int want = (rd && FD_ISSET(fd, rd)) || (wr && FD_ISSET(fd, wr)) || (ex && FD_ISSET(fd, ex));
 		if (want) {
 			n++;
-			if (ustack_kind(fd) != USTACK_KIND_NONE)
+			int kind = ustack_kind(fd);
+			if (kind == USTACK_KIND_CAND)
+				kind = ustack_cand_take(fd, 1) ? USTACK_KIND_TCP : USTACK_KIND_NONE;
+			if (kind != USTACK_KIND_NONE)
 				ours = 1;
 		}
 	}

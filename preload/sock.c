@@ -16,10 +16,10 @@ int socket(int domain, int type, int protocol)
 	if (!(base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)) &&
 	    !(base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP)))
 		return fd;
-	/* the first such socket starts the Go part (golib.c) */
-	if (!ustack_load_go())
-		return fd;
-	ustack_socket(fd, type);
+	if (__atomic_load_n(&ustack_go_ready, __ATOMIC_ACQUIRE))
+		ustack_socket(fd, type);
+	else
+		ustack_cand_new(fd, type); /* the Go part starts when it carries data (cand.c) */
 	return fd;
 }
 
@@ -43,7 +43,7 @@ int listen(int fd, int backlog)
 
 int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-	USTACK_PROLOGUE(fd, ustack_real.accept4(fd, addr, len, flags));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.accept4(fd, addr, len, flags));
 	long r = USTACK_BLOCKING(fd, POLLIN, ustack_fds[fd].rcvtimeo_ms, ustack_accept(fd, addr, len, flags));
 	if (r == USTACK_PASS)
 		return ustack_real.accept4(fd, addr, len, flags);
@@ -57,7 +57,7 @@ int accept(int fd, struct sockaddr *addr, socklen_t *len)
 
 int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-	USTACK_PROLOGUE(fd, ustack_real.connect(fd, addr, len));
+	USTACK_DATA_PROLOGUE(fd, ustack_real.connect(fd, addr, len));
 	long r = ustack_connect(fd, (void *)addr, len);
 	if (r == USTACK_PASS)
 		return ustack_real.connect(fd, addr, len);
@@ -83,6 +83,10 @@ static void ustack_release(int fd)
 	int k = ustack_kind(fd);
 	if (k == USTACK_KIND_NONE)
 		return;
+	if (k == USTACK_KIND_CAND) {
+		ustack_cand_drop(fd);
+		return;
+	}
 	if (ustack_forked_child) {
 		/* our copy of the table only; the parent's sockets are untouched */
 		__atomic_store_n(&ustack_fds[fd].kind, USTACK_KIND_NONE, __ATOMIC_RELEASE);
@@ -114,12 +118,16 @@ int close_range(unsigned int first, unsigned int last, int flags)
 	return ustack_real.close_range(first, last, flags);
 }
 
-/* ustack_adopt makes newfd, just made a kernel duplicate of oldfd, share oldfd's accelerated
+/* ustack_share_fd makes newfd, just made a kernel duplicate of oldfd, share oldfd's accelerated
  * socket or epoll set. */
-void ustack_adopt(int oldfd, int newfd)
+void ustack_share_fd(int oldfd, int newfd)
 {
 	if (newfd < 0 || newfd >= USTACK_FDMAX || ustack_kind(oldfd) == USTACK_KIND_NONE)
 		return;
+	if (ustack_kind(oldfd) == USTACK_KIND_CAND) {
+		ustack_cand_dup(oldfd, newfd);
+		return;
+	}
 	if (ustack_forked_child) {
 		/* no Go here: the copy answers EBADFD like the original */
 		struct ustack_fd e = ustack_fds[oldfd];
@@ -137,7 +145,7 @@ int dup(int oldfd)
 	USTACK_ENSURE();
 	int r = ustack_real.dup(oldfd);
 	if (r >= 0)
-		ustack_adopt(oldfd, r);
+		ustack_share_fd(oldfd, r);
 	return r;
 }
 
@@ -149,7 +157,7 @@ int dup2(int oldfd, int newfd)
 	ustack_release(newfd);
 	int r = ustack_real.dup2(oldfd, newfd);
 	if (r >= 0)
-		ustack_adopt(oldfd, r);
+		ustack_share_fd(oldfd, r);
 	return r;
 }
 
@@ -160,7 +168,7 @@ int dup3(int oldfd, int newfd, int flags)
 		ustack_release(newfd);
 	int r = ustack_real.dup3(oldfd, newfd, flags);
 	if (r >= 0)
-		ustack_adopt(oldfd, r);
+		ustack_share_fd(oldfd, r);
 	return r;
 }
 
@@ -193,6 +201,8 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
+	if (ustack_kind(fd) == USTACK_KIND_CAND)
+		ustack_cand_setsockopt(fd, level, name);
 	USTACK_PROLOGUE(fd, ustack_real.setsockopt(fd, level, name, val, len));
 	long r = ustack_setsockopt(fd, level, name, (void *)val, len);
 	if (r == USTACK_PASS)

@@ -29,6 +29,7 @@ enum ustack_kind {
 	USTACK_KIND_TCP = 1,
 	USTACK_KIND_EPOLL = 2, /* an epoll fd that has accelerated members */
 	USTACK_KIND_UDP = 3,
+	USTACK_KIND_CAND = 4, /* a TCP or UDP socket made while the Go part did not run here (cand.c) */
 };
 
 /* One entry per fd. Go writes kind last when publishing and first when withdrawing. */
@@ -45,6 +46,11 @@ struct ustack_fd {
 	int32_t nested;      /* epoll: the set is watched by another epoll set or by poll/select */
 	int32_t ready;       /* epoll: Go has members to report (its eventfd is signalled meanwhile) */
 	int32_t shadow_seen; /* listener, UDP: a real wait saw its kernel shadow readable since Go looked */
+	/* a candidate (USTACK_KIND_CAND): */
+	int32_t cand_type;   /* socket(2)'s type argument */
+	int32_t cand_pid;    /* the process that made it */
+	uint32_t cand_gen;   /* ustack_fork_gen then */
+	int32_t cand_dup;    /* another fd refers to it too */
 };
 
 /* A thread that waits on accelerated sockets registers in a slot of its own and sleeps on the
@@ -75,6 +81,16 @@ extern char ustack_owner_name[108];     /* where a fork child asks for an inheri
 extern int ustack_owner_pid;            /* the process whose stack owns the accelerated sockets */
 extern volatile uint32_t ustack_fork_gen; /* forks this process made (shim: FDTable.ForkGen) */
 int ustack_child_move(int fd);
+/* cand.c */
+void ustack_cand_new(int fd, int type);
+int ustack_cand_take(int fd, int load);
+void ustack_cand_drop(int fd);
+void ustack_cand_dup(int oldfd, int newfd);
+int ustack_cand_setsockopt(int fd, int level, int name);
+
+/* ustack_take_if_cand: a call that reaches the stack adopts a candidate fd first; load says
+ * whether the call may start the Go part to do it. 1 when fd is an accelerated socket now. */
+static inline int ustack_take_if_cand(int fd, int load);
 void ustack_epoll_nested(int epfd);
 pid_t __vfork(void); /* glibc's vfork (fork.c jumps to it) */
 void ustack_children_setup(void);
@@ -228,6 +244,11 @@ static inline int ustack_sock(int fd)
 {
 	int k = ustack_kind(fd);
 	return k == USTACK_KIND_TCP || k == USTACK_KIND_UDP;
+}
+
+static inline int ustack_take_if_cand(int fd, int load)
+{
+	return ustack_kind(fd) == USTACK_KIND_CAND && ustack_cand_take(fd, load);
 }
 
 /* TX kicks. In copy mode the sendto that tells the kernel about frames on the TX ring transmits

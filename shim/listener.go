@@ -59,10 +59,21 @@ func clampBacklog(backlog, somaxconn int) int {
 	return backlog
 }
 
+// listenMode says how listenLocked finds the socket's shadow and shares its port.
+type listenMode int
+
+const (
+	listenNew     listenMode = iota // listen(2): the shadow listens after the port is steered
+	listenAdopted                   // the shadow listens already (a candidate taken: adopt.go)
+	listenShared                    // ... and other processes may hold it too (it crossed a fork)
+)
+
 // listenLocked turns the TCP socket s into a listener. The stack listens and the port is
 // steered before the shadow listens: a SYN that came in between would otherwise make a kernel
-// connection whose later segments we steer away. Caller holds st.mu.
-func (e *Engine) listenLocked(s *tcpSock, backlog int) int {
+// connection whose later segments we steer away. A shadow that listened already has such
+// connections perhaps: they stay the kernel's, each steered there on its own
+// (keepKernelConnsLocked). Caller holds st.mu.
+func (e *Engine) listenLocked(s *tcpSock, backlog int, mode listenMode) int {
 	st := s.st
 	fd := s.fd()
 	if !s.bound {
@@ -85,13 +96,20 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int) int {
 			return errnoOf(err)
 		}
 		steer := st.steerLocked
-		if s.opts.reusePort {
+		if s.opts.reusePort || mode == listenShared {
 			// other processes may listen on the port too: each takes a share of its new
 			// connections and keeps the ones born in it
 			steer = st.steerSharedLocked
 			l.SetPinned(true)
 		}
-		if err := steer(port); err != nil {
+		if mode != listenNew {
+			st.keepKernelConnsLocked(port)
+		}
+		err = steer(port)
+		if err == nil && mode != listenNew {
+			st.keepKernelConnsLocked(port) // those that were born while it was steered
+		}
+		if err != nil {
 			l.Close()
 			if errors.Is(err, xdp.ErrPortTaken) {
 				return errPortTaken
@@ -103,11 +121,13 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int) int {
 		sh = &listenShare{l: l, port: port}
 	}
 	// SO_REUSEPORT (the kernel let both shadows bind): the sockets share one accept queue
-	if err := unix.Listen(fd, backlog); err != nil {
-		if fresh {
-			sh.l.Close() // the core releases the port; txLocked unsteers it
+	if mode == listenNew {
+		if err := unix.Listen(fd, backlog); err != nil {
+			if fresh {
+				sh.l.Close() // the core releases the port; txLocked unsteers it
+			}
+			return errnoOf(err)
 		}
-		return errnoOf(err)
 	}
 	if fresh {
 		st.listeners[port] = sh

@@ -5,6 +5,9 @@ import "sync/atomic"
 // Stats are the shim's own counters, published next to the stack's and the NIC's.
 type Stats struct {
 	SocketsAccelerated uint64 `stat:"shim.sockets_accelerated"`
+	SocketsAdopted     uint64 `stat:"shim.sockets_adopted"`   // of which set up in the kernel before the stack took them (Adopt)
+	AdoptDeclined      uint64 `stat:"shim.adopt_declined"`    // sockets set up in the kernel the stack left there (Adopt says why)
+	KernelConnsKept    uint64 `stat:"shim.kernel_conns_kept"` // kernel connections on an adopted listener's port, kept on the kernel path
 	PassedToKernel     uint64 `stat:"shim.passed_to_kernel"`  // sockets handed over to the kernel
 	MovedToKernel      uint64 `stat:"shim.moved_to_kernel"`   // of which with their state, for a fork child or at exit
 	MoveFailed         uint64 `stat:"shim.move_failed"`       // a move to the kernel that failed (the socket stayed)

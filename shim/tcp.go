@@ -71,7 +71,7 @@ func (s *tcpSock) listen(backlog int) int {
 		if s.conn != nil || s.resolving != nil {
 			return neg(unix.EINVAL)
 		}
-		return s.e.listenLocked(s, backlog)
+		return s.e.listenLocked(s, backlog, listenNew)
 	})
 	if r == errPortTaken {
 		// another process of the interface's group steers the port on its own (its listener

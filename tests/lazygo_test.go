@@ -10,8 +10,9 @@ import (
 
 // The Go part starts only when a socket could use it (issue 9: "a process that opens none never
 // starts it"): a program that opens no AF_INET TCP/UDP socket under LD_PRELOAD has no
-// libustack-go.so mapped and one thread; one that opens a UNIX socket neither; one that opens a
-// TCP socket has it (and Go's threads).
+// libustack-go.so mapped and one thread; one that opens a UNIX socket neither; nor one that only
+// sets a TCP socket up (bind, options, listen: a preforking server's master, whose workers take
+// the listener, preload/cand.c); one whose TCP socket connects has it (and Go's threads).
 func TestGoPartStartsOnlyForSockets(t *testing.T) {
 	root := repoRoot(t)
 	lib := filepath.Join(root, "build", "libustack.so")
@@ -34,7 +35,8 @@ print('go' if 'libustack-go.so' in maps else 'nogo', threads)
 	}{
 		{"no socket", "", false},
 		{"a UNIX socket", "import socket; s = socket.socket(socket.AF_UNIX)\n", false},
-		{"a TCP socket", "import socket; s = socket.socket()\n", true},
+		{"a TCP socket set up", "import socket; s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 0)); s.listen(5); s.getsockname()\n", false},
+		{"a TCP socket that connects", "import socket; s = socket.socket(); s.connect_ex(('127.0.0.1', 9))\n", true},
 	} {
 		cmd := exec.Command(py, "-c", c.pre+report)
 		// an interface that does not exist: the Go part starts, the stack does not

@@ -45,6 +45,16 @@ func ustack_socket(fd, typ C.int) (r C.long) {
 	return 0
 }
 
+//export ustack_adopt
+func ustack_adopt(fd, typ, crossed C.int) (r C.long) {
+	if eng == nil {
+		return 0
+	}
+	defer guard(&r)
+	eng.Adopt(int(fd), int(typ), crossed != 0)
+	return 0
+}
+
 //export ustack_bind
 func ustack_bind(fd C.int, addr unsafe.Pointer, alen C.socklen_t) (r C.long) {
 	defer guard(&r)

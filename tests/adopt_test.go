@@ -1,0 +1,42 @@
+package tests
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A socket set up before the stack runs in its process is taken into the stack when it first
+// carries data (preload/cand.c, shim/adopt.go). A listener taken at its first accept may have
+// connections the kernel made meanwhile: in their handshake, waiting in its accept queue, their
+// data still arriving. They must stay with the kernel to the end (RFC 9293 §3.10.7: a segment for
+// a connection a TCP does not know draws a reset), while the connections that come after are the
+// stack's. Here 4 clients from B connect and send 4 MB each before the server's first accept; 6
+// more come after it; every byte is checked by sha256, and the counters show which path each took.
+func TestAdoptListenerWithKernelConns(t *testing.T) {
+	e := setup(t)
+	tp := e.tp
+	server, client := appScript(t, "adopt_server.py"), appScript(t, "adopt_client.py")
+	const early, late, size = 4, 6, 4 << 20
+	port := nextForkPort()
+	srv := startServer(t, tp, tp.NSA, e.accel(), port, false, python, server, fmt.Sprint(port), fmt.Sprint(early+late), "1.5")
+	r := tp.RunB(nil, 90*time.Second, python, client, tp.AddrA, fmt.Sprint(port), fmt.Sprint(early), fmt.Sprint(late), fmt.Sprint(size), "2.5")
+	if r.Err != nil || !strings.Contains(string(r.Stdout), fmt.Sprintf("ok %d %d", early, late)) {
+		t.Fatalf("adopt_client.py: %s\nserver:\n%s", r, srv.Output())
+	}
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(srv.Output(), "served") }) {
+		t.Fatalf("the server did not finish:\n%s", srv.Output())
+	}
+	c := e.counters(t, "adopt_server.py", srv.Pid)
+	atLeast(t, "adopt_server.py", c, "shim.sockets_adopted", 1)
+	// the early ones: made by the kernel, kept there, accepted through the listener's shadow
+	atLeast(t, "adopt_server.py", c, "shim.kernel_conns_kept", early)
+	atLeast(t, "adopt_server.py", c, "shim.kernel_accepts", early)
+	// the late ones: the stack's
+	atLeast(t, "adopt_server.py", c, "tcp.passive_opens", late)
+	atLeast(t, "adopt_server.py", c, "tcp.segs_in", late*size/1500)
+	if c["tcp.rsts_sent"] != 0 {
+		t.Errorf("the stack sent %d resets: a segment of a kernel connection reached it", c["tcp.rsts_sent"])
+	}
+}
