@@ -207,6 +207,7 @@ def check_accel(d, r, kind):
         procs = json.loads(sj) if sj else []
     except ValueError:
         pass
+    procs = [p for p in procs if not p.get("total")]  # an interface's total repeats its processes
     rx = sum(p.get("counters", {}).get("xsk.rx_packets", 0) for p in procs)
     tx = sum(p.get("counters", {}).get("xsk.tx_packets", 0) for p in procs)
     r["xsk_rx_packets"], r["xsk_tx_packets"], r["ustack_processes"] = rx, tx, len(procs)

@@ -288,6 +288,7 @@ func startServer(t *testing.T, tp *topo.Topo, ns string, env []string, port int,
 		if err == nil {
 			t.Cleanup(func() { p.Stop() })
 			err = waitUDPBound(p, port, serverWait)
+			topo.WaitSteered(ns, env, "udp", port, 3*time.Second)
 		}
 	} else {
 		p, err = tp.StartServer(ns, env, port, serverWait, name, args...)

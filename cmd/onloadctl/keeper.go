@@ -9,6 +9,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -124,9 +125,10 @@ func cmdGroup(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stdout, "%s queue %d (%s), keeper pid %d: %d frames (%d receive, %d transmit per slot), %d receive frames with the kernel\n",
 		st.Ifname, st.Queue, st.Mode, st.Keeper, st.Frames, st.RxFrames, st.TxPerSlot, st.RxOnFill)
-	fmt.Fprintf(stdout, "%5s %8s %8s %8s %8s %9s %6s %6s\n", "slot", "pid", "state", "rx held", "tx free", "tx flight", "ports", "flows")
+	fmt.Fprintf(stdout, "%5s %8s %8s %8s %8s %9s %6s  %s\n", "slot", "pid", "state", "rx held", "tx free", "tx flight", "flows", "ports")
 	for _, m := range st.Members {
-		fmt.Fprintf(stdout, "%5d %8d %8s %8d %8d %9d %6d %6d\n", m.Slot, m.Pid, m.State, m.RxHeld, m.TxFree, m.TxInflight, m.Steer, m.Flows)
+		fmt.Fprintf(stdout, "%5d %8d %8s %8d %8d %9d %6d  %s\n", m.Slot, m.Pid, m.State, m.RxHeld, m.TxFree, m.TxInflight, m.Flows,
+			strings.Join(m.Ports, ", "))
 	}
 	return 0
 }

@@ -390,30 +390,46 @@ func (g *Group) dropEntries(slot uint32) int {
 }
 
 // Entries counts the steer and flows entries of each slot, and the ports each slot shares (a
-// shared port's steer entry is no one's).
-func (g *Group) Entries() (steer, flows, shared map[uint32]int) {
-	count := func(m *ebpf.Map, klen int) map[uint32]int {
-		c := map[uint32]int{}
-		k := make([]byte, klen)
-		var v uint32
-		it := m.Iterate()
-		for it.Next(&k, &v) {
-			if m != g.objs.steer || v&0xff != portShared {
-				c[v>>slotShift]++
-			}
+// shared port's steer entry is no one's); ports lists, per slot, the ports it steers alone or
+// shares ("tcp/80", "udp/53").
+func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32][]string) {
+	ports = map[uint32][]string{}
+	name := func(k steerKey) string {
+		proto := "udp"
+		if k[6] == unix.IPPROTO_TCP {
+			proto = "tcp"
 		}
-		return c
+		return fmt.Sprintf("%s/%d", proto, uint16(k[4])<<8|uint16(k[5]))
+	}
+	steer = map[uint32]int{}
+	var sk steerKey
+	var v uint32
+	it := g.objs.steer.Iterate()
+	for it.Next(&sk, &v) {
+		if v&0xff != portShared {
+			steer[v>>slotShift]++
+			ports[v>>slotShift] = append(ports[v>>slotShift], name(sk))
+		}
+	}
+	flows = map[uint32]int{}
+	var fk flowKey
+	it = g.objs.flows.Iterate()
+	for it.Next(&fk, &v) {
+		flows[v>>slotShift]++
 	}
 	shared = map[uint32]int{}
-	var k steerKey
-	var v sharesValue
-	it := g.objs.shares.Iterate()
-	for it.Next(&k, &v) {
-		for _, sl := range v.Slots[:v.N] {
+	var sv sharesValue
+	it = g.objs.shares.Iterate()
+	for it.Next(&sk, &sv) {
+		for _, sl := range sv.Slots[:sv.N] {
 			shared[sl]++
+			ports[sl] = append(ports[sl], name(sk)+" (shared)")
 		}
 	}
-	return count(g.objs.steer, len(steerKey{})), count(g.objs.flows, len(flowKey{})), shared
+	for _, p := range ports {
+		slices.Sort(p)
+	}
+	return steer, flows, shared, ports
 }
 
 // JoinGroup makes the socket of member slot of the group whose descriptors f holds (the keeper

@@ -395,15 +395,16 @@ type GroupStatus struct {
 
 // MemberStatus is one slot of the group.
 type MemberStatus struct {
-	Slot       uint32 `json:"slot"`
-	Pid        uint32 `json:"pid"`
-	State      string `json:"state"`
-	RxHeld     uint32 `json:"rx_frames_held"`
-	TxFree     uint32 `json:"tx_frames_free"`
-	TxInflight uint32 `json:"tx_frames_in_flight"`
-	Steer      int    `json:"steer_entries"`
-	Flows      int    `json:"flow_entries"`
-	Shared     int    `json:"shared_ports"` // ports it listens on with others (SO_REUSEPORT)
+	Slot       uint32   `json:"slot"`
+	Pid        uint32   `json:"pid"`
+	State      string   `json:"state"`
+	RxHeld     uint32   `json:"rx_frames_held"`
+	TxFree     uint32   `json:"tx_frames_free"`
+	TxInflight uint32   `json:"tx_frames_in_flight"`
+	Steer      int      `json:"steer_entries"`
+	Flows      int      `json:"flow_entries"`
+	Shared     int      `json:"shared_ports"` // ports it listens on with others (SO_REUSEPORT)
+	Ports      []string `json:"ports"`        // the ports it steers ("tcp/80", "tcp/80 (shared)")
 }
 
 func sendStatus(g *Group, conn int) {
@@ -412,7 +413,7 @@ func sendStatus(g *Group, conn int) {
 		Frames: geo.Frames(), RxFrames: geo.RxFrames, TxPerSlot: geo.TxPerSlot, FillRing: g.fill.Unconsumed()}
 	c := g.State.Count()
 	st.RxOnFill = c.RxFill
-	steer, flows, shared := g.Entries()
+	steer, flows, shared, ports := g.Entries()
 	names := []string{"free", "joining", "live"}
 	for i := range geo.Slots {
 		sl := g.State.Slot(i)
@@ -420,7 +421,8 @@ func sendStatus(g *Group, conn int) {
 			continue
 		}
 		st.Members = append(st.Members, MemberStatus{Slot: i, Pid: sl.Pid, State: names[min(sl.State, shm.SlotLive)],
-			RxHeld: c.RxHeld[i], TxFree: c.TxFree[i], TxInflight: c.TxFlight[i], Steer: steer[i], Flows: flows[i], Shared: shared[i]})
+			RxHeld: c.RxHeld[i], TxFree: c.TxFree[i], TxInflight: c.TxFlight[i], Steer: steer[i], Flows: flows[i], Shared: shared[i],
+			Ports: ports[i]})
 		delete(steer, i)
 		delete(flows, i)
 		delete(shared, i)

@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -80,7 +82,58 @@ func (tp *Topo) StartServer(ns string, env []string, port int, timeout time.Dura
 		p.Stop()
 		return nil, fmt.Errorf("%w\n%s", err, p.Output())
 	}
+	WaitSteered(ns, env, "tcp", port, steerWait)
 	return p, nil
+}
+
+// steerWait bounds WaitSteered: a ustack server takes its listener into its stack within
+// milliseconds of its first wait on it; one that never does (refused by the group, bound to
+// another interface) is left to the test's own checks.
+const steerWait = 3 * time.Second
+
+// WaitSteered waits, for a program run under ustack (env has LD_PRELOAD and USTACK_IFACE), until
+// a process of the interface's group steers proto/port (onloadctl group, beside the preloaded
+// library). A socket set up before ustack's stack runs in its process is taken into the stack at
+// its first data call or wait (preload/cand.c): a client that connects between the kernel's
+// listen and that moment is the kernel's, correctly but not what a test of the user-space path
+// means to measure. It reports whether the port is steered.
+func WaitSteered(ns string, env []string, proto string, port int, timeout time.Duration) bool {
+	var lib, iface string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "LD_PRELOAD="); ok {
+			lib = v
+		}
+		if v, ok := strings.CutPrefix(kv, "USTACK_IFACE="); ok {
+			iface = v
+		}
+	}
+	if lib == "" || iface == "" {
+		return false
+	}
+	onloadctl := filepath.Join(filepath.Dir(lib), "onloadctl")
+	want := fmt.Sprintf("%s/%d", proto, port)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		out, err := Command(context.Background(), ns, nil, onloadctl, "group", "--json", "--iface", iface).Output()
+		if err != nil {
+			continue
+		}
+		var st struct {
+			Members []struct {
+				Ports []string `json:"ports"`
+			} `json:"members"`
+		}
+		if json.Unmarshal(out, &st) != nil {
+			continue
+		}
+		for _, m := range st.Members {
+			for _, p := range m.Ports {
+				if p == want || p == want+" (shared)" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // WaitListen waits until a TCP socket listens on port in p's network
