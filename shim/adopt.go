@@ -5,6 +5,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"ustack/stackcore"
 )
 
 // A socket made before the stack ran in this process (preload/cand.c: a candidate) was set up
@@ -162,21 +164,15 @@ func kernelTimeoutMs(fd, name int) int32 {
 // segments would otherwise reach a stack that does not know them, and be answered with resets.
 // Caller holds st.mu.
 func (st *stack) keepKernelConnsLocked(port uint16) {
-	socks, err := netlink.SocketDiagTCP(unix.AF_INET)
+	conns, err := st.kernelConns()
 	if err != nil {
 		st.eng.Log.Warn().Err(err).Uint16("port", port).Msg("listing the kernel's connections on an adopted listener's port")
 		return
 	}
-	local := net.IP(st.ifc.addr[:])
-	for _, s := range socks {
-		if s.State == tcpListenState || s.ID.SourcePort != port || !s.ID.Source.Equal(local) {
+	for k := range conns {
+		if k.lport != port {
 			continue
 		}
-		remote := s.ID.Destination.To4()
-		if remote == nil {
-			continue
-		}
-		k := flowKey{lport: port, raddr: [4]byte(remote), rport: s.ID.DestinationPort}
 		if _, ok := st.flows[k]; ok {
 			continue
 		}
@@ -188,5 +184,57 @@ func (st *stack) keepKernelConnsLocked(port uint16) {
 	}
 }
 
-// tcpListenState is TCP_LISTEN in the kernel's numbering (include/net/tcp_states.h).
-const tcpListenState = 10
+// kernelConns lists the kernel's TCP connections through the interface's address that may still
+// receive segments: every state but LISTEN and TIME-WAIT (a TIME-WAIT connection left by an
+// earlier run of a server would take the next connection with its four-tuple to the kernel; a
+// FIN it sees again draws a reset from the stack instead of an ACK, which ends the peer's
+// LAST-ACK all the same).
+func (st *stack) kernelConns() (map[flowKey]bool, error) {
+	socks, err := netlink.SocketDiagTCP(unix.AF_INET)
+	if err != nil {
+		return nil, err
+	}
+	local := net.IP(st.ifc.addr[:])
+	conns := map[flowKey]bool{}
+	for _, s := range socks {
+		if s.State == tcpListenState || s.State == tcpTimeWaitState || !s.ID.Source.Equal(local) {
+			continue
+		}
+		if remote := s.ID.Destination.To4(); remote != nil {
+			conns[flowKey{lport: s.ID.SourcePort, raddr: [4]byte(remote), rport: s.ID.DestinationPort}] = true
+		}
+	}
+	return conns, nil
+}
+
+// kernelFlowSweep is how often the poller looks for connections steered to the kernel one by one
+// (kept there when their listener was adopted, moved there) that the kernel has finished.
+const kernelFlowSweep = 2 * stackcore.Second
+
+// sweepKernelFlowsLocked drops the entries of connections steered to the kernel that the kernel
+// no longer has: a new connection with the same four-tuple (a client reusing its port) is the
+// stack's again. It answers when it wants to look next: Never while there is none. Caller holds
+// st.mu.
+func (st *stack) sweepKernelFlowsLocked(now stackcore.Time) stackcore.Time {
+	if st.kernelFlows == 0 {
+		return stackcore.Never
+	}
+	if now < st.sweepAt {
+		return st.sweepAt
+	}
+	st.sweepAt = now + kernelFlowSweep
+	if conns, err := st.kernelConns(); err == nil {
+		for k, a := range st.flows {
+			if a == flowKernel && !conns[k] {
+				st.unsteerFlowLocked(k)
+			}
+		}
+	}
+	return st.sweepAt
+}
+
+// TCP states in the kernel's numbering (include/net/tcp_states.h).
+const (
+	tcpTimeWaitState = 6
+	tcpListenState   = 10
+)

@@ -44,8 +44,11 @@ type stack struct {
 	// peer's FIN to acknowledge; orphansKept of them were left at the last prune
 	orphans     []*stackcore.TCPConn
 	orphansKept int
-	// connections steered one by one (steerFlowLocked); forgotten with their port
-	flows map[flowKey]uint32
+	// connections steered one by one (steerFlowLocked); forgotten with their port, or when the
+	// kernel has finished one steered there (sweepKernelFlowsLocked, next at sweepAt)
+	flows       map[flowKey]uint32
+	kernelFlows int // of which steered to the kernel
+	sweepAt     stackcore.Time
 	// UDP ports steered to this stack
 	steeredUDP  map[uint16]bool
 	releasedUDP []uint16
@@ -485,13 +488,23 @@ func (st *stack) steerFlowLocked(k flowKey, action uint32) error {
 	if st.flows == nil {
 		st.flows = map[flowKey]uint32{}
 	}
+	if old, ok := st.flows[k]; ok && old == flowKernel {
+		st.kernelFlows--
+	}
+	if action == flowKernel {
+		st.kernelFlows++
+	}
 	st.flows[k] = action
 	return nil
 }
 
 func (st *stack) unsteerFlowLocked(k flowKey) {
-	if _, ok := st.flows[k]; !ok {
+	a, ok := st.flows[k]
+	if !ok {
 		return
+	}
+	if a == flowKernel {
+		st.kernelFlows--
 	}
 	delete(st.flows, k)
 	_ = st.link.UnsteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport)
@@ -553,6 +566,7 @@ func (st *stack) poller() {
 				st.pruneOrphansLocked()
 			}
 			now = st.now()
+			next = min(next, st.sweepKernelFlowsLocked(now))
 			// an application thread that called in but moved no frame (redis' cron every
 			// 100 ms) is not driving the link: counting it as active kept an idle server's
 			// poller at the shortest tick

@@ -1,10 +1,13 @@
 package tests
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"ustack/tests/topo"
 )
 
 // A socket set up before the stack runs in its process is taken into the stack when it first
@@ -20,7 +23,16 @@ func TestAdoptListenerWithKernelConns(t *testing.T) {
 	server, client := appScript(t, "adopt_server.py"), appScript(t, "adopt_client.py")
 	const early, late, size = 4, 6, 4 << 20
 	port := nextForkPort()
-	srv := startServer(t, tp, tp.NSA, e.accel(), port, false, python, server, fmt.Sprint(port), fmt.Sprint(early+late), "1.5")
+	// not startServer: it would wait for the port to be steered, which is what the first
+	// accept does, 1.5 s after listen
+	srv, err := tp.Start(tp.NSA, e.accel(), python, server, fmt.Sprint(port), fmt.Sprint(early+late), "1.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	if err := srv.WaitListen(port, serverWait); err != nil {
+		t.Fatalf("%v\n%s", err, srv.Output())
+	}
 	r := tp.RunB(nil, 90*time.Second, python, client, tp.AddrA, fmt.Sprint(port), fmt.Sprint(early), fmt.Sprint(late), fmt.Sprint(size), "2.5")
 	if r.Err != nil || !strings.Contains(string(r.Stdout), fmt.Sprintf("ok %d %d", early, late)) {
 		t.Fatalf("adopt_client.py: %s\nserver:\n%s", r, srv.Output())
@@ -38,5 +50,29 @@ func TestAdoptListenerWithKernelConns(t *testing.T) {
 	atLeast(t, "adopt_server.py", c, "tcp.segs_in", late*size/1500)
 	if c["tcp.rsts_sent"] != 0 {
 		t.Errorf("the stack sent %d resets: a segment of a kernel connection reached it", c["tcp.rsts_sent"])
+	}
+	// The kernel's connections have ended: their entries go (a client that takes the same port
+	// again is the stack's), within the sweep's 2 s.
+	var flows int
+	if !waitFor(10*time.Second, func() bool {
+		out, err := topo.Command(t.Context(), tp.NSA, nil, e.onloadctl, "group", "--json", "--iface", tp.IfA).Output()
+		var st struct {
+			Members []struct {
+				Pid   int `json:"pid"`
+				Flows int `json:"flow_entries"`
+			} `json:"members"`
+		}
+		if err != nil || json.Unmarshal(out, &st) != nil {
+			return false
+		}
+		for _, m := range st.Members {
+			if m.Pid == srv.Pid {
+				flows = m.Flows
+				return flows == 0
+			}
+		}
+		return false
+	}) {
+		t.Errorf("10 s after the kernel's connections ended, the server still has %d flow entries", flows)
 	}
 }
