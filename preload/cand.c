@@ -56,14 +56,13 @@ void ustack_cand_dup(int oldfd, int newfd)
 
 /* ustack_cand_setsockopt: a candidate that joins a multicast group stays with the kernel, as an
  * accelerated socket would be handed to it (shim Engine.Setsockopt). */
-int ustack_cand_setsockopt(int fd, int level, int name)
+void ustack_cand_setsockopt(int fd, int level, int name)
 {
 	if (USTACK_GO_OK())
-		return 0; /* the interposer takes it first, the shim decides */
+		return; /* the interposer takes it first, the shim decides */
 	if (level == IPPROTO_IP && (name == IP_ADD_MEMBERSHIP || name == IP_ADD_SOURCE_MEMBERSHIP ||
 				    name == MCAST_JOIN_GROUP))
 		ustack_cand_drop(fd);
-	return 0;
 }
 
 static uint64_t cookie_of(int fd)

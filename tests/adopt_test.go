@@ -76,3 +76,27 @@ func TestAdoptListenerWithKernelConns(t *testing.T) {
 		t.Errorf("10 s after the kernel's connections ended, the server still has %d flow entries", flows)
 	}
 }
+
+// A candidate duplicated (dup) and closed before its first accept: the copy is the same socket,
+// taken into the stack at its first accept (preload/cand.c take_siblings, ustack_cand_dup).
+func TestAdoptDupListener(t *testing.T) {
+	e := setup(t)
+	tp := e.tp
+	server, client := appScript(t, "adopt_server.py"), appScript(t, "adopt_client.py")
+	const n, size = 5, 1 << 20
+	port := nextForkPort()
+	srv := startServer(t, tp, tp.NSA, e.accel(), port, false, python, server, fmt.Sprint(port), fmt.Sprint(n), "0", "dup")
+	r := tp.RunB(nil, 60*time.Second, python, client, tp.AddrA, fmt.Sprint(port), "0", fmt.Sprint(n), fmt.Sprint(size), "0")
+	if r.Err != nil || !strings.Contains(string(r.Stdout), fmt.Sprintf("ok 0 %d", n)) {
+		t.Fatalf("adopt_client.py: %s\nserver:\n%s", r, srv.Output())
+	}
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(srv.Output(), "served") }) {
+		t.Fatalf("the server did not finish:\n%s", srv.Output())
+	}
+	c := e.counters(t, "adopt_server.py dup", srv.Pid)
+	atLeast(t, "adopt_server.py dup", c, "shim.sockets_adopted", 1)
+	atLeast(t, "adopt_server.py dup", c, "tcp.passive_opens", n)
+	if c["shim.kernel_accepts"] != 0 {
+		t.Errorf("%d connections accepted through the kernel: the copy was not the stack's", c["shim.kernel_accepts"])
+	}
+}

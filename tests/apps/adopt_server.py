@@ -5,7 +5,10 @@ other and answers each with the sha256 of everything it sent (read to EOF). Unde
 listener is taken into the stack at the first accept, while the early connections sit in the
 kernel's accept queue with data still arriving.
 
-usage: adopt_server.py PORT N SLEEP_S
+With "dup", the listener is duplicated and the original closed before the first accept: the
+copy, a candidate too, is what the stack takes.
+
+usage: adopt_server.py PORT N SLEEP_S [dup]
 """
 import hashlib, socket, struct, sys, time
 
@@ -15,6 +18,10 @@ l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 20, 0))
 l.bind(("0.0.0.0", port))
 l.listen(64)
+if len(sys.argv) > 4 and sys.argv[4] == "dup":
+    d = l.dup()
+    l.close()
+    l = d
 print("listening", flush=True)
 time.sleep(pause)
 for _ in range(n):
