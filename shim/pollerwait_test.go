@@ -81,8 +81,8 @@ func TestPollerWait(t *testing.T) {
 
 // TestPromiseKicks: the poller promises to look within pollerDeferTick (TxKick.DeferOK) only
 // while application threads leave kicks to the end of their batches, and keeps the promise by
-// waking that soon; with no such call since its last round it withdraws it and sleeps as long
-// as it would have.
+// waking that soon; quiet rounds keep it for pollerPromiseHold (the process may only wait for its
+// turn on a shared CPU), after which it withdraws it and sleeps as long as it would have.
 func TestPromiseKicks(t *testing.T) {
 	st := &stack{txk: &TxKick{}}
 	const now, far = stackcore.Time(1000), stackcore.Time(1000 + 160*stackcore.Millisecond)
@@ -96,11 +96,17 @@ func TestPromiseKicks(t *testing.T) {
 	if st.txk.DeferOK != 1 || wake != now+pollerDeferTick || seen != 3 {
 		t.Fatalf("after batched calls: DeferOK %d, wake %d, seen %d; want 1, %d, 3", st.txk.DeferOK, wake, seen, now+pollerDeferTick)
 	}
-	if wake, _ = st.promiseKicks(now, now+10, 0); wake != now+10 {
+	if wake, _ = st.promiseKicks(now, now+10, seen); wake != now+10 {
 		t.Fatalf("a sooner wake-up was put off to %d", wake)
 	}
-	wake, _ = st.promiseKicks(now, far, seen)
+	later := now + pollerPromiseHold - 1
+	wake, _ = st.promiseKicks(later, far, seen)
+	if st.txk.DeferOK != 1 || wake != later+pollerDeferTick {
+		t.Fatalf("a quiet round within %d us of the last batch withdrew the promise: DeferOK %d, wake %d",
+			pollerPromiseHold, st.txk.DeferOK, wake)
+	}
+	wake, _ = st.promiseKicks(now+pollerPromiseHold, far, seen)
 	if st.txk.DeferOK != 0 || wake != far {
-		t.Fatalf("a quiet round kept the promise: DeferOK %d, wake %d", st.txk.DeferOK, wake)
+		t.Fatalf("a quiet round %d us after the last batch kept the promise: DeferOK %d, wake %d", pollerPromiseHold, st.txk.DeferOK, wake)
 	}
 }

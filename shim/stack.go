@@ -66,8 +66,9 @@ type stack struct {
 	kickFd         int // eventfd that wakes the poller early
 	moveFd         int // fork children's requests to move a socket to the kernel (forkserve.go)
 	pendingMoves   []pendingMove
-	wait           *pollerWait  // where the poller sleeps
-	pollerDeadline atomic.Int64 // when the poller will next wake, in stack time
+	wait           *pollerWait    // where the poller sleeps
+	pollerDeadline atomic.Int64   // when the poller will next wake, in stack time
+	promiseUntil   stackcore.Time // the poller keeps TxKick.DeferOK until then (promiseKicks)
 	closed         atomic.Bool
 	pollerDone     sync.WaitGroup
 
@@ -329,18 +330,26 @@ func (st *stack) kickPending() {
 }
 
 // promiseKicks sets TxKick.DeferOK for the poller's next sleep: while application threads leave
-// kicks to the end of their batches (batched moved since the last round) the poller promises to
-// look within pollerDeferTick, and wake is brought forward to keep the promise. It returns the
-// new wake-up and the count to compare with next time.
+// kicks to the end of their batches (batched moved since the last round, or within
+// pollerPromiseHold) the poller promises to look within pollerDeferTick, and wake is brought
+// forward to keep the promise. It returns the new wake-up and the count to compare with next time.
+//
+// The promise outlives a quiet round: processes that share a CPU (nginx's workers) run by turns
+// of a few milliseconds, and a poller that withdrew it in every round its process did not run
+// found it withdrawn at each turn's first batch, whose kick could not wait (one system call per
+// two packets, against one per 38 for a process alone).
 func (st *stack) promiseKicks(now, wake stackcore.Time, batched uint64) (stackcore.Time, uint64) {
 	b := atomic.LoadUint64(&st.txk.Batched)
-	if b == batched {
+	if b != batched {
+		st.promiseUntil = now + pollerPromiseHold
+	} else if now >= st.promiseUntil {
 		// withdraw the promise, then look again: a thread that counted itself before it saw
 		// the promise withdrawn is seen here (the interposer counts, then reads DeferOK)
 		atomic.StoreInt32(&st.txk.DeferOK, 0)
 		if b = atomic.LoadUint64(&st.txk.Batched); b == batched {
 			return wake, b
 		}
+		st.promiseUntil = now + pollerPromiseHold
 	}
 	atomic.StoreInt32(&st.txk.DeferOK, 1)
 	return min(wake, now+pollerDeferTick), b
@@ -529,6 +538,8 @@ const (
 	pollerMaxTick = 160 * stackcore.Millisecond
 	// how long a TX kick may wait for the end of an application thread's batch (TxKick)
 	pollerDeferTick = stackcore.Millisecond
+	// how long the poller keeps that promise after the last batch that used it
+	pollerPromiseHold = 20 * stackcore.Millisecond
 )
 
 // poller runs timers and drains the link while no application thread is inside the stack.
