@@ -222,6 +222,13 @@ func ReadStats(path string) (*StatsSnapshot, error) {
 	}
 	snap.Path = path
 	snap.Alive, snap.Gone = procState(snap.Pid, snap.StartTime)
+	if snap.Alive {
+		// what it calls itself now: a program renames itself after its stack started
+		// (nginx's workers take the listener, then say "worker process")
+		if c := cmdlineOf(snap.Pid); c != "" {
+			snap.Cmdline = c
+		}
+	}
 	return snap, nil
 }
 
@@ -353,8 +360,12 @@ func procState(pid int, start uint64) (alive, gone bool) {
 	return true, false
 }
 
-func selfCmdline() string {
-	b, err := os.ReadFile("/proc/self/cmdline")
+func selfCmdline() string { return readCmdline("/proc/self/cmdline") }
+
+func cmdlineOf(pid int) string { return readCmdline(fmt.Sprintf("/proc/%d/cmdline", pid)) }
+
+func readCmdline(path string) string {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
