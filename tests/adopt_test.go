@@ -33,13 +33,7 @@ func TestAdoptListenerWithKernelConns(t *testing.T) {
 	if err := srv.WaitListen(port, serverWait); err != nil {
 		t.Fatalf("%v\n%s", err, srv.Output())
 	}
-	r := tp.RunB(nil, 90*time.Second, python, client, tp.AddrA, fmt.Sprint(port), fmt.Sprint(early), fmt.Sprint(late), fmt.Sprint(size), "2.5")
-	if r.Err != nil || !strings.Contains(string(r.Stdout), fmt.Sprintf("ok %d %d", early, late)) {
-		t.Fatalf("adopt_client.py: %s\nserver:\n%s", r, srv.Output())
-	}
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(srv.Output(), "served") }) {
-		t.Fatalf("the server did not finish:\n%s", srv.Output())
-	}
+	runAdoptClient(t, e, srv, client, port, early, late, size, "2.5")
 	c := e.counters(t, "adopt_server.py", srv.Pid)
 	atLeast(t, "adopt_server.py", c, "shim.sockets_adopted", 1)
 	// the early ones: made by the kernel, kept there, accepted through the listener's shadow
@@ -86,17 +80,24 @@ func TestAdoptDupListener(t *testing.T) {
 	const n, size = 5, 1 << 20
 	port := nextForkPort()
 	srv := startServer(t, tp, tp.NSA, e.accel(), port, false, python, server, fmt.Sprint(port), fmt.Sprint(n), "0", "dup")
-	r := tp.RunB(nil, 60*time.Second, python, client, tp.AddrA, fmt.Sprint(port), "0", fmt.Sprint(n), fmt.Sprint(size), "0")
-	if r.Err != nil || !strings.Contains(string(r.Stdout), fmt.Sprintf("ok 0 %d", n)) {
-		t.Fatalf("adopt_client.py: %s\nserver:\n%s", r, srv.Output())
-	}
-	if !waitFor(10*time.Second, func() bool { return strings.Contains(srv.Output(), "served") }) {
-		t.Fatalf("the server did not finish:\n%s", srv.Output())
-	}
+	runAdoptClient(t, e, srv, client, port, 0, n, size, "0")
 	c := e.counters(t, "adopt_server.py dup", srv.Pid)
 	atLeast(t, "adopt_server.py dup", c, "shim.sockets_adopted", 1)
 	atLeast(t, "adopt_server.py dup", c, "tcp.passive_opens", n)
 	if c["shim.kernel_accepts"] != 0 {
 		t.Errorf("%d connections accepted through the kernel: the copy was not the stack's", c["shim.kernel_accepts"])
+	}
+}
+
+// runAdoptClient runs adopt_client.py in B against srv (adopt_server.py) and waits until the
+// server has served them all: every sha256 matched.
+func runAdoptClient(t *testing.T, e *env, srv *topo.Proc, client string, port, early, late, size int, delay string) {
+	t.Helper()
+	r := e.tp.RunB(nil, 90*time.Second, python, client, e.tp.AddrA, fmt.Sprint(port), fmt.Sprint(early), fmt.Sprint(late), fmt.Sprint(size), delay)
+	if r.Err != nil || !strings.Contains(string(r.Stdout), fmt.Sprintf("ok %d %d", early, late)) {
+		t.Fatalf("adopt_client.py: %s\nserver:\n%s", r, srv.Output())
+	}
+	if !waitFor(10*time.Second, func() bool { return strings.Contains(srv.Output(), "served") }) {
+		t.Fatalf("the server did not finish:\n%s", srv.Output())
 	}
 }
