@@ -845,6 +845,24 @@ func TestForkServers(t *testing.T) {
 					if m.accel {
 						st, err := e.groupStatus(t)
 						where += fmt.Sprintf("\ngroup: %+v %v", st, err)
+						if _, err := exec.LookPath("bpftool"); err == nil { // not installed by make deps: where one has it
+							bt := topo.Run(tp.NSA, nil, 10*time.Second, "bpftool", "map", "dump", "name", "flows")
+							where += "\nflows map:\n" + tail(string(bt.Stdout)+string(bt.Stderr), 3000)
+						}
+						// the peer's side, and the kernels' drop counters on both
+						ssb := topo.Run(tp.NSB, nil, 10*time.Second, "ss", "-tanie", "state", "connected", "dport", "= :"+fmt.Sprint(port))
+						where += "\nB side:\n" + tail(string(ssb.Stdout), 3000)
+						for _, ns := range []string{tp.NSA, tp.NSB} {
+							ns1 := topo.Run(ns, nil, 10*time.Second, "nstat", "-az")
+							var lines []string
+							for _, l := range strings.Split(string(ns1.Stdout), "\n") {
+								f := strings.Fields(l)
+								if len(f) > 1 && f[1] != "0" && (strings.Contains(l, "PAWS") || strings.Contains(l, "OFO") || strings.Contains(l, "Drop") || strings.Contains(l, "OutOfWindow") || strings.Contains(l, "Zero") || strings.Contains(l, "Prune") || strings.Contains(l, "Challenge") || strings.Contains(l, "Old") || strings.Contains(l, "InErrs") || strings.Contains(l, "Abort")) {
+									lines = append(lines, l)
+								}
+							}
+							where += "\nnstat " + ns + ":\n" + strings.Join(lines, "\n")
+						}
 					}
 				}
 				diag := stopServer(t, srv)
