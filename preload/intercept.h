@@ -10,7 +10,7 @@
 
 #define USTACK_PROLOGUE_LOAD(fd, realcall, load)        \
 	USTACK_ENSURE();                                \
-	if (!ustack_sock(fd) && !ustack_take_if_cand(fd, load)) \
+	if (!ustack_sock_or_take(fd, load))             \
 		return realcall;                        \
 	if (ustack_forked_child) {                      \
 		int _m = ustack_child_move(fd);         \

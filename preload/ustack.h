@@ -91,6 +91,7 @@ void ustack_cand_setsockopt(int fd, int level, int name);
 /* ustack_take_if_cand: a call that reaches the stack adopts a candidate fd first; load says
  * whether the call may start the Go part to do it. 1 when fd is an accelerated socket now. */
 static inline int ustack_take_if_cand(int fd, int load);
+static inline int ustack_sock_or_take(int fd, int load);
 void ustack_epoll_nested(int epfd);
 pid_t __vfork(void); /* glibc's vfork (fork.c jumps to it) */
 void ustack_children_setup(void);
@@ -249,6 +250,16 @@ static inline int ustack_sock(int fd)
 static inline int ustack_take_if_cand(int fd, int load)
 {
 	return ustack_kind(fd) == USTACK_KIND_CAND && ustack_cand_take(fd, load);
+}
+
+/* ustack_sock_or_take: fd is an accelerated socket, or a candidate taken now (one load of the
+ * table for the fds that are neither: every read and write of a file comes here). */
+static inline int ustack_sock_or_take(int fd, int load)
+{
+	int k = ustack_kind(fd);
+	if (k == USTACK_KIND_TCP || k == USTACK_KIND_UDP)
+		return 1;
+	return k == USTACK_KIND_CAND && ustack_cand_take(fd, load);
 }
 
 /* TX kicks. In copy mode the sendto that tells the kernel about frames on the TX ring transmits

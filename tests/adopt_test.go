@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -49,23 +48,16 @@ func TestAdoptListenerWithKernelConns(t *testing.T) {
 	// again is the stack's), within the sweep's 2 s.
 	var flows int
 	if !waitFor(10*time.Second, func() bool {
-		out, err := topo.Command(t.Context(), tp.NSA, nil, e.onloadctl, "group", "--json", "--iface", tp.IfA).Output()
-		var st struct {
-			Members []struct {
-				Pid   int `json:"pid"`
-				Flows int `json:"flow_entries"`
-			} `json:"members"`
-		}
-		if err != nil || json.Unmarshal(out, &st) != nil {
+		st, err := e.groupStatus(t)
+		if err != nil {
 			return false
 		}
-		for _, m := range st.Members {
-			if m.Pid == srv.Pid {
-				flows = m.Flows
-				return flows == 0
-			}
+		m := memberOf(st, srv.Pid)
+		if m == nil {
+			return false
 		}
-		return false
+		flows = m.Flows
+		return flows == 0
 	}) {
 		t.Errorf("10 s after the kernel's connections ended, the server still has %d flow entries", flows)
 	}

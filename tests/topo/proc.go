@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"ustack/nic/xdp"
 )
 
 // Proc is a background program started with Start.
@@ -117,11 +119,7 @@ func WaitSteered(ns string, env []string, proto string, port int, timeout time.D
 		if err != nil {
 			continue
 		}
-		var st struct {
-			Members []struct {
-				Ports []string `json:"ports"`
-			} `json:"members"`
-		}
+		var st xdp.GroupStatus
 		if json.Unmarshal(out, &st) != nil {
 			continue
 		}
