@@ -5,6 +5,8 @@ import "ustack/stackcore/wire"
 // Listener is a TCP socket in LISTEN with an accept queue.
 type Listener struct {
 	Cookie uintptr
+	// TableSlot is the host's place for the listener in a table of its own (0: none).
+	TableSlot int32
 
 	s       *Stack
 	port    uint16
@@ -124,6 +126,7 @@ func (l *Listener) input(now Time, g *segment) {
 		return
 	}
 	c := s.newConn(connKey{g.src, g.sport, l.port}, g.srcMAC, now)
+	c.segsIn = 1 // the SYN (Linux's tcp_create_openreq_child counts it too)
 	l.born(c)
 	c.lst = l
 	l.pending++

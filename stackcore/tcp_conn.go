@@ -71,6 +71,8 @@ type rcvRange struct {
 // TCPConn is one TCP connection. Cookie is the host's handle for TakeWoken.
 type TCPConn struct {
 	Cookie uintptr
+	// TableSlot is the host's place for the connection in a table of its own (0: none).
+	TableSlot int32
 
 	s     *Stack
 	state State

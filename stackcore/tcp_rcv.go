@@ -5,12 +5,12 @@ import "ustack/stackcore/wire"
 // input processes a segment for this connection (RFC 9293 3.10.7.3 and 3.10.7.4).
 func (c *TCPConn) input(now Time, g *segment) {
 	c.s.markReady(c)
+	c.segsIn++ // every segment that reaches the connection, as Linux's tcpi_segs_in
 	if c.state == StateSynSent {
 		c.inputSynSent(now, g)
 		return
 	}
 	st := c.s.stats
-	c.segsIn++
 	if len(g.payload) > 0 {
 		c.dataSegsIn++
 	}

@@ -95,6 +95,10 @@ type UDPSocket struct {
 	inTx      bool       // listed in s.udpTx
 	reuse     bool       // bound with UDPBindReuse: shares its port
 	next      *UDPSocket // the next socket on the same port
+	// datagrams delivered to it and sent by it
+	dgramsIn, dgramsOut uint64
+	// TableSlot is the host's place for the socket in a table of its own (0: none).
+	TableSlot int32
 }
 
 // maxUDPPayload is the largest datagram sent without fragmenting.
@@ -372,6 +376,7 @@ func (s *Stack) udpInput(srcMAC MAC, src IPv4, ip wire.IPv4) {
 		return
 	}
 	u.rx.push(p, dgram{addr: src, port: sport, mac: srcMAC})
+	u.dgramsIn++
 	inc(&st.UDPInDatagrams)
 	u.wake()
 }
@@ -393,6 +398,7 @@ func (s *Stack) flushUDP(out Output) bool {
 			n := s.encodeUDP(buf, d.mac, d.addr, u.port, d.port, &u.tx.data, d.n)
 			out.SubmitTx(buf, n)
 			u.tx.pop()
+			u.dgramsOut++
 			sent = true
 		}
 		if u.tx.cnt > 0 {
