@@ -277,13 +277,17 @@ func getString(b []byte) string {
 
 // ListStats returns the paths of the stats segments in dir ("" =
 // DefaultStatsDir), sorted by pid.
-func ListStats(dir string) ([]string, error) {
+func ListStats(dir string) ([]string, error) { return listByPid(dir, StatsFilePrefix) }
+
+// listByPid returns the paths of the files prefix<pid> in dir ("" = DefaultStatsDir), sorted by
+// pid.
+func listByPid(dir, prefix string) ([]string, error) {
 	if dir == "" {
 		dir = DefaultStatsDir
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("listing stats: %w", err)
+		return nil, fmt.Errorf("listing %s*: %w", prefix, err)
 	}
 	type seg struct {
 		pid  int
@@ -292,10 +296,10 @@ func ListStats(dir string) ([]string, error) {
 	var segs []seg
 	for _, e := range ents {
 		name := e.Name()
-		if !strings.HasPrefix(name, StatsFilePrefix) || !e.Type().IsRegular() {
+		if !strings.HasPrefix(name, prefix) || !e.Type().IsRegular() {
 			continue
 		}
-		pid, err := strconv.Atoi(name[len(StatsFilePrefix):])
+		pid, err := strconv.Atoi(name[len(prefix):])
 		if err != nil || pid <= 0 {
 			continue
 		}
