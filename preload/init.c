@@ -2,6 +2,9 @@
 #include "ustack.h"
 #include "goapi.h"
 #include <dlfcn.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
 #include <errno.h>
@@ -74,6 +77,36 @@ __attribute__((constructor)) static void ustack_c_init(void)
 	const char *off = getenv("USTACK_DISABLE");
 	if (off && strcmp(off, "1") == 0)
 		ustack_go_off = 1;
+	const char *lvl = getenv("USTACK_LOG");
+	if (lvl && strcmp(lvl, "debug") == 0)
+		ustack_log_debug = 1;
+}
+
+int ustack_log_debug;
+
+/* ustack_debugf writes a line as the Go part's log does (stderr or USTACK_LOG_FILE), for the
+ * decisions the C front makes alone. Callers check ustack_log_debug first. */
+void ustack_debugf(const char *fmt, ...)
+{
+	char line[256];
+	int n = snprintf(line, sizeof line, "ustack: debug: ");
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof line - n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof line - 2)
+		n = sizeof line - 2;
+	line[n++] = '\n';
+	int fd = 2;
+	const char *path = getenv("USTACK_LOG_FILE");
+	if (path && *path)
+		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+	if (fd >= 0) {
+		ssize_t w = write(fd, line, n);
+		(void)w;
+		if (fd != 2)
+			close(fd);
+	}
 }
 
 void ustack_go_started(void)

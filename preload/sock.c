@@ -8,14 +8,21 @@ int socket(int domain, int type, int protocol)
 {
 	USTACK_ENSURE();
 	int fd = ustack_real.socket(domain, type, protocol);
-	if (fd < 0 || fd >= USTACK_FDMAX || ustack_go_off || ustack_forked_child)
+	if (fd < 0 || fd >= USTACK_FDMAX || ustack_go_off)
 		return fd;
-	if (domain != AF_INET)
+	if (domain != AF_INET && domain != AF_INET6)
 		return fd;
 	int base = type & 0xf;
-	if (!(base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)) &&
-	    !(base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP)))
+	int inet = (base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)) ||
+		   (base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP));
+	if (domain != AF_INET || !inet || ustack_forked_child) {
+		if (ustack_log_debug && (inet || domain == AF_INET))
+			ustack_debugf("socket stays with the kernel fd=%d why=\"%s\"", fd,
+				      ustack_forked_child ? "made in a fork child, which has no stack" :
+				      domain == AF_INET6 ? "family AF_INET6 is not accelerated" :
+							   "neither TCP nor UDP");
 		return fd;
+	}
 	if (__atomic_load_n(&ustack_go_ready, __ATOMIC_ACQUIRE))
 		ustack_socket(fd, type);
 	else

@@ -76,6 +76,8 @@ extern int ustack_xsk_waiters;          /* threads sleeping with ustack_xsk_fd i
 extern int ustack_spin_us;              /* USTACK_SPIN_US: how long to poll before sleeping */
 extern volatile int ustack_go_ready;    /* set by Go's init: exports may be called */
 extern volatile int ustack_go_off;      /* set by Go's init when acceleration is off for good */
+extern int ustack_log_debug;            /* USTACK_LOG=debug */
+void ustack_debugf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern volatile int ustack_forked_child;/* we are a fork() child that did not exec: never call Go */
 extern char ustack_owner_name[108];     /* where a fork child asks for an inherited socket (fork.c) */
 extern int ustack_owner_pid;            /* the process whose stack owns the accelerated sockets */

@@ -34,6 +34,7 @@ func (e *Engine) Adopt(fd, typ int, crossed bool) {
 		count(&st.stats.AdoptDeclined)
 		return
 	}
+	e.Log.Debug().Int("fd", fd).Bool("crossed_fork", crossed).Msg("socket set up in the kernel taken into the stack")
 	count(&st.stats.SocketsAccelerated)
 	count(&st.stats.SocketsAdopted)
 }

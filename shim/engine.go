@@ -14,6 +14,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
+
+	"ustack/shm"
 )
 
 // FDMax bounds the fds that can be accelerated; keep in step with USTACK_FDMAX in preload.
@@ -189,6 +191,7 @@ func (e *Engine) publishLocked(b *sockBase, fd int) {
 		kind, extra = KindUDP, int32(fd) // the shadow: the kernel's datagrams
 	}
 	e.cookies[b.cookie] = b.self
+	e.st.socksChanged()
 	e.socks[fd].Store(&sockSlot{b.self})
 	e.tab.Publish(fd, FDEntry{Kind: kind, ExtraFd: extra})
 }
@@ -332,7 +335,7 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 		return b.self.setsockoptLocked(level, name, v, isInt, val)
 	})
 	if handOver {
-		e.handOver(s)
+		e.handOver(s, shm.SockReasonOption, "joined a multicast group")
 	}
 	return r
 }
@@ -440,7 +443,7 @@ func (e *Engine) CloseFD(fd int) {
 		// carries it on for the child if it does, else closes it as it closes its own
 		var last bool
 		b.st.with(s, faultNone, func() int { last = len(b.fds) == 1; return 0 })
-		if last && e.moveToKernel(s) == 0 {
+		if last && e.moveToKernel(s, shm.SockReasonFork) == 0 {
 			return
 		}
 	}
@@ -513,10 +516,14 @@ func (e *Engine) leave(all bool) {
 		return
 	}
 	stuck := false
+	reason := uint8(shm.SockReasonExit)
+	if all {
+		reason = shm.SockReasonExec
+	}
 	for fd := range e.socks {
 		s := e.sock(fd)
 		if _, ok := s.(*tcpSock); ok || all && s != nil {
-			if r := e.moveToKernel(s); r != 0 && r != errNotYet {
+			if r := e.moveToKernel(s, reason); r != 0 && r != errNotYet {
 				stuck = true
 				e.CloseFD(fd)
 			}
@@ -544,6 +551,7 @@ func (e *Engine) leave(all bool) {
 		if !stuck {
 			st.unsteerAllLocked() // nothing is left here: every frame goes to the kernel
 		}
+		st.dropTableLocked() // no one will keep it current
 		return 0
 	})
 	if stuck {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"golang.org/x/sys/unix"
+
+	"ustack/shm"
 )
 
 // A fork child that did not exec has no Go runtime that works: it cannot drive the stack. When
@@ -82,5 +84,5 @@ func (e *Engine) moveForChild(fd int, cookie uint64) int {
 	if c, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_COOKIE); err != nil || c != cookie {
 		return neg(unix.ESTALE) // this process closed it and the number is another socket's now
 	}
-	return e.moveToKernel(s)
+	return e.moveToKernel(s, shm.SockReasonFork)
 }

@@ -5,6 +5,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ustack/shm"
 	"ustack/stackcore"
 )
 
@@ -29,12 +30,14 @@ func (e *Engine) becomeLocked(s sock) {
 func (e *Engine) forgetLocked(s sock) {
 	b := s.base()
 	delete(e.cookies, b.cookie)
+	b.st.socksChanged()
 	e.leaveEpollsLocked(b)
 	s.releaseLocked()
 }
 
-// handOver gives the socket to the kernel for good: its shadow becomes the socket.
-func (e *Engine) handOver(s sock) {
+// handOver gives the socket to the kernel for good: its shadow becomes the socket. reason and
+// why say what made it the kernel's (onloadctl sockets, USTACK_LOG=debug).
+func (e *Engine) handOver(s sock, reason uint8, why string) {
 	b := s.base()
 	var fds []int
 	b.st.with(nil, faultNone, func() int {
@@ -44,9 +47,25 @@ func (e *Engine) handOver(s sock) {
 			e.tab.Withdraw(fd)
 			e.socks[fd].Store(nil)
 		}
+		b.st.noteKernelLocked(fds, s, reason)
 		return 0
 	})
+	e.Log.Debug().Ints("fds", fds).Str("reason", shm.SockReasonName(reason)).Str("why", why).
+		Msg("socket handed to the kernel")
 	count(&b.st.stats.PassedToKernel)
+}
+
+// noteKernelLocked lists the fds of s, now kernel sockets, in the socket table. Caller holds
+// st.mu.
+func (st *stack) noteKernelLocked(fds []int, s sock, reason uint8) {
+	if st.pub == nil || len(fds) == 0 {
+		return
+	}
+	proto := uint8(unix.IPPROTO_TCP)
+	if _, udp := s.(*udpSock); udp {
+		proto = unix.IPPROTO_UDP
+	}
+	st.pub.noteKernelLocked(fds[0], proto, reason)
 }
 
 // errNotYet is what moveLocked answers for a socket that cannot move in its present state (a
@@ -62,10 +81,12 @@ const errKeep = 1
 // connection with its sequence numbers, windows and data (TCP_REPAIR), a listener with its
 // queued connections, a UDP socket with its queued datagrams. Its fds become plain kernel
 // sockets in this process too. It answers 0, errNotYet, or -errno (the socket stays here).
-func (e *Engine) moveToKernel(s sock) int {
+// reason says why it moves (shm.SockReasonFork, Exec, Exit).
+func (e *Engine) moveToKernel(s sock, reason uint8) int {
 	b := s.base()
 	st := b.st
-	return st.with(nil, faultNone, func() int {
+	var fds []int
+	r := st.with(nil, faultNone, func() int {
 		if e.sock(b.fd()) != s && len(b.fds) > 0 {
 			return 0 // moved already
 		}
@@ -80,10 +101,20 @@ func (e *Engine) moveToKernel(s sock) int {
 			}
 			return r
 		}
+		fds = append(fds, b.fds...)
 		e.dropLocked(s)
+		st.noteKernelLocked(fds, s, reason)
 		count(&st.stats.MovedToKernel)
 		return 0
 	})
+	if r != 0 && r != errNotYet {
+		e.Log.Debug().Int("fd", b.fd()).Str("reason", shm.SockReasonName(reason)).Int("errno", -r).
+			Msg("moving a socket to the kernel failed: it stays with the stack")
+	} else if fds != nil {
+		e.Log.Debug().Ints("fds", fds).Str("reason", shm.SockReasonName(reason)).
+			Msg("socket moved to the kernel with its state")
+	}
+	return r
 }
 
 // dropLocked takes the socket out of the engine and withdraws its fds: from now on they are
@@ -118,7 +149,7 @@ func (e *Engine) MoveFd(fd int) int {
 	if s == nil {
 		return 0
 	}
-	return e.moveToKernel(s)
+	return e.moveToKernel(s, shm.SockReasonFork)
 }
 
 // moveLocked of a TCP socket: a connection moves into the shadow with its state; a socket

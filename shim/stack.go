@@ -77,6 +77,10 @@ type stack struct {
 	kicker txKicker
 
 	seg    *shm.StatsSegment
+	pub    *sockPublisher   // the socket table onloadctl reads (socktab.go); nil in tests
+	out    stackcore.Output // where the core's frames go: the link, or capOut during a capture
+	capID  uint64           // the capture written into now (0: none)
+	capOut captureOutput
 	member *xdp.Membership // this process's place in the interface's group
 	stats  *Stats
 	eng    *Engine
@@ -149,6 +153,11 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 		return nil, err
 	}
 	st.seg, st.member = seg, member
+	if pub, err := newSockPublisher(cfg.StatsDir); err != nil {
+		eng.Log.Warn().Err(err).Msg("onloadctl sockets and capture will not see this process")
+	} else {
+		st.with(nil, faultNone, func() int { st.pub = pub; return 0 })
+	}
 	return st, nil
 }
 
@@ -211,6 +220,7 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 			SendBufMax:      cfg.SendBufMax,
 		}),
 	}
+	st.out = st.link
 	st.pollerDeadline.Store(int64(stackcore.Never))
 	if k, ok := o.link.(txKicker); ok && o.poller {
 		if st.txk = eng.tab.TxKick(); st.txk != nil {
@@ -251,6 +261,9 @@ func (st *stack) serviceLocked() stackcore.Time {
 // makes sure comes before the lock is released.
 func (st *stack) rxLocked() (frames int) {
 	now := st.now()
+	if st.pub != nil && st.pub.tab.CaptureRequest() != st.capID {
+		st.captureChangedLocked()
+	}
 	for batch := 0; batch < 4; batch++ {
 		n := st.link.Receive(st.rx)
 		if n == 0 {
@@ -258,6 +271,9 @@ func (st *stack) rxLocked() (frames int) {
 		}
 		frames += n
 		st.rxUnsent = true
+		if st.capOut.w != nil {
+			st.capOut.received(st.rx[:n])
+		}
 		for _, f := range st.rx[:n] {
 			st.core.Input(now, f)
 		}
@@ -273,7 +289,13 @@ func (st *stack) rxLocked() (frames int) {
 // the steering of connections the core has freed, and returns the core's next deadline.
 func (st *stack) txLocked() stackcore.Time {
 	st.rxUnsent = false
-	next := st.core.Poll(st.now(), st.link)
+	if st.pub != nil && st.pub.tab.CaptureRequest() != st.capID {
+		st.captureChangedLocked()
+	}
+	if st.capOut.w != nil {
+		st.capOut.ts = time.Now().UnixNano()
+	}
+	next := st.core.Poll(st.now(), st.out)
 	st.flushLocked()
 	st.woken = st.core.TakeWoken(st.woken[:0])
 	for _, c := range st.woken {
@@ -602,6 +624,15 @@ func (st *stack) poller() {
 			if !idle && (next != stackcore.Never || !watchLink) {
 				wake = min(next, now+tick)
 			}
+			// the socket table: published every sockPublishEvery while the stack works, and
+			// before the poller sleeps for long
+			if st.pub != nil && st.pub.pending(st, now) {
+				if idle || now-st.pub.at >= sockPublishEvery {
+					st.pub.publishLocked(st, now)
+				} else {
+					wake = min(wake, st.pub.at+sockPublishEvery)
+				}
+			}
 			st.pollerDeadline.Store(int64(wake))
 			return 0
 		})
@@ -656,6 +687,7 @@ func (st *stack) close() {
 	if st.seg != nil {
 		st.seg.Close()
 	}
+	st.with(nil, faultNone, func() int { st.dropTableLocked(); return 0 })
 }
 
 // portRange is a range of local ports, both ends included.

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ustack/shm"
 	"ustack/stackcore"
 )
 
@@ -60,7 +61,7 @@ func (s *tcpSock) bind(ip [4]byte, port uint16) int {
 		return 0
 	})
 	if handOver {
-		s.e.handOver(s)
+		s.e.handOver(s, shm.SockReasonAddress, "bound to an address of another interface")
 	}
 	return r
 }
@@ -77,8 +78,7 @@ func (s *tcpSock) listen(backlog int) int {
 		// another process of the interface's group steers the port on its own (its listener
 		// has no SO_REUSEPORT, or a connection of its still closes there): this one listens in
 		// the kernel
-		s.e.Log.Debug().Int("fd", s.fd()).Msg("listen: the port is another process's on the interface: kernel listener")
-		s.e.handOver(s)
+		s.e.handOver(s, shm.SockReasonPort, "listens on a port another process of the interface steers alone")
 		return Pass
 	}
 	return r
@@ -137,7 +137,7 @@ func (s *tcpSock) connect(sa []byte) int {
 		return s.inProgress()
 	})
 	if handOver {
-		s.e.handOver(s)
+		s.e.handOver(s, shm.SockReasonRoute, "connects to a peer not reached through the interface")
 	}
 	return r
 }

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ustack/shm"
 	"ustack/stackcore"
 )
 
@@ -85,7 +86,7 @@ func (s *udpSock) bind(ip [4]byte, port uint16) int {
 		return s.bindStackLocked(p)
 	})
 	if handOver {
-		s.e.handOver(s)
+		s.e.handOver(s, shm.SockReasonAddress, "bound to an address of another interface or a group")
 	}
 	return r
 }
@@ -131,7 +132,7 @@ func (s *udpSock) connect(sa []byte) int {
 		return 0
 	})
 	if handOver {
-		s.e.handOver(s)
+		s.e.handOver(s, shm.SockReasonRoute, "connects to a peer not reached through the interface")
 	}
 	return r
 }
