@@ -2,6 +2,8 @@
 //
 //	onloadctl stats [--json] [--pid N] [--all] [--dir D]
 //	onloadctl run [--stats] [--dir D] -- cmd args...
+//	onloadctl sockets [--pid N] [--json] [FILTER]
+//	onloadctl capture [--pid N] [-i IFACE] -w FILE [FILTER]
 //	onloadctl group [--iface I] [--json]
 //	onloadctl keeper --iface I [--detach] (started by ustack itself)
 //
@@ -35,6 +37,15 @@ const usage = `usage:
       wait for it and exit with its status; --stats prints its final counters
       to stderr and removes its segment.
 
+  onloadctl sockets [--pid N] [--json] [-t] [-u] [-l] [state NAME] [sport = :P] [dport = :P]
+      list the sockets of processes running ustack as ss -tuanpi lists the
+      kernel's: state, addresses, queues, and TCP's tcp_info (cwnd, rtt, bytes,
+      retransmissions); sockets handed to the kernel show path kernel(why).
+  onloadctl capture [--pid N] [-i IFACE] [-c COUNT] [-s SNAPLEN] [-G SECONDS] -w FILE|- [FILTER]
+      write the frames the user-space stacks receive and send to FILE as pcap
+      (- for stdout: | tcpdump -r -). FILTER: tcp, udp, host ADDR, port N,
+      joined by "and". Ends at -c frames, -G seconds, SIGINT/SIGTERM, or when
+      the processes exit; says how many frames were captured and dropped.
   onloadctl group [--iface IFACE] [--queue Q] [--json]
       show the processes sharing the interface's queue (run it in their network
       namespace): each one's slot, the frames it holds and its steering entries.
@@ -60,6 +71,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return cmdRun(args[1:], stderr)
 	case "group":
 		return cmdGroup(args[1:], stdout, stderr)
+	case "sockets":
+		return cmdSockets(args[1:], stdout, stderr)
+	case "capture":
+		return cmdCapture(args[1:], stdout, stderr)
 	case "keeper":
 		return cmdKeeper(args[1:], stderr)
 	case "help", "-h", "--help", "-help":
