@@ -256,15 +256,15 @@ func (s *GroupState) Tag(f uint32, tag uint8) {
 
 // SlotInfo is a slot as the table shows it.
 type SlotInfo struct {
-	State, Pid, Gen uint32
-	Start           uint64
+	State, Pid uint32
+	Start      uint64
 }
 
 // Slot returns slot i of the table.
 func (s *GroupState) Slot(i uint32) SlotInfo {
 	sl := &s.slots[i]
 	return SlotInfo{State: atomic.LoadUint32(&sl.state), Pid: atomic.LoadUint32(&sl.pid),
-		Gen: atomic.LoadUint32(&sl.gen), Start: atomic.LoadUint64(&sl.start)}
+		Start: atomic.LoadUint64(&sl.start)}
 }
 
 // SetSlot records a slot's state and process (the keeper does, as members join and die).
