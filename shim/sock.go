@@ -29,7 +29,7 @@ type sock interface {
 	peername(out []byte, outLen *uint32) int
 	// getsockopt answers what only the stack knows; Pass lets the shadow answer.
 	getsockopt(level, name int, val []byte, valLen *uint32) int
-	// setsockopt takes what the kind needs once base options are recorded. Caller holds st.mu.
+	// setsockoptLocked takes what the kind needs once base options are recorded. Caller holds st.mu.
 	setsockoptLocked(level, name int, v int, isInt bool, val []byte) int
 	// queued answers FIONREAD (out false) and SIOCOUTQ (out true). Caller holds st.mu.
 	queuedLocked(out bool) int

@@ -128,7 +128,7 @@ func (e *env) logStats(t *testing.T, what string, c map[string]uint64) {
 		c["tcp.active_opens"], c["tcp.passive_opens"], c["shim.passed_to_kernel"], c["shim.moved_to_kernel"], c["shim.conns_repaired"])
 }
 
-// kernelSegs returns Tcp InSegs in namespace ns.
+// kernelInSegs returns Tcp InSegs in namespace ns.
 func (e *env) kernelInSegs(ns string) uint64 {
 	e.t.Helper()
 	in, _, err := topo.TCPSegs(ns)
