@@ -27,8 +27,8 @@ import (
 //
 // Each shared ring is driven under a spin lock in shared memory whose word names the holder.
 // A holder writes a journal before the store that publishes its work, so that whoever breaks
-// the lock of a dead holder (lock, with finishFill or finishComplete) can finish the work exactly: no frame is lost and none
-// is handed out twice.
+// the lock of a dead holder (lock, with finishFill or finishComplete) can finish the work
+// exactly: no frame is lost and none is handed out twice.
 
 // Tag values beside slot numbers (which are below MaxSlots).
 const (
