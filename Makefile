@@ -1,4 +1,4 @@
-# ustack — see README.md. Targets: deps build test demo bench fuzz clean.
+# ustack — see README.md. Targets: all deps build test demo bench profile fuzz interop interop-both soak clean.
 SHELL := /bin/bash
 GO    ?= go
 BUILD := build
@@ -19,7 +19,7 @@ DEPS := ip:iproute2 ss:iproute2 ethtool:ethtool curl:curl socat:socat sockperf:s
 C_SRCS := $(wildcard tests/c/*.c)
 C_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(C_SRCS))
 
-.PHONY: all deps build test unit e2e fuzz-short fuzz demo bench clean interop
+.PHONY: all deps build test fuzz demo bench clean interop
 
 all: build
 
@@ -100,17 +100,17 @@ profile: deps build
 clean:
 	rm -rf $(BUILD)
 
-# The whole fault matrix of issue 3 (64 MiB per direction per case, ustack and kernel): long.
+# The whole fault matrix (64 MiB per direction per case, ustack and kernel): long.
 interop: deps build
 	USTACK_INTEROP=full $(GO) test -v -count=1 -timeout 150m -run '^TestInterop$$' ./tests/
 
-# Issue 3 Done-when 2: the fault matrix with ustack on both sides (reduced at
+# The fault matrix with ustack on both sides (reduced at
 # 8 MiB by default; USTACK_INTEROP=full for the whole matrix at 64 MiB).
 .PHONY: interop-both soak
 interop-both: deps build
 	$(GO) test -v -count=1 -timeout 150m -run '^TestInteropBothSides$$' ./tests/
 
-# Issue 3 Done-when 3: SOAK_MINUTES (default 30) of mixed transfers under 2 %
+# SOAK_MINUTES (default 30) of mixed transfers under 2 %
 # loss, ustack in A; asserts no hang and no leak (tests/soak_test.go).
 SOAK_MINUTES ?= 30
 soak: deps build

@@ -200,7 +200,7 @@ static int foreign_events(int epfd, struct epoll_event *evs, int r)
 	return k;
 }
 
-/* look_again: after foreign_events, whether the wait must go on as an accelerated set's */
+/* LOOK_AGAIN: after foreign_events, whether the wait must go on as an accelerated set's */
 #define LOOK_AGAIN(epfd, r) ((r) == 0 && ustack_kind(epfd) == USTACK_KIND_EPOLL)
 
 int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout)

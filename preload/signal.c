@@ -2,7 +2,7 @@
  *
  * Every handler is installed behind one trampoline, with SA_ONSTACK added: the kernel may run it
  * on one of Go's threads, and Go requires handlers to run on the alternate signal stack. The
- * trampoline does two more things:
+ * trampoline does three more things:
  *   - it notes on the interrupted thread which signal ran, so that a blocking accelerated call
  *     woken by EINTR can restart when that handler has SA_RESTART, as the kernel's socket calls
  *     do (signal(7));

@@ -20,7 +20,7 @@
 
 #define USTACK_FDMAX 65536
 
-/* Results of the Go exports besides >= 0 and -errno. Keep in step with shim/codes.go. */
+/* Results of the Go exports besides >= 0 and -errno. Keep in step with shim/errno.go. */
 #define USTACK_PASS (-100000) /* call the real function on this fd */
 #define USTACK_WAIT (-100001) /* would block on a blocking socket: wait, then call again */
 
@@ -162,8 +162,8 @@ struct ustack_real {
 extern struct ustack_real ustack_real;
 void ustack_resolve(void);
 
-/* ustack_ours reports whether fd is an accelerated socket that this process may drive through Go.
- * In a fork child it is still "ours" (the caller must answer EBADFD) — see ustack_child_ours. */
+/* ustack_kind is fd's kind in the table (USTACK_KIND_*). In a fork child an inherited accelerated
+ * socket keeps its kind: the interposer has it moved to the kernel first (ustack_child_move). */
 static inline int ustack_kind(int fd)
 {
 	if (fd < 0 || fd >= USTACK_FDMAX)
@@ -181,7 +181,7 @@ static inline void ustack_sleep_end(void) { __atomic_sub_fetch(&ustack_xsk_waite
 
 /* The Go part (build/libustack-go.so, preload/golib) is loaded by golib.c on the first socket
  * that could be accelerated. What it shares with the C front, it reaches through this table,
- * handed to its ustack_go_init: the Go part links against nothing of the front. */
+ * handed to its ustack_init: the Go part links against nothing of the front. */
 struct ustack_shared {
 	struct ustack_fd *fds;
 	volatile int *xsk_fd;

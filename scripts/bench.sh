@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make bench: the same workloads through the kernel and through ustack, on one topology in one
-# run, side by side (issue 10). Namespace A holds the process under test, pinned to CPU 0;
+# run, side by side. Namespace A holds the process under test, pinned to CPU 0;
 # namespace B the kernel peer or load client, pinned to CPU 1. TSO/GSO/GRO and TX checksum
 # offload are off on both veth ends for every row.
 #

@@ -1134,7 +1134,7 @@ func (c *conc) run(ws []*worker) {
 	}
 }
 
-// Issue 8: 8 threads doing send/recv/close/dup/epoll_ctl/epoll_wait on shared and separate
+// 8 threads doing send/recv/close/dup/epoll_ctl/epoll_wait on shared and separate
 // sockets for 10 s of simulated time, with -race: no report, no deadlock, no lost wake-up, every
 // byte echoed as sent.
 func TestConcurrencyNoLostWakeups(t *testing.T) {

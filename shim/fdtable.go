@@ -70,7 +70,6 @@ type MapTable struct {
 	mu      sync.Mutex
 	entries map[int]FDEntry
 	wakes   map[int]int
-	forkGen uint32
 }
 
 func NewMapTable() *MapTable { return &MapTable{entries: map[int]FDEntry{}, wakes: map[int]int{}} }
@@ -96,18 +95,8 @@ func (t *MapTable) TxKick() *TxKick         { return nil } // the stack kicks it
 // TakeShadowSeen always says yes: tests look at the shadows every time.
 func (t *MapTable) TakeShadowSeen(int) bool { return true }
 
-// ForkGen is what SetForkGen set: tests pretend to fork.
-func (t *MapTable) ForkGen() uint32 {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return t.forkGen
-}
-
-func (t *MapTable) SetForkGen(g uint32) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.forkGen = g
-}
+// ForkGen is 0: the tests' process does not fork.
+func (t *MapTable) ForkGen() uint32   { return 0 }
 func (t *MapTable) XSKWaiters() int32 { return 0 }
 
 func (t *MapTable) Wake(fd int, rx, tx bool) {

@@ -17,8 +17,9 @@ import (
 // sending to it fails at once when the owner is gone. Only what a child uses moves; a child that
 // only closes its copies costs the owner nothing.
 
-// moveRequest is what a child sends (preload/fork.c, keep in step): the fd number, which is the
-// same in both processes, and the socket's SO_COOKIE, which proves it is still the same socket.
+// moveRequestLen is the size of what a child sends (preload/fork.c, keep in step): the fd
+// number, which is the same in both processes, and the socket's SO_COOKIE, which proves it is
+// still the same socket.
 const moveRequestLen = 16
 
 // ownerSocket binds the owner's request socket to a name no other process has.

@@ -281,7 +281,7 @@ func (l *tcpListener) releaseShareLocked() {
 // down, and the accept queue holds no state of the program's.
 func (l *tcpListener) resetLocked() {}
 
-// wakeShareLocked wakes every socket on the listening port: they share one accept queue.
+// wakeLocked wakes every socket on the listening port: they share one accept queue.
 func (sh *listenShare) wakeLocked() {
 	for _, l := range sh.socks {
 		l.sockBase.wakeLocked()

@@ -46,7 +46,6 @@ const (
 
 // neighbour is a next hop as the stack knows it. Guarded by st.mu.
 type neighbour struct {
-	ip      [4]byte
 	mac     [6]byte
 	state   neighState
 	known   bool // mac is usable: resolved once (it stays usable, stale, while being refreshed)
@@ -77,7 +76,7 @@ func (st *stack) neighLocked(ip [4]byte) *neighbour {
 	now := st.now()
 	n := st.neighs[ip]
 	if n == nil {
-		n = &neighbour{ip: ip, state: neighFailed}
+		n = &neighbour{state: neighFailed}
 		st.neighs[ip] = n
 	}
 	if n.state == neighResolving || now < n.expires {

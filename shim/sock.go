@@ -29,7 +29,7 @@ type sock interface {
 	peername(out []byte, outLen *uint32) int
 	// getsockopt answers what only the stack knows; Pass lets the shadow answer.
 	getsockopt(level, name int, val []byte, valLen *uint32) int
-	// setsockopt takes what the kind needs once base options are recorded. Caller holds st.mu.
+	// setsockoptLocked takes what the kind needs once base options are recorded. Caller holds st.mu.
 	setsockoptLocked(level, name int, v int, isInt bool, val []byte) int
 	// queued answers FIONREAD (out false) and SIOCOUTQ (out true). Caller holds st.mu.
 	queuedLocked(out bool) int
@@ -125,13 +125,10 @@ func (b *sockBase) wouldBlock(flags int) int {
 }
 
 // The defaults: what the kernel answers a kind for which the call makes no sense.
-func (b *sockBase) listen(int) int                                      { return Pass }
 func (b *sockBase) accept([]byte, *uint32, int) int                     { return neg(unix.EINVAL) }
 func (b *sockBase) connectWait() int                                    { return neg(unix.EBADF) }
 func (b *sockBase) getsockopt(int, int, []byte, *uint32) int            { return Pass }
 func (b *sockBase) setsockoptLocked(int, int, int, bool, []byte) int    { return Pass }
-func (b *sockBase) resetLocked()                                        {}
-func (b *sockBase) moveLocked() int                                     { return 0 }
 func (b *sockBase) peername([]byte, *uint32) int                        { return neg(unix.ENOTCONN) }
 func (b *sockBase) recv([]unix.Iovec, int, []byte, *uint32, *int32) int { return neg(unix.ENOTCONN) }
 func (b *sockBase) send([]unix.Iovec, int, []byte) int                  { return neg(unix.ENOTCONN) }

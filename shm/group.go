@@ -27,8 +27,8 @@ import (
 //
 // Each shared ring is driven under a spin lock in shared memory whose word names the holder.
 // A holder writes a journal before the store that publishes its work, so that whoever breaks
-// the lock of a dead holder (TakeOver) can finish the work exactly: no frame is lost and none
-// is handed out twice.
+// the lock of a dead holder (lock, with finishFill or finishComplete) can finish the work
+// exactly: no frame is lost and none is handed out twice.
 
 // Tag values beside slot numbers (which are below MaxSlots).
 const (
@@ -256,15 +256,15 @@ func (s *GroupState) Tag(f uint32, tag uint8) {
 
 // SlotInfo is a slot as the table shows it.
 type SlotInfo struct {
-	State, Pid, Gen uint32
-	Start           uint64
+	State, Pid uint32
+	Start      uint64
 }
 
 // Slot returns slot i of the table.
 func (s *GroupState) Slot(i uint32) SlotInfo {
 	sl := &s.slots[i]
 	return SlotInfo{State: atomic.LoadUint32(&sl.state), Pid: atomic.LoadUint32(&sl.pid),
-		Gen: atomic.LoadUint32(&sl.gen), Start: atomic.LoadUint64(&sl.start)}
+		Start: atomic.LoadUint64(&sl.start)}
 }
 
 // SetSlot records a slot's state and process (the keeper does, as members join and die).
@@ -314,7 +314,7 @@ func unlock(l *groupLock) { atomic.StoreUint32(&l.owner, 0) }
 
 // Fill ring.
 
-// FillLocked puts frames (UMEM addresses) on the fill ring, whose producer position this
+// Fill puts frames (UMEM addresses) on the fill ring, whose producer position this
 // process takes over under the fill lock, and tags them TagFill. The fill ring has room for
 // every receive frame. me is the caller's slot (the keeper: Slots).
 func (s *GroupState) Fill(fill *Ring[uint64], me uint32, addrs []uint64, dead func(holder uint32) bool) {
@@ -328,7 +328,7 @@ func (s *GroupState) Fill(fill *Ring[uint64], me uint32, addrs []uint64, dead fu
 		*fill.Entry(pos + i) = addrs[i] &^ uint64(s.geo.FrameSize-1)
 	}
 	// the journal, then the tags, then the producer: a holder that dies before the journal
-	// leaves its frames tagged with its slot; after it, TakeOver publishes them
+	// leaves its frames tagged with its slot; after it, finishFill publishes them
 	s.fill.pos, s.fill.n = pos, n
 	atomic.StoreUint32(&s.fill.valid, 1)
 	for _, a := range addrs[:n] {

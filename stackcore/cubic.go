@@ -18,7 +18,6 @@ type cubicCC struct {
 	k          float64 // seconds to reach wMax again
 	epoch      Time    // start of the current congestion avoidance epoch; 0 = none
 	wEst       float64 // Reno-friendly window (segments)
-	cwndEpoch  float64 // cwnd at the start of the epoch (segments)
 	fracBytes  float64 // fractional cwnd increase carried between ACKs
 	lastCwnd   uint32  // cwnd we last set (detects outside changes)
 	lastSsthr  uint32
@@ -39,7 +38,6 @@ func (q *cubicCC) onAck(c *TCPConn, now Time, acked int) {
 		// after a reduction, or after cwnd was changed by recovery code.
 		q.epochValid = true
 		q.epoch = now
-		q.cwndEpoch = cwnd
 		q.wEst = cwnd
 		q.fracBytes = 0
 		if q.wMax < cwnd {

@@ -12,13 +12,12 @@ package stackcore
 // remote end yet; it hashes the local address and protocol only.
 
 const (
-	ephemeralNum   = 65536 - ephemeralLo
-	portTableSize  = 256
-	portProtoTCP   = 6
-	portProtoUDP   = 17
-	portHashSaltF  = 0x6a09e667f3bcc908
-	portHashSaltG  = 0xbb67ae8584caa73b
-	portHashSaltCk = 0x3c6ef372fe94f82b
+	ephemeralNum  = 65536 - ephemeralLo
+	portTableSize = 256
+	portProtoTCP  = 6
+	portProtoUDP  = 17
+	portHashSaltF = 0x6a09e667f3bcc908
+	portHashSaltG = 0xbb67ae8584caa73b
 )
 
 // keyedHash mixes a, b and c with the stack's secret and a salt (a

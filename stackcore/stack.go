@@ -526,14 +526,9 @@ func (s *Stack) ephemeralPort(remote IPv4, rport uint16) uint16 {
 	})
 }
 
-// encodeTCP writes Ethernet+IPv4+TCP headers into buf with the payload taken
+// encodeTCPOpt writes Ethernet+IPv4+TCP headers into buf with the payload taken
 // from src (a send ring, at offset off) or none; it returns the frame length.
-// wscale >= 0 (or mss > 0) adds SYN options.
-func (s *Stack) encodeTCP(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
-	wnd uint16, src *ring, off, n int) int {
-	return s.encodeTCPOpt(buf, dmac, dip, sport, dport, sq, ack, flags, wnd, src, off, n, 0, -1)
-}
-
+// mss > 0 adds SYN options (and window scale where wscale >= 0).
 func (s *Stack) encodeTCPOpt(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
 	wnd uint16, src *ring, off, n int, mss uint16, wscale int) int {
 	var o [8]byte
@@ -544,7 +539,7 @@ func (s *Stack) encodeTCPOpt(buf []byte, dmac MAC, dip IPv4, sport, dport uint16
 	return s.encodeTCPRaw(buf, dmac, dip, sport, dport, sq, ack, flags, wnd, src, off, n, opts)
 }
 
-// encodeTCPRaw is encodeTCP with the given option bytes (a multiple of 4 long).
+// encodeTCPRaw is encodeTCPOpt with the given option bytes (a multiple of 4 long).
 func (s *Stack) encodeTCPRaw(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
 	wnd uint16, src *ring, off, n int, opts []byte) int {
 	if n < 0 {

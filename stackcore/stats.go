@@ -1,7 +1,6 @@
 package stackcore
 
 import (
-	"reflect"
 	"sync/atomic"
 )
 
@@ -68,16 +67,6 @@ type Stats struct {
 	IPReasmOKs     uint64 `stat:"ip.reasm_oks"`
 	IPReasmFails   uint64 `stat:"ip.reasm_fails"`
 	IPReasmTimeout uint64 `stat:"ip.reasm_timeout"`
-}
-
-// StatNames returns the `stat` tags of Stats in field order.
-func StatNames() []string {
-	t := reflect.TypeFor[Stats]()
-	names := make([]string, t.NumField())
-	for i := range names {
-		names[i] = t.Field(i).Tag.Get("stat")
-	}
-	return names
 }
 
 func inc(p *uint64)           { atomic.AddUint64(p, 1) }

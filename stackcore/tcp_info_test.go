@@ -41,7 +41,7 @@ func TestTCPInfoLayout(t *testing.T) {
 	}
 }
 
-// TCP_INFO from the live connection state (issue 3: state, rtt, rttvar,
+// TCP_INFO from the live connection state (state, rtt, rttvar,
 // rto, snd_cwnd, ssthresh, retransmits, total_retrans, unacked, ...), in
 // Linux's units.
 func TestTCPInfoFromConnection(t *testing.T) {

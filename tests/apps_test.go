@@ -1,4 +1,4 @@
-// Application tests of issue 4 (Done-when 1-6, and the figures of 9):
+// Application tests (1-6 below, each with its figures):
 // unmodified Debian programs under LD_PRELOAD=build/libustack.so in namespace
 // A, against kernel peers in namespace B. Each Test runs its workload twice,
 // on the kernel (no LD_PRELOAD; this run must pass, it proves the test) and
@@ -10,12 +10,12 @@
 //     less than 1 % of what ustack carried: the traffic took the user-space
 //     path.
 //
-// Each prints "FIGURE <what>: kernel X, ustack Y (ratio)" lines (t.Logf) for
-// the issue note: requests/s, throughput or latency of the same workload on
+// Each prints "FIGURE <what>: kernel X, ustack Y (ratio)" lines (t.Logf):
+// requests/s, throughput or latency of the same workload on
 // both stacks, from one run. No thresholds on speed.
 //
 //	make deps build && go test -tags apps -v -run TestApp ./tests/ -count=1 -timeout 30m
-//	USTACK_APPS_SECONDS=10 go test -tags apps ...  # Done-when's 10 s per iperf3/sockperf/wrk run
+//	USTACK_APPS_SECONDS=10 go test -tags apps ...  # 10 s per iperf3/sockperf/wrk run
 //
 // Programs listen on 0.0.0.0 (or connect to an IPv4 literal) because ustack
 // accelerates AF_INET only; iperf3 gets -4 since it otherwise opens an AF_INET6
@@ -52,8 +52,8 @@ func appSeconds(def int) int {
 	return def
 }
 
-// Default durations: the issue asks for 10 s per iperf3 run and wrk -d 10s;
-// iperf3 and sockperf (16 and 8 runs) use 3 s by default to keep the suite short.
+// Default durations: wrk runs 10 s; iperf3 and sockperf (16 and 8 runs) 3 s to keep the
+// suite short. USTACK_APPS_SECONDS sets all three.
 var (
 	iperfSecs    = appSeconds(3)
 	sockperfSecs = appSeconds(3)
@@ -531,11 +531,6 @@ const (
 	wrkConns       = 64
 )
 
-// nginxConf is nginx's configuration for one run in dir. master_process is
-// off (one process that accepts and serves itself, all of it accelerated):
-// with the master on, its forked workers take the listener over in the kernel
-// (issue 9; tests/fork_test.go runs that mode). sendfile is on, as in
-// Debian's own nginx.conf.
 // nginxSite makes a directory for nginx (its temp directories under tmp/) and its document
 // root www inside it.
 func nginxSite(t *testing.T) (dir, www string) {
@@ -550,6 +545,10 @@ func nginxSite(t *testing.T) (dir, www string) {
 	return dir, www
 }
 
+// nginxConf is nginx's configuration for one run in dir. master_process is
+// off (one process that accepts and serves itself, all of it accelerated;
+// tests/fork_test.go runs nginx with its master and workers). sendfile is on,
+// as in Debian's own nginx.conf.
 func nginxConf(dir, www, name string) string {
 	return fmt.Sprintf(`master_process off;
 daemon off;
@@ -988,7 +987,7 @@ type echoResult struct {
 
 // 6. A python3 asyncio echo server under LD_PRELOAD in A, 200 concurrent
 // asyncio clients in B each sending 64 KB of random data and reading the echo
-// to EOF: every echo byte-identical. (The SIGINT half of Done-when 6 is
+// to EOF: every echo byte-identical. (A SIGINT to a blocked python3 recv is
 // TestSIGINTInterruptsPythonRecv.)
 func TestAppPythonAsyncioEcho(t *testing.T) {
 	e := setup(t)

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// issue 9, Done-when 4: redis-server --daemonize yes under ustack forks before it opens its
+// redis-server --daemonize yes under ustack forks before it opens its
 // sockets; its child starts the Go part itself (the parent never did) and serves redis-benchmark
 // with the traffic on the user-space path, the kernel's Tcp counters in A flat.
 func TestRedisDaemonizeIsAccelerated(t *testing.T) {

@@ -1,6 +1,6 @@
 // End-to-end tests: unmodified programs under LD_PRELOAD=build/libustack.so in
 // namespace A, talking over a veth to the kernel stack in namespace B. Each
-// Test is one "Done when" item of issue 2. They need root, `make build` and
+// Test checks one thing the project promises (1-6 below). They need root, `make build` and
 // `make deps`, and skip (saying why) otherwise.
 package tests
 
@@ -235,7 +235,7 @@ func TestPreloadIntoOrdinaryPrograms(t *testing.T) {
 		{"python3 -c pass", []string{python, "-c", "pass"}, ""},
 		{"bash -c curl file://", []string{"bash", "-c", "curl -s file://" + filepath.Join(dir, "f")}, "file contents\n"},
 		// the child's copy of the parent's accelerated socket works as on the kernel: it moved
-		// there with its state (issue 9)
+		// there with its state
 		{"fork without exec", []string{forkchild, tp.AddrB, "8000"},
 			"inherited socket: write ok, poll POLLOUT, close 0\nforkchild ok\n"},
 	}

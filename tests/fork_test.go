@@ -1,4 +1,4 @@
-// Fork and exit tests of issue 9 (Done-when 1, 2, 3 and 5): after fork() without exec every socket
+// Fork and exit tests: after fork() without exec every socket
 // the parent had works in the parent and in the child with kernel semantics, and at exit the
 // connections still delivering are handed to the kernel so that exit returns at once.
 //
@@ -368,7 +368,7 @@ func forkCases() []forkCase {
 	}
 }
 
-// Issue 9, Done-when 1: the C programs, on the kernel and under ustack, the same output.
+// The C programs, on the kernel and under ustack, the same output.
 func TestForkC(t *testing.T) {
 	server, peer := forkBinary(t, "fork_server"), forkBinary(t, "fork_peer")
 	plain := setup(t) // one topology for the cases without faults
@@ -514,7 +514,7 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	}
 }
 
-// Issue 9, Done-when 2: nginx's default master/worker mode under ustack, with and without daemon.
+// nginx's default master/worker mode under ustack, with and without daemon.
 func TestForkNginx(t *testing.T) {
 	e := setup(t, "nginx", "wrk")
 	dir, www := nginxSite(t)
@@ -807,7 +807,7 @@ print("listening", flush=True)
 Server(("0.0.0.0", int(sys.argv[1])), Echo).serve_forever()
 `
 
-// Issue 9, Done-when 3: python3 socketserver.ForkingTCPServer and socat TCP-LISTEN:...,fork under
+// python3 socketserver.ForkingTCPServer and socat TCP-LISTEN:...,fork under
 // ustack, each serving 50 concurrent echo clients from B (tests/apps/echo_client.py: 256 KiB of
 // random data each, half-close, echo read to EOF and compared).
 func TestForkServers(t *testing.T) {
@@ -889,12 +889,12 @@ func TestForkServers(t *testing.T) {
 }
 
 // ---------------------------------------------------------------------------
-// 5 (issue 9's numbering). Exit hands over what is still to be delivered.
+// 4. Exit hands over what is still to be delivered.
 
 // forkExitBytes is the size TestForkExit sends: USTACK_FORK_EXIT_MB MiB, default 8 in make test;
-// the issue's 64 with USTACK_FORK_EXIT_MB=64. Before its close the sender's bytes go at ustack's
-// goodput under 20 % loss both ways, about 165 KB/s on the test VM (the kernel's: 7-15 MB/s,
-// issue 10), so 64 MiB take about 7 minutes of make test's 20 (give go test -timeout 30m); what is
+// 64 with USTACK_FORK_EXIT_MB=64. Before its close the sender's bytes go at ustack's
+// goodput under 20 % loss both ways, about 165 KB/s on the test VM (the kernel's: 7-15 MB/s),
+// so 64 MiB take about 7 minutes of make test's 20 (give go test -timeout 30m); what is
 // tested, the exit with data still to deliver, is the same at 8 MiB: the sender's send buffer
 // (SO_SNDBUF 4 MiB) still holds a good part of it when it closes.
 func forkExitBytes(t *testing.T) int64 {
@@ -908,7 +908,7 @@ func forkExitBytes(t *testing.T) int64 {
 	return 8 * mb
 }
 
-// Issue 9, Done-when 5: tests/c/fork_exitsend writes 64 MiB, closes and exits at once, over the
+// tests/c/fork_exitsend writes 64 MiB, closes and exits at once, over the
 // fault matrix's loss20 case (20 % loss both ways); the kernel receiver in B (fork_peer sink) gets
 // every byte, and the sender's process is gone within 1 s of its close: measured here from the
 // CLOCK_REALTIME it printed when close returned to the moment its exit was reaped, and from the

@@ -128,7 +128,7 @@ func (e *env) logStats(t *testing.T, what string, c map[string]uint64) {
 		c["tcp.active_opens"], c["tcp.passive_opens"], c["shim.passed_to_kernel"], c["shim.moved_to_kernel"], c["shim.conns_repaired"])
 }
 
-// kernelSegs returns Tcp InSegs in namespace ns.
+// kernelInSegs returns Tcp InSegs in namespace ns.
 func (e *env) kernelInSegs(ns string) uint64 {
 	e.t.Helper()
 	in, _, err := topo.TCPSegs(ns)
@@ -187,13 +187,13 @@ const (
 	maxSegPayload = 1460
 )
 
-// checkUserPath asserts the "proof" of Done-when 1/2: the transfer's
+// checkUserPath asserts that a transfer took the user-space path: its
 // segments were counted by ustack, and the kernel's Tcp InSegs in the
 // accelerated namespace grew by less than 1 % of them.
 func checkUserPath(t *testing.T, c map[string]uint64, size int64, kernelIn0, kernelIn1 uint64) {
 	t.Helper()
 	segs := c["tcp.segs_in"] + c["tcp.segs_out"]
-	// what moved to the kernel at exit was not carried here (issue 9)
+	// what moved to the kernel at exit was not carried here
 	carried := uint64(size) - min(uint64(size), c["shim.bytes_moved"])
 	if need := carried / maxSegPayload; segs < need {
 		t.Errorf("ustack counted %d TCP segments; the %d bytes of a %d-byte transfer it carried (%d moved to the kernel at exit) need at least %d",
@@ -209,8 +209,8 @@ func checkUserPath(t *testing.T, c map[string]uint64, size int64, kernelIn0, ker
 	}
 }
 
-// movedSegs bounds the segments the kernel in A may carry for what ustack moved to it (issue 9:
-// at exit, connections still delivering go on in kernel sockets, and so does what a fork child
+// movedSegs bounds the segments the kernel in A may carry for what ustack moved to it (at
+// exit, connections still delivering go on in kernel sockets, and so does what a fork child
 // used): an ACK or a data segment per 512 bytes moved (the smallest MSS the kernel uses), and a
 // handshake's worth more per connection (window probe, FIN and its ACK, a retransmission).
 func movedSegs(c map[string]uint64) uint64 {

@@ -1,4 +1,4 @@
-// Interop under faults with ustack on both sides (issue 3, Done-when 2): socat
+// Interop under faults with ustack on both sides: socat
 // under LD_PRELOAD in namespace A and in namespace B (each accelerated on its
 // own veth), through the fault relay of tests/faults, each case in both
 // directions, byte-identical (sha256). Both processes' onloadctl counters must

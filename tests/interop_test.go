@@ -1,4 +1,4 @@
-// Interop under faults (issue 3): unmodified socat under LD_PRELOAD in
+// Interop under faults: unmodified socat under LD_PRELOAD in
 // namespace A against the kernel in namespace B, through the fault relay of
 // tests/faults, each case in both directions, byte-identical, and the same
 // transfer kernel-to-kernel in the same topology for comparison. Goodput of
@@ -7,7 +7,7 @@
 //
 // Environment:
 //
-//	USTACK_INTEROP=full   the whole matrix (issue 3: 64 MB per direction);
+//	USTACK_INTEROP=full   the whole matrix (64 MB per direction);
 //	                      default: a reduced matrix (the cases marked reduced)
 //	                      at 8 MB that finishes in a few minutes;
 //	                      USTACK_INTEROP=off (or -short) skips it.
@@ -128,7 +128,7 @@ func setupFaults(t *testing.T, o faults.Options) (*env, *faults.Topo) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	e.statsDir = dir
-	// the kernel in A carries on the connections ustack moves to it at exit (issue 9), and the
+	// the kernel in A carries on the connections ustack moves to it at exit, and the
 	// relay forwards its frames only without TSO and partial checksums
 	o.OffloadsOffA = true
 	ft := faults.New(t, o)

@@ -8,8 +8,8 @@ import (
 	"testing"
 )
 
-// The Go part starts only when a socket could use it (issue 9: "a process that opens none never
-// starts it"): a program that opens no AF_INET TCP/UDP socket under LD_PRELOAD has no
+// The Go part starts only when a socket could use it (a process that opens none never
+// starts it): a program that opens no AF_INET TCP/UDP socket under LD_PRELOAD has no
 // libustack-go.so mapped and one thread; one that opens a UNIX socket neither; nor one that only
 // sets a TCP socket up (bind, options, listen: a preforking server's master, whose workers take
 // the listener, preload/cand.c); one whose TCP socket connects has it (and Go's threads).

@@ -32,7 +32,7 @@ const (
 	manyBatch   = 200
 )
 
-// TestManyConnections is issue 8's Done-when 5: with RLIMIT_NOFILE 4096, a server in
+// TestManyConnections: with RLIMIT_NOFILE 4096, a server in
 // namespace A (tests/c/many_server.c: non-blocking, level-triggered epoll) holds 4,000
 // concurrent connections from a kernel client in namespace B (tests/c/many_client.c),
 // each answered; while the client holds them all, the server's open fds (/proc/PID/fd)

@@ -1,6 +1,6 @@
 package tests
 
-// Issue 8, item 1: nginx (master_process off, worker_connections 20000,
+// nginx (master_process off, worker_connections 20000,
 // worker_rlimit_nofile 20000) in namespace A, 15,000 concurrent keep-alive
 // HTTP/1.1 clients from namespace B, each sending one GET of a small static
 // file and reading the whole response, all kept open. Once on the kernel, once

@@ -15,7 +15,7 @@ const (
 // panicsKinds are the calls the fault hook makes panic, in the program's order.
 var panicsKinds = []string{"accept", "close", "send", "recv", "setsockopt", "poller"}
 
-// TestPanicsLeaveTheHostRunning is issue 8's Done-when 1: a test-only fault hook
+// TestPanicsLeaveTheHostRunning: a test-only fault hook
 // (ioctl(fd, 0x7573fffe, int *where)) makes ustack's core panic inside accept, close,
 // send, recv, setsockopt and the poller, one at a time, in a process (tests/c/panics.c, in
 // namespace A) with 4 other live connections to tests/c/sem_peer.c (namespace B): after

@@ -1,4 +1,4 @@
-// The semantic test suite of issue 4 (Done-when 7): each C program
+// The semantic test suite: each C program
 // tests/c/sem_*.c checks a group of socket semantics against the peer
 // tests/c/sem_peer.c (a kernel program in namespace B) and prints one line
 // per check, "ok NAME" or "FAIL NAME: detail". Every program runs twice in

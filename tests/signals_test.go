@@ -42,7 +42,7 @@ func TestSignalsAroundBlockingCalls(t *testing.T) {
 	}
 }
 
-// Issue 4, Done-when 6: SIGINT to a python3 process blocked in an accelerated recv raises
+// SIGINT to a python3 process blocked in an accelerated recv raises
 // KeyboardInterrupt within 100 ms (CPython installs its handler without SA_RESTART).
 func TestSIGINTInterruptsPythonRecv(t *testing.T) {
 	e := setup(t, "socat")

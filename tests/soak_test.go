@@ -1,4 +1,4 @@
-// Soak (issue 3, Done-when 3; `make soak`, not part of `make test`): mixed
+// Soak (`make soak`, not part of `make test`): mixed
 // transfers for SOAK_MINUTES (default 30) through the fault relay with 2 %
 // loss in both directions, ustack on one side (namespace A), the kernel on the
 // other:

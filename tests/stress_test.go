@@ -53,9 +53,8 @@ func stressChecks(out []byte) (ok, fail []string) {
 	return ok, fail
 }
 
-// Stress tests of fork, exec, signals and threads around accelerated sockets (issue 4,
-// Done-when 8, and the "signals", "fork and exec" and "multi-threaded programs" items of
-// Deliver). Each C program (tests/c/stress_*.c) runs in namespace A against tests/c/sem_peer
+// Stress tests of fork, exec, signals and threads around accelerated sockets.
+// Each C program (tests/c/stress_*.c) runs in namespace A against tests/c/sem_peer
 // (TCP echo and chunked sends) and a UDP echo server (stress_fork udpecho), both kernel
 // programs in namespace B: once on the kernel, where every check must pass (that proves the
 // expectation), and once under LD_PRELOAD=libustack.so, where it must print the same checks,

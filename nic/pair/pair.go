@@ -55,7 +55,7 @@ type End struct {
 	Hook Hook
 
 	// Counters (read them when the wire is idle).
-	Sent, Dropped, Duplicated, Reordered, Corrupted uint64
+	Sent, Dropped uint64
 }
 
 // New returns the two ends of a wire.
@@ -150,18 +150,15 @@ func (e *End) Flush() error {
 			continue
 		}
 		if e.chance(o.CorruptRate) && f.n > 0 {
-			e.Corrupted++
 			f.buf[e.rand()%uint64(f.n)] ^= uint8(1 << (e.rand() % 8))
 		}
 		if e.chance(o.DupRate) && len(e.free) > 0 {
 			d := e.free[len(e.free)-1]
 			e.free = e.free[:len(e.free)-1]
 			copy(d, f.buf[:f.n])
-			e.Duplicated++
 			e.deliver(frame{d, f.n})
 		}
 		if !e.heldOK && e.chance(o.ReorderRate) {
-			e.Reordered++
 			e.held = &frame{f.buf, f.n}
 			e.heldOK = true
 			continue

@@ -70,7 +70,8 @@ const (
 // (daddr, dport, proto) is in steer is decided by its flow (saddr, daddr,
 // sport, dport, proto) in flows if listed there (FlowToUs: redirect,
 // FlowToKernel: pass), else by the port's mode (portAll: redirect,
-// portListed: pass); a frame whose port is not in steer passes. Redirected
+// portListed: pass, portShared: a sharer in shares picked by the flow's
+// hash); a frame whose port is not in steer passes. Redirected
 // frames go to the AF_XDP socket the value names in xsks (every socket there
 // is bound to the one queue ustack uses). ICMP errors
 // (types 3, 4, 11, 12) quoting a TCP or UDP datagram are decided the same way

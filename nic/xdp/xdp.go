@@ -333,9 +333,6 @@ func (s *Socket) Mode() string { return s.mode }
 // Stats returns the socket's counters.
 func (s *Socket) Stats() *Stats { return s.stats }
 
-// Ifindex returns the interface index the socket is bound to.
-func (s *Socket) Ifindex() int { return s.ifidx }
-
 // Steer sends frames for (proto, ip, port) to this socket, except flows
 // SteerFlow hands to the kernel. proto is unix.IPPROTO_TCP or
 // unix.IPPROTO_UDP; ip and port are the local (destination) address and

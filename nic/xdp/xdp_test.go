@@ -26,7 +26,7 @@ func openIn(t testing.TB, n *testNet, opts Options) *Socket {
 	return s
 }
 
-// receiveOne waits up to d for one frame matching want.
+// receiveMatch waits up to d for one frame that match accepts.
 func receiveMatch(t testing.TB, s *Socket, d time.Duration, match func([]byte) bool) []byte {
 	t.Helper()
 	frames := make([][]byte, 16)

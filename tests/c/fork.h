@@ -1,5 +1,5 @@
 /*
- * fork.h: helpers shared by the fork test programs tests/c/fork_*.c (issue 9, Done-when 1 and 5):
+ * fork.h: helpers shared by the fork test programs tests/c/fork_*.c:
  * a deterministic data stream, SHA-256, sockets, and the "ok NAME: ..." / "FAIL NAME: ..." lines
  * that tests/fork_test.go compares between the kernel run and the ustack run.
  *

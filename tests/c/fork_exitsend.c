@@ -1,5 +1,5 @@
 /*
- * fork_exitsend: a sender that writes, closes and exits at once (issue 9, Done-when 5: at exit, the
+ * fork_exitsend: a sender that writes, closes and exits at once (at exit, the
  * connections still delivering are handed to the kernel, which finishes them; exit returns at once).
  *
  *   fork_exitsend HOST PORT BYTES SEED [SNDBUF]

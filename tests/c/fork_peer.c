@@ -1,6 +1,6 @@
 /*
- * fork_peer: the kernel peer of tests/c/fork_server.c and tests/c/fork_exitsend.c (issue 9,
- * Done-when 1 and 5), run in the other namespace on the kernel.
+ * fork_peer: the kernel peer of tests/c/fork_server.c and tests/c/fork_exitsend.c,
+ * run in the other namespace on the kernel.
  *
  *   fork_peer echo    HOST PORT BYTES   send BYTES of stream 3 while reading the echo, half-close,
  *                                       read to EOF: the echo must be the same bytes

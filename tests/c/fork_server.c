@@ -1,5 +1,5 @@
 /*
- * fork_server: the accelerated side of the fork tests (issue 9, Done-when 1): a socket opened and
+ * fork_server: the accelerated side of the fork tests: a socket opened and
  * used in the parent, then used after fork() without exec by the parent, the child or both. The
  * kernel peer is tests/c/fork_peer (same MODE) in the other namespace.
  *

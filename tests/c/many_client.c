@@ -1,5 +1,5 @@
 /*
- * many_client: the kernel-side client of TestManyConnections (issue 8, Done-when 5).
+ * many_client: the kernel-side client of TestManyConnections.
  *
  *   many_client IP PORT N [BATCH] [HOLD_S]
  *

@@ -1,5 +1,5 @@
 /*
- * many_server: a small epoll server for TestManyConnections (issue 8, Done-when 5).
+ * many_server: a small epoll server for TestManyConnections.
  *
  *   many_server PORT
  *

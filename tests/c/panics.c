@@ -1,6 +1,6 @@
 /*
  * panics: a panic inside the stack, in each kind of call in turn, leaves the other
- * connections and the process working (issue 8, Done-when 1).
+ * connections and the process working.
  *
  *   panics PEER_IP PEER_PORT LOCAL_IP
  *

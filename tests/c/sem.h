@@ -1,6 +1,6 @@
 /*
  * sem.h: the small harness shared by the semantic test programs tests/c/sem_*.c
- * (issue 4, Done-when 7). Each program is a table of checks run in order:
+ * (tests/semantics_test.go). Each program is a table of checks run in order:
  *
  *   sem_xxx PEER_IP PEER_PORT LOCAL_IP [CHECK]
  *

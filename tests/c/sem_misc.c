@@ -1,5 +1,5 @@
 /*
- * sem_misc: the rest of issue 4's list: MSG_MORE, SO_REUSEPORT, SO_RCVLOWAT,
+ * sem_misc: MSG_MORE, SO_REUSEPORT, SO_RCVLOWAT,
  * IP_TOS and IP_TTL. See sem.h.
  */
 #include "sem.h"

@@ -1,5 +1,5 @@
 /*
- * sem_noneigh: connect to an on-link address that has no neighbour (issue 8, Done-when 4).
+ * sem_noneigh: connect to an on-link address that has no neighbour.
  * See sem.h for how to run it.
  *
  * The addresses are LOCAL_IP's /24 with a last octet from 200 up: nothing in the

@@ -22,7 +22,7 @@ static int make_file(void)
 	return f;
 }
 
-/* sink_result closes our side and reads the sink's "N HASH" line. */
+/* sink_check closes our side and reads the sink's "N HASH" line. */
 static int sink_check(int fd, size_t off, size_t n)
 {
 	if (shutdown(fd, SHUT_WR) < 0)

@@ -1,5 +1,5 @@
 /*
- * stress_fork: fork without exec, many times, while the parent holds sockets (issue 4, Done-when 8).
+ * stress_fork: fork without exec, many times, while the parent holds sockets.
  *
  *   stress_fork HOST PORT UPORT [ITERATIONS]
  *   stress_fork udpecho UPORT
@@ -137,7 +137,7 @@ static int child(int it, int tcp, int udp, const struct sockaddr_in *lo)
 {
 	alarm(5);
 	if (it % 250 == 125) {
-		/* the child uses the sockets it inherited (issue 9): they move to the kernel, with
+		/* the child uses the sockets it inherited: they move to the kernel, with
 		 * their state, and the parent goes on with them */
 		const char *e = tcp_round(tcp, it, 100 + it % 4000), *ue = udp_round(udp, it);
 		if (e || ue) {

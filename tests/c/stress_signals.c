@@ -1,5 +1,5 @@
 /*
- * stress_signals: signals landing on threads blocked in socket calls (issue 4, Done-when 8).
+ * stress_signals: signals landing on threads blocked in socket calls.
  *
  *   stress_signals HOST PORT [SIGNALS]
  *

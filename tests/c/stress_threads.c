@@ -1,6 +1,6 @@
 /*
  * stress_threads: many threads doing blocking and non-blocking calls on different and on the
- * same connection (issue 4, "multi-threaded programs": no deadlock, no lost wake-up).
+ * same connection: no deadlock, no lost wake-up.
  *
  *   stress_threads HOST PORT [SECONDS]
  *
