@@ -1,4 +1,5 @@
-# ustack — see README.md. Targets: all deps build test demo bench profile fuzz interop interop-both soak clean.
+# ustack — see README.md. Targets: all deps build test demo bench profile fuzz interop interop-both soak
+# install uninstall deb clean.
 SHELL := /bin/bash
 GO    ?= go
 BUILD := build
@@ -14,12 +15,13 @@ DEPS := ip:iproute2 ss:iproute2 ethtool:ethtool curl:curl socat:socat sockperf:s
 	iperf3:iperf3 /usr/bin/python3:python3 gcc:gcc make:make ping:iputils-ping \
 	/usr/bin/time:time sha256sum:coreutils timeout:coreutils \
 	redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
-	/usr/sbin/nginx:nginx memcached:memcached wrk:wrk perf:linux-perf
+	/usr/sbin/nginx:nginx memcached:memcached wrk:wrk perf:linux-perf \
+	dpkg-deb:dpkg gzip:gzip
 
 C_SRCS := $(wildcard tests/c/*.c)
 C_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(C_SRCS))
 
-.PHONY: all deps build test fuzz demo bench clean interop
+.PHONY: all deps build test fuzz demo bench clean interop install uninstall deb
 
 all: build
 
@@ -99,6 +101,54 @@ profile: deps build
 
 clean:
 	rm -rf $(BUILD)
+
+# make install puts both libraries where the dynamic loader finds them, so that
+# `LD_PRELOAD=libustack.so prog` works without a path (libustack.so loads libustack-go.so from
+# its own directory), onloadctl in BINDIR (bin, not sbin: `stats` and `run` are for any user),
+# and the man pages. ldconfig runs when installing into the live system (empty DESTDIR).
+# Files are replaced by `install`, which unlinks first: running programs keep their mapping.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+MANDIR  ?= $(PREFIX)/share/man
+INSTALLED := $(LIBDIR)/libustack.so $(LIBDIR)/libustack-go.so $(BINDIR)/onloadctl \
+	$(MANDIR)/man8/onloadctl.8 $(MANDIR)/man7/ustack.7
+
+install: $(BUILD)/libustack.so $(BUILD)/libustack-go.so $(BUILD)/onloadctl man/onloadctl.8 man/ustack.7
+	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(BINDIR) $(DESTDIR)$(MANDIR)/man7 $(DESTDIR)$(MANDIR)/man8
+	install -m 0644 $(BUILD)/libustack.so $(BUILD)/libustack-go.so $(DESTDIR)$(LIBDIR)/
+	install -m 0755 $(BUILD)/onloadctl $(DESTDIR)$(BINDIR)/
+	install -m 0644 man/onloadctl.8 $(DESTDIR)$(MANDIR)/man8/
+	install -m 0644 man/ustack.7 $(DESTDIR)$(MANDIR)/man7/
+	@if [ -z "$(DESTDIR)" ]; then echo ldconfig; ldconfig; fi
+
+# removes the files install put, not the directories (they may be shared)
+uninstall:
+	rm -f $(addprefix $(DESTDIR),$(INSTALLED))
+	@if [ -z "$(DESTDIR)" ]; then echo ldconfig; ldconfig; fi
+
+# make deb: build/ustack_<version>_<arch>.deb from `make install PREFIX=/usr` into a staging
+# tree, the libraries in the multiarch directory, the man pages gzipped; the version from
+# `git describe` (scripts/debversion.sh), the control file and scripts from packaging/deb.
+DEB_MAINTAINER ?= ustack developers <root@localhost>
+DEB_ARCH      = $(shell dpkg --print-architecture)
+DEB_MULTIARCH = $(shell dpkg-architecture -qDEB_HOST_MULTIARCH 2>/dev/null || gcc -print-multiarch)
+DEB_VERSION   = $(shell scripts/debversion.sh)
+DEB_ROOT := $(BUILD)/deb/root
+
+deb: $(BUILD)/libustack.so $(BUILD)/libustack-go.so $(BUILD)/onloadctl
+	@command -v dpkg-deb >/dev/null || { echo "deb: dpkg-deb not found (make deps installs it)"; exit 1; }
+	rm -rf $(DEB_ROOT)
+	$(MAKE) --no-print-directory install DESTDIR=$(CURDIR)/$(DEB_ROOT) PREFIX=/usr LIBDIR=/usr/lib/$(DEB_MULTIARCH)
+	gzip -9n $(DEB_ROOT)/usr/share/man/man*/*
+	install -d $(DEB_ROOT)/DEBIAN
+	install -m 0755 packaging/deb/postinst packaging/deb/postrm $(DEB_ROOT)/DEBIAN/
+	sed -e 's/@VERSION@/$(DEB_VERSION)/' -e 's/@ARCH@/$(DEB_ARCH)/' -e 's|@MAINTAINER@|$(DEB_MAINTAINER)|' \
+		-e "s/@SIZE@/$$(du -sk --exclude=DEBIAN $(DEB_ROOT) | cut -f1)/" packaging/deb/control.in > $(DEB_ROOT)/DEBIAN/control
+	find $(DEB_ROOT) -type d -exec chmod 0755 {} +
+	rm -f $(BUILD)/ustack_*.deb
+	dpkg-deb --build --root-owner-group $(DEB_ROOT) $(BUILD)/ustack_$(DEB_VERSION)_$(DEB_ARCH).deb
 
 # The whole fault matrix (64 MiB per direction per case, ustack and kernel): long.
 interop: deps build

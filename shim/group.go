@@ -46,7 +46,7 @@ func spawnKeeper(cfg Config, ifname string, build shm.BuildID) error {
 		if err != nil {
 			return fmt.Errorf("finding onloadctl: %w (set USTACK_ONLOADCTL)", err)
 		}
-		ctl = filepath.Join(filepath.Dir(lib), "onloadctl")
+		ctl = onloadctlNear(filepath.Dir(lib))
 	}
 	args := []string{ctl, "keeper", "--detach", "--iface=" + ifname, "--queue=0",
 		"--slots=" + strconv.Itoa(cfg.GroupSlots), fmt.Sprintf("--build=%x", build[:])}
@@ -75,6 +75,23 @@ func spawnKeeper(cfg Config, ifname string, build shm.BuildID) error {
 		_, _ = syscall.Wait4(pid, &ws, 0, nil)
 	}()
 	return nil
+}
+
+// onloadctlNear returns the onloadctl that goes with the library in dir: beside it (the build
+// directory), else in the bin directory of an installation: dir/../bin for PREFIX/lib,
+// dir/../../bin for a multiarch PREFIX/lib/<triplet>.
+func onloadctlNear(dir string) string {
+	near := []string{
+		filepath.Join(dir, "onloadctl"),
+		filepath.Join(dir, "..", "bin", "onloadctl"),
+		filepath.Join(dir, "..", "..", "bin", "onloadctl"),
+	}
+	for _, p := range near {
+		if st, err := os.Stat(p); err == nil && st.Mode().IsRegular() {
+			return p
+		}
+	}
+	return near[0]
 }
 
 var build struct {

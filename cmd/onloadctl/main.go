@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"syscall"
 
 	"ustack/shm"
@@ -33,7 +34,8 @@ const usage = `usage:
       process even after it exited. Where several processes share an
       interface, a total for it follows them (in JSON: "total": true, pid 0).
   onloadctl run [--stats] [--dir D] -- cmd [args...]
-      run cmd with LD_PRELOAD=libustack.so (next to onloadctl, or $USTACK_LIB),
+      run cmd with LD_PRELOAD=libustack.so ($USTACK_LIB, else next to onloadctl,
+      else in ../lib or ../lib/<multiarch> from it, else the loader's search path),
       wait for it and exit with its status; --stats prints its final counters
       to stderr and removes its segment.
 
@@ -167,9 +169,16 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// libPath returns the libustack.so to preload: $USTACK_LIB; else the one beside onloadctl (the
+// build directory); else an installed one, in ../lib or ../lib/<multiarch> from onloadctl's
+// directory; else the plain name, for the dynamic loader to find in its search path.
 func libPath() (string, error) {
 	if p := os.Getenv("USTACK_LIB"); p != "" {
-		return p, nil
+		p, err := filepath.Abs(p)
+		if err == nil {
+			_, err = os.Stat(p)
+		}
+		return p, err
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -178,7 +187,25 @@ func libPath() (string, error) {
 	if r, err := filepath.EvalSymlinks(exe); err == nil {
 		exe = r
 	}
-	return filepath.Join(filepath.Dir(exe), "libustack.so"), nil
+	dir := filepath.Dir(exe)
+	for _, d := range []string{dir, filepath.Join(dir, "..", "lib"), filepath.Join(dir, "..", "lib", multiarch[runtime.GOARCH])} {
+		if p := filepath.Join(d, "libustack.so"); fileExists(p) {
+			return p, nil
+		}
+	}
+	return "libustack.so", nil
+}
+
+// multiarch is Debian's library directory name per architecture (gcc -print-multiarch).
+var multiarch = map[string]string{
+	"amd64": "x86_64-linux-gnu", "arm64": "aarch64-linux-gnu", "386": "i386-linux-gnu",
+	"arm": "arm-linux-gnueabihf", "ppc64le": "powerpc64le-linux-gnu", "riscv64": "riscv64-linux-gnu",
+	"s390x": "s390x-linux-gnu",
+}
+
+func fileExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.Mode().IsRegular()
 }
 
 func cmdRun(args []string, stderr io.Writer) int {
@@ -195,13 +222,6 @@ func cmdRun(args []string, stderr io.Writer) int {
 		return 2
 	}
 	lib, err := libPath()
-	if err != nil {
-		fmt.Fprintf(stderr, "onloadctl: %v\n", err)
-		return 127
-	}
-	if lib, err = filepath.Abs(lib); err == nil {
-		_, err = os.Stat(lib)
-	}
 	if err != nil {
 		fmt.Fprintf(stderr, "onloadctl: preload library: %v\n", err)
 		return 127
