@@ -1,7 +1,7 @@
 // Command onloadctl inspects and launches programs accelerated by ustack.
 //
 //	onloadctl stats [--json] [--pid N] [--all] [--dir D]
-//	onloadctl run [--stats] [--dir D] -- cmd args...
+//	onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd args...
 //	onloadctl group [--iface I] [--json]
 //	onloadctl keeper --iface I [--detach] (started by ustack itself)
 //
@@ -18,8 +18,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
+	"ustack/shim/profile"
 	"ustack/shm"
 )
 
@@ -30,10 +32,15 @@ const usage = `usage:
       shows exited ones (marked exited) and removes nothing; --pid N shows that
       process even after it exited. Where several processes share an
       interface, a total for it follows them (in JSON: "total": true, pid 0).
-  onloadctl run [--stats] [--dir D] -- cmd [args...]
+  onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd [args...]
       run cmd with LD_PRELOAD=libustack.so (next to onloadctl, or $USTACK_LIB),
       wait for it and exit with its status; --stats prints its final counters
-      to stderr and removes its segment.
+      to stderr and removes its segment. --profile (default $USTACK_PROFILE)
+      sets a profile's USTACK_* variables, except those already set:
+        default     no settings
+        latency     USTACK_SPIN_US=50: busy-poll 50 us before sleeping
+        throughput  USTACK_RCVBUF/SNDBUF=1 MiB, USTACK_RCVBUF_MAX/SNDBUF_MAX=16 MiB
+      --dry-run prints the variables (KEY=VALUE) and the command, runs nothing.
 
   onloadctl group [--iface IFACE] [--queue Q] [--json]
       show the processes sharing the interface's queue (run it in their network
@@ -57,7 +64,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "stats":
 		return cmdStats(args[1:], stdout, stderr)
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "group":
 		return cmdGroup(args[1:], stdout, stderr)
 	case "keeper":
@@ -166,17 +173,24 @@ func libPath() (string, error) {
 	return filepath.Join(filepath.Dir(exe), "libustack.so"), nil
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	withStats := fs.Bool("stats", false, "print the program's final counters to stderr and remove its segment")
 	dirFlag := fs.String("dir", "", "stats directory (default $USTACK_STATS_DIR or /dev/shm)")
+	profName := fs.String("profile", "", "apply this profile's USTACK_* settings (default $USTACK_PROFILE): "+strings.Join(profile.Names(), ", "))
+	dryRun := fs.Bool("dry-run", false, "print the variables run sets and the command, and run nothing")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
 		fmt.Fprint(stderr, "onloadctl run: no command\n", usage)
+		return 2
+	}
+	env, err := runEnv(*profName, *dirFlag, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "onloadctl run: %v\n", err)
 		return 2
 	}
 	lib, err := libPath()
@@ -195,12 +209,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if old := os.Getenv("LD_PRELOAD"); old != "" {
 		preload += ":" + old
 	}
+	env = append(env, "LD_PRELOAD="+preload)
+	if *dryRun {
+		writeDryRun(stdout, env, argv)
+		return 0
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "LD_PRELOAD="+preload)
-	if *dirFlag != "" {
-		cmd.Env = append(cmd.Env, "USTACK_STATS_DIR="+*dirFlag)
-	}
+	cmd.Env = append(os.Environ(), env...)
 	// Like system(3): the terminal's SIGINT/SIGQUIT reach the child by
 	// themselves; SIGTERM and SIGHUP sent to us are forwarded.
 	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)
