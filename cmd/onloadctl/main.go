@@ -35,12 +35,10 @@ const usage = `usage:
   onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd [args...]
       run cmd with LD_PRELOAD=libustack.so (next to onloadctl, or $USTACK_LIB),
       wait for it and exit with its status; --stats prints its final counters
-      to stderr and removes its segment. --profile (default $USTACK_PROFILE)
-      sets a profile's USTACK_* variables, except those already set:
-        default     no settings
-        latency     USTACK_SPIN_US=50: busy-poll 50 us before sleeping
-        throughput  USTACK_RCVBUF/SNDBUF=1 MiB, USTACK_RCVBUF_MAX/SNDBUF_MAX=16 MiB
-      --dry-run prints the variables (KEY=VALUE) and the command, runs nothing.
+      to stderr and removes its segment. --profile (default $USTACK_PROFILE):
+      latency, throughput or default; sets the profile's USTACK_* variables
+      except those already set (onloadctl run -h lists them). --dry-run prints
+      the variables (KEY=VALUE) and the command, and runs nothing.
 
   onloadctl group [--iface IFACE] [--queue Q] [--json]
       show the processes sharing the interface's queue (run it in their network
@@ -180,6 +178,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) int {
 	dirFlag := fs.String("dir", "", "stats directory (default $USTACK_STATS_DIR or /dev/shm)")
 	profName := fs.String("profile", "", "apply this profile's USTACK_* settings (default $USTACK_PROFILE): "+strings.Join(profile.Names(), ", "))
 	dryRun := fs.Bool("dry-run", false, "print the variables run sets and the command, and run nothing")
+	fs.Usage = func() { runUsage(fs) }
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"regexp"
@@ -57,4 +58,18 @@ func shellQuote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// runUsage is `onloadctl run -h`: the flags, then the profiles and what each sets.
+func runUsage(fs *flag.FlagSet) {
+	w := fs.Output()
+	fmt.Fprint(w, "usage: onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd [args...]\n")
+	fs.PrintDefaults()
+	fmt.Fprint(w, "profiles (a variable already set keeps its value):\n")
+	for _, p := range profile.All() {
+		fmt.Fprintf(w, "  %-11s %s\n", p.Name, p.Doc)
+		for _, s := range p.Settings {
+			fmt.Fprintf(w, "  %-11s   %s=%s\n", "", s.Key, s.Value)
+		}
+	}
 }

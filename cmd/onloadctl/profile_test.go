@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"ustack/shim/profile"
 )
 
 // fakeLib points USTACK_LIB at an empty file: ld.so warns that it cannot preload it and goes on.
@@ -89,5 +91,24 @@ func TestRunProfileEnv(t *testing.T) {
 	script := `test "$USTACK_PROFILE/$USTACK_RCVBUF/$USTACK_RCVBUF_MAX/$USTACK_SPIN_US" = "throughput/8192/16777216/"`
 	if rc := run([]string{"run", "--profile", "throughput", "--", "sh", "-c", script}, &out, &errb); rc != 0 {
 		t.Errorf("the command saw other variables: rc %d", rc)
+	}
+}
+
+// The usage names every profile; run -h shows what each sets.
+func TestRunUsageProfiles(t *testing.T) {
+	var out, errb bytes.Buffer
+	run([]string{"run", "-h"}, &out, &errb)
+	for _, p := range profile.All() {
+		if !strings.Contains(usage, p.Name) {
+			t.Errorf("usage does not name profile %s", p.Name)
+		}
+		if !strings.Contains(errb.String(), "  "+p.Name+" ") {
+			t.Errorf("run -h does not list profile %s:\n%s", p.Name, errb.String())
+		}
+		for _, s := range p.Settings {
+			if !strings.Contains(errb.String(), s.Key+"="+s.Value) {
+				t.Errorf("run -h does not show %s=%s", s.Key, s.Value)
+			}
+		}
 	}
 }

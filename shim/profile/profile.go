@@ -38,7 +38,7 @@ var profiles = []Profile{
 	},
 	{
 		Name: "latency",
-		Doc:  "busy-poll before sleeping (USTACK_SPIN_US=50): lower round-trip times for a core's worth of CPU",
+		Doc:  "busy-poll before sleeping: lower round-trip times for a core's worth of CPU",
 		Settings: []Setting{
 			// A blocking call, poll, select or epoll_wait keeps asking the stack for 50 us before
 			// it sleeps. Waking a sleeping thread from another CPU costs 25-35 us here
@@ -51,7 +51,7 @@ var profiles = []Profile{
 	},
 	{
 		Name: "throughput",
-		Doc:  "bigger TCP buffers (1 MiB to start, autotuned up to 16 MiB): bulk transfers on paths with a large bandwidth-delay product",
+		Doc:  "bigger TCP buffers to start with and to autotune to: bulk transfers over a large bandwidth-delay product",
 		Settings: []Setting{
 			// Start each connection's buffers at 1 MiB instead of 256 KiB: a bulk transfer
 			// is not window-limited while autotuning doubles them over its first round trips.
