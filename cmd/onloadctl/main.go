@@ -60,6 +60,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "stats":
+		if watchRequested(args[1:]) {
+			return cmdStatsWatch(args[1:], stdout, stderr)
+		}
 		return cmdStats(args[1:], stdout, stderr)
 	case "metrics":
 		return cmdMetrics(args[1:], stdout, stderr)
