@@ -1,12 +1,15 @@
 // Command onloadctl inspects and launches programs accelerated by ustack.
 //
 //	onloadctl stats [--json] [--pid N] [--all] [--dir D]
+//	onloadctl stats --watch [SECONDS] [--count N] [--json] [--pid N] [--dir D]
+//	onloadctl metrics [--listen ADDR] [--dir D]
 //	onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd args...
 //	onloadctl group [--iface I] [--json]
 //	onloadctl keeper --iface I [--detach] (started by ustack itself)
 //
-// It only reads the per-process stats segments (package shm) and sets
-// LD_PRELOAD; it holds no protocol logic.
+// It only reads the per-process stats segments (package shm), prints or
+// serves them, and sets LD_PRELOAD and USTACK_* variables; it holds no
+// protocol logic.
 package main
 
 import (
@@ -32,6 +35,17 @@ const usage = `usage:
       shows exited ones (marked exited) and removes nothing; --pid N shows that
       process even after it exited. Where several processes share an
       interface, a total for it follows them (in JSON: "total": true, pid 0).
+  onloadctl stats --watch [SECONDS] [--count N] [--json] [--pid N] [--dir D]
+      every SECONDS (default 1), one line per live process, and a total per
+      interface several share, of rates per second: frames and kB received and
+      sent on the AF_XDP socket, TCP segments in and out, retransmissions and
+      drops; the header again every 20 lines. --json: one object a line.
+      Runs until SIGINT or SIGTERM, or for --count N intervals.
+  onloadctl metrics [--listen ADDR] [--dir D]
+      the live processes' counters in Prometheus's text format 0.0.4, one
+      family ustack_<counter> (_total for counters) with HELP and TYPE, one
+      sample per process labelled pid, comm and iface. --listen host:port
+      serves them at GET /metrics until SIGINT or SIGTERM.
   onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd [args...]
       run cmd with LD_PRELOAD=libustack.so (next to onloadctl, or $USTACK_LIB),
       wait for it and exit with its status; --stats prints its final counters
