@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+
+	"ustack/shim/profile"
 )
 
 // Config is ustack's configuration, read from USTACK_* environment variables (see README.md).
@@ -25,14 +27,26 @@ type Config struct {
 	GroupSlots     int    // USTACK_GROUP_SLOTS: processes that can share the interface (default 16, at most 64)
 	Onloadctl      string // USTACK_ONLOADCTL: the onloadctl that runs the group's keeper; "" = next to the library
 	KeeperLog      string // USTACK_KEEPER_LOG: the keeper's log file; "" = none
+	Profile        string // USTACK_PROFILE: the profile (package profile) whose settings are the defaults; "" = none
 }
 
 // ConfigFromEnv reads the USTACK_* variables. An unparsable value is an error naming it.
+// USTACK_PROFILE names a profile whose settings serve as defaults: a variable set in the
+// environment wins over the profile's value; an unknown profile is an error too.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
+	prof := getenv("USTACK_PROFILE")
+	if prof != "" {
+		p, err := profile.Lookup(prof)
+		if err != nil {
+			return Config{}, fmt.Errorf("USTACK_PROFILE: %w", err)
+		}
+		getenv = p.Getenv(getenv)
+	}
 	c := Config{
+		Profile:        prof,
 		Iface:          getenv("USTACK_IFACE"),
 		LogLevel:       getenv("USTACK_LOG"),
 		LogFile:        getenv("USTACK_LOG_FILE"),

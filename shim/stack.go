@@ -129,7 +129,7 @@ func newStack(eng *Engine, cfg Config) (*stack, error) {
 	if err != nil {
 		return nil, err
 	}
-	names := shm.StatNames(&stackcore.Stats{}, &xdp.Stats{}, &Stats{})
+	names := shm.StatNames(statsStructs()...) // bound below, in this order
 	seg, err := shm.CreateStats(cfg.StatsDir, names, shm.StatsInfo{Iface: ifc.name})
 	if err != nil {
 		return nil, fmt.Errorf("creating stats segment: %w", err)

@@ -1,14 +1,17 @@
 // Command onloadctl inspects and launches programs accelerated by ustack.
 //
 //	onloadctl stats [--json] [--pid N] [--all] [--dir D]
-//	onloadctl run [--stats] [--dir D] -- cmd args...
+//	onloadctl stats --watch [SECONDS] [--count N] [--json] [--pid N] [--dir D]
+//	onloadctl metrics [--listen ADDR] [--dir D]
+//	onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd args...
 //	onloadctl sockets [--pid N] [--json] [FILTER]
 //	onloadctl capture [--pid N] [-i IFACE] -w FILE [FILTER]
 //	onloadctl group [--iface I] [--json]
 //	onloadctl keeper --iface I [--detach] (started by ustack itself)
 //
-// It only reads the per-process stats segments (package shm) and sets
-// LD_PRELOAD; it holds no protocol logic.
+// It only reads the per-process stats segments (package shm), prints or
+// serves them, and sets LD_PRELOAD and USTACK_* variables; it holds no
+// protocol logic.
 package main
 
 import (
@@ -21,8 +24,10 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 
+	"ustack/shim/profile"
 	"ustack/shm"
 )
 
@@ -33,11 +38,25 @@ const usage = `usage:
       shows exited ones (marked exited) and removes nothing; --pid N shows that
       process even after it exited. Where several processes share an
       interface, a total for it follows them (in JSON: "total": true, pid 0).
-  onloadctl run [--stats] [--dir D] -- cmd [args...]
+  onloadctl stats --watch [SECONDS] [--count N] [--json] [--pid N] [--dir D]
+      every SECONDS (default 1), one line per live process, and a total per
+      interface several share, of rates per second: frames and kB received and
+      sent on the AF_XDP socket, TCP segments in and out, retransmissions and
+      drops; the header again every 20 lines. --json: one object a line.
+      Runs until SIGINT or SIGTERM, or for --count N intervals.
+  onloadctl metrics [--listen ADDR] [--dir D]
+      the live processes' counters in Prometheus's text format 0.0.4, one
+      family ustack_<counter> (_total for counters) with HELP and TYPE, one
+      sample per process labelled pid, comm and iface. --listen host:port
+      serves them at GET /metrics until SIGINT or SIGTERM.
+  onloadctl run [--profile P] [--dry-run] [--stats] [--dir D] -- cmd [args...]
       run cmd with LD_PRELOAD=libustack.so ($USTACK_LIB, else next to onloadctl,
       else in ../lib or ../lib/<multiarch> from it, else the loader's search path),
       wait for it and exit with its status; --stats prints its final counters
-      to stderr and removes its segment.
+      to stderr and removes its segment. --profile (default $USTACK_PROFILE):
+      latency, throughput or default; sets the profile's USTACK_* variables
+      except those already set (onloadctl run -h lists them). --dry-run prints
+      the variables (KEY=VALUE) and the command, and runs nothing.
 
   onloadctl sockets [--pid N] [--json] [-t] [-u] [-l] [state NAME] [sport = :P] [dport = :P]
       list the sockets of processes running ustack as ss -tuanpi lists the
@@ -68,9 +87,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "stats":
+		if watchRequested(args[1:]) {
+			return cmdStatsWatch(args[1:], stdout, stderr)
+		}
 		return cmdStats(args[1:], stdout, stderr)
+	case "metrics":
+		return cmdMetrics(args[1:], stdout, stderr)
 	case "run":
-		return cmdRun(args[1:], stderr)
+		return cmdRun(args[1:], stdout, stderr)
 	case "group":
 		return cmdGroup(args[1:], stdout, stderr)
 	case "sockets":
@@ -208,17 +232,25 @@ func fileExists(p string) bool {
 	return err == nil && st.Mode().IsRegular()
 }
 
-func cmdRun(args []string, stderr io.Writer) int {
+func cmdRun(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	withStats := fs.Bool("stats", false, "print the program's final counters to stderr and remove its segment")
 	dirFlag := fs.String("dir", "", "stats directory (default $USTACK_STATS_DIR or /dev/shm)")
+	profName := fs.String("profile", "", "apply this profile's USTACK_* settings (default $USTACK_PROFILE): "+strings.Join(profile.Names(), ", "))
+	dryRun := fs.Bool("dry-run", false, "print the variables run sets and the command, and run nothing")
+	fs.Usage = func() { runUsage(fs) }
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	argv := fs.Args()
 	if len(argv) == 0 {
 		fmt.Fprint(stderr, "onloadctl run: no command\n", usage)
+		return 2
+	}
+	env, err := runEnv(*profName, *dirFlag, os.Getenv)
+	if err != nil {
+		fmt.Fprintf(stderr, "onloadctl run: %v\n", err)
 		return 2
 	}
 	lib, err := libPath()
@@ -230,12 +262,14 @@ func cmdRun(args []string, stderr io.Writer) int {
 	if old := os.Getenv("LD_PRELOAD"); old != "" {
 		preload += ":" + old
 	}
+	env = append(env, "LD_PRELOAD="+preload)
+	if *dryRun {
+		writeDryRun(stdout, env, argv)
+		return 0
+	}
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), "LD_PRELOAD="+preload)
-	if *dirFlag != "" {
-		cmd.Env = append(cmd.Env, "USTACK_STATS_DIR="+*dirFlag)
-	}
+	cmd.Env = append(os.Environ(), env...)
 	// Like system(3): the terminal's SIGINT/SIGQUIT reach the child by
 	// themselves; SIGTERM and SIGHUP sent to us are forwarded.
 	signal.Ignore(syscall.SIGINT, syscall.SIGQUIT)

@@ -9,27 +9,29 @@ import (
 
 // Stats counts what an AF_XDP socket did. Fields are updated with
 // sync/atomic so another process can read them from shared memory without
-// locks. The kernel_* fields are copies of the kernel's XDP_STATISTICS,
-// refreshed by Socket.RefreshKernelStats.
+// locks. The fields the help tags mark "kernel:" are copies of the kernel's
+// XDP_STATISTICS, refreshed by Socket.RefreshKernelStats. Tags as in
+// stackcore.Stats: `stat` names the counter, `help` says what it counts,
+// `kind:"gauge"` marks a current value.
 type Stats struct {
-	RxPackets   uint64 `stat:"xsk.rx_packets"`    // frames handed out by Receive
-	RxBytes     uint64 `stat:"xsk.rx_bytes"`      // their bytes
-	TxPackets   uint64 `stat:"xsk.tx_packets"`    // frames put on the TX ring
-	TxBytes     uint64 `stat:"xsk.tx_bytes"`      // their bytes
-	TxRingFull  uint64 `stat:"xsk.tx_ring_full"`  // frames dropped because the TX ring was full
-	TxNoFrame   uint64 `stat:"xsk.tx_no_frame"`   // AllocTx calls that found no free frame
-	TxKicks     uint64 `stat:"xsk.tx_kicks"`      // sendto wake-ups of the TX ring
-	TxKicksBusy uint64 `stat:"xsk.tx_kicks_busy"` // ... answered EAGAIN or EBUSY: frames were left for the next
-	TxBudget    uint64 `stat:"xsk.tx_budget"`     // descriptors one copy-mode kick may send (the kernel's default: 32)
-	RxWakeups   uint64 `stat:"xsk.rx_wakeups"`    // recvfrom wake-ups of the fill ring
-	TxCompleted uint64 `stat:"xsk.tx_completed"`  // frames returned by the completion ring
+	RxPackets   uint64 `stat:"xsk.rx_packets" help:"frames received on the AF_XDP socket (handed out by Receive)"`
+	RxBytes     uint64 `stat:"xsk.rx_bytes" help:"bytes of the frames received on the AF_XDP socket"`
+	TxPackets   uint64 `stat:"xsk.tx_packets" help:"frames put on the AF_XDP socket's TX ring"`
+	TxBytes     uint64 `stat:"xsk.tx_bytes" help:"bytes of the frames put on the TX ring"`
+	TxRingFull  uint64 `stat:"xsk.tx_ring_full" help:"frames dropped because the TX ring was full"`
+	TxNoFrame   uint64 `stat:"xsk.tx_no_frame" help:"transmit buffer requests (AllocTx) that found no free frame"`
+	TxKicks     uint64 `stat:"xsk.tx_kicks" help:"sendto wake-ups of the TX ring"`
+	TxKicksBusy uint64 `stat:"xsk.tx_kicks_busy" help:"TX ring wake-ups answered EAGAIN or EBUSY (frames were left for the next)"`
+	TxBudget    uint64 `stat:"xsk.tx_budget" help:"descriptors one copy-mode TX wake-up may send (the kernel's default: 32)" kind:"gauge"`
+	RxWakeups   uint64 `stat:"xsk.rx_wakeups" help:"recvfrom wake-ups of the fill ring"`
+	TxCompleted uint64 `stat:"xsk.tx_completed" help:"sent frames returned by the completion ring"`
 
-	FillEmpty     uint64 `stat:"xsk.fill_empty"`           // kernel: rx_fill_ring_empty_descs
-	KernelRxDrop  uint64 `stat:"xsk.kernel_rx_dropped"`    // kernel: rx_dropped
-	RxInvalid     uint64 `stat:"xsk.rx_invalid"`           // kernel: rx_invalid_descs
-	TxInvalid     uint64 `stat:"xsk.tx_invalid"`           // kernel: tx_invalid_descs
-	KernelRxFull  uint64 `stat:"xsk.kernel_rx_ring_full"`  // kernel: rx_ring_full
-	KernelTxEmpty uint64 `stat:"xsk.kernel_tx_ring_empty"` // kernel: tx_ring_empty_descs
+	FillEmpty     uint64 `stat:"xsk.fill_empty" help:"times the kernel found the fill ring empty (kernel: rx_fill_ring_empty_descs)"`
+	KernelRxDrop  uint64 `stat:"xsk.kernel_rx_dropped" help:"received frames the kernel dropped for the socket (kernel: rx_dropped)"`
+	RxInvalid     uint64 `stat:"xsk.rx_invalid" help:"received frames the kernel dropped for an invalid descriptor (kernel: rx_invalid_descs)"`
+	TxInvalid     uint64 `stat:"xsk.tx_invalid" help:"TX descriptors the kernel rejected as invalid (kernel: tx_invalid_descs)"`
+	KernelRxFull  uint64 `stat:"xsk.kernel_rx_ring_full" help:"received frames dropped because the RX ring was full (kernel: rx_ring_full)"`
+	KernelTxEmpty uint64 `stat:"xsk.kernel_tx_ring_empty" help:"times the kernel found the TX ring empty when woken (kernel: tx_ring_empty_descs)"`
 }
 
 // RefreshKernelStats copies the kernel's XDP_STATISTICS of the socket into
