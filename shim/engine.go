@@ -165,6 +165,7 @@ func (e *Engine) Socket(fd, typ int) {
 		e.publishLocked(b, fd)
 		return 0
 	})
+	e.Log.Debug().Int("fd", fd).Bool("udp", typ&0xf == unix.SOCK_DGRAM).Msg("socket accelerated")
 	count(&st.stats.SocketsAccelerated)
 }
 

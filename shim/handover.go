@@ -65,7 +65,8 @@ func (st *stack) noteKernelLocked(fds []int, s sock, reason uint8) {
 	if _, udp := s.(*udpSock); udp {
 		proto = unix.IPPROTO_UDP
 	}
-	st.pub.noteKernelLocked(fds[0], proto, reason)
+	st.pub.noteKernelLocked(fds[0], proto, reason, st.now())
+	st.socksChanged()
 }
 
 // errNotYet is what moveLocked answers for a socket that cannot move in its present state (a

@@ -141,10 +141,16 @@ func (p *sockPublisher) alloc() int {
 	return p.hw - 1
 }
 
-// socksChanged tells the publisher a socket was made or closed. Caller holds st.mu.
+// socksChanged tells the publisher a socket was made, closed or handed over. A poller asleep
+// for long (idle: only frames and timers wake it) is woken to publish, once per publication.
+// Caller holds st.mu.
 func (st *stack) socksChanged() {
-	if st.pub != nil {
-		st.pub.changed = true
+	if st.pub == nil || st.pub.changed {
+		return
+	}
+	st.pub.changed = true
+	if st.pollerDeadline.Load() > int64(st.now()+sockPublishEvery) {
+		st.kickPoller()
 	}
 }
 
@@ -243,7 +249,7 @@ func boolU64(b bool) uint64 {
 
 // noteKernelLocked lists fd, a socket the stack has just handed to the kernel, while fd is
 // that socket. Caller holds st.mu.
-func (p *sockPublisher) noteKernelLocked(fd int, proto uint8, reason uint8) {
+func (p *sockPublisher) noteKernelLocked(fd int, proto uint8, reason uint8, now stackcore.Time) {
 	var sst unix.Stat_t
 	if unix.Fstat(fd, &sst) != nil {
 		return
@@ -254,18 +260,9 @@ func (p *sockPublisher) noteKernelLocked(fd int, proto uint8, reason uint8) {
 	}
 	k := kernelSock{fd: fd, inode: sst.Ino, slot: i}
 	k.rec = shm.SockRecord{Proto: proto, Flags: shm.SockFlagKernel, Reason: reason, Fd: int32(fd), In: sst.Ino}
-	if sa, err := unix.Getsockname(fd); err == nil {
-		if in, ok := sa.(*unix.SockaddrInet4); ok {
-			copy(k.rec.LAddr[:], in.Addr[:])
-			k.rec.LPort = uint16(in.Port)
-		}
-	}
-	if sa, err := unix.Getpeername(fd); err == nil {
-		if in, ok := sa.(*unix.SockaddrInet4); ok {
-			copy(k.rec.RAddr[:], in.Addr[:])
-			k.rec.RPort = uint16(in.Port)
-		}
-	}
+	// the program goes on with the call that handed it over (a connect, a listen): look again
+	// soon after
+	p.kernelLook = min(p.kernelLook, now-kernelLookEvery+sockPublishEvery)
 	p.slots[i] = pubSlot{round: p.round}
 	if !p.kernelState(&k) {
 		p.slots[i].round = 0
@@ -273,7 +270,6 @@ func (p *sockPublisher) noteKernelLocked(fd int, proto uint8, reason uint8) {
 		return
 	}
 	p.kernel = append(p.kernel, k)
-	p.changed = true
 }
 
 // kernelState reads the kernel socket's state into its slot; false once fd is another file.
@@ -285,6 +281,20 @@ func (p *sockPublisher) kernelState(k *kernelSock) bool {
 	r := &k.rec
 	r.Written = time.Now().UnixNano()
 	r.State, r.TCPInfo = 7, nil
+	r.Flags &^= shm.SockFlagListen
+	r.LAddr, r.LPort, r.RAddr, r.RPort = [16]byte{}, 0, [16]byte{}, 0
+	if sa, err := unix.Getsockname(k.fd); err == nil {
+		if in, ok := sa.(*unix.SockaddrInet4); ok {
+			copy(r.LAddr[:], in.Addr[:])
+			r.LPort = uint16(in.Port)
+		}
+	}
+	if sa, err := unix.Getpeername(k.fd); err == nil {
+		if in, ok := sa.(*unix.SockaddrInet4); ok {
+			copy(r.RAddr[:], in.Addr[:])
+			r.RPort = uint16(in.Port)
+		}
+	}
 	if r.Proto == unix.IPPROTO_TCP {
 		n := uint32(len(p.info))
 		if getsockopt(k.fd, unix.IPPROTO_TCP, unix.TCP_INFO, unsafe.Pointer(&p.info[0]), &n) == nil && n > 0 {
@@ -298,6 +308,14 @@ func (p *sockPublisher) kernelState(k *kernelSock) bool {
 	}
 	p.tab.Write(k.slot, r)
 	return true
+}
+
+// kernelDue returns when the sockets handed to the kernel are next looked at (Never: none).
+func (p *sockPublisher) kernelDue() stackcore.Time {
+	if len(p.kernel) == 0 {
+		return stackcore.Never
+	}
+	return p.kernelLook + kernelLookEvery
 }
 
 // lookAtKernel refreshes the sockets handed to the kernel and drops those whose fd was closed.

@@ -633,6 +633,10 @@ func (st *stack) poller() {
 					wake = min(wake, st.pub.at+sockPublishEvery)
 				}
 			}
+			if st.pub != nil {
+				// sockets handed to the kernel change there: they are looked at every second
+				wake = min(wake, st.pub.kernelDue())
+			}
 			st.pollerDeadline.Store(int64(wake))
 			return 0
 		})

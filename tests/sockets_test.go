@@ -309,3 +309,83 @@ func TestSocketsAgreeWithTCPInfo(t *testing.T) {
 	atLeast(t, "tcpinfo_stop", c, "xsk.rx_bytes", uint64(4*mb))
 	atLeast(t, "tcpinfo_stop", c, "xsk.tx_bytes", uint64(4*mb))
 }
+
+// decisionsScript, under ustack with USTACK_LOG=debug: a connection to B (accelerated), an
+// AF_INET6 socket (not accelerated), a listener bound to loopback and a connection to it (handed
+// to the kernel: address, route); it prints "ready" and waits for stdin to close.
+const decisionsScript = `
+import socket, sys
+b = socket.create_connection((sys.argv[1], 9000))
+b.sendall(b"x" * 1000)
+six = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+lo = socket.socket()
+lo.bind(("127.0.0.1", 0))
+lo.listen()
+c = socket.create_connection(lo.getsockname())
+print("ready", lo.getsockname()[1], flush=True)
+sys.stdin.read()
+`
+
+// USTACK_LOG=debug says, per socket, what ustack decided and why; onloadctl sockets shows the
+// sockets handed to the kernel with the reason.
+func TestDebugDecisions(t *testing.T) {
+	e := setup(t, "socat")
+	tp := e.tp
+	startServer(t, tp, tp.NSB, nil, 9000, false, "socat", "TCP-LISTEN:9000,reuseaddr,fork", "EXEC:cat")
+	script := filepath.Join(t.TempDir(), "decisions.py")
+	if err := os.WriteFile(script, []byte(decisionsScript), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := tp.Start(tp.NSA, e.accel("USTACK_LOG=debug"), "sh", "-c",
+		fmt.Sprintf("sleep 30 | exec %s %s %s", python, script, tp.AddrB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Stop() })
+	var port string
+	for deadline := time.Now().Add(20 * time.Second); port == ""; time.Sleep(20 * time.Millisecond) {
+		if f := strings.Fields(p.Output()); len(f) > 0 {
+			for i, w := range f {
+				if w == "ready" && i+1 < len(f) {
+					port = f[i+1]
+				}
+			}
+		}
+		if port == "" && (p.Exited() || time.Now().After(deadline)) {
+			t.Fatalf("the script did not get ready:\n%s", p.Output())
+		}
+	}
+	var reasons map[string]string
+	pid := 0 // python's, behind sh's pipe
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		reasons = map[string]string{}
+		for _, s := range e.sockets(t, 5*time.Second) {
+			if s.Path == "kernel" && strings.HasPrefix(s.Local, "127.0.0.1:") {
+				reasons[s.State] = s.Reason
+				pid = s.Pid
+			}
+		}
+		if reasons["LISTEN"] == "address" && reasons["ESTAB"] == "route" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("onloadctl sockets: the kernel's listener and connection on loopback with their reasons: %v", reasons)
+		}
+	}
+	log := string(p.Stderr())
+	for _, want := range []string{
+		"socket set up in the kernel taken into the stack",
+		`why="family AF_INET6 is not accelerated"`,
+		"socket handed to the kernel",
+		"reason=address",
+		"reason=route",
+		"socket accelerated",
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("USTACK_LOG=debug does not say %q:\n%s", want, log)
+		}
+	}
+	c := e.stats(t, pid)
+	atLeast(t, "decisions.py", c, "shim.passed_to_kernel", 2)
+	atLeast(t, "decisions.py", c, "xsk.tx_bytes", 1000)
+}
