@@ -112,6 +112,15 @@ func TestReadmeQuickStart(t *testing.T) {
 	if c["tcp.active_opens"] < 1 {
 		t.Errorf("tcp.active_opens %d: the connection was not opened by ustack", c["tcp.active_opens"])
 	}
+	// onloadctl sockets listed the second download's connection, onloadctl capture wrote 20
+	// frames, and tcpdump read them
+	if !regexp.MustCompile(`(?m)^tcp +ESTAB .*:8000 .*"curl".* ustack`).MatchString(log) {
+		t.Errorf("onloadctl sockets did not list curl's connection on the user-space path:\n%s", tail(log, 6000))
+	}
+	if !strings.Contains(log, "\n20 packets written\n") ||
+		len(regexp.MustCompile(`(?m)^\d\d:\d\d:\d\d\.\d+ IP .*\.8000[ :]`).FindAllString(log, -1)) != 5 {
+		t.Errorf("onloadctl capture -c 20 and tcpdump -r: want 20 packets written and 5 lines read:\n%s", tail(log, 6000))
+	}
 }
 
 // quickStart returns the commands of the fenced block after readmeMarker: one a line, lines
