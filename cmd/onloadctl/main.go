@@ -167,6 +167,8 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
 					fmt.Fprintf(stderr, "onloadctl: removing stale segment: %v\n", err)
 				}
+				// and its socket table, left by a process that was killed
+				_ = os.Remove(shm.SockTablePath(dir, s.Pid))
 			}
 		}
 	}
