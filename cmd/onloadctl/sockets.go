@@ -28,8 +28,8 @@ var stateFilters = map[string][]uint8{
 	"established": {1}, "syn-sent": {2}, "syn-recv": {3}, "fin-wait-1": {4}, "fin-wait-2": {5},
 	"time-wait": {6}, "closed": {7}, "unconnected": {7}, "close-wait": {8}, "last-ack": {9},
 	"listening": {10}, "listen": {10}, "closing": {11},
-	"connected":    {1, 2, 3, 4, 5, 8, 9, 11},
-	"synchronized": {1, 4, 5, 8, 9, 11},
+	"connected":    {1, 2, 3, 4, 5, 6, 8, 9, 11},
+	"synchronized": {1, 3, 4, 5, 6, 8, 9, 11},
 	"bucket":       {3, 6},
 	"big":          {1, 2, 4, 5, 7, 8, 9, 10, 11},
 }
