@@ -381,23 +381,10 @@ func readCmdline(path string) string {
 // the uint64 fields of the structs pointed to by ptrs, in field order, struct after struct: the names to give
 // CreateStats for counters bound with BindStats.
 func StatNames(ptrs ...any) []string {
-	var names []string
-	for _, p := range ptrs {
-		t := reflect.TypeOf(p)
-		if t.Kind() == reflect.Pointer {
-			t = t.Elem()
-		}
-		for i := range t.NumField() {
-			f := t.Field(i)
-			if f.Type.Kind() != reflect.Uint64 {
-				continue
-			}
-			if tag := f.Tag.Get("stat"); tag != "" {
-				names = append(names, tag)
-			} else {
-				names = append(names, f.Name)
-			}
-		}
+	descs := StatDescs(ptrs...)
+	names := make([]string, len(descs))
+	for i, d := range descs {
+		names[i] = d.Name
 	}
 	return names
 }

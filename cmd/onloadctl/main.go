@@ -147,29 +147,20 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 		}
 		snaps = append(snaps, s)
 	} else {
-		paths, err := shm.ListStats(dir)
-		if err != nil {
-			fmt.Fprintf(stderr, "onloadctl: %v\n", err)
-			return 1
-		}
-		for _, p := range paths {
-			s, err := shm.ReadStats(p)
-			if err != nil {
-				if !errors.Is(err, os.ErrNotExist) {
-					fmt.Fprintf(stderr, "onloadctl: skipping %v\n", err)
-				}
-				continue
-			}
-			switch {
-			case s.Alive || *all:
-				snaps = append(snaps, s)
-			case s.Gone:
-				if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+		var err error
+		snaps, err = readSegments(dir, 0, stderr, func(s *shm.StatsSnapshot) bool {
+			if s.Gone && !*all {
+				if err := os.Remove(s.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 					fmt.Fprintf(stderr, "onloadctl: removing stale segment: %v\n", err)
 				}
 				// and its socket table, left by a process that was killed
 				_ = os.Remove(shm.SockTablePath(dir, s.Pid))
 			}
+			return s.Alive || *all
+		})
+		if err != nil {
+			fmt.Fprintf(stderr, "onloadctl: %v\n", err)
+			return 1
 		}
 	}
 	if *pid == 0 {
