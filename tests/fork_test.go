@@ -60,6 +60,7 @@ import (
 	"testing"
 	"time"
 
+	"ustack/nic/xdp"
 	"ustack/tests/faults"
 	"ustack/tests/topo"
 )
@@ -617,10 +618,32 @@ func forkNginxRun(t *testing.T, e *env, m stackMode, dir, www string, daemon boo
 		}
 		t.Errorf("nginx workers changed from %v to %v before any request (a worker died)%s", w0, w, errTail())
 	}
-	// the workers take the listener at their first epoll_ctl: a client before that is the kernel's
-	if m.accel && !topo.WaitSteered(tp.NSA, m.env, "tcp", port, 5*time.Second) {
-		t.Errorf("no worker steers port %d 5 s after they started%s", port, e.keeperTail())
+	// The workers take the listener at their first epoll_ctl: a client before that is the
+	// kernel's, and wrk's keep-alive connections, made at its start, stay with the workers that
+	// steered the port then (a share for every worker is asserted below).
+	steering := func(ws []int, what string) {
+		t.Helper()
+		if !m.accel {
+			return
+		}
+		want := fmt.Sprintf("tcp/%d (shared)", port)
+		var st *xdp.GroupStatus
+		if !waitFor(5*time.Second, func() bool {
+			var err error
+			if st, err = e.groupStatus(t); err != nil {
+				return false
+			}
+			for _, w := range ws {
+				if m := memberOf(st, w); m == nil || !slices.Contains(m.Ports, want) {
+					return false
+				}
+			}
+			return true
+		}) {
+			t.Errorf("%s: not every worker of %v steers %s 5 s after they started: %+v%s", what, ws, want, st, e.keeperTail())
+		}
 	}
+	steering(w0, "start")
 
 	k0 := snmpStart(t, tp.NSA)
 	out := dataDir(t)
@@ -735,6 +758,7 @@ func forkNginxRun(t *testing.T, e *env, m stackMode, dir, www string, daemon boo
 	} else {
 		t.Logf("reload: workers %v replaced by %v", w0, w1)
 	}
+	steering(w1, "after reload")
 	wrk(forkNginxAfter, "after reload")
 	curl("big", bigSum, forkNginxBigSize, "after reload")
 	workerShares(w1, "after reload")
