@@ -133,6 +133,10 @@ func OpenCapture(path string) (*CaptureWriter, error) {
 	}
 	le := binary.LittleEndian
 	w := &CaptureWriter{captureRing: r, snap: int(le.Uint32(mem[capOffSnap:]))}
+	if w.snap < 1 || w.snap > len(r.data)/2 {
+		unix.Munmap(mem)
+		return nil, fmt.Errorf("opening capture %s: snap length %d for a ring of %d bytes", path, w.snap, len(r.data))
+	}
 	w.filter.Proto = mem[capOffProto]
 	w.filter.HasHost = mem[capOffHasHost] != 0
 	w.filter.Port = le.Uint16(mem[capOffPort:])

@@ -195,3 +195,51 @@ func TestCaptureFilter(t *testing.T) {
 		t.Error("an ARP frame matches only the empty filter")
 	}
 }
+
+// Files that are not what they claim are refused with an error, never read past their end.
+func TestSockTableAndCaptureRefuseBadFiles(t *testing.T) {
+	dir := t.TempDir()
+	tab, err := CreateSockTable(dir, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, _ := os.ReadFile(tab.Path())
+	tab.Close()
+	bad := filepath.Join(dir, "bad")
+	for name, mutate := range map[string]func(b []byte) []byte{
+		"short":        func(b []byte) []byte { return b[:100] },
+		"magic":        func(b []byte) []byte { b[0] ^= 1; return b },
+		"version":      func(b []byte) []byte { b[sockOffVersion] = 9; return b },
+		"slots beyond": func(b []byte) []byte { b[sockOffSlots+2] = 1; return b },
+		"truncated":    func(b []byte) []byte { return b[:len(b)-1] },
+	} {
+		if err := os.WriteFile(bad, mutate(append([]byte(nil), good...)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ReadSockTable(bad); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	capPath := filepath.Join(dir, "cap")
+	r, err := CreateCapture(capPath, 4096, 100, CaptureFilter{}, os.Getuid(), os.Getgid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	goodCap, _ := os.ReadFile(capPath)
+	r.Remove()
+	for name, mutate := range map[string]func(b []byte) []byte{
+		"magic":     func(b []byte) []byte { b[1] ^= 1; return b },
+		"size":      func(b []byte) []byte { b[capOffDataSize] = 3; return b },
+		"snap zero": func(b []byte) []byte { clear(b[capOffSnap : capOffSnap+4]); return b },
+		"snap huge": func(b []byte) []byte { b[capOffSnap+3] = 0xff; return b },
+		"short":     func(b []byte) []byte { return b[:capHeaderSize+100] },
+	} {
+		if err := os.WriteFile(bad, mutate(append([]byte(nil), goodCap...)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if w, err := OpenCapture(bad); err == nil {
+			w.Close()
+			t.Errorf("capture %s: accepted", name)
+		}
+	}
+}
