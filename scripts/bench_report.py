@@ -34,7 +34,7 @@ def rows_spec():
     """(id, title, kind) in table order."""
     sp, rn, ws, ms, ips, idle = (env("SOCKPERF_SECS", "4"), env("REDIS_N", "100000"), env("WRK_SECS", "5"),
                                  env("MC_SECS", "5"), env("IPERF_SECS", "5"), env("IDLE_SECS", "60"))
-    cs, cc = env("CAPTURE_SECS", "10"), env("CAPTURE_CYCLES", "100")
+    cs, cc = env("CAPTURE_SECS", "20"), env("CAPTURE_CYCLES", "100")
     return [
         ("sockperf-tcp-server", "sockperf TCP ping-pong 64 B, %s s: sockperf server --tcp under test in A, client in B" % sp, "sockperf"),
         ("sockperf-tcp-client", "sockperf TCP ping-pong 64 B, %s s: sockperf ping-pong under test in A, kernel server in B" % sp, "sockperf"),
