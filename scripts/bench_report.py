@@ -9,7 +9,9 @@
 A run's directory RES/<id>.<mode>.r<repeat> holds: id, mode, repeat, meta (key=value lines), load.out (the load
 client's output, or the sockperf client's under test), cpu ("busy_ticks seconds hz" of the whole
 machine over the measured window), perf.stat (perf stat -x, output), stats.json (onloadctl stats
---all --json of ustack's processes of the row), failed (why).
+--all --json of ustack's processes of the row), failed (why). iperf3-in-capture's runs also: after.out (the
+second load's iperf3 -J), cpu.first (the machine's busy time at the end of the first load), and in
+mode capture capture.want, capture.log, capture.leftover and capture_* keys in meta (bench.sh cap_cycles).
 """
 import json
 import math
