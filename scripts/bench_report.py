@@ -514,6 +514,10 @@ def cmd_report(res, outdir, svg):
                "work; syscalls: perf stat -e raw_syscalls:sys_enter of the process under test (attached in every "
                "mode). busy-poll and spin: %s us. * = not accelerated. Figures: each mode's median run; ratios: the "
                "median of each repeat's own ratio." % env("BUSY_US", "50"))
+    if cap:
+        out.append("iperf3-in-capture: the first load's figures include the CPU of the loop's onloadctl processes (on CPU %s, "
+                   "beside the load client; both CPUs are busy with the load) as well as the stack's copies; during the second "
+                   "load no capture runs: it shows what the start and stop of the captures left behind." % env("CAPTURE_CPU", "1"))
     if env("HAVE_PERF", "1" if any("syscalls" in r for rm in rows.values() for r in rm.values()) else "0") != "1":
         out.append("perf was not available: no system call counts.")
     if env("PROFILE") == "1":
