@@ -4,7 +4,7 @@
 # namespace B the kernel peer or load client, pinned to CPU 1. TSO/GSO/GRO and TX checksum
 # offload are off on both veth ends for every row.
 #
-# Every row runs in four modes:
+# Every row runs in four modes (idle, exec and iperf3-in-capture: below):
 #   kernel            no LD_PRELOAD
 #   kernel busy-poll  net.core.busy_poll and busy_read = $BUSY_US (global sysctls, restored)
 #   ustack            LD_PRELOAD=build/libustack.so USTACK_IFACE=<A's veth>
@@ -18,6 +18,10 @@
 #   nginx-4w             the same with nginx's master and 4 workers
 #   memcached-set, memcached-get   memcached -t 1 in A, build/tests/mcload (50 connections) from B
 #   iperf3-in, iperf3-out  iperf3 -s in A, iperf3 -c from B (in: B sends; out: -R, A sends)
+#   iperf3-in-capture    iperf3-in under ustack only, for $CAPTURE_SECS s then $IPERF_SECS s more, in
+#                        two modes: plain, and with onloadctl capture --pid <server> -G 0.02 -w /dev/null
+#                        started and stopped 100 times in A during the first load; both throughputs,
+#                        their ratio, the cycles completed (of 100), capture rings left behind
 #   idle                 redis-server in A holding 100 idle connections from B for $IDLE_SECS s
 #                        (kernel and ustack modes only): its CPU time, RSS and threads
 #   exec                 200 x /bin/true, 20 x python3 -c pass, RSS, with and without LD_PRELOAD
@@ -35,8 +39,10 @@
 # and prints their tops.
 #
 # Durations: SOCKPERF_SECS (4), REDIS_N (100000 requests per test), WRK_SECS (5), MC_SECS (5),
-# IPERF_SECS (5), IDLE_SECS (60); BUSY_US (50). REPEAT (3): every row but idle and exec runs its
-# four modes REPEAT times, interleaved; the table shows each mode's median run (by the row's
+# IPERF_SECS (5), IDLE_SECS (60); BUSY_US (50); CAPTURE_SECS (20, whole seconds), CAPTURE_CPU (1: the
+# CPUs of the capture loop, for taskset -c), CAPTURE_FILTER (none; onloadctl capture's filter
+# words). REPEAT (3): every row but idle and exec runs its four modes (iperf3-in-capture its two)
+# REPEAT times, interleaved; the table shows each mode's median run (by the row's
 # main figure) and the notes every run's figure. No thresholds: it prints.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +58,9 @@ REDIS_N=${REDIS_N:-100000}
 WRK_SECS=${WRK_SECS:-5}
 MC_SECS=${MC_SECS:-5}
 IPERF_SECS=${IPERF_SECS:-5}
+CAPTURE_SECS=${CAPTURE_SECS:-20}
+CAPTURE_CPU=${CAPTURE_CPU:-1}
+CAPTURE_FILTER=${CAPTURE_FILTER:-}
 REPEAT=${REPEAT:-3}
 rep=1
 IDLE_SECS=${IDLE_SECS:-60}
@@ -123,12 +132,12 @@ fail() { local d=$1; shift; echo "$*" >>"$d/failed"; say "$(basename "$d") faile
 mode_env() {
 	menv=()
 	case $1 in
-	ustack) menv=(LD_PRELOAD="$lib" USTACK_IFACE="$IFA" USTACK_STATS_DIR="$2/stats") ;;
+	ustack | capture) menv=(LD_PRELOAD="$lib" USTACK_IFACE="$IFA" USTACK_STATS_DIR="$2/stats") ;;
 	spin) menv=(LD_PRELOAD="$lib" USTACK_IFACE="$IFA" USTACK_STATS_DIR="$2/stats" USTACK_SPIN_US="$BUSY_US") ;;
 	esac
 	mkdir -p "$2/stats"
 }
-is_ustack() { [ "$1" = ustack ] || [ "$1" = spin ]; }
+is_ustack() { [ "$1" = ustack ] || [ "$1" = spin ] || [ "$1" = capture ]; }
 profiling() { [ "$PROFILE" = 1 ] && is_ustack "$1"; }
 
 # measure_start DIR PID: the machine's busy time, and perf on PID (syscall count; perf
@@ -406,6 +415,89 @@ iperf_row() { # ID MODE in|out
 four_modes iperf_row iperf3-in in
 four_modes iperf_row iperf3-out out
 
+# ---- capture ----------------------------------------------------------------------------------
+# iperf3-in-capture: iperf3 -s under ustack in A, B sends for CAPTURE_SECS (first load), then at once
+# for IPERF_SECS more (second load), twice per repeat: plain (mode ustack), and with a loop in A
+# that starts and stops onloadctl capture of the server CAPTURE_CYCLES times during the first load
+# (mode capture); no capture runs during the second load, which shows what the loop left behind.
+# The loop runs on CPU CAPTURE_CPU (1: beside the load client, so that CPU 0 holds only the
+# process under test), under one ip netns exec (one per cycle costs ~35 ms here); its cycles are
+# spread over the first load (one every (CAPTURE_SECS - 1) / CAPTURE_CYCLES s at the earliest,
+# from 0.5 s into it), back to back when a cycle takes longer, and none starts after that load has
+# ended. CAPTURE_FILTER: filter words for onloadctl capture (default none: every frame is copied;
+# "port 1" copies none, which leaves the cost of the loop itself).
+CAPTURE_CYCLES=100
+# cap_cycles ONLOADCTL PID DIR CYCLES SECS: the loop, run through ip netns exec as its own bash.
+cap_cycles() {
+	local ctl=$1 pid=$2 d=$3 n=$4 secs=$5 i rc ok=0 seen=0 frames=0 drops=0 f dr t0 t start slot
+	slot=$(( (secs - 1) * 1000000 / n ))
+	sleep 0.5
+	t0=${EPOCHREALTIME/./}
+	for (( i = 0; i < n; i++ )); do
+		[ -e "$d/load.done" ] && break
+		start=$(( t0 + i * slot )); t=${EPOCHREALTIME/./}
+		(( start > t )) && sleep "$(printf '%d.%06d' $(( (start - t) / 1000000 )) $(( (start - t) % 1000000 )))"
+		[ -e "$d/load.done" ] && break
+		# shellcheck disable=SC2086 # the filter is words
+		"$ctl" capture --pid "$pid" --dir "$d/stats" -G 0.02 -w /dev/null $CAPTURE_FILTER 2>"$d/capture.one"; rc=$?
+		cat "$d/capture.one" >>"$d/capture.log"
+		f=$(sed -n 's/^\([0-9][0-9]*\) packets captured$/\1/p' "$d/capture.one")
+		dr=$(sed -n 's/^\([0-9][0-9]*\) packets dropped.*/\1/p' "$d/capture.one")
+		if [ "$rc" = 0 ] && [ -n "$f" ] && [ -n "$dr" ]; then
+			ok=$(( ok + 1 )); frames=$(( frames + f )); drops=$(( drops + dr ))
+			(( f > 0 )) && seen=$(( seen + 1 ))
+		else
+			echo "capture cycle $(( i + 1 )): exit status $rc" >>"$d/capture.log"
+		fi
+	done
+	t=${EPOCHREALTIME/./}
+	echo "capture_cycles=$ok capture_started=$i capture_seen=$seen capture_frames=$frames capture_drops=$drops" \
+		"capture_loop_ms=$(( (t - t0) / 1000 ))" >>"$d/meta"
+}
+# capture_files DIR: the capture rings in the run's stats directory and in /dev/shm, one a line.
+capture_files() { ls -d "$1/stats"/ustack-capture.* /dev/shm/ustack-capture.* 2>/dev/null; }
+load_iperf_capture() { # DIR: the two loads; in mode capture the loop beside the first
+	local d=$1 lp rc
+	if [ "$(cat "$d/mode")" = capture ]; then
+		echo "$CAPTURE_CYCLES" >"$d/capture.want"
+		capture_files "$d" | sort >"$d/capture.before"
+		ip netns exec "$NSA" taskset -c "$CAPTURE_CPU" env CAPTURE_FILTER="$CAPTURE_FILTER" \
+			bash -c "$(declare -f cap_cycles); cap_cycles \"\$@\"" cap_cycles \
+			"$onloadctl" "$(cat "$d/pid")" "$d" "$CAPTURE_CYCLES" "$CAPTURE_SECS" >>"$d/capture.log" 2>&1 &
+		lp=$!; pids+=("$lp")
+	fi
+	in_b $(( CAPTURE_SECS + 30 )) iperf3 -c "$ADDRA" -p "$IPORT" -t "$CAPTURE_SECS" -J >"$d/load.out" 2>&1; rc=$?
+	if [ -n "${lp:-}" ]; then
+		touch "$d/load.done"
+		wait "$lp"
+		# what onloadctl left behind (files that were there before the loop are someone else's)
+		capture_files "$d" | sort | comm -13 "$d/capture.before" - >"$d/capture.leftover"
+		echo "capture_leftover=$(wc -l <"$d/capture.leftover")" >>"$d/meta"
+	fi
+	echo "$(busy_ticks) $(now)" >"$d/cpu.first" # the machine's CPU over the first load
+	[ "$rc" = 0 ] || return "$rc"
+	in_b $(( IPERF_SECS + 30 )) iperf3 -c "$ADDRA" -p "$IPORT" -t "$IPERF_SECS" -J >"$d/after.out" 2>&1 ||
+		fail "$d" "second load: $(tail -3 "$d/after.out")"
+}
+iperf_capture_row() { # ID MODE
+	local d sd; d=$(rowdir "$1" "$2")
+	mkdir -p "$d"
+	# the stats directory, where onloadctl capture makes its ring, on tmpfs as USTACK_STATS_DIR's
+	# default /dev/shm is (the other rows' is on $work's file system): a ring on a disk file system
+	# costs the stack page faults that a tmpfs one does not
+	sd=$stats/$(basename "$d"); mkdir -p "$sd"; ln -s "$sd" "$d/stats"
+	server_row "$1" "$2" "$IPORT" tcp $(( CAPTURE_SECS + IPERF_SECS + 1 )) load_iperf_capture -- iperf3 -s -4 -p "$IPORT"
+	rm "$d/stats"; mv "$sd" "$d/stats"
+}
+if selected iperf3-in-capture; then
+	for rep in $(seq "$REPEAT"); do
+		say "iperf3-in-capture (run $rep of $REPEAT)"
+		for m in ustack capture; do iperf_capture_row iperf3-in-capture "$m"; done
+	done
+	rep=1
+	say "iperf3-in-capture: capture rings in /dev/shm after the row: $(ls -d /dev/shm/ustack-capture.* 2>/dev/null | tr '\n' ' ' | grep . || echo none)"
+fi
+
 # ---- idle -------------------------------------------------------------------------------------
 # 100 connections from B to redis-server in A, each answered one PING, then idle.
 idle_client='
@@ -473,6 +565,7 @@ if selected exec; then
 fi
 
 SOCKPERF_SECS=$SOCKPERF_SECS REDIS_N=$REDIS_N WRK_SECS=$WRK_SECS MC_SECS=$MC_SECS IPERF_SECS=$IPERF_SECS \
+	CAPTURE_SECS=$CAPTURE_SECS CAPTURE_CYCLES=$CAPTURE_CYCLES \
 	IDLE_SECS=$IDLE_SECS BUSY_US=$BUSY_US REPEAT=$REPEAT HAVE_PERF=$have_perf PROFILE=$PROFILE \
 	$PY "$report" report "$res" "$outdir" "$BENCH_OUT"
 # the raw outputs, to read or to report again: scripts/bench_report.py report build/bench/raw ...

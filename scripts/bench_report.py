@@ -9,7 +9,9 @@
 A run's directory RES/<id>.<mode>.r<repeat> holds: id, mode, repeat, meta (key=value lines), load.out (the load
 client's output, or the sockperf client's under test), cpu ("busy_ticks seconds hz" of the whole
 machine over the measured window), perf.stat (perf stat -x, output), stats.json (onloadctl stats
---all --json of ustack's processes of the row), failed (why).
+--all --json of ustack's processes of the row), failed (why). iperf3-in-capture's runs also: after.out (the
+second load's iperf3 -J), cpu.first (the machine's busy time at the end of the first load), and in
+mode capture capture.want, capture.log, capture.leftover and capture_* keys in meta (bench.sh cap_cycles).
 """
 import json
 import math
@@ -18,7 +20,9 @@ import re
 import sys
 
 MODES = ["kernel", "busy", "ustack", "spin"]
-MODE_NAMES = {"kernel": "kernel", "busy": "kernel busy-poll", "ustack": "ustack", "spin": "ustack spin"}
+MODE_NAMES = {"kernel": "kernel", "busy": "kernel busy-poll", "ustack": "ustack", "spin": "ustack spin",
+              "capture": "ustack + capture loop"}
+USTACK_MODES = ("ustack", "spin", "capture")
 PCTS = ["25.000", "50.000", "75.000", "90.000", "99.000", "99.900", "99.990", "99.999"]
 PCT_LABELS = ["25", "50", "75", "90", "99", "99.9", "99.99", "99.999", "max"]
 MSS = 1448  # payload bytes per TCP segment with timestamps on a 1500-byte MTU
@@ -32,6 +36,7 @@ def rows_spec():
     """(id, title, kind) in table order."""
     sp, rn, ws, ms, ips, idle = (env("SOCKPERF_SECS", "4"), env("REDIS_N", "100000"), env("WRK_SECS", "5"),
                                  env("MC_SECS", "5"), env("IPERF_SECS", "5"), env("IDLE_SECS", "60"))
+    cs, cc = env("CAPTURE_SECS", "20"), env("CAPTURE_CYCLES", "100")
     return [
         ("sockperf-tcp-server", "sockperf TCP ping-pong 64 B, %s s: sockperf server --tcp under test in A, client in B" % sp, "sockperf"),
         ("sockperf-tcp-client", "sockperf TCP ping-pong 64 B, %s s: sockperf ping-pong under test in A, kernel server in B" % sp, "sockperf"),
@@ -45,6 +50,9 @@ def rows_spec():
         ("memcached-get", "memcached get, 32 B values: memcached -t 1 under test in A, mcload 50 connections %s s from B" % ms, "mcload"),
         ("iperf3-in", "iperf3 one stream, B sends to A: iperf3 -s under test in A, iperf3 -c from B, %s s" % ips, "iperf3"),
         ("iperf3-out", "iperf3 one stream, A sends to B: iperf3 -s under test in A, iperf3 -c -R from B, %s s" % ips, "iperf3"),
+        ("iperf3-in-capture", "iperf3 one stream, B sends to A, %s s then %s s more: iperf3 -s under ustack in A, plain, and with "
+         "onloadctl capture --pid <server> -G 0.02 -w /dev/null%s started and stopped %s times in A (CPU %s) during the first %s s" % (
+             cs, ips, (" " + env("CAPTURE_FILTER")) if env("CAPTURE_FILTER") else "", cc, env("CAPTURE_CPU", "1"), cs), "capture"),
         ("idle", "idle: redis-server under test in A holding 100 idle connections from B for %s s (kernel and ustack modes only)" % idle, "idle"),
     ]
 
@@ -145,6 +153,30 @@ def parse_iperf(out):
     return {"gbps": s["bits_per_second"] / 1e9, "bytes": s["bytes"]}
 
 
+def parse_capture(d, m):
+    """The capture loop's figures (bench.sh cap_cycles): cycles completed of those wanted, how many
+    saw frames, frames captured and dropped, capture rings left behind."""
+    want = int((read(d, "capture.want") or "0").strip() or 0)
+    if "capture_cycles" not in m:
+        raise ValueError("the capture loop wrote no result: %s" % " | ".join((read(d, "capture.log") or "").strip().splitlines()[-3:]))
+    r = {"cycles": int(m["capture_cycles"]), "cycles_want": want, "cycles_seen": int(m["capture_seen"]),
+         "cap_frames": int(m["capture_frames"]), "cap_drops": int(m["capture_drops"]),
+         "loop_s": int(m["capture_loop_ms"]) / 1000.0, "leftover": int(m.get("capture_leftover", "0"))}
+    notes = []
+    if r["cycles"] < want:
+        why = [l for l in (read(d, "capture.log") or "").splitlines() if l.startswith("capture cycle")]
+        notes.append("only %d of %d capture cycles completed (%d started before the load ended%s)" % (
+            r["cycles"], want, int(m["capture_started"]), "; " + ", ".join(why[:3]) if why else ""))
+    if r["cycles_seen"] < r["cycles"]:
+        notes.append("%d of %d capture cycles captured no frame" % (r["cycles"] - r["cycles_seen"], r["cycles"]))
+    if r["leftover"]:
+        names = (read(d, "capture.leftover") or "").split()
+        notes.append("%d capture ring files left behind: %s" % (r["leftover"], " ".join(names[:3])))
+    if notes:
+        r["cap_note"] = "; ".join(notes)
+    return r
+
+
 def parse_row(d):
     """The figures of one row directory: metrics, work done, machine CPU, syscalls, failure."""
     rid, mode = (read(d, "id") or "").strip(), (read(d, "mode") or "").strip()
@@ -165,6 +197,12 @@ def parse_row(d):
                 r.update(parse_mcload(out))
             elif kind == "iperf3":
                 r.update(parse_iperf(out))
+            elif kind == "capture":
+                r.update(parse_iperf(out))
+                after = parse_iperf(read(d, "after.out") or "")
+                r["gbps_after"], r["bytes_after"] = after["gbps"], after["bytes"]
+                if mode == "capture":
+                    r.update(parse_capture(d, m))
             elif kind == "idle":
                 hz = float((read(d, "cpu") or "0 0 100").split()[2])
                 r.update({"cpu_s": int(m["cpu_ticks"]) / hz, "rss_mb": int(m["rss_kb"]) / 1024.0,
@@ -183,19 +221,29 @@ def parse_row(d):
             f = line.split(",")
             if len(f) > 2 and f[2].startswith("raw_syscalls:sys_enter"):
                 r["syscalls"] = 0 if f[0] == "<not counted>" else fnum(f[0])
+    c0, c1 = (read(d, "cpu0") or "").split(), (read(d, "cpu.first") or "").split()
+    if kind == "capture" and len(c0) == 2 and len(c1) == 2 and len(c) == 3:
+        # machine CPU over the first load only; syscalls over both (perf stat spans them)
+        r["machine_cpu_s"] = (int(c1[0]) - int(c0[0])) / float(c[2])
+        r["window_s"] = float(c1[1]) - float(c0[1])
     # per unit of work
     if kind == "iperf3":
         if r.get("bytes") and "machine_cpu_s" in r:
             r["cpu_per"] = r["machine_cpu_s"] / (r["bytes"] / 1e9)
         if r.get("bytes") and r.get("syscalls") is not None:
             r["sys_per"] = r["syscalls"] / (r["bytes"] / 1e6)
+    elif kind == "capture":
+        if r.get("bytes") and "machine_cpu_s" in r:
+            r["cpu_per"] = r["machine_cpu_s"] / (r["bytes"] / 1e9)
+        if r.get("bytes") and r.get("syscalls") is not None:
+            r["sys_per"] = r["syscalls"] / ((r["bytes"] + r.get("bytes_after", 0)) / 1e6)
     elif kind != "idle":
         if r.get("requests") and "machine_cpu_s" in r:
             r["cpu_per"] = r["machine_cpu_s"] / r["requests"] * 1e6
         if r.get("requests") and r.get("syscalls") is not None:
             r["sys_per"] = r["syscalls"] / r["requests"]
     # did it run on ustack?
-    if mode in ("ustack", "spin"):
+    if mode in USTACK_MODES:
         check_accel(d, r, kind)
     return r
 
@@ -211,7 +259,7 @@ def check_accel(d, r, kind):
     rx = sum(p.get("counters", {}).get("xsk.rx_packets", 0) for p in procs)
     tx = sum(p.get("counters", {}).get("xsk.tx_packets", 0) for p in procs)
     r["xsk_rx_packets"], r["xsk_tx_packets"], r["ustack_processes"] = rx, tx, len(procs)
-    if kind == "iperf3":
+    if kind in ("iperf3", "capture"):
         work = (r.get("bytes") or 0) / MSS
     elif kind == "idle":
         work = 100
@@ -248,18 +296,25 @@ def summary(r):
         s = "p50 %s us, p99 %s us, avg %s us, %s round trips/s" % (fmt(r.get("p50")), fmt(r.get("p99")), fmt(r.get("avg")), fmt(r.get("rate")))
     elif kind == "iperf3":
         s = "%s Gbit/s" % fmt(r.get("gbps"))
+    elif kind == "capture":
+        s = "%s Gbit/s, then %s Gbit/s" % (fmt(r.get("gbps")), fmt(r.get("gbps_after")))
     elif kind == "idle":
         s = "server CPU %s s, RSS %s MB, %d threads" % (fmt(r.get("cpu_s")), fmt(r.get("rss_mb")), r.get("threads", 0))
     else:
         s = "%s requests/s" % fmt(r.get("rps"))
-    unit = "s/GB" if kind == "iperf3" else "us/request"
+    unit = "s/GB" if kind in ("iperf3", "capture") else "us/request"
     s += "; machine CPU %s %s" % (fmt(r.get("cpu_per")), unit) if kind != "idle" else "; machine CPU %s s" % fmt(r.get("machine_cpu_s"))
     if kind == "idle":
         s += "; %s syscalls" % fmt(r.get("syscalls"))
     else:
-        s += "; %s syscalls/%s" % (fmt(r.get("sys_per")), "MB" if kind == "iperf3" else "request")
+        s += "; %s syscalls/%s" % (fmt(r.get("sys_per")), "MB" if kind in ("iperf3", "capture") else "request")
     if "xsk_rx_packets" in r:
         s += "; xsk rx %d tx %d packets" % (r["xsk_rx_packets"], r["xsk_tx_packets"])
+    if "cycles" in r:
+        s += "; capture cycles %d of %d in %.1f s (%d with frames), %d frames captured, %d dropped, %d ring files left" % (
+            r["cycles"], r["cycles_want"], r["loop_s"], r["cycles_seen"], r["cap_frames"], r["cap_drops"], r["leftover"])
+    if r.get("cap_note"):
+        s += "; " + r["cap_note"]
     if r.get("note"):
         s += "; " + r["note"]
     return head + " " + s
@@ -317,7 +372,7 @@ def exec_section(res):
 
 
 # The figure that ranks a row's repeated runs: the median run stands for the mode.
-MAIN = {"sockperf": "p50", "redis": "rps", "wrk": "rps", "mcload": "rps", "iperf3": "gbps", "idle": "cpu_s"}
+MAIN = {"sockperf": "p50", "redis": "rps", "wrk": "rps", "mcload": "rps", "iperf3": "gbps", "idle": "cpu_s", "capture": "gbps"}
 
 
 def median_run(runs, kind):
@@ -331,6 +386,9 @@ def median_run(runs, kind):
     if len(runs) > 1:
         figs = ", ".join("failed" if r.get("failed") else fmt(r.get(key)) for r in runs)
         said = "median of %d runs by %s (in run order: %s)" % (len(runs), key, figs)
+        if any("cycles" in r for r in runs):
+            said += "; capture cycles completed (in run order: %s)" % ", ".join(
+                "%d of %d" % (r["cycles"], r["cycles_want"]) if "cycles" in r else "-" for r in runs)
         pick["note"] = "; ".join(n for n in (pick.get("note"), said) if n)
     return pick
 
@@ -345,6 +403,52 @@ def paired_ratio(modes, a, b, key, va, vb):
     if len(qs) < 2:
         return ratio(va, vb)
     return "%.2fx" % median(qs)
+
+
+def render(cols, table):
+    """The lines of a table: a header of cols, then titles (1-tuples) and rows (label, cells...)."""
+    w = [max([len(c)] + [len(r[i]) for r in table if len(r) > 1]) for i, c in enumerate([""] + cols)]
+    out = ["  ".join(("".ljust(w[0]),) + tuple(c.rjust(w[i + 1]) for i, c in enumerate(cols)))]
+    for r in table:
+        if len(r) == 1:
+            out.append("")
+            out.append(r[0])
+        else:
+            out.append("  ".join((r[0].ljust(w[0]),) + tuple(c.rjust(w[i]) for i, c in enumerate(r) if i)))
+    return out
+
+
+def capture_section(runs, rows, notes):
+    """The rows of kind capture (no kernel modes: ustack plain against ustack while onloadctl
+    capture starts and stops), as their own table; their notes go to notes."""
+    table = []
+    for rid, title, kind in rows_spec():
+        if rid not in rows or kind != "capture":
+            continue
+        rm = rows[rid]
+        table.append((title,))
+        for label, key in [("throughput, first load, Gbit/s", "gbps"), ("throughput, second load (no capture), Gbit/s", "gbps_after"),
+                           ("machine CPU per GB, first load, s", "cpu_per"), ("syscalls per MB, both loads", "sys_per")]:
+            (vu, su), (vc, sc) = cell(rm.get("ustack"), key), cell(rm.get("capture"), key)
+            table.append(("  " + label, su, sc, paired_ratio(runs[rid], "capture", "ustack", key, vc, vu)))
+        c = rm.get("capture") or {}
+        if "cycles" in c:
+            per = c["cap_frames"] / c["cycles"] if c["cycles"] else None
+            table.append(("  capture cycles completed", "", "%d of %d" % (c["cycles"], c["cycles_want"]), ""))
+            table.append(("  frames captured per cycle (dropped in all)", "", "%s (%d)" % (fmt(per), c["cap_drops"]), ""))
+            table.append(("  capture ring files left behind", "", str(c["leftover"]), ""))
+        for m in ("ustack", "capture"):
+            r = rm.get(m)
+            if r and r.get("failed"):
+                notes.append("%s %s failed: %s" % (rid, MODE_NAMES[m], r["failed"]))
+            if r and r.get("not_accelerated"):
+                notes.append("* %s %s not accelerated: %s" % (rid, MODE_NAMES[m], r["not_accelerated"]))
+            if r and r.get("note"):
+                notes.append("%s %s: %s" % (rid, MODE_NAMES[m], r["note"]))
+        for r in runs[rid].get("capture", []):
+            if r.get("cap_note"):
+                notes.append("%s %s, run %d: %s" % (rid, MODE_NAMES["capture"], r["repeat"], r["cap_note"]))
+    return table
 
 
 def cmd_report(res, outdir, svg):
@@ -364,7 +468,7 @@ def cmd_report(res, outdir, svg):
     table = []  # (title) or (label, cells...)
     notes = []
     for rid, title, kind in rows_spec():
-        if rid not in rows:
+        if rid not in rows or kind == "capture":
             continue
         rm = rows[rid]
         table.append((title,))
@@ -399,22 +503,21 @@ def cmd_report(res, outdir, svg):
         table.append(("exec, no accelerated socket, median of 5 (kernel column: without LD_PRELOAD, ustack column: with)",))
         for label, k, u in ex:
             table.append(("  " + label, fmt(k), "", fmt(u), "", ratio(u, k), ""))
-    w = [max([len(c)] + [len(r[i]) for r in table if len(r) > 1]) for i, c in enumerate([""] + cols)]
-    out = []
-    hdr = ("".ljust(w[0]),) + tuple(c.rjust(w[i + 1]) for i, c in enumerate(cols))
-    out.append("  ".join(hdr))
-    for r in table:
-        if len(r) == 1:
-            out.append("")
-            out.append(r[0])
-        else:
-            out.append("  ".join((r[0].ljust(w[0]),) + tuple(c.rjust(w[i]) for i, c in enumerate(r) if i)))
+    out = render(cols, table) if table else []
+    cap = capture_section(runs, rows, notes)
+    if cap:
+        out.extend([""] if out else [])
+        out.extend(render(["ustack", "ustack + capture loop", "capture loop/ustack"], cap))
     out.append("")
     out.append("Machine CPU: busy time of all CPUs (/proc/stat user+nice+system+irq+softirq+steal) over the "
                "measured window, load client and anything else running on the machine included, divided by the "
                "work; syscalls: perf stat -e raw_syscalls:sys_enter of the process under test (attached in every "
                "mode). busy-poll and spin: %s us. * = not accelerated. Figures: each mode's median run; ratios: the "
                "median of each repeat's own ratio." % env("BUSY_US", "50"))
+    if cap:
+        out.append("iperf3-in-capture: the first load's figures include the CPU of the loop's onloadctl processes (on CPU %s, "
+                   "beside the load client; both CPUs are busy with the load) as well as the stack's copies; during the second "
+                   "load no capture runs: it shows what the start and stop of the captures left behind." % env("CAPTURE_CPU", "1"))
     if env("HAVE_PERF", "1" if any("syscalls" in r for rm in rows.values() for r in rm.values()) else "0") != "1":
         out.append("perf was not available: no system call counts.")
     if env("PROFILE") == "1":
@@ -427,12 +530,13 @@ def cmd_report(res, outdir, svg):
     os.makedirs(outdir, exist_ok=True)
     with open(os.path.join(outdir, "results.txt"), "w") as f:
         f.write(text)
-    settings = {k: env(k) for k in ("SOCKPERF_SECS", "REDIS_N", "WRK_SECS", "MC_SECS", "IPERF_SECS", "IDLE_SECS", "BUSY_US", "PROFILE", "REPEAT")}
+    settings = {k: env(k) for k in ("SOCKPERF_SECS", "REDIS_N", "WRK_SECS", "MC_SECS", "IPERF_SECS", "CAPTURE_SECS", "CAPTURE_CYCLES",
+                                    "IDLE_SECS", "BUSY_US", "PROFILE", "REPEAT")}
     doc = {"settings": settings, "rows": {}, "notes": notes,
            "runs": {rid: {MODE_NAMES[m]: rs for m, rs in modes.items()} for rid, modes in runs.items()}}
     for rid, title, kind in rows_spec():
         if rid in rows:
-            doc["rows"][rid] = {"title": title, "modes": {MODE_NAMES[m]: rows[rid][m] for m in MODES if m in rows[rid]}}
+            doc["rows"][rid] = {"title": title, "modes": {MODE_NAMES[m]: rows[rid][m] for m in MODES + ["capture"] if m in rows[rid]}}
     if ex:
         doc["rows"]["exec"] = {label: {"kernel": k, "LD_PRELOAD": u} for label, k, u in ex}
     with open(os.path.join(outdir, "results.json"), "w") as f:
