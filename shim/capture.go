@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"os"
 	"time"
 
 	"ustack/shm"
@@ -46,6 +47,27 @@ func (st *stack) dropTableLocked() {
 		_ = st.pub.tab.Remove()
 		st.pub = nil
 	}
+}
+
+// captureReaderLookEvery is how often a running capture's reader is looked for.
+const captureReaderLookEvery = stackcore.Second
+
+// captureReaderLocked stops a capture whose onloadctl was killed before it could say stop (by a
+// signal it cannot catch): its request would stay, and every frame be copied for no one. The ring
+// file goes too. Caller holds st.mu.
+func (st *stack) captureReaderLocked(now stackcore.Time) {
+	if st.capOut.w == nil || now < st.capLookAt {
+		return
+	}
+	st.capLookAt = now + captureReaderLookEvery
+	if !st.capOut.w.ReaderGone() {
+		return
+	}
+	path := st.capOut.w.Path()
+	st.pub.tab.StopCapture(st.capID)
+	st.captureChangedLocked()
+	_ = os.Remove(path)
+	st.eng.Log.Debug().Str("ring", path).Msg("capture stopped: its onloadctl is gone")
 }
 
 // captureChangedLocked starts or stops writing into a capture ring as onloadctl asked. Caller

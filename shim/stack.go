@@ -76,14 +76,15 @@ type stack struct {
 	txk    *TxKick
 	kicker txKicker
 
-	seg    *shm.StatsSegment
-	pub    *sockPublisher   // the socket table onloadctl reads (socktab.go); nil in tests
-	out    stackcore.Output // where the core's frames go: the link, or capOut during a capture
-	capID  uint64           // the capture written into now (0: none)
-	capOut captureOutput
-	member *xdp.Membership // this process's place in the interface's group
-	stats  *Stats
-	eng    *Engine
+	seg       *shm.StatsSegment
+	pub       *sockPublisher   // the socket table onloadctl reads (socktab.go); nil in tests
+	out       stackcore.Output // where the core's frames go: the link, or capOut during a capture
+	capID     uint64           // the capture written into now (0: none)
+	capOut    captureOutput
+	capLookAt stackcore.Time  // when its reader is next looked for (captureReaderLocked)
+	member    *xdp.Membership // this process's place in the interface's group
+	stats     *Stats
+	eng       *Engine
 }
 
 // Link is what the stack drives: a NIC link that can also steer local ports to itself.
@@ -636,6 +637,7 @@ func (st *stack) poller() {
 			if st.pub != nil {
 				// sockets handed to the kernel change there: they are looked at every second
 				wake = min(wake, st.pub.kernelDue())
+				st.captureReaderLocked(now)
 			}
 			st.pollerDeadline.Store(int64(wake))
 			return 0

@@ -30,6 +30,7 @@ import (
 //	72     8     frames dropped: the ring was full (the stack)
 //	80     8     frames written (the stack)
 //	128    8     tail: bytes read so far (onloadctl)
+//	136    8     the reader's pid (onloadctl): a stack whose reader is gone stops writing
 //	256          data: records, each 8-aligned and never split by the end of the data
 //
 // A record: caplen u32 (capWrap: the rest of the data is skipped), frame length u32, time in Unix
@@ -55,6 +56,7 @@ const (
 	capOffDrops    = 72
 	capOffFrames   = 80
 	capOffTail     = 128
+	capOffReader   = 136
 	capHeaderSize  = 256
 	capRecHeader   = 24
 	capWrap        = 0xffffffff
@@ -112,6 +114,7 @@ func (c *captureRing) u64(off int) *uint64 { return (*uint64)(unsafe.Pointer(&c.
 // CaptureWriter is the stack's end of a capture ring.
 type CaptureWriter struct {
 	captureRing
+	path   string
 	snap   int
 	filter CaptureFilter
 	head   uint64
@@ -132,7 +135,7 @@ func OpenCapture(path string) (*CaptureWriter, error) {
 		return nil, fmt.Errorf("opening capture %s: %w", path, err)
 	}
 	le := binary.LittleEndian
-	w := &CaptureWriter{captureRing: r, snap: int(le.Uint32(mem[capOffSnap:]))}
+	w := &CaptureWriter{captureRing: r, path: path, snap: int(le.Uint32(mem[capOffSnap:]))}
 	if w.snap < 1 || w.snap > len(r.data)/2 {
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("opening capture %s: snap length %d for a ring of %d bytes", path, w.snap, len(r.data))
@@ -205,6 +208,16 @@ func (w *CaptureWriter) Add(frame []byte, tsNanos int64, tx bool) {
 	atomic.StoreUint64(w.u64(capOffHead), w.head) // publishes the record
 }
 
+// ReaderGone reports whether the process that reads the ring has exited (killed before it could
+// say stop): nothing will read what is written, nor remove the file.
+func (w *CaptureWriter) ReaderGone() bool {
+	pid := int(atomic.LoadUint64(w.u64(capOffReader)))
+	return pid > 0 && unix.Kill(pid, 0) == unix.ESRCH
+}
+
+// Path returns the ring's file path.
+func (w *CaptureWriter) Path() string { return w.path }
+
 // Close unmaps the ring.
 func (w *CaptureWriter) Close() error {
 	if w == nil || w.mem == nil {
@@ -251,6 +264,7 @@ func CreateCapture(path string, size, snap int, f CaptureFilter, uid, gid int) (
 	le.PutUint32(mem[capOffVersion:], CaptureVersion)
 	le.PutUint32(mem[capOffHdrSize:], capHeaderSize)
 	le.PutUint64(mem[capOffDataSize:], uint64(size))
+	le.PutUint64(mem[capOffReader:], uint64(os.Getpid()))
 	le.PutUint32(mem[capOffSnap:], uint32(snap))
 	mem[capOffProto] = f.Proto
 	if f.HasHost {
@@ -330,15 +344,21 @@ func OpenSockTableControl(path string) (*SockTableControl, error) {
 }
 
 // RequestCapture asks the stack to write into the ring called name (in the table's directory)
-// under id; id 0 asks it to stop.
+// under id, in place of any capture asked for before.
 func (c *SockTableControl) RequestCapture(id uint64, name string) {
 	field := c.mem[sockOffCapName : sockOffCapName+sockCapNameLen]
-	if id != 0 {
-		clear(field)
-		putString(field, name)
-	}
-	atomic.StoreUint64((*uint64)(unsafe.Pointer(&c.mem[sockOffCapReq])), id)
+	clear(field)
+	putString(field, name)
+	atomic.StoreUint64(c.req(), id)
 }
+
+// StopCapture asks the stack to stop capture id, unless another capture has replaced it since.
+func (c *SockTableControl) StopCapture(id uint64) { atomic.CompareAndSwapUint64(c.req(), id, 0) }
+
+// Requested returns the capture asked for now (0: none).
+func (c *SockTableControl) Requested() uint64 { return atomic.LoadUint64(c.req()) }
+
+func (c *SockTableControl) req() *uint64 { return (*uint64)(unsafe.Pointer(&c.mem[sockOffCapReq])) }
 
 // Attached returns the capture the stack writes into now (0: none).
 func (c *SockTableControl) Attached() uint64 {

@@ -172,6 +172,10 @@ func (t *SockTable) CaptureName() string {
 	return filepath.Join(filepath.Dir(t.path), getString(t.mem[sockOffCapName:sockOffCapName+sockCapNameLen]))
 }
 
+// StopCapture withdraws capture id's request, unless another capture has replaced it (its reader
+// is gone).
+func (t *SockTable) StopCapture(id uint64) { atomic.CompareAndSwapUint64(t.u64(sockOffCapReq), id, 0) }
+
 // SetCaptureAttached tells onloadctl which capture the stack writes into (0: none).
 func (t *SockTable) SetCaptureAttached(id uint64) { atomic.StoreUint64(t.u64(sockOffCapAck), id) }
 

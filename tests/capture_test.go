@@ -216,4 +216,53 @@ func TestCaptureDownload(t *testing.T) {
 	if left, _ := filepath.Glob(filepath.Join(e.statsDir, "ustack-capture.*")); len(left) > 0 {
 		t.Errorf("capture rings left behind: %v", left)
 	}
+
+	// A second capture replaces the first, which says so and ends; the second runs its course.
+	startCapture := func(args ...string) *topo.Proc {
+		t.Helper()
+		argv := append([]string{"capture", "--dir", e.statsDir, "--pid", strconv.Itoa(srv.Pid)}, args...)
+		p, err := tp.Start(tp.NSA, nil, e.onloadctl, argv...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Stop() })
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "capturing process"); time.Sleep(20 * time.Millisecond) {
+			if p.Exited() || time.Now().After(deadline) {
+				t.Fatalf("onloadctl %v did not start:\n%s", argv, p.Output())
+			}
+		}
+		return p
+	}
+	first := startCapture("-G", "30", "-w", filepath.Join(t.TempDir(), "first.pcap"))
+	second := startCapture("-G", "3", "-w", filepath.Join(t.TempDir(), "second.pcap"))
+	if r := tp.RunB(nil, 60*time.Second, "curl", "-sS", "--fail", "-o", "/dev/null", fmt.Sprintf("http://%s:8000/f5", tp.AddrA)); r.Err != nil {
+		t.Fatalf("third curl: %s", r)
+	}
+	if r := first.Wait(5 * time.Second); r.Err != nil || !strings.Contains(string(r.Stderr), "another capture replaced this one") {
+		t.Errorf("the replaced capture: %s", r)
+	}
+	if r := second.Wait(10 * time.Second); r.Err != nil || r.Elapsed < 3*time.Second ||
+		!regexp.MustCompile(`[1-9]\d* packets written`).Match(r.Stderr) {
+		t.Errorf("the capture that replaced it: %s (ran %v)", r, r.Elapsed)
+	}
+
+	// A capture killed by a signal it cannot catch: the stack notices its reader is gone, stops
+	// copying and removes the ring once frames come.
+	killed := startCapture("-w", filepath.Join(t.TempDir(), "killed.pcap"))
+	syscall.Kill(killed.Pid, syscall.SIGKILL)
+	killed.Wait(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if r := tp.RunB(nil, 60*time.Second, "curl", "-sS", "--fail", "-o", "/dev/null", fmt.Sprintf("http://%s:8000/f5", tp.AddrA)); r.Err != nil {
+			t.Fatalf("curl after the killed capture: %s", r)
+		}
+		left, _ := filepath.Glob(filepath.Join(e.statsDir, "ustack-capture.*"))
+		if len(left) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the ring of a killed capture is still there 10 s later: %v", left)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
 }

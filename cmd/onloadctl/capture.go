@@ -37,7 +37,7 @@ type captureTarget struct {
 	id     uint64
 	table  string // its socket table: the process is gone once the file is another
 	tabIno uint64
-	gone   bool
+	gone   bool // the process exited, or another capture replaced this one
 }
 
 // parseCaptureFilter reads tcpdump's simplest primitives: tcp, udp, host ADDR, port N, joined
@@ -87,7 +87,7 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 	count := fs.Uint64("c", 0, "stop after this many frames")
 	snap := fs.Int("s", 65535, "bytes kept of each frame")
 	secs := fs.Float64("G", 0, "stop after this many seconds")
-	ringKiB := fs.Int("B", 4096, "ring size per process in KiB (a power of two)")
+	ringKiB := fs.Int("B", 16384, "ring size per process in KiB (a power of two)")
 	dirFlag := fs.String("dir", "", "stats directory (default $USTACK_STATS_DIR or /dev/shm)")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -150,7 +150,7 @@ func cmdCapture(args []string, stdout, stderr io.Writer) int {
 	}
 
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGPIPE)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT, syscall.SIGPIPE)
 	defer signal.Stop(sigs)
 	var deadline time.Time
 	if *secs > 0 {
@@ -200,9 +200,14 @@ loop:
 			lastCheck = time.Now()
 			alive := 0
 			for _, t := range targets {
-				if !t.gone && !t.alive() {
+				switch {
+				case t.gone:
+				case !t.alive():
 					t.gone = true
 					fmt.Fprintf(stderr, "onloadctl capture: process %d exited\n", t.pid)
+				case t.ctl.Requested() != t.id:
+					t.gone = true
+					fmt.Fprintf(stderr, "onloadctl capture: process %d: another capture replaced this one\n", t.pid)
 				}
 				if !t.gone {
 					alive++
@@ -215,7 +220,7 @@ loop:
 	}
 	// the stacks stop at their next batch: what they wrote until then is read too
 	for _, t := range targets {
-		t.ctl.RequestCapture(0, "")
+		t.ctl.StopCapture(t.id)
 	}
 	for end := time.Now().Add(200 * time.Millisecond); time.Now().Before(end); {
 		attached := false
@@ -320,7 +325,7 @@ func (t *captureTarget) alive() bool {
 }
 
 func (t *captureTarget) stop() {
-	t.ctl.RequestCapture(0, "")
+	t.ctl.StopCapture(t.id)
 	t.ctl.Close()
 	t.ring.Remove()
 }

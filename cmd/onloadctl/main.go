@@ -153,8 +153,7 @@ func cmdStats(args []string, stdout, stderr io.Writer) int {
 				if err := os.Remove(s.Path); err != nil && !errors.Is(err, os.ErrNotExist) {
 					fmt.Fprintf(stderr, "onloadctl: removing stale segment: %v\n", err)
 				}
-				// and its socket table, left by a process that was killed
-				_ = os.Remove(shm.SockTablePath(dir, s.Pid))
+				removeLeftovers(dir, s.Pid) // left by a process that was killed
 			}
 			return s.Alive || *all
 		})

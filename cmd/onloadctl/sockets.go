@@ -230,7 +230,7 @@ func cmdSockets(args []string, stdout, stderr io.Writer) int {
 		}
 		if !snap.Alive && *pid == 0 {
 			if snap.Gone {
-				_ = os.Remove(p)
+				removeLeftovers(dir, snap.Pid)
 			}
 			continue
 		}
@@ -256,6 +256,16 @@ func cmdSockets(args []string, stdout, stderr io.Writer) int {
 	}
 	writeSockets(stdout, views)
 	return 0
+}
+
+// removeLeftovers removes what a process that is gone (killed) left in dir besides its stats
+// segment: its socket table and capture rings.
+func removeLeftovers(dir string, pid int) {
+	_ = os.Remove(shm.SockTablePath(dir, pid))
+	rings, _ := filepath.Glob(filepath.Join(dir, shm.CaptureFilePrefix+strconv.Itoa(pid)+".*"))
+	for _, r := range rings {
+		_ = os.Remove(r)
+	}
 }
 
 func commOf(pid int) string {
