@@ -113,18 +113,23 @@ func TestCaptureDownload(t *testing.T) {
 	sum := randomFile(t, dir, "f5", 5*mb)
 	srv := startServer(t, tp, tp.NSA, e.accel(), 8000, false, python, "-m", "http.server", "--bind", "0.0.0.0",
 		"--directory", dir, "8000")
-	pcap := filepath.Join(t.TempDir(), "f.pcap")
-	capt, err := tp.Start(tp.NSA, nil, e.onloadctl, "capture", "--dir", e.statsDir, "--pid", strconv.Itoa(srv.Pid),
-		"-w", pcap, "tcp", "and", "port", "8000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { capt.Stop() })
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(capt.Output(), "capturing process"); time.Sleep(20 * time.Millisecond) {
-		if capt.Exited() || time.Now().After(deadline) {
-			t.Fatalf("onloadctl capture did not start:\n%s", capt.Output())
+	startCapture := func(args ...string) *topo.Proc {
+		t.Helper()
+		argv := append([]string{"capture", "--dir", e.statsDir, "--pid", strconv.Itoa(srv.Pid)}, args...)
+		p, err := tp.Start(tp.NSA, nil, e.onloadctl, argv...)
+		if err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { p.Stop() })
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "capturing process"); time.Sleep(20 * time.Millisecond) {
+			if p.Exited() || time.Now().After(deadline) {
+				t.Fatalf("onloadctl %v did not start:\n%s", argv, p.Output())
+			}
+		}
+		return p
 	}
+	pcap := filepath.Join(t.TempDir(), "f.pcap")
+	capt := startCapture("-w", pcap, "tcp", "and", "port", "8000")
 	out := filepath.Join(t.TempDir(), "out")
 	r := tp.RunB(nil, 60*time.Second, "curl", "-sS", "--fail", "-o", out, "-w", "%{local_port}",
 		fmt.Sprintf("http://%s:8000/f5", tp.AddrA))
@@ -218,21 +223,6 @@ func TestCaptureDownload(t *testing.T) {
 	}
 
 	// A second capture replaces the first, which says so and ends; the second runs its course.
-	startCapture := func(args ...string) *topo.Proc {
-		t.Helper()
-		argv := append([]string{"capture", "--dir", e.statsDir, "--pid", strconv.Itoa(srv.Pid)}, args...)
-		p, err := tp.Start(tp.NSA, nil, e.onloadctl, argv...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { p.Stop() })
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(p.Output(), "capturing process"); time.Sleep(20 * time.Millisecond) {
-			if p.Exited() || time.Now().After(deadline) {
-				t.Fatalf("onloadctl %v did not start:\n%s", argv, p.Output())
-			}
-		}
-		return p
-	}
 	first := startCapture("-G", "30", "-w", filepath.Join(t.TempDir(), "first.pcap"))
 	second := startCapture("-G", "3", "-w", filepath.Join(t.TempDir(), "second.pcap"))
 	if r := tp.RunB(nil, 60*time.Second, "curl", "-sS", "--fail", "-o", "/dev/null", fmt.Sprintf("http://%s:8000/f5", tp.AddrA)); r.Err != nil {
