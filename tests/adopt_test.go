@@ -63,6 +63,41 @@ func TestAdoptListenerWithKernelConns(t *testing.T) {
 	}
 }
 
+// A handshake the kernel has answered and not completed when the listener is adopted (Linux's
+// TCP_NEW_SYN_RECV request sockets, which inet_diag lists only when asked for state 12) stays
+// with the kernel too: its last ACK must reach the kernel, not the stack. A SYN from an address
+// no host has keeps one open in A's kernel (the SYN-ACK goes nowhere) while the server adopts.
+func TestAdoptListenerKeepsHandshakes(t *testing.T) {
+	e := setup(t)
+	tp := e.tp
+	server, client := appScript(t, "adopt_server.py"), appScript(t, "adopt_client.py")
+	port := nextForkPort()
+	srv, err := tp.Start(tp.NSA, e.accel(), python, server, fmt.Sprint(port), "1", "1.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Stop() })
+	if err := srv.WaitListen(port, serverWait); err != nil {
+		t.Fatalf("%v\n%s", err, srv.Output())
+	}
+	ghost := strings.TrimSuffix(tp.AddrA, ".1") + ".77"
+	if r := tp.RunB(nil, 10*time.Second, python, appScript(t, "ghost_syn.py"), ghost, tp.AddrA, fmt.Sprint(port), "40777"); r.Err != nil {
+		t.Fatalf("ghost_syn.py: %s", r)
+	}
+	if !waitFor(2*time.Second, func() bool {
+		r := tp.RunA(nil, 5*time.Second, "ss", "-Htn", "state", "syn-recv")
+		return strings.Contains(string(r.Stdout), ghost+":40777")
+	}) {
+		t.Fatalf("A's kernel has no handshake open with %s:40777", ghost)
+	}
+	// the server's first accept (1.5 s after listen) adopts the listener; one client then
+	runAdoptClient(t, e, srv, client, port, 0, 1, 1<<20, "2.5")
+	c := e.counters(t, "adopt_server.py", srv.Pid)
+	atLeast(t, "adopt_server.py", c, "shim.sockets_adopted", 1)
+	atLeast(t, "adopt_server.py", c, "shim.kernel_conns_kept", 1)
+	atLeast(t, "adopt_server.py", c, "tcp.passive_opens", 1)
+}
+
 // A candidate duplicated (dup) and closed before its first accept: the copy is the same socket,
 // taken into the stack at its first accept (preload/cand.c take_siblings, ustack_cand_dup).
 func TestAdoptDupListener(t *testing.T) {
