@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 
 	"ustack/shm"
@@ -49,10 +48,8 @@ func alive(s *shm.StatsSnapshot) bool { return s.Alive }
 // the first word of the command line its segment recorded.
 func comm(s *shm.StatsSnapshot) string {
 	if s.Alive {
-		if b, err := os.ReadFile("/proc/" + strconv.Itoa(s.Pid) + "/comm"); err == nil {
-			if c := strings.TrimRight(string(b), "\n"); c != "" {
-				return c
-			}
+		if c := commOf(s.Pid); c != "" {
+			return c
 		}
 	}
 	if f := strings.Fields(s.Cmdline); len(f) > 0 {
