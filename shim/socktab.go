@@ -296,9 +296,9 @@ func (p *sockPublisher) kernelState(k *kernelSock) bool {
 		}
 	}
 	if r.Proto == unix.IPPROTO_TCP {
-		n := uint32(len(p.info))
-		if getsockopt(k.fd, unix.IPPROTO_TCP, unix.TCP_INFO, unsafe.Pointer(&p.info[0]), &n) == nil && n > 0 {
-			r.State, r.TCPInfo = p.info[0], p.info[:n] // the kernel's own
+		if ti, err := unix.GetsockoptTCPInfo(k.fd, unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+			// the kernel's own, in its layout
+			r.State, r.TCPInfo = ti.State, unsafe.Slice((*byte)(unsafe.Pointer(ti)), stackcore.TCPInfoLen)
 		}
 		if r.State == 10 {
 			r.Flags |= shm.SockFlagListen
@@ -332,14 +332,4 @@ func (p *sockPublisher) lookAtKernel() {
 	}
 	clear(p.kernel[len(kept):])
 	p.kernel = kept
-}
-
-// getsockopt is getsockopt(2) into a buffer of the caller's.
-func getsockopt(fd, level, name int, val unsafe.Pointer, n *uint32) error {
-	_, _, e := unix.Syscall6(unix.SYS_GETSOCKOPT, uintptr(fd), uintptr(level), uintptr(name),
-		uintptr(val), uintptr(unsafe.Pointer(n)), 0)
-	if e != 0 {
-		return e
-	}
-	return nil
 }

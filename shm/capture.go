@@ -62,6 +62,8 @@ const (
 	capWrap        = 0xffffffff
 )
 
+var errCaptureSize = errors.New("capture ring size inconsistent")
+
 // CaptureFilter selects frames: all of the fields given must match; a frame that is not IPv4
 // matches only the empty filter.
 type CaptureFilter struct {
@@ -125,7 +127,7 @@ type CaptureWriter struct {
 
 // OpenCapture maps the capture ring at path for writing.
 func OpenCapture(path string) (*CaptureWriter, error) {
-	mem, err := mapFile(path, unix.PROT_READ|unix.PROT_WRITE)
+	mem, err := mapFile(path, unix.PROT_READ|unix.PROT_WRITE, capHeaderSize, 1<<32, errCaptureSize)
 	if err != nil {
 		return nil, fmt.Errorf("opening capture: %w", err)
 	}
@@ -159,7 +161,7 @@ func parseCapture(mem []byte) (captureRing, error) {
 	size := le.Uint64(mem[capOffDataSize:])
 	if le.Uint32(mem[capOffHdrSize:]) != capHeaderSize || size < 4096 || size&(size-1) != 0 ||
 		uint64(len(mem)) < capHeaderSize+size {
-		return captureRing{}, errors.New("capture ring size inconsistent")
+		return captureRing{}, errCaptureSize
 	}
 	return captureRing{mem: mem, data: mem[capHeaderSize : capHeaderSize+size], mask: size - 1}, nil
 }
@@ -330,7 +332,7 @@ type SockTableControl struct{ mem []byte }
 
 // OpenSockTableControl maps the socket table at path for writing its capture request.
 func OpenSockTableControl(path string) (*SockTableControl, error) {
-	mem, err := mapFile(path, unix.PROT_READ|unix.PROT_WRITE)
+	mem, err := mapFile(path, unix.PROT_READ|unix.PROT_WRITE, sockHeaderSize, 1<<32, ErrSockSize)
 	if err != nil {
 		return nil, fmt.Errorf("opening socket table: %w", err)
 	}

@@ -215,7 +215,7 @@ type SockSnapshot struct {
 // ReadSockTable maps the table at path read-only and copies its sockets, each one consistent
 // (a slot being written is read again).
 func ReadSockTable(path string) (*SockSnapshot, error) {
-	mem, err := mapFile(path, unix.PROT_READ)
+	mem, err := mapFile(path, unix.PROT_READ, sockHeaderSize, 1<<32, ErrSockSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading socket table: %w", err)
 	}
@@ -229,8 +229,9 @@ func ReadSockTable(path string) (*SockSnapshot, error) {
 	return snap, nil
 }
 
-// mapFile maps the whole file at path, shared.
-func mapFile(path string, prot int) ([]byte, error) {
+// mapFile maps the whole file at path, shared; a file smaller than min or larger than max bytes
+// is refused with errSize.
+func mapFile(path string, prot int, min, max int64, errSize error) ([]byte, error) {
 	flag := os.O_RDONLY
 	if prot&unix.PROT_WRITE != 0 {
 		flag = os.O_RDWR
@@ -244,8 +245,8 @@ func mapFile(path string, prot int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Size() < 64 || st.Size() > 1<<32 {
-		return nil, fmt.Errorf("%s: %d bytes: %w", path, st.Size(), ErrSockSize)
+	if st.Size() < min || st.Size() > max {
+		return nil, fmt.Errorf("%s: %d bytes: %w", path, st.Size(), errSize)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(st.Size()), prot, unix.MAP_SHARED)
 	if err != nil {

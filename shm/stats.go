@@ -195,25 +195,9 @@ func (s *StatsSnapshot) Get(name string) (uint64, bool) {
 // ReadStats maps the segment at path read-only, validates magic, version and
 // sizes, and copies the counters with atomic loads.
 func ReadStats(path string) (*StatsSnapshot, error) {
-	f, err := os.Open(path)
+	mem, err := mapFile(path, unix.PROT_READ, statsHeaderSize, 1<<30, ErrStatsSize)
 	if err != nil {
 		return nil, fmt.Errorf("reading stats: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading stats: %w", err)
-	}
-	size := st.Size()
-	if size < statsHeaderSize {
-		return nil, fmt.Errorf("reading stats %s: %d bytes: %w", path, size, ErrStatsSize)
-	}
-	if size > 1<<30 {
-		return nil, fmt.Errorf("reading stats %s: %d bytes: %w", path, size, ErrStatsSize)
-	}
-	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("reading stats %s: mmap: %w", path, err)
 	}
 	defer unix.Munmap(mem)
 	snap, err := parseStats(mem)
