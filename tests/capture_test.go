@@ -24,6 +24,26 @@ import (
 	"ustack/tests/topo"
 )
 
+// fetchToEOF, in python: GET PATH from ADDR:PORT over HTTP/1.0, read to the server's FIN, write
+// the body to OUT, print the local port; close only then.
+const fetchToEOF = `
+import socket, sys
+addr, port, path, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+c = socket.create_connection((addr, port))
+c.sendall(("GET %s HTTP/1.0\r\n\r\n" % path).encode())
+data = bytearray()
+while True:
+    b = c.recv(1 << 16)
+    if not b:
+        break
+    data += b
+head, _, body = bytes(data).partition(b"\r\n\r\n")
+assert head.startswith(b"HTTP/1.0 200"), head[:100]
+open(out, "wb").write(body)
+print(c.getsockname()[1])
+c.close()
+`
+
 // flowCapture is what a pcap holds of one TCP connection.
 type flowCapture struct {
 	frames int
@@ -131,29 +151,33 @@ func TestCaptureDownload(t *testing.T) {
 	pcap := filepath.Join(t.TempDir(), "f.pcap")
 	capt := startCapture("-w", pcap, "tcp", "and", "port", "8000")
 	out := filepath.Join(t.TempDir(), "out")
-	r := tp.RunB(nil, 60*time.Second, "curl", "-sS", "--fail", "-o", out, "-w", "%{local_port}",
-		fmt.Sprintf("http://%s:8000/f5", tp.AddrA))
+	// A client that reads to the server's FIN before it closes (curl may close first, on
+	// Content-Length): python's server closes first, so its connection waits in TIME-WAIT with
+	// its final counts for onloadctl sockets.
+	r := tp.RunB(nil, 60*time.Second, python, "-c", fetchToEOF, tp.AddrA, "8000", "/f5", out)
 	if r.Err != nil {
-		t.Fatalf("curl in B: %s\n%s", r, srv.Output())
+		t.Fatalf("HTTP client in B: %s\n%s", r, srv.Output())
 	}
 	if got := fileSHA(t, out); got != sum {
 		t.Fatalf("downloaded sha256 %s, want %s", got, sum)
 	}
 	cport, err := strconv.Atoi(strings.TrimSpace(string(r.Stdout)))
 	if err != nil {
-		t.Fatalf("curl's local port: %q", r.Stdout)
+		t.Fatalf("the client's local port: %q", r.Stdout)
 	}
 
 	// the connection as the stack has it: finished on python's side (TIME-WAIT, kept by the stack)
 	var conn *listedSocket
+	var listed []listedSocket
 	for deadline := time.Now().Add(5 * time.Second); conn == nil; time.Sleep(50 * time.Millisecond) {
-		for _, s := range e.sockets(t, 5*time.Second, "--pid", strconv.Itoa(srv.Pid)) {
+		listed = e.sockets(t, 5*time.Second, "--pid", strconv.Itoa(srv.Pid))
+		for _, s := range listed {
 			if s.Remote == fmt.Sprintf("%s:%d", tp.AddrB, cport) && s.State == "TIME-WAIT" && s.TCP != nil {
 				conn = &s
 			}
 		}
 		if conn == nil && time.Now().After(deadline) {
-			t.Fatalf("the server's connection from port %d is not listed in TIME-WAIT", cport)
+			t.Fatalf("the server's connection from port %d is not listed in TIME-WAIT: %+v", cport, listed)
 		}
 	}
 	// the stack publishes at most every 100 ms: the capture ends after the last segment it counts
