@@ -209,7 +209,6 @@ type SockSnapshot struct {
 	Alive      bool
 	Gone       bool
 	CaptureReq uint64
-	CaptureAck uint64
 }
 
 // ReadSockTable maps the table at path read-only and copies its sockets, each one consistent
@@ -280,7 +279,6 @@ func parseSockTable(mem []byte) (*SockSnapshot, error) {
 		Count:      load64(sockOffPubCount),
 		Unlisted:   int(load32(sockOffUnlisted)),
 		CaptureReq: load64(sockOffCapReq),
-		CaptureAck: load64(sockOffCapAck),
 	}
 	hw := min(int(load32(sockOffHighWater)), slots)
 	var buf [sockSlotSize]byte

@@ -292,9 +292,6 @@ func viewOf(pid int, comm string, r *shm.SockRecord) socketView {
 	} else {
 		v.State = strconv.Itoa(int(r.State))
 	}
-	if v.Proto == "udp" && r.State == 1 {
-		v.State = "ESTAB"
-	}
 	v.Local = addrPort(r.LAddr, r.LPort)
 	v.Remote = "*:*"
 	if r.RPort != 0 {
