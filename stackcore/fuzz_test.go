@@ -89,8 +89,8 @@ func FuzzEthernetIPv4TCP(f *testing.F) {
 		n := fn.reset(t)
 		c, _, _ := n.connect(80)
 		_ = c
-		uc.Connect(addrA, 5000, macA)
-		uc.SendTo([]byte("query"), addrA, 5000, macA)
+		uc.Connect(mapA, 5000, macA)
+		uc.SendTo([]byte("query"), mapA, 5000, macA)
 		n.b.s.cfg.VerifyChecksums = verify
 		// Frames from the seeds were built for B (or A); aim everything at B.
 		if len(frame) >= 34 {
@@ -133,11 +133,13 @@ type stackSnap struct {
 
 // snapRefs says how a snapshot treats each field of Stack and UDPSocket that
 // refers to memory: "empty" and "nil" fields must be so when the snapshot is
-// taken, "copied" ones are restored, "buffer" ones keep their bytes, "stack"
-// is the stack itself. checkSnap fails on a field missing here, so one added
+// taken, "copied" ones are restored, "buffer" ones keep their bytes, "fixed"
+// ones are set by New and never written after, "stack" is the stack itself. checkSnap fails on a field missing here, so one added
 // to Stack later is not shared between inputs unnoticed.
 var snapRefs = map[string]string{
 	"Stack.cfg.Stats":         "nil",
+	"Stack.cfg.Addrs6":        "fixed",
+	"Stack.addrs6":            "fixed",
 	"Stack.stats":             "copied",
 	"Stack.conns":             "empty",
 	"Stack.listeners":         "empty",

@@ -28,7 +28,7 @@ func TestFramesParseWithGopacket(t *testing.T) {
 	c, s, _ := n.connect(80)
 	n.transfer(c, s, pattern(5000, 1), true, 10*Second)
 	n.transfer(s, c, pattern(3001, 2), true, 10*Second)
-	n.a.s.Connect(n.now, 40001, addrB, 81, macB) // refused: RST
+	n.a.s.Connect(n.now, 40001, mapB, 81, macB) // refused: RST
 	n.settle()
 	var syn, synack, fin, rst, data int
 	for i, f := range frames {

@@ -12,6 +12,8 @@ var (
 	macB  = MAC{0x02, 0, 0, 0, 0, 0x0b}
 	addrA = IPv4{10, 0, 0, 1}
 	addrB = IPv4{10, 0, 0, 2}
+	mapA  = AddrFrom4(addrA)
+	mapB  = AddrFrom4(addrB)
 )
 
 // host is one stack on one end of an in-memory wire.
@@ -134,7 +136,7 @@ func (n *testNet) connect(port uint16) (client, server *TCPConn, l *Listener) {
 	if err != nil {
 		n.t.Fatal(err)
 	}
-	c, err := n.a.s.Connect(n.now, 40000, addrB, port, macB)
+	c, err := n.a.s.Connect(n.now, 40000, mapB, port, macB)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -249,13 +251,13 @@ func (r raw) frame() []byte {
 	rg := newRing(len(r.payload) + 1)
 	rg.Write(r.payload)
 	buf := make([]byte, 2048)
-	if r.opts != nil {
-		n := s.encodeTCPRaw(buf, macB, addrB, r.sport, r.dport, seq(r.seq), seq(r.ack), r.flags, r.wnd, &rg, 0,
-			len(r.payload), r.opts)
-		return buf[:n]
+	h := ipHdr{mac: macB, src: mapA, dst: mapB}
+	opts := r.opts
+	if opts == nil && r.mss != 0 {
+		var o [8]byte
+		opts = o[:wire.PutSynOptions(o[:], r.mss, r.ws)]
 	}
-	n := s.encodeTCPOpt(buf, macB, addrB, r.sport, r.dport, seq(r.seq), seq(r.ack), r.flags, r.wnd, &rg, 0,
-		len(r.payload), r.mss, r.ws)
+	n := s.encodeTCPRaw(buf, &h, r.sport, r.dport, seq(r.seq), seq(r.ack), r.flags, r.wnd, &rg, 0, len(r.payload), opts)
 	return buf[:n]
 }
 

@@ -50,17 +50,54 @@ func (s *Stack) icmpInput(now Time, ip wire.IPv4) {
 	if IPv4(q.Src()) != s.cfg.Addr || q.FlagsFrag()&wire.IPv4FragOffMask != 0 {
 		return
 	}
-	dst := IPv4(q.Dst())
+	kind, mtu := icmpHostUnreach, 0
+	switch typ, code := m.Type(), m.Code(); {
+	case typ == wire.ICMPDestUnreach && code == wire.ICMPFragNeeded:
+		kind, mtu = icmpPacketTooBig, int(m.NextHopMTU())
+		if mtu == 0 {
+			mtu = plateauBelow(q.TotalLen()) // RFC 1191 5: a router that predates RFC 1191
+		}
+		if mtu < minPMTU {
+			return
+		}
+	case typ == wire.ICMPDestUnreach && (code == wire.ICMPPortUnreach || code == wire.ICMPProtoUnreach):
+		kind = icmpRefused
+	case typ == wire.ICMPDestUnreach:
+		switch code {
+		case 0, 6, 9, 11: // net unreachable, net unknown, net prohibited, net for TOS
+			kind = icmpNetUnreach
+		}
+	case typ == wire.ICMPTimeExceeded:
+	default:
+		return // source quench is ignored (RFC 6633), parameter problem too
+	}
+	dst := AddrFrom4(q.Dst())
+	s.icmpToSocket(now, kind, mtu, q.Protocol(), &dst, l4)
+}
+
+// icmpKind is what an ICMP or ICMPv6 error means to the socket it is about.
+type icmpKind uint8
+
+const (
+	icmpHostUnreach  icmpKind = iota // a soft error (RFC 1122 4.2.3.9), EHOSTUNREACH
+	icmpNetUnreach                   // a soft error, ENETUNREACH
+	icmpRefused                      // port (or protocol) unreachable: the host itself refuses
+	icmpPacketTooBig                 // RFC 1191 fragmentation needed, RFC 8201 packet too big
+)
+
+// icmpToSocket hands an error quoting a datagram we sent to dst (l4: its
+// first transport bytes, at least 8) to the socket that sent it.
+func (s *Stack) icmpToSocket(now Time, kind icmpKind, mtu int, proto uint8, dst *Addr, l4 []byte) {
 	sport := binary.BigEndian.Uint16(l4[0:])
 	dport := binary.BigEndian.Uint16(l4[2:])
-	switch q.Protocol() {
+	switch proto {
 	case wire.ProtoTCP:
-		if c := s.conns[connKey{dst, dport, sport}]; c != nil {
-			c.icmpError(now, m, q, seq(binary.BigEndian.Uint32(l4[4:])))
+		if c := s.conns[connKey{*dst, dport, sport}]; c != nil {
+			c.icmpError(now, kind, mtu, seq(binary.BigEndian.Uint32(l4[4:])))
 		}
 	case wire.ProtoUDP:
-		if u := s.udpLookup(sport, dst, dport); u != nil {
-			u.icmpError(m, dst, dport)
+		for u := s.udpPorts[sport]; u != nil; u = u.next {
+			u.icmpError(kind, dst, dport)
 		}
 	}
 }
@@ -68,17 +105,16 @@ func (s *Stack) icmpInput(now Time, ip wire.IPv4) {
 // icmpError applies an ICMP error quoting one of our segments with sequence
 // number sq (RFC 5927 4.1: it must lie in SND.UNA..SND.MAX, as Linux
 // checks, or it is ignored as a likely blind attack).
-func (c *TCPConn) icmpError(now Time, m wire.ICMPv4, q wire.IPv4, sq seq) {
+func (c *TCPConn) icmpError(now Time, kind icmpKind, mtu int, sq seq) {
 	if c.freed || c.state == StateTimeWait || sq.lt(c.sndUna) || sq.gt(c.sndMax) {
 		return
 	}
 	_ = now
 	c.s.markReady(c) // the MSS may have dropped: resend at the new size
-	typ, code := m.Type(), m.Code()
-	switch {
-	case typ == wire.ICMPDestUnreach && code == wire.ICMPFragNeeded:
-		c.pmtuUpdate(int(m.NextHopMTU()), q.TotalLen())
-	case typ == wire.ICMPDestUnreach && (code == wire.ICMPPortUnreach || code == wire.ICMPProtoUnreach):
+	switch kind {
+	case icmpPacketTooBig:
+		c.pmtuUpdate(mtu)
+	case icmpRefused:
 		// A connection attempt refused by the host itself: Linux reports
 		// ECONNREFUSED and gives up. Once synchronized it is a soft error
 		// (RFC 1122 4.2.3.9: do not abort).
@@ -87,37 +123,27 @@ func (c *TCPConn) icmpError(now Time, m wire.ICMPv4, q wire.IPv4, sq seq) {
 			return
 		}
 		c.softErr = ErrRefused
-	case typ == wire.ICMPDestUnreach:
-		switch code {
-		case 0, 6, 9, 11: // net unreachable, net unknown, net prohibited, net for TOS
-			c.softErr = ErrNetUnreach
-		default:
-			c.softErr = ErrHostUnreach
-		}
-	case typ == wire.ICMPTimeExceeded:
+	case icmpNetUnreach:
+		c.softErr = ErrNetUnreach
+	default:
 		c.softErr = ErrHostUnreach
 	}
-	// Source quench is ignored (RFC 6633), parameter problem too.
 }
 
-// pmtuUpdate is RFC 1191 path MTU discovery for a "fragmentation needed"
-// message announcing next-hop MTU mtu for a datagram of origLen bytes:
-// lower the connection's MSS to fit (never raise it from ICMP), and resend
-// what is in flight in segments of the new size (Linux
-// tcp_simple_retransmit).
-func (c *TCPConn) pmtuUpdate(mtu, origLen int) {
-	if mtu == 0 {
-		mtu = plateauBelow(origLen) // RFC 1191 5: a router that predates RFC 1191
-	}
-	if mtu < minPMTU {
-		return
+// pmtuUpdate is path MTU discovery (RFC 1191, RFC 8201) for a message
+// announcing next-hop MTU mtu: lower the connection's MSS to fit (never raise
+// it from ICMP), and resend what is in flight in segments of the new size
+// (Linux tcp_simple_retransmit).
+func (c *TCPConn) pmtuUpdate(mtu int) {
+	if !c.key.raddr.Is4() {
+		mtu = max(mtu, wire.IPv6MinMTU) // RFC 8201 4: never below the IPv6 minimum link MTU
 	}
 	mtu = min(mtu, c.s.cfg.MTU)
 	if c.pmtu != 0 && mtu >= c.pmtu {
 		return
 	}
 	c.pmtu = mtu
-	mss := mtu - wire.IPv4MinLen - wire.TCPMinLen
+	mss := mtu - c.hdrLen()
 	if c.tsOK {
 		mss -= 12
 	}
@@ -156,11 +182,11 @@ func (c *TCPConn) MSS() int { return c.mss }
 
 // icmpError reports ICMP port unreachable from the connected peer as
 // ErrRefused; Linux reports it only on connected sockets.
-func (u *UDPSocket) icmpError(m wire.ICMPv4, dst IPv4, dport uint16) {
-	if u.closed || !u.connected || u.raddr != dst || u.rport != dport {
+func (u *UDPSocket) icmpError(kind icmpKind, dst *Addr, dport uint16) {
+	if u.closed || !u.connected || u.raddr != *dst || u.rport != dport {
 		return
 	}
-	if m.Type() == wire.ICMPDestUnreach && m.Code() == wire.ICMPPortUnreach {
+	if kind == icmpRefused {
 		u.err = ErrRefused
 		u.wake()
 	}

@@ -59,10 +59,10 @@ func TestICMPPortUnreachableUDP(t *testing.T) {
 	sent := capture(n.a.end, isProto(wire.ProtoUDP))
 	conn := mustBind(t, n.a.s, 5000)
 	conn.Cookie = 3
-	conn.Connect(addrB, 7777, macB)
+	conn.Connect(mapB, 7777, macB)
 	other := mustBind(t, n.a.s, 5001)
 	for _, u := range []*UDPSocket{conn, other} {
-		if _, err := u.SendTo([]byte("hello"), addrB, 7777, macB); err != nil {
+		if _, err := u.SendTo([]byte("hello"), mapB, 7777, macB); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -92,14 +92,14 @@ func TestICMPPortUnreachableUDP(t *testing.T) {
 	}
 	// Reported by the next send too, once.
 	n.a.s.Input(n.now, icmpError((*sent)[0], addrB, wire.ICMPDestUnreach, wire.ICMPPortUnreach, 0))
-	if _, err := conn.SendTo([]byte("x"), addrB, 7777, macB); err != ErrRefused {
+	if _, err := conn.SendTo([]byte("x"), mapB, 7777, macB); err != ErrRefused {
 		t.Fatalf("SendTo: %v", err)
 	}
-	if _, err := conn.SendTo([]byte("x"), addrB, 7777, macB); err != nil {
+	if _, err := conn.SendTo([]byte("x"), mapB, 7777, macB); err != nil {
 		t.Fatalf("SendTo after the error: %v", err)
 	}
 	// From another peer than the connected one: ignored.
-	conn.Connect(addrB, 7778, macB)
+	conn.Connect(mapB, 7778, macB)
 	n.a.s.Input(n.now, icmpError((*sent)[0], addrB, wire.ICMPDestUnreach, wire.ICMPPortUnreach, 0))
 	if conn.Err() != nil {
 		t.Fatal("error for another destination")
@@ -117,7 +117,7 @@ func TestICMPSynSentRefused(t *testing.T) {
 	for _, code := range []uint8{wire.ICMPPortUnreach, wire.ICMPProtoUnreach} {
 		n := newNet(t, pair.Options{}, Config{}, Config{})
 		syns := capture(n.a.end, isProto(wire.ProtoTCP))
-		c, err := n.a.s.Connect(n.now, 40000, addrB, 81, macB)
+		c, err := n.a.s.Connect(n.now, 40000, mapB, 81, macB)
 		if err != nil {
 			t.Fatal(err)
 		}

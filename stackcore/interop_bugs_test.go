@@ -291,7 +291,7 @@ func TestNoRTTSampleFromDSACKedDuplicate(t *testing.T) {
 	opts := make([]byte, 24)
 	k := wire.PutTimestamp(opts, s.tsNow(n.now), tsv)
 	k += wire.PutSACK(opts[k:], []wire.SACKBlock{{Start: una, End: una + 1000}})
-	f := n.b.s.encodeTCPRaw(buf, macA, addrA, 80, 40000, s.sndNxt, seq(una+1000), wire.TCPFlagACK, 65535, nil, 0, 0,
+	f := n.b.s.encodeTCPRaw(buf, &ipHdr{mac: macA, src: mapB, dst: mapA}, 80, 40000, s.sndNxt, seq(una+1000), wire.TCPFlagACK, 65535, nil, 0, 0,
 		opts[:k])
 	n.a.s.Input(n.now, buf[:f])
 	if c.sndUna != seq(una+1000) {

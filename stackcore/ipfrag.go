@@ -6,29 +6,34 @@ import (
 	"ustack/stackcore/wire"
 )
 
-// IPv4 fragment reassembly (RFC 791 3.2, with RFC 815's idea of tracking
-// what has arrived rather than what is missing), with Linux's limits: a fixed
-// pool of reasmSlots datagrams, each of at most 64 KiB, allocated once in New;
-// a datagram not complete reasmTimeout after its first fragment is dropped
-// (Linux ipfrag_time). Overlapping fragments drop the whole datagram, as Linux
-// does for IPv4 since 2018 and RFC 5722 requires for IPv6; an exact duplicate
-// is ignored. A completed datagram is handed, with a fresh 20-byte header, to
-// the TCP, UDP or ICMP input, within the same Input call.
+// IPv4 and IPv6 fragment reassembly (RFC 791 3.2, RFC 8200 4.5, with RFC
+// 815's idea of tracking what has arrived rather than what is missing), with
+// Linux's limits: a fixed pool of reasmSlots datagrams, each of at most 64 KiB,
+// allocated once in New; a datagram not complete reasmTimeout (IPv6:
+// reasmTimeout6) after its first fragment is dropped (Linux ipfrag_time).
+// Overlapping fragments drop the whole datagram, as Linux does for IPv4 since
+// 2018 and RFC 5722 requires for IPv6; an exact duplicate is ignored. A
+// completed IPv4 datagram is handed, with a fresh 20-byte header, to the TCP,
+// UDP or ICMP input; a completed IPv6 one goes on from its fragment header's
+// Next Header; both within the same Input call.
 
 const (
 	reasmSlots     = 64
 	reasmMaxLen    = 0xffff                        // largest datagram, header included
 	reasmMaxData   = reasmMaxLen - wire.IPv4MinLen // largest payload
 	reasmTimeout   = 30 * Second
-	reasmMaxRanges = 64 // disjoint pieces held per datagram before it is given up
+	reasmTimeout6  = 60 * Second // RFC 8200 4.5
+	reasmMaxRanges = 64          // disjoint pieces held per datagram before it is given up
 )
 
 type fragRange struct{ start, end int } // payload bytes [start, end)
 
 type reasmSlot struct {
 	used    bool
-	src     IPv4
-	id      uint16
+	v6      bool
+	src     Addr
+	dst     Addr
+	id      uint32
 	proto   uint8
 	ttl     uint8
 	mac     MAC
@@ -61,9 +66,7 @@ func (s *Stack) reasmExpire(now Time) {
 	r := &s.reasm
 	for i := range r.slots {
 		if sl := &r.slots[i]; sl.used && sl.expires <= now {
-			r.free(sl)
-			inc(&s.stats.IPReasmTimeout)
-			inc(&s.stats.IPReasmFails)
+			s.reasmTimedOut(sl)
 		}
 	}
 }
@@ -85,24 +88,56 @@ func (s *Stack) reasmDeadline() Time {
 // reasmFail drops a datagram in reassembly (overlap, too long, inconsistent).
 func (s *Stack) reasmFail(sl *reasmSlot) {
 	s.reasm.free(sl)
-	inc(&s.stats.IPReasmFails)
+	if sl.v6 {
+		inc(&s.stats.IP6ReasmFails)
+	} else {
+		inc(&s.stats.IPReasmFails)
+	}
+}
+
+// reasmTimedOut drops a datagram whose time ran out (Linux ip_expire).
+func (s *Stack) reasmTimedOut(sl *reasmSlot) {
+	s.reasmFail(sl)
+	if !sl.v6 {
+		inc(&s.stats.IPReasmTimeout)
+	}
+}
+
+// fragIn is one fragment as fragInput takes it.
+type fragIn struct {
+	v6       bool
+	src, dst Addr
+	id       uint32
+	proto    uint8
+	ttl      uint8
+	off      int
+	more     bool
+	data     []byte
+}
+
+// fragInput4 takes one IPv4 fragment.
+func (s *Stack) fragInput4(now Time, srcMAC MAC, ip wire.IPv4) {
+	ff := ip.FlagsFrag()
+	f := fragIn{src: AddrFrom4(ip.Src()), dst: s.addr4, id: uint32(ip.ID()), proto: ip.Protocol(), ttl: ip.TTL(),
+		off: int(ff&wire.IPv4FragOffMask) * 8, more: ff&wire.IPv4FlagMF != 0, data: ip.Payload()}
+	s.fragInput(now, srcMAC, &f)
 }
 
 // fragInput takes one fragment; when it completes its datagram, the
 // datagram is delivered.
-func (s *Stack) fragInput(now Time, srcMAC MAC, ip wire.IPv4) {
+func (s *Stack) fragInput(now Time, srcMAC MAC, f *fragIn) {
 	st := s.stats
-	inc(&st.IPReasmReqds)
-	ff := ip.FlagsFrag()
-	off := int(ff&wire.IPv4FragOffMask) * 8
-	data := ip.Payload()
+	if f.v6 {
+		inc(&st.IP6ReasmReqds)
+	} else {
+		inc(&st.IPReasmReqds)
+	}
+	off, data, more := f.off, f.data, f.more
 	end := off + len(data)
-	more := ff&wire.IPv4FlagMF != 0
 	if len(data) == 0 || more && len(data)%8 != 0 {
-		inc(&st.DropFragment) // RFC 791: every fragment but the last carries a multiple of 8 bytes
+		inc(&st.DropFragment) // RFC 791, RFC 8200 4.5: every fragment but the last carries a multiple of 8 bytes
 		return
 	}
-	src, id, proto := IPv4(ip.Src()), ip.ID(), ip.Protocol()
 	r := &s.reasm
 	var sl, free *reasmSlot
 	for i := range r.slots {
@@ -114,15 +149,13 @@ func (s *Stack) fragInput(now Time, srcMAC MAC, ip wire.IPv4) {
 			continue
 		}
 		if x.expires <= now {
-			r.free(x)
-			inc(&st.IPReasmTimeout)
-			inc(&st.IPReasmFails)
+			s.reasmTimedOut(x)
 			if free == nil {
 				free = x
 			}
 			continue
 		}
-		if x.src == src && x.id == id && x.proto == proto {
+		if x.id == f.id && x.src == f.src && x.dst == f.dst && x.proto == f.proto && x.v6 == f.v6 {
 			sl = x
 			break
 		}
@@ -133,8 +166,11 @@ func (s *Stack) fragInput(now Time, srcMAC MAC, ip wire.IPv4) {
 			return
 		}
 		sl = free
-		sl.used, sl.src, sl.id, sl.proto = true, src, id, proto
+		sl.used, sl.v6, sl.src, sl.dst, sl.id, sl.proto = true, f.v6, f.src, f.dst, f.id, f.proto
 		sl.expires = now + reasmTimeout
+		if f.v6 {
+			sl.expires = now + reasmTimeout6
+		}
 		sl.total, sl.nranges = -1, 0
 		r.used++
 	}
@@ -166,7 +202,7 @@ func (s *Stack) fragInput(now Time, srcMAC MAC, ip wire.IPv4) {
 	}
 	copy(sl.buf[wire.IPv4MinLen+off:], data)
 	if off == 0 {
-		sl.ttl = ip.TTL()
+		sl.ttl = f.ttl
 	}
 	sl.mac = srcMAC
 	joinPrev := i > 0 && sl.ranges[i-1].end == off
@@ -192,15 +228,20 @@ func (s *Stack) fragInput(now Time, srcMAC MAC, ip wire.IPv4) {
 	if sl.total < 0 || sl.nranges != 1 || sl.ranges[0].start != 0 || sl.ranges[0].end != sl.total {
 		return
 	}
+	mac := sl.mac
+	r.free(sl)
+	if sl.v6 {
+		inc(&st.IP6ReasmOKs)
+		s.ip6Upper(now, mac, &sl.src, &sl.dst, sl.proto, sl.buf[wire.IPv4MinLen:wire.IPv4MinLen+sl.total], false)
+		return
+	}
 	// Complete: a header without options, then deliver.
 	n := wire.IPv4MinLen + sl.total
 	h := wire.IPv4(sl.buf[:n])
-	h.Encode(n, sl.id, sl.ttl, sl.proto, sl.src, s.cfg.Addr)
+	h.Encode(n, uint16(sl.id), sl.ttl, sl.proto, sl.src.As4(), s.cfg.Addr)
 	binary.BigEndian.PutUint16(h[wire.IPv4FlagsFrag:], 0)
 	h[wire.IPv4Checksum], h[wire.IPv4Checksum+1] = 0, 0
 	binary.BigEndian.PutUint16(h[wire.IPv4Checksum:], wire.Finish(wire.Checksum(h[:wire.IPv4MinLen], 0)))
-	mac := sl.mac
-	r.free(sl)
 	inc(&st.IPReasmOKs)
 	s.ipDeliver(now, mac, h)
 }

@@ -15,7 +15,7 @@ func bigUDPFrame(sport, dport uint16, payload []byte) []byte {
 	rg := newRing(len(payload) + 1)
 	rg.Write(payload)
 	buf := make([]byte, wire.EthHeaderLen+wire.IPv4MinLen+wire.UDPHeaderLen+len(payload))
-	n := s.encodeUDP(buf, macB, addrB, sport, dport, &rg, len(payload))
+	n := s.encodeUDP(buf, &ipHdr{mac: macB, src: mapA, dst: mapB}, sport, dport, &rg, len(payload))
 	return buf[:n]
 }
 
@@ -64,7 +64,7 @@ func TestReassemblyUDP(t *testing.T) {
 		n.b.s.Input(n.now, f)
 	}
 	got, full, src, sport := recvOne(t, u, 10000)
-	if !bytes.Equal(got, p1) || full != len(p1) || src != addrA || sport != 1000 {
+	if !bytes.Equal(got, p1) || full != len(p1) || src != mapA || sport != 1000 {
 		t.Fatalf("first datagram: %d bytes from %v:%d", full, src, sport)
 	}
 	got, _, _, sport = recvOne(t, u, 10000)

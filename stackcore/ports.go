@@ -34,23 +34,20 @@ func (s *Stack) keyedHash(salt, a, b, c uint64) uint64 {
 	return h
 }
 
-func addrU64(a IPv4) uint64 {
-	return uint64(a[0])<<24 | uint64(a[1])<<16 | uint64(a[2])<<8 | uint64(a[3])
-}
-
 // pickPort runs RFC 6056 Algorithm 4 for a tuple over the stack's ephemeral
 // range; free reports whether a candidate may be used. It returns 0 when every
 // ephemeral port is taken.
-func (s *Stack) pickPort(proto uint64, remote IPv4, rport uint16, free func(uint16) bool) uint16 {
+func (s *Stack) pickPort(proto uint64, remote Addr, rport uint16, free func(uint16) bool) uint16 {
 	return s.pickPortIn(proto, remote, rport, ephemeralLo, 65535, free)
 }
 
-func (s *Stack) pickPortIn(proto uint64, remote IPv4, rport uint16, lo, hi uint16, free func(uint16) bool) uint16 {
+func (s *Stack) pickPortIn(proto uint64, remote Addr, rport uint16, lo, hi uint16, free func(uint16) bool) uint16 {
 	if lo == 0 || hi < lo {
 		return 0
 	}
 	num := uint64(hi) - uint64(lo) + 1
-	a := addrU64(s.cfg.Addr)<<32 | addrU64(remote)
+	local := s.SourceFor(remote)
+	a := local.fold()<<32 ^ remote.fold()
 	b := proto<<16 | uint64(rport)
 	offset := s.keyedHash(portHashSaltF, a, b, 0)
 	idx := s.keyedHash(portHashSaltG, a, b, 1) % portTableSize
@@ -70,7 +67,7 @@ func (s *Stack) pickPortIn(proto uint64, remote IPv4, rport uint16, lo, hi uint1
 // by RFC 6056 Algorithm 4, for a host that must also hold the port elsewhere (the
 // shim binds its kernel shadow to it): free reports whether a candidate is not in
 // use by this stack and could be taken there too. It returns 0 when none could.
-func (s *Stack) PickPort(remote IPv4, rport uint16, lo, hi uint16, free func(uint16) bool) uint16 {
+func (s *Stack) PickPort(remote Addr, rport uint16, lo, hi uint16, free func(uint16) bool) uint16 {
 	return s.pickPortIn(portProtoTCP, remote, rport, lo, hi, func(p uint16) bool {
 		return s.portRefs[p] == 0 && free(p)
 	})

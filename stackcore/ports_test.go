@@ -12,7 +12,7 @@ import (
 func TestEphemeralPortsRandomised(t *testing.T) {
 	connectPort := func(seed uint64, remote IPv4, rport uint16) uint16 {
 		s := New(Config{MAC: macA, Addr: addrA, Seed: seed})
-		c, err := s.Connect(0, 0, remote, rport, macB)
+		c, err := s.Connect(0, 0, AddrFrom4(remote), rport, macB)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,9 +34,9 @@ func TestEphemeralPortsRandomised(t *testing.T) {
 	}
 	// Same stack: a second destination does not get the next port in sequence.
 	s := New(Config{MAC: macA, Addr: addrA, Seed: 42})
-	c1, _ := s.Connect(0, 0, addrB, 80, macB)
-	c2, _ := s.Connect(0, 0, IPv4{10, 0, 0, 3}, 443, macB)
-	c3, _ := s.Connect(0, 0, addrB, 80, macB)
+	c1, _ := s.Connect(0, 0, mapB, 80, macB)
+	c2, _ := s.Connect(0, 0, AddrFrom4(IPv4{10, 0, 0, 3}), 443, macB)
+	c3, _ := s.Connect(0, 0, mapB, 80, macB)
 	p1, p2, p3 := c1.key.lport, c2.key.lport, c3.key.lport
 	if p2 == p1+1 || p2 == p1 {
 		t.Fatalf("RFC 6056: port for another destination is predictable: %d then %d", p1, p2)
@@ -68,11 +68,11 @@ func TestEphemeralPortsExhaust(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	s := n.a.s
 	for i := range ephemeralNum {
-		if _, err := s.Connect(n.now, 0, addrB, 80, macB); err != nil {
+		if _, err := s.Connect(n.now, 0, mapB, 80, macB); err != nil {
 			t.Fatalf("connect %d: %v", i, err)
 		}
 	}
-	if _, err := s.Connect(n.now, 0, addrB, 80, macB); err != ErrAddrInUse {
+	if _, err := s.Connect(n.now, 0, mapB, 80, macB); err != ErrAddrInUse {
 		t.Fatalf("after exhausting: %v", err)
 	}
 }

@@ -5,7 +5,8 @@ package stackcore
 // negotiated options and the bytes in flight either way. Sequence numbers are raw uint32s.
 type RepairState struct {
 	LocalPort  uint16
-	Remote     IPv4
+	Local      Addr
+	Remote     Addr
 	RemotePort uint16
 
 	// Send side: Sent were transmitted and are not acknowledged (SndUna is their first
@@ -48,7 +49,7 @@ func (c *TCPConn) Repairable() bool {
 // are copies. It changes nothing: Detach ends the connection here once the kernel has it.
 func (c *TCPConn) Repair(now Time) RepairState {
 	r := RepairState{
-		LocalPort: c.key.lport, Remote: c.key.raddr, RemotePort: c.key.rport,
+		LocalPort: c.key.lport, Local: c.hdr.src, Remote: c.key.raddr, RemotePort: c.key.rport,
 		SndUna: uint32(c.sndUna), FinQueued: c.finQ, FinRcvd: c.finRcvd,
 		MSS: c.mss, WScaleOK: c.wsOK, SndWScale: c.sndSh, RcvWScale: c.rcvSh,
 		SACKOK: c.sackOK, TSOK: c.tsOK, TSVal: c.tsNow(now),

@@ -130,11 +130,11 @@ func TestPinnedListenerReportsConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.SetPinned(true)
-	c1, _ := n.a.s.Connect(n.now, 40001, addrB, 7004, macB)
-	c2, _ := n.a.s.Connect(n.now, 40002, addrB, 7004, macB)
+	c1, _ := n.a.s.Connect(n.now, 40001, mapB, 7004, macB)
+	c2, _ := n.a.s.Connect(n.now, 40002, mapB, 7004, macB)
 	n.runUntil(10*Second, func() bool { return c1.State() == StateEstablished && c2.State() == StateEstablished })
 	pin, unpin := n.b.s.Pins(nil, nil)
-	want := []Flow{{7004, addrA, 40001}, {7004, addrA, 40002}}
+	want := []Flow{{7004, mapB, mapA, 40001}, {7004, mapB, mapA, 40002}}
 	if len(pin) != 2 || len(unpin) != 0 || !slices.ContainsFunc(pin, func(f Flow) bool { return f == want[0] }) ||
 		!slices.ContainsFunc(pin, func(f Flow) bool { return f == want[1] }) {
 		t.Fatalf("pins %v unpins %v, want %v and none", pin, unpin, want)
@@ -144,7 +144,7 @@ func TestPinnedListenerReportsConnections(t *testing.T) {
 	s2.Detach()
 	n.settle()
 	pin, unpin = n.b.s.Pins(pin[:0], nil)
-	if len(pin) != 0 || len(unpin) != 1 || unpin[0] != (Flow{7004, addrA, s1.key.rport}) {
+	if len(pin) != 0 || len(unpin) != 1 || unpin[0] != (Flow{7004, mapB, mapA, s1.key.rport}) {
 		t.Fatalf("after an abort and a detach: pins %v unpins %v, want the aborted one only", pin, unpin)
 	}
 }

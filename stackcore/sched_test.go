@@ -17,7 +17,7 @@ func idleNet(tb testing.TB, idle int) (n *testNet, c, s *TCPConn) {
 		tb.Fatal(err)
 	}
 	for i := range idle {
-		if _, err := n.a.s.Connect(n.now, uint16(20000+i), addrB, 80, macB); err != nil {
+		if _, err := n.a.s.Connect(n.now, uint16(20000+i), mapB, 80, macB); err != nil {
 			tb.Fatal(err)
 		}
 		if i%64 == 63 {

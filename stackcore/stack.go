@@ -42,9 +42,10 @@ var (
 // Config configures a Stack. Zero fields take defaults.
 type Config struct {
 	MAC             MAC
-	Addr            IPv4   // the interface's own address
-	MTU             int    // IP MTU (default 1500); MSS = MTU-40
-	VerifyChecksums bool   // verify IPv4/TCP checksums on input
+	Addr            IPv4   // the interface's IPv4 address
+	Addrs6          []Addr // the interface's IPv6 addresses, link-local ones included
+	MTU             int    // IP MTU (default 1500); MSS = MTU-40 (IPv4), MTU-60 (IPv6)
+	VerifyChecksums bool   // verify IP/TCP/UDP/ICMP checksums on input
 	Stats           *Stats // counters; nil = internal
 	Seed            uint64 // secret for ISNs, ephemeral ports and SYN cookies
 	RecvBuf         int    // per-connection receive buffer to start with (default 256 KiB)
@@ -78,7 +79,7 @@ type Output interface {
 }
 
 type connKey struct {
-	raddr IPv4
+	raddr Addr
 	rport uint16
 	lport uint16
 }
@@ -86,8 +87,7 @@ type connKey struct {
 // rstReq is a queued reset (or challenge ACK for a closed connection) to a
 // peer we hold no connection for.
 type rstReq struct {
-	mac          MAC
-	ip           IPv4
+	hdr          ipHdr
 	sport, dport uint16 // our port, their port
 	seq, ack     seq
 	flags        uint8
@@ -96,22 +96,24 @@ type rstReq struct {
 	wnd          uint16
 }
 
-// Stack is one TCP/IPv4 stack instance bound to one interface address.
+// Stack is one TCP/IP stack instance bound to one interface's addresses.
 type Stack struct {
-	cfg   Config
-	stats *Stats
-	mss   int // our MSS (MTU-40)
+	cfg    Config
+	stats  *Stats
+	mss    int    // our MSS over IPv4 (MTU-40); IPv6's is 20 less
+	addr4  Addr   // cfg.Addr, mapped
+	addrs6 []Addr // cfg.Addrs6
 
 	conns     map[connKey]*TCPConn
 	sndPool   ringPool // rings of closed connections (bufpool.go)
 	rcvPool   ringPool
 	detached  [64]connKey // the last connections Detach gave to a kernel socket (repair.go)
 	ndetached int
-	list      []*TCPConn // all live connections
-	ready     []*TCPConn // connections that may have output (sched.go)
-	timers    []*TCPConn // min-heap of connections by deadline (sched.go)
-	listeners map[uint16]*Listener
-	portRefs  map[uint16]int // connections + listeners per local port
+	list      []*TCPConn           // all live connections
+	ready     []*TCPConn           // connections that may have output (sched.go)
+	timers    []*TCPConn           // min-heap of connections by deadline (sched.go)
+	listeners map[uint16]*Listener // per port, chained by Listener.next (families or addresses apart)
+	portRefs  map[uint16]int       // connections + listeners per local port
 
 	rst  [maxPendingRST]rstReq
 	nrst int
@@ -128,7 +130,7 @@ type Stack struct {
 	releasedUDP []uint16
 
 	ipID      uint16
-	reasm     reassembler           // IPv4 fragment reassembly (ipfrag.go)
+	reasm     reassembler           // IPv4 and IPv6 fragment reassembly (ipfrag.go)
 	portTable [portTableSize]uint32 // RFC 6056 Algorithm 4 counters (ports.go)
 	dirty     bool                  // list has freed connections to compact
 }
@@ -166,6 +168,8 @@ func New(cfg Config) *Stack {
 		cfg:        cfg,
 		stats:      st,
 		mss:        cfg.MTU - 40,
+		addr4:      AddrFrom4(cfg.Addr),
+		addrs6:     append([]Addr(nil), cfg.Addrs6...),
 		conns:      make(map[connKey]*TCPConn),
 		listeners:  make(map[uint16]*Listener),
 		portRefs:   make(map[uint16]int),
@@ -194,7 +198,8 @@ func (s *Stack) Config() Config { return s.cfg }
 // segment is a parsed TCP segment, valid during Input only.
 type segment struct {
 	srcMAC  MAC
-	src     IPv4
+	src     Addr // the peer
+	dst     Addr // ours
 	sport   uint16
 	dport   uint16
 	seq     seq
@@ -234,11 +239,19 @@ func (s *Stack) Input(now Time, frame []byte) {
 		inc(&st.DropNotForUs)
 		return
 	}
-	if eth.Type() != wire.EtherTypeIPv4 {
+	switch eth.Type() {
+	case wire.EtherTypeIPv4:
+		s.ip4Input(now, MAC(eth.Src()), eth.Payload())
+	case wire.EtherTypeIPv6:
+		s.ip6Input(now, MAC(eth.Src()), eth.Payload()) // ipv6.go
+	default:
 		inc(&st.DropUnsupportedProto)
-		return
 	}
-	ip := wire.IPv4(eth.Payload())
+}
+
+func (s *Stack) ip4Input(now Time, srcMAC MAC, b []byte) {
+	st := s.stats
+	ip := wire.IPv4(b)
 	switch ip.Check(s.cfg.VerifyChecksums) {
 	case wire.IPv4Malformed:
 		inc(&st.DropMalformed)
@@ -253,41 +266,55 @@ func (s *Stack) Input(now Time, frame []byte) {
 		return
 	}
 	if ip.IsFragment() {
-		s.fragInput(now, MAC(eth.Src()), ip) // ipfrag.go
+		s.fragInput4(now, srcMAC, ip) // ipfrag.go
 		return
 	}
-	s.ipDeliver(now, MAC(eth.Src()), ip)
+	s.ipDeliver(now, srcMAC, ip)
 }
 
-// ipDeliver hands a datagram for our address (not a fragment) to its protocol.
+// ipDeliver hands an IPv4 datagram for our address (not a fragment) to its protocol.
 func (s *Stack) ipDeliver(now Time, srcMAC MAC, ip wire.IPv4) {
-	st := s.stats
-	switch ip.Protocol() {
-	case wire.ProtoTCP:
-	case wire.ProtoUDP:
-		s.udpInput(srcMAC, IPv4(ip.Src()), ip)
-		return
+	switch p := ip.Protocol(); p {
+	case wire.ProtoTCP, wire.ProtoUDP:
+		src := AddrFrom4(ip.Src())
+		s.l4Input(now, srcMAC, &src, &s.addr4, p, ip.Payload())
 	case wire.ProtoICMP:
 		s.icmpInput(now, ip)
-		return
 	default:
-		inc(&st.DropUnsupportedProto)
+		inc(&s.stats.DropUnsupportedProto)
+	}
+}
+
+// l4Input hands a TCP segment or UDP datagram from src to dst (ours) to the transport.
+func (s *Stack) l4Input(now Time, srcMAC MAC, src, dst *Addr, proto uint8, b []byte) {
+	if proto == wire.ProtoUDP {
+		s.udpInput(srcMAC, src, dst, b)
 		return
 	}
-	tcp := wire.TCP(ip.Payload())
+	st := s.stats
+	tcp := wire.TCP(b)
 	if !tcp.Valid() {
 		inc(&st.DropMalformed)
 		return
 	}
-	src := IPv4(ip.Src())
-	if s.cfg.VerifyChecksums && !tcp.ChecksumOK(src, s.cfg.Addr) {
-		inc(&st.DropBadChecksum)
-		return
+	v4 := src.Is4()
+	if s.cfg.VerifyChecksums {
+		ok := false
+		if v4 {
+			ok = tcp.ChecksumOK(src.As4(), dst.As4())
+		} else {
+			ok = tcp.ChecksumOK6((*[16]byte)(src), (*[16]byte)(dst))
+		}
+		if !ok {
+			inc(&st.DropBadChecksum)
+			return
+		}
 	}
 	inc(&st.TCPSegsIn)
 	var g segment
 	g.srcMAC = srcMAC
-	g.src = src
+	g.src = *src
+	g.dst = *dst
 	g.sport = tcp.SrcPort()
 	g.dport = tcp.DstPort()
 	g.seq = seq(tcp.Seq())
@@ -298,7 +325,13 @@ func (s *Stack) ipDeliver(now Time, srcMAC MAC, ip wire.IPv4) {
 	if tcp.DataOffset() > wire.TCPMinLen {
 		g.opts = wire.ParseTCPOptions(tcp.Options())
 	}
-	if g.sport == 0 || g.dport == 0 || src == s.cfg.Addr || src == (IPv4{255, 255, 255, 255}) || src[0] >= 224 {
+	// RFC 9293 3.10.7.2 / RFC 1122 4.2.3.10: no segments from broadcast or multicast
+	// sources, nor from ourselves.
+	bad := g.sport == 0 || g.dport == 0 || *src == *dst || src.IsMulticast() || src.IsUnspecified()
+	if v4 && src[12] == 255 && src[13] == 255 && src[14] == 255 && src[15] == 255 {
+		bad = true
+	}
+	if bad {
 		inc(&st.DropBadSegment)
 		return
 	}
@@ -310,7 +343,7 @@ func (s *Stack) tcpInput(now Time, g *segment) {
 	if c := s.conns[key]; c != nil {
 		// RFC 9293 3.10.7.4 / RFC 6191: a new SYN may reopen a TIME_WAIT tuple.
 		if c.state == StateTimeWait && g.flags&(wire.TCPFlagSYN|wire.TCPFlagACK|wire.TCPFlagRST) == wire.TCPFlagSYN &&
-			s.listeners[g.dport] != nil && g.seq.gt(c.rcvNxt) {
+			s.listenerFor(g) != nil && g.seq.gt(c.rcvNxt) {
 			s.free(c)
 		} else {
 			c.input(now, g)
@@ -322,7 +355,7 @@ func (s *Stack) tcpInput(now Time, g *segment) {
 		inc(&s.stats.DropNoSocket)
 		return
 	}
-	if l := s.listeners[g.dport]; l != nil {
+	if l := s.listenerFor(g); l != nil {
 		l.input(now, g)
 		return
 	}
@@ -341,18 +374,25 @@ func (s *Stack) replyReset(g *segment) {
 		return
 	}
 	if g.has(wire.TCPFlagACK) {
-		s.queueRST(g.srcMAC, g.src, g.dport, g.sport, g.ack, 0, wire.TCPFlagRST)
+		s.queueRST(g, g.ack, 0, wire.TCPFlagRST)
 	} else {
-		s.queueRST(g.srcMAC, g.src, g.dport, g.sport, 0, g.seq.add(g.segLen()), wire.TCPFlagRST|wire.TCPFlagACK)
+		s.queueRST(g, 0, g.seq.add(g.segLen()), wire.TCPFlagRST|wire.TCPFlagACK)
 	}
 }
 
-func (s *Stack) queueRST(mac MAC, ip IPv4, sport, dport uint16, sq, ack seq, flags uint8) {
+// queueRST queues a reset (or a SYN-ACK carrying a cookie) answering g.
+func (s *Stack) queueRST(g *segment, sq, ack seq, flags uint8) *rstReq {
+	return s.queueRSTTo(&ipHdr{mac: g.srcMAC, src: g.dst, dst: g.src}, g.dport, g.sport, sq, ack, flags)
+}
+
+func (s *Stack) queueRSTTo(h *ipHdr, sport, dport uint16, sq, ack seq, flags uint8) *rstReq {
 	if s.nrst == len(s.rst) {
-		return // rate limit: drop resets beyond the queue
+		return nil // rate limit: drop resets beyond the queue
 	}
-	s.rst[s.nrst] = rstReq{mac: mac, ip: ip, sport: sport, dport: dport, seq: sq, ack: ack, flags: flags}
+	r := &s.rst[s.nrst]
+	*r = rstReq{hdr: *h, sport: sport, dport: dport, seq: sq, ack: ack, flags: flags}
 	s.nrst++
+	return r
 }
 
 // Poll emits everything due (data, ACKs, retransmissions, RST, FIN), runs
@@ -433,7 +473,7 @@ func (s *Stack) flushRST(out Output) bool {
 		if r.cookie {
 			opts = o[:wire.PutSynOptionsFull(o[:], r.syn)]
 		}
-		n := s.encodeTCPRaw(buf, r.mac, r.ip, r.sport, r.dport, r.seq, r.ack, r.flags, r.wnd, nil, 0, -1, opts)
+		n := s.encodeTCPRaw(buf, &r.hdr, r.sport, r.dport, r.seq, r.ack, r.flags, r.wnd, nil, 0, -1, opts)
 		out.SubmitTx(buf, n)
 		if r.flags&wire.TCPFlagRST != 0 {
 			inc(&s.stats.TCPRstsSent)
@@ -490,7 +530,8 @@ func (s *Stack) Released(dst []uint16) []uint16 {
 // Flow is one connection as the steering knows it: local port, remote address and port.
 type Flow struct {
 	LocalPort  uint16
-	Remote     IPv4
+	Local      Addr
+	Remote     Addr
 	RemotePort uint16
 }
 
@@ -520,37 +561,21 @@ func (s *Stack) unrefPort(p uint16) {
 
 // ephemeralPort picks an unused local port for Connect with port 0 towards
 // remote:rport (RFC 6056, ports.go).
-func (s *Stack) ephemeralPort(remote IPv4, rport uint16) uint16 {
+func (s *Stack) ephemeralPort(remote Addr, rport uint16) uint16 {
 	return s.pickPort(portProtoTCP, remote, rport, func(p uint16) bool {
 		return s.portRefs[p] == 0 && s.conns[connKey{remote, rport, p}] == nil
 	})
 }
 
-// encodeTCPOpt writes Ethernet+IPv4+TCP headers into buf with the payload taken
-// from src (a send ring, at offset off) or none; it returns the frame length.
-// mss > 0 adds SYN options (and window scale where wscale >= 0).
-func (s *Stack) encodeTCPOpt(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
-	wnd uint16, src *ring, off, n int, mss uint16, wscale int) int {
-	var o [8]byte
-	var opts []byte
-	if mss != 0 {
-		opts = o[:wire.PutSynOptions(o[:], mss, wscale)]
-	}
-	return s.encodeTCPRaw(buf, dmac, dip, sport, dport, sq, ack, flags, wnd, src, off, n, opts)
-}
-
-// encodeTCPRaw is encodeTCPOpt with the given option bytes (a multiple of 4 long).
-func (s *Stack) encodeTCPRaw(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, sq, ack seq, flags uint8,
+// encodeTCPRaw writes Ethernet+IP+TCP headers into buf with the payload taken
+// from src (a send ring, at offset off) or none (n <= 0), and the given option
+// bytes (a multiple of 4 long); it returns the frame length.
+func (s *Stack) encodeTCPRaw(buf []byte, h *ipHdr, sport, dport uint16, sq, ack seq, flags uint8,
 	wnd uint16, src *ring, off, n int, opts []byte) int {
 	if n < 0 {
 		n = 0
 	}
-	eth := wire.Ethernet(buf)
-	eth.SetDst(dmac)
-	eth.SetSrc(s.cfg.MAC)
-	eth.SetType(wire.EtherTypeIPv4)
-	ip := wire.IPv4(buf[wire.EthHeaderLen:])
-	tcp := wire.TCP(ip[wire.IPv4MinLen:])
+	tcp := wire.TCP(buf[wire.EthHeaderLen+ipLen(&h.dst):])
 	hl := wire.TCPMinLen + copy(tcp[wire.TCPMinLen:wire.TCPMinLen+wire.TCPMaxOptLen], opts)
 	tcp = tcp[:hl+n]
 	tcp.SetSrcPort(sport)
@@ -564,16 +589,12 @@ func (s *Stack) encodeTCPRaw(buf []byte, dmac MAC, dip IPv4, sport, dport uint16
 	if n > 0 {
 		src.peek(off, tcp[hl:])
 	}
-	tcp.SetChecksumIPv4(s.cfg.Addr, dip)
-	total := wire.IPv4MinLen + len(tcp)
-	s.ipID++
-	ip.Encode(total, s.ipID, 64, wire.ProtoTCP, s.cfg.Addr, dip)
+	tcp.SetChecksum(0)
+	tcp.SetChecksum(wire.Finish(wire.Checksum(tcp, h.pseudo(wire.ProtoTCP, len(tcp)))))
 	st := s.stats
-	inc(&st.EthTxFrames)
-	inc(&st.IPTxPackets)
 	inc(&st.TCPSegsOut)
 	if n > 0 {
 		add(&st.TCPBytesOut, uint64(n))
 	}
-	return wire.EthHeaderLen + total
+	return s.putIP(buf, h, wire.ProtoTCP, len(tcp))
 }

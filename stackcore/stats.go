@@ -16,6 +16,9 @@ type Stats struct {
 	IPRxPackets uint64 `stat:"ip.rx_packets" help:"IPv4 packets received, before the check of their destination address"`
 	IPTxPackets uint64 `stat:"ip.tx_packets" help:"IPv4 packets sent"`
 
+	IP6RxPackets uint64 `stat:"ip6.rx_packets" help:"IPv6 packets received, before the check of their destination address"`
+	IP6TxPackets uint64 `stat:"ip6.tx_packets" help:"IPv6 packets sent"`
+
 	TCPSegsIn             uint64 `stat:"tcp.segs_in" help:"TCP segments received with a good checksum (Linux: Tcp InSegs)"`
 	TCPSegsOut            uint64 `stat:"tcp.segs_out" help:"TCP segments sent, retransmissions included (Linux: Tcp OutSegs)"`
 	TCPBytesIn            uint64 `stat:"tcp.bytes_in" help:"TCP payload bytes received in sequence and queued for the application"`
@@ -38,9 +41,10 @@ type Stats struct {
 	TCPHyStartExits       uint64 `stat:"tcp.hystart_exits" help:"TCP slow starts left early by HyStart++ on a rising round-trip time (RFC 9406)"`
 
 	DropMalformed        uint64 `stat:"drop.malformed" help:"received frames dropped as malformed (truncated or invalid headers)"`
-	DropBadChecksum      uint64 `stat:"drop.bad_checksum" help:"received frames dropped for a bad IPv4, TCP or UDP checksum"`
-	DropNotForUs         uint64 `stat:"drop.not_for_us" help:"received frames dropped as addressed to another MAC or IPv4 address"`
-	DropFragment         uint64 `stat:"drop.fragment" help:"IPv4 fragments dropped (invalid, or the reassembly pool full)"`
+	DropBadChecksum      uint64 `stat:"drop.bad_checksum" help:"received frames dropped for a bad IPv4, TCP or UDP checksum (a zero one over IPv6 included)"`
+	DropNotForUs         uint64 `stat:"drop.not_for_us" help:"received frames dropped as addressed to another MAC or IP address"`
+	DropFragment         uint64 `stat:"drop.fragment" help:"IPv4 and IPv6 fragments dropped (invalid, or the reassembly pool full)"`
+	DropExtHeader        uint64 `stat:"drop.ext_header" help:"IPv6 packets dropped for an extension header RFC 8200 says to discard (unknown option, routing header to forward, misplaced or too many headers)"`
 	DropUnsupportedProto uint64 `stat:"drop.unsupported_proto" help:"received frames dropped for an EtherType or IP protocol the stack does not handle"`
 	DropNoSocket         uint64 `stat:"drop.no_socket" help:"received TCP segments and UDP datagrams dropped because no socket matched them"`
 	DropNoPort           uint64 `stat:"drop.no_port" help:"part of drop.no_socket: to a local port nothing here uses (steered here by mistake, or late for a port let go)"`
@@ -60,6 +64,12 @@ type Stats struct {
 	ICMPInErrors       uint64 `stat:"icmp.in_errors" help:"ICMP messages received malformed, with a bad checksum or quoting no usable header"`
 	ICMPInDestUnreachs uint64 `stat:"icmp.in_dest_unreachs" help:"ICMP destination unreachable messages received"`
 
+	// ICMPv6 (RFC 4443), named after Linux's Icmp6 MIB.
+	ICMP6InMsgs         uint64 `stat:"icmp6.in_msgs" help:"ICMPv6 messages received (Linux: Icmp6 InMsgs)"`
+	ICMP6InErrors       uint64 `stat:"icmp6.in_errors" help:"ICMPv6 messages received malformed, with a bad checksum or quoting no usable header"`
+	ICMP6InDestUnreachs uint64 `stat:"icmp6.in_dest_unreachs" help:"ICMPv6 destination unreachable messages received"`
+	ICMP6InPktTooBigs   uint64 `stat:"icmp6.in_pkt_too_bigs" help:"ICMPv6 packet too big messages received (RFC 8201 path MTU discovery)"`
+
 	// SYN cookies (RFC 4987 3.6), named after Linux's SyncookiesSent/Recv/Failed.
 	TCPSynCookiesSent   uint64 `stat:"tcp.syncookies_sent" help:"SYN cookies sent by listeners whose SYN queue was full"`
 	TCPSynCookiesRecv   uint64 `stat:"tcp.syncookies_recv" help:"ACKs received that carried a valid SYN cookie"`
@@ -70,6 +80,11 @@ type Stats struct {
 	IPReasmOKs     uint64 `stat:"ip.reasm_oks" help:"IPv4 datagrams reassembled from fragments (Linux: Ip ReasmOKs)"`
 	IPReasmFails   uint64 `stat:"ip.reasm_fails" help:"IPv4 reassemblies that failed, timeouts included (Linux: Ip ReasmFails)"`
 	IPReasmTimeout uint64 `stat:"ip.reasm_timeout" help:"IPv4 reassemblies given up after the timeout (Linux: Ip ReasmTimeout)"`
+
+	// IPv6 reassembly (RFC 8200 4.5), named after Linux's Ip6 MIB.
+	IP6ReasmReqds uint64 `stat:"ip6.reasm_reqds" help:"IPv6 fragments received for reassembly (Linux: Ip6 ReasmReqds)"`
+	IP6ReasmOKs   uint64 `stat:"ip6.reasm_oks" help:"IPv6 datagrams reassembled from fragments (Linux: Ip6 ReasmOKs)"`
+	IP6ReasmFails uint64 `stat:"ip6.reasm_fails" help:"IPv6 reassemblies that failed, timeouts included (Linux: Ip6 ReasmFails)"`
 }
 
 func inc(p *uint64)           { atomic.AddUint64(p, 1) }

@@ -27,13 +27,27 @@ const (
 	cookieSaltH2 = 0x510e527fade682d1
 )
 
-// cookieMSS is Linux's msstab for IPv4.
-var cookieMSS = [4]uint16{536, 1300, 1440, 1460}
+// cookieMSS4 and cookieMSS6 are Linux's msstab for IPv4 and IPv6.
+var (
+	cookieMSS4 = [4]uint16{536, 1300, 1440, 1460}
+	cookieMSS6 = [4]uint16{1280 - 60, 1480 - 60, 1500 - 60, 9000 - 60}
+)
+
+// cookieTable is the MSS table of a peer's family.
+func cookieTable(peer *Addr) *[4]uint16 {
+	if peer.Is4() {
+		return &cookieMSS4
+	}
+	return &cookieMSS6
+}
+
+// familyMSS is our MSS towards a peer of that family.
+func (s *Stack) familyMSS(peer *Addr) int { return s.cfg.MTU - ipLen(peer) - wire.TCPMinLen }
 
 func cookieCount(now Time) uint32 { return uint32(now / cookieTick) }
 
-func (s *Stack) cookieHash(salt uint64, src IPv4, sport, dport uint16, count uint32) uint32 {
-	return uint32(s.keyedHash(salt, addrU64(src)<<32|addrU64(s.cfg.Addr), uint64(sport)<<16|uint64(dport), uint64(count)))
+func (s *Stack) cookieHash(salt uint64, src, dst *Addr, sport, dport uint16, count uint32) uint32 {
+	return uint32(s.keyedHash(salt, src.fold()<<32^dst.fold(), uint64(sport)<<16|uint64(dport), uint64(count)))
 }
 
 // makeCookie returns the ISN for a SYN (RFC 4987 3.6) and the MSS it encodes.
@@ -42,7 +56,8 @@ func (s *Stack) makeCookie(now Time, g *segment) (seq, uint16) {
 	if peer == 0 {
 		peer = defaultPeerMSS
 	}
-	peer = min(peer, uint16(s.mss))
+	peer = min(peer, uint16(s.familyMSS(&g.src)))
+	cookieMSS := cookieTable(&g.src)
 	idx := 0
 	for i := len(cookieMSS) - 1; i > 0; i-- {
 		if cookieMSS[i] <= peer {
@@ -51,24 +66,24 @@ func (s *Stack) makeCookie(now Time, g *segment) (seq, uint16) {
 		}
 	}
 	count := cookieCount(now)
-	c := s.cookieHash(cookieSaltH1, g.src, g.sport, g.dport, 0) + uint32(g.seq) + count<<24 +
-		(s.cookieHash(cookieSaltH2, g.src, g.sport, g.dport, count)+uint32(idx))&0xffffff
+	c := s.cookieHash(cookieSaltH1, &g.src, &g.dst, g.sport, g.dport, 0) + uint32(g.seq) + count<<24 +
+		(s.cookieHash(cookieSaltH2, &g.src, &g.dst, g.sport, g.dport, count)+uint32(idx))&0xffffff
 	return seq(c), cookieMSS[idx]
 }
 
 // checkCookie decodes the cookie an ACK acknowledges: the MSS, or 0 if invalid.
 func (s *Stack) checkCookie(now Time, g *segment) uint16 {
-	c := uint32(g.ack-1) - s.cookieHash(cookieSaltH1, g.src, g.sport, g.dport, 0) - uint32(g.seq-1)
+	c := uint32(g.ack-1) - s.cookieHash(cookieSaltH1, &g.src, &g.dst, g.sport, g.dport, 0) - uint32(g.seq-1)
 	count := cookieCount(now)
 	diff := (count - c>>24) & 0xff
 	if diff >= cookieMaxAge {
 		return 0
 	}
-	idx := (c - s.cookieHash(cookieSaltH2, g.src, g.sport, g.dport, count-diff)) & 0xffffff
-	if idx >= uint32(len(cookieMSS)) {
+	idx := (c - s.cookieHash(cookieSaltH2, &g.src, &g.dst, g.sport, g.dport, count-diff)) & 0xffffff
+	if idx >= 4 {
 		return 0
 	}
-	return cookieMSS[idx]
+	return cookieTable(&g.src)[idx]
 }
 
 // sendCookie answers a SYN on a listener whose SYN queue is full.
@@ -79,8 +94,7 @@ func (l *Listener) sendCookie(now Time, g *segment) {
 		return
 	}
 	iss, mss := s.makeCookie(now, g)
-	s.queueRST(g.srcMAC, g.src, g.dport, g.sport, iss, g.seq+1, wire.TCPFlagSYN|wire.TCPFlagACK)
-	r := &s.rst[s.nrst-1]
+	r := s.queueRST(g, iss, g.seq+1, wire.TCPFlagSYN|wire.TCPFlagACK)
 	r.cookie = true
 	r.syn = wire.SynOptions{MSS: mss, WScale: -1}
 	if g.opts.HasTS && !s.cfg.NoTimestamps {
@@ -118,7 +132,7 @@ func (l *Listener) cookieAck(now Time, g *segment) bool {
 		inc(&s.stats.TCPListenDrops) // accept queue full: drop, the peer retransmits
 		return true
 	}
-	c := s.newConn(connKey{g.src, g.sport, l.port}, g.srcMAC, now)
+	c := s.newConn(connKey{g.src, g.sport, l.port}, g.dst, g.srcMAC, now)
 	l.born(c)
 	c.lst = l
 	l.pending++
@@ -131,7 +145,7 @@ func (l *Listener) cookieAck(now Time, g *segment) bool {
 	c.rcvWup = c.rcvNxt
 	c.rcvAdv = c.rcvNxt.add(min(s.cfg.RecvBuf, 0xffff))
 	c.sndSh, c.rcvSh, c.wsOK, c.tsOK, c.sackOK = 0, 0, false, false, false
-	c.mss = min(int(mss), s.mss)
+	c.mss = min(int(mss), c.advMSS())
 	if g.opts.HasTS && g.opts.TSEcr != 0 && !s.cfg.NoTimestamps {
 		// Options from the TSval we sent (Linux cookie_timestamp_decode).
 		bits := g.opts.TSEcr & 0x3f

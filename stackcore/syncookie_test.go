@@ -28,7 +28,7 @@ func TestSynCookieHandshake(t *testing.T) {
 	}
 	fillSynQueue(n, 2)
 	before := len(n.b.s.conns)
-	c, err := n.a.s.Connect(n.now, 0, addrB, 80, macB)
+	c, err := n.a.s.Connect(n.now, 0, mapB, 80, macB)
 	if err != nil {
 		t.Fatal(err)
 	}

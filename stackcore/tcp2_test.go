@@ -85,7 +85,7 @@ func TestBacklogAndListenerClose(t *testing.T) {
 	l, _ := n.b.s.Listen(80, 2)
 	var cs []*TCPConn
 	for i := range 3 {
-		c, err := n.a.s.Connect(n.now, uint16(40000+i), addrB, 80, macB)
+		c, err := n.a.s.Connect(n.now, uint16(40000+i), mapB, 80, macB)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +159,7 @@ func TestTakeWoken(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	l, _ := n.b.s.Listen(80, 4)
 	l.Cookie = 7
-	c, _ := n.a.s.Connect(n.now, 40000, addrB, 80, macB)
+	c, _ := n.a.s.Connect(n.now, 40000, mapB, 80, macB)
 	c.Cookie = 1
 	n.settle()
 	if w := n.b.s.TakeWoken(nil); len(w) != 1 || w[0] != 7 {

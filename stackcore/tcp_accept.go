@@ -10,6 +10,9 @@ type Listener struct {
 
 	s       *Stack
 	port    uint16
+	fam     Family
+	local   Addr      // the address it is bound to; unspecified: any
+	next    *Listener // the next listener on the port
 	backlog int
 	queue   []*TCPConn // established, not yet accepted
 	pending int        // children in SYN-RECEIVED
@@ -27,16 +30,26 @@ type Listener struct {
 // queue: a backlog is a bound, not a size (programs pass INT_MAX, as iperf3
 // does, for "as many as the system allows").
 func (s *Stack) Listen(port uint16, backlog int) (*Listener, error) {
+	return s.ListenOn(port, backlog, FamilyBoth, Addr{})
+}
+
+// ListenOn is Listen for the segments of family fam to local (unspecified: any
+// of the interface's addresses). Listeners of one port may coexist when they
+// take disjoint segments: an AF_INET one and an IPV6_V6ONLY one, as in Linux.
+func (s *Stack) ListenOn(port uint16, backlog int, fam Family, local Addr) (*Listener, error) {
 	if port == 0 {
 		return nil, ErrAddrInUse
 	}
-	if s.listeners[port] != nil {
-		return nil, ErrAddrInUse
+	for o := s.listeners[port]; o != nil; o = o.next {
+		if overlaps(fam, &local, o.fam, &o.local) {
+			return nil, ErrAddrInUse
+		}
 	}
 	if backlog <= 0 {
 		backlog = defaultBacklog
 	}
-	l := &Listener{s: s, port: port, backlog: backlog, queue: make([]*TCPConn, 0, min(backlog, defaultBacklog))}
+	l := &Listener{s: s, port: port, fam: fam, local: local, backlog: backlog, next: s.listeners[port],
+		queue: make([]*TCPConn, 0, min(backlog, defaultBacklog))}
 	s.listeners[port] = l
 	s.refPort(port)
 	return l, nil
@@ -44,6 +57,16 @@ func (s *Stack) Listen(port uint16, backlog int) (*Listener, error) {
 
 // Port returns the listening port.
 func (l *Listener) Port() uint16 { return l.port }
+
+// listenerFor returns the listener that takes g, nil if none.
+func (s *Stack) listenerFor(g *segment) *Listener {
+	for l := s.listeners[g.dport]; l != nil; l = l.next {
+		if l.fam.takes(&l.local, &g.dst) {
+			return l
+		}
+	}
+	return nil
+}
 
 // Accept returns the next established connection, nil if none.
 func (l *Listener) Accept() *TCPConn {
@@ -78,8 +101,19 @@ func (l *Listener) Close() {
 	clear(l.queue)
 	l.queue = l.queue[:0]
 	l.pending = 0
-	if s.listeners[l.port] == l {
-		delete(s.listeners, l.port)
+	if head := s.listeners[l.port]; head == l {
+		if l.next == nil {
+			delete(s.listeners, l.port)
+		} else {
+			s.listeners[l.port] = l.next
+		}
+	} else {
+		for o := head; o != nil; o = o.next {
+			if o.next == l {
+				o.next = l.next
+				break
+			}
+		}
 	}
 	s.unrefPort(l.port)
 }
@@ -125,7 +159,7 @@ func (l *Listener) input(now Time, g *segment) {
 		l.sendCookie(now, g) // SYN queue full: RFC 4987 3.6
 		return
 	}
-	c := s.newConn(connKey{g.src, g.sport, l.port}, g.srcMAC, now)
+	c := s.newConn(connKey{g.src, g.sport, l.port}, g.dst, g.srcMAC, now)
 	c.segsIn = 1 // the SYN (Linux's tcp_create_openreq_child counts it too)
 	l.born(c)
 	c.lst = l
@@ -149,11 +183,11 @@ func (c *TCPConn) takeSynOptions(now Time, g *segment) {
 	if mss == 0 {
 		mss = defaultPeerMSS
 	}
-	if mss > c.s.mss {
-		mss = c.s.mss
+	if mss > c.advMSS() {
+		mss = c.advMSS()
 	}
 	if c.pmtu != 0 {
-		mss = min(mss, c.pmtu-40) // RFC 1191: fragmentation needed during the handshake
+		mss = min(mss, c.pmtu-c.hdrLen()) // RFC 1191: fragmentation needed during the handshake
 	}
 	if mss < 64 && c.pmtu == 0 {
 		mss = 64

@@ -77,7 +77,7 @@ type TCPConn struct {
 	s     *Stack
 	state State
 	key   connKey
-	rmac  MAC
+	hdr   ipHdr     // how its packets are addressed: hdr.dst == key.raddr, hdr.src the local address
 	lst   *Listener // listener that owns us until accepted
 	inAcc bool      // in lst's accept queue
 
@@ -242,11 +242,11 @@ type TCPConn struct {
 	estabCnt  bool // counted in tcp.curr_estab
 }
 
-func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
+func (s *Stack) newConn(key connKey, local Addr, rmac MAC, now Time) *TCPConn {
 	c := &TCPConn{
 		s:         s,
 		key:       key,
-		rmac:      rmac,
+		hdr:       ipHdr{mac: rmac, src: local, dst: key.raddr},
 		sndBuf:    s.sndPool.get(),
 		rcvBuf:    s.rcvPool.get(),
 		rto:       rtoInitial,
@@ -266,6 +266,9 @@ func (s *Stack) newConn(key connKey, rmac MAC, now Time) *TCPConn {
 		reoSteps:  1,
 	}
 	c.iss = s.isn(key, now)
+	if !key.raddr.Is4() {
+		c.hdr.flow = uint32(s.isn(key, 0)) & 0xfffff // RFC 6437 3: a pseudo-random label per flow
+	}
 	c.tsOff = s.tsOffset(key)
 	c.sndUna, c.sndNxt, c.sndMax = c.iss, c.iss, c.iss
 	c.recover = c.iss
@@ -306,9 +309,10 @@ func (s *Stack) isn(k connKey, now Time) seq {
 		h *= 0xff51afd7ed558ccd
 		h ^= h >> 33
 	}
-	mix(uint64(k.raddr[0])<<24 | uint64(k.raddr[1])<<16 | uint64(k.raddr[2])<<8 | uint64(k.raddr[3]))
+	mix(k.raddr.fold())
 	mix(uint64(k.rport)<<16 | uint64(k.lport))
-	mix(uint64(s.cfg.Addr[0])<<24 | uint64(s.cfg.Addr[1])<<16 | uint64(s.cfg.Addr[2])<<8 | uint64(s.cfg.Addr[3]))
+	local := s.SourceFor(k.raddr)
+	mix(local.fold())
 	return seq(uint32(h) + uint32(now/4))
 }
 
@@ -370,9 +374,18 @@ func (c *TCPConn) fail(err error) {
 
 // Connect starts an active open (RFC 9293 3.5) from localPort (0 = pick an
 // ephemeral port) to remote:remotePort through the next-hop MAC nextHop.
-func (s *Stack) Connect(now Time, localPort uint16, remote IPv4, remotePort uint16, nextHop MAC) (*TCPConn, error) {
+func (s *Stack) Connect(now Time, localPort uint16, remote Addr, remotePort uint16, nextHop MAC) (*TCPConn, error) {
+	return s.ConnectFrom(now, Addr{}, localPort, remote, remotePort, nextHop)
+}
+
+// ConnectFrom is Connect from local address local (unspecified: the source
+// address for remote, SourceFor).
+func (s *Stack) ConnectFrom(now Time, local Addr, localPort uint16, remote Addr, remotePort uint16, nextHop MAC) (*TCPConn, error) {
 	if remotePort == 0 {
 		return nil, ErrRefused
+	}
+	if local.IsUnspecified() {
+		local = s.SourceFor(remote)
 	}
 	if localPort == 0 {
 		if localPort = s.ephemeralPort(remote, remotePort); localPort == 0 {
@@ -386,7 +399,7 @@ func (s *Stack) Connect(now Time, localPort uint16, remote IPv4, remotePort uint
 		}
 		s.free(old)
 	}
-	c := s.newConn(key, nextHop, now)
+	c := s.newConn(key, local, nextHop, now)
 	c.setState(StateSynSent)
 	inc(&s.stats.TCPActiveOpens)
 	return c, nil
@@ -447,8 +460,8 @@ func (c *TCPConn) maybeWindowUpdate() {
 
 func (c *TCPConn) swsThreshold() int {
 	t := c.rcvBuf.Cap() / 2
-	if c.s.mss < t {
-		t = c.s.mss
+	if c.advMSS() < t {
+		t = c.advMSS()
 	}
 	return t
 }
@@ -533,7 +546,7 @@ func (c *TCPConn) Abort() {
 	}
 	switch c.state {
 	case StateSynReceived, StateEstablished, StateFinWait1, StateFinWait2, StateCloseWait, StateClosing, StateLastAck:
-		c.s.queueRST(c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
+		c.s.queueRSTTo(&c.hdr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
 	}
 	c.hardErr = ErrClosed
 	c.s.free(c)
@@ -585,13 +598,28 @@ func (c *TCPConn) OutQueue() int {
 	return c.sndBuf.Len()
 }
 
-func (c *TCPConn) flow() Flow { return Flow{c.key.lport, c.key.raddr, c.key.rport} }
+func (c *TCPConn) flow() Flow { return Flow{c.key.lport, c.hdr.src, c.key.raddr, c.key.rport} }
 
 // LocalPort returns the local port.
 func (c *TCPConn) LocalPort() uint16 { return c.key.lport }
 
 // Remote returns the peer's address and port.
-func (c *TCPConn) Remote() (IPv4, uint16) { return c.key.raddr, c.key.rport }
+func (c *TCPConn) Remote() (Addr, uint16) { return c.key.raddr, c.key.rport }
+
+// Local returns the local address.
+func (c *TCPConn) Local() Addr { return c.hdr.src }
+
+// SetTrafficClass sets the IPv4 TOS or IPv6 traffic class of its packets (IP_TOS, IPV6_TCLASS).
+func (c *TCPConn) SetTrafficClass(v uint8) { c.hdr.tclass = v }
+
+// SetHopLimit sets the TTL or hop limit of its packets (IP_TTL, IPV6_UNICAST_HOPS); 0 means 64.
+func (c *TCPConn) SetHopLimit(v uint8) { c.hdr.hops = v }
+
+// advMSS is the MSS we offer: the interface MTU less the IP and TCP headers.
+func (c *TCPConn) advMSS() int { return c.s.cfg.MTU - c.hdrLen() }
+
+// hdrLen is the length of the IP and TCP headers without options.
+func (c *TCPConn) hdrLen() int { return ipLen(&c.key.raddr) + wire.TCPMinLen }
 
 // SetNoDelay is TCP_NODELAY: true turns Nagle's algorithm off, so partial
 // segments go out as soon as the windows allow (it is on by default, as in

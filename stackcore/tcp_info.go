@@ -170,7 +170,7 @@ func (c *TCPConn) TCPInfo(now Time) TCPInfo {
 	i.RTO = sat32(int64(c.rto))
 	i.ATO = sat32(int64(max(c.ato, atoMin)))
 	i.SndMSS = uint32(mss)
-	i.RcvMSS = uint32(max(c.rcvMss, min(defaultPeerMSS, c.s.mss)))
+	i.RcvMSS = uint32(max(c.rcvMss, min(defaultPeerMSS, c.advMSS())))
 	if c.state.synchronized() || c.state == StateSynReceived || c.state == StateSynSent {
 		i.Unacked = uint32((max(c.sndMax.sub(c.sndUna), 0) + mss - 1) / mss)
 	}
@@ -192,7 +192,7 @@ func (c *TCPConn) TCPInfo(now Time) TCPInfo {
 		i.SndSsthresh = c.ssthresh / uint32(mss)
 	}
 	i.SndCwnd = c.cwnd / uint32(mss)
-	i.AdvMSS = uint32(c.s.mss)
+	i.AdvMSS = uint32(c.advMSS())
 	i.Reordering = 3 // tcp_reordering default
 	i.RcvSpace = uint32(c.rcvBuf.Cap())
 	i.TotalRetrans = c.totalRetrans

@@ -148,7 +148,7 @@ func (c *TCPConn) input(now Time, g *segment) {
 	}
 	if c.state == StateSynReceived {
 		if g.ack.leq(c.sndUna) || g.ack.gt(c.sndMax) {
-			c.s.queueRST(g.srcMAC, g.src, g.dport, g.sport, g.ack, 0, wire.TCPFlagRST)
+			c.s.queueRST(g, g.ack, 0, wire.TCPFlagRST)
 			return
 		}
 		if c.lst != nil && len(c.lst.queue) >= c.lst.backlog {
@@ -191,7 +191,7 @@ func (c *TCPConn) input(now Time, g *segment) {
 	if len(g.payload) > 0 || g.has(wire.TCPFlagFIN) {
 		if c.appClosed && len(g.payload) > 0 && c.state != StateTimeWait {
 			// Data for a closed socket: reset, like Linux (RFC 9293 3.10.7.4 seventh, note).
-			c.s.queueRST(c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
+			c.s.queueRSTTo(&c.hdr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
 			c.hardErr = ErrReset
 			c.s.free(c)
 			return
@@ -524,7 +524,7 @@ func (c *TCPConn) receive(now Time, g *segment) {
 // otherwise start the delayed-ACK timer (ATO, at least 40ms), hoping to
 // piggyback the ACK on data.
 func (c *TCPConn) scheduleAck(now Time, n int, hole bool) {
-	c.rcvMss = max(c.rcvMss, min(n, c.s.mss))
+	c.rcvMss = max(c.rcvMss, min(n, c.advMSS()))
 	if c.ato == 0 {
 		// First data: start the delayed-ACK engine in quick-ack mode.
 		c.ato = atoMin
@@ -655,7 +655,7 @@ func (c *TCPConn) inputSynSent(now Time, g *segment) {
 	if g.has(wire.TCPFlagACK) {
 		if g.ack.leq(c.iss) || g.ack.gt(c.sndMax) {
 			if !g.has(wire.TCPFlagRST) {
-				s.queueRST(g.srcMAC, g.src, g.dport, g.sport, g.ack, 0, wire.TCPFlagRST)
+				s.queueRST(g, g.ack, 0, wire.TCPFlagRST)
 			}
 			return
 		}

@@ -182,14 +182,14 @@ func (c *TCPConn) emitSyn(now Time, out Output, flags uint8, ack seq) (bool, boo
 		c.rcvAdv = c.rcvNxt.add(int(wnd))
 	}
 	retrans := c.sndMax != c.iss
-	o := wire.SynOptions{MSS: uint16(c.s.mss), WScale: ws, TSVal: c.tsNow(now)}
+	o := wire.SynOptions{MSS: uint16(c.advMSS()), WScale: ws, TSVal: c.tsNow(now)}
 	if flags&wire.TCPFlagACK != 0 {
 		o.TS, o.SACKPerm, o.TSEcr = c.tsOK, c.sackOK, c.tsRecent
 	} else {
 		o.TS, o.SACKPerm = !c.s.cfg.NoTimestamps, !c.s.cfg.NoSACK
 	}
 	nopt := wire.PutSynOptionsFull(c.optBuf[:], o)
-	n := c.s.encodeTCPRaw(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.iss, ack, flags, wnd, nil, 0, 0,
+	n := c.s.encodeTCPRaw(buf, &c.hdr, c.key.lport, c.key.rport, c.iss, ack, flags, wnd, nil, 0, 0,
 		c.optBuf[:nopt])
 	out.SubmitTx(buf, n)
 	c.segsOut++
@@ -252,7 +252,7 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 	flags := uint8(wire.TCPFlagACK)
 	dataEnd := c.finSeq()
 	opts := c.segOptions(now)
-	if room := c.PathMTU() - 40 - len(opts); n > room {
+	if room := c.PathMTU() - c.hdrLen() - len(opts); n > room {
 		n = room // SACK blocks take payload room (Linux tcp_current_mss)
 		fin = false
 	}
@@ -263,7 +263,7 @@ func (c *TCPConn) emit(now Time, out Output, sq seq, n int, fin, probe bool) (bo
 		flags |= wire.TCPFlagFIN
 	}
 	wnd := c.advertise()
-	fl := c.s.encodeTCPRaw(buf, c.rmac, c.key.raddr, c.key.lport, c.key.rport, sq, c.rcvNxt, flags, wnd,
+	fl := c.s.encodeTCPRaw(buf, &c.hdr, c.key.lport, c.key.rport, sq, c.rcvNxt, flags, wnd,
 		&c.sndBuf, sq.sub(c.bufSeq), n, opts)
 	out.SubmitTx(buf, fl)
 	c.segsOut++
@@ -395,7 +395,7 @@ func (c *TCPConn) keepalive(now Time) {
 	// Linux tcp_keepalive_timer: TCP_USER_TIMEOUT, when set, replaces the count.
 	if c.userTO > 0 && elapsed >= c.userTO && c.kaProbes > 0 || c.userTO <= 0 && c.kaProbes >= c.kaCnt {
 		inc(&c.s.stats.TCPTimeouts)
-		c.s.queueRST(c.rmac, c.key.raddr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
+		c.s.queueRSTTo(&c.hdr, c.key.lport, c.key.rport, c.sndNxt, 0, wire.TCPFlagRST)
 		c.fail(ErrTimedOut)
 		return
 	}

@@ -214,7 +214,7 @@ func TestSynRetransmit(t *testing.T) {
 	hook, dropped := dropNth(0, func(tcp wire.TCP) bool { return tcp.Flags()&wire.TCPFlagSYN != 0 })
 	n.a.end.Hook = hook
 	l, _ := n.b.s.Listen(80, 4)
-	c, _ := n.a.s.Connect(n.now, 40000, addrB, 80, macB)
+	c, _ := n.a.s.Connect(n.now, 40000, mapB, 80, macB)
 	start := n.now
 	if !n.runUntil(10*Second, func() bool { return c.State() == StateEstablished }) {
 		t.Fatalf("state %v", c.State())
@@ -228,7 +228,7 @@ func TestSynRetransmit(t *testing.T) {
 func TestSynTimeout(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	n.a.end.Hook = func(uint64, []byte) bool { return true }
-	c, _ := n.a.s.Connect(n.now, 40000, addrB, 80, macB)
+	c, _ := n.a.s.Connect(n.now, 40000, mapB, 80, macB)
 	start := n.now
 	n.runUntil(1000*Second, func() bool { return c.State() == StateClosed })
 	if c.Err() != ErrTimedOut {
@@ -247,7 +247,7 @@ func TestSynTimeout(t *testing.T) {
 // closed port makes connect fail with ErrRefused (3.10.7.3).
 func TestRefused(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
-	c, _ := n.a.s.Connect(n.now, 40000, addrB, 81, macB)
+	c, _ := n.a.s.Connect(n.now, 40000, mapB, 81, macB)
 	n.settle()
 	if c.State() != StateClosed || c.Err() != ErrRefused {
 		t.Fatalf("state %v err %v", c.State(), c.Err())
@@ -345,7 +345,7 @@ func TestTimeWaitReuse(t *testing.T) {
 		t.Fatalf("server %v", s.State())
 	}
 	n.now += 10 * Second // ISN clock moves on
-	c2, err := n.a.s.Connect(n.now, 40000, addrB, 80, macB)
+	c2, err := n.a.s.Connect(n.now, 40000, mapB, 80, macB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +364,7 @@ func TestTimeWaitReuse(t *testing.T) {
 	if c2.State() != StateTimeWait {
 		t.Fatalf("client %v", c2.State())
 	}
-	c3, err := n.a.s.Connect(n.now, 40000, addrB, 80, macB)
+	c3, err := n.a.s.Connect(n.now, 40000, mapB, 80, macB)
 	if err != nil || !n.runUntil(5*Second, func() bool { return c3.State() == StateEstablished }) {
 		t.Fatalf("connect over TIME-WAIT: %v", err)
 	}

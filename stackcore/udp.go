@@ -6,14 +6,14 @@ import (
 	"ustack/stackcore/wire"
 )
 
-// ErrMsgSize is returned by SendTo for a datagram larger than MTU-28: the
-// stack does not fragment (EMSGSIZE).
+// ErrMsgSize is returned by SendTo for a datagram larger than MTU-28 (IPv4)
+// or MTU-48 (IPv6): the stack does not fragment (EMSGSIZE).
 var ErrMsgSize = errors.New("stackcore: message too long")
 
 // dgram describes one queued datagram; its bytes sit in the queue's ring.
 type dgram struct {
 	n    int
-	addr IPv4 // source (receive) or destination (send)
+	addr Addr // source (receive) or destination (send)
 	port uint16
 	mac  MAC // source MAC (receive) or next hop (send)
 }
@@ -84,8 +84,12 @@ type UDPSocket struct {
 
 	s         *Stack
 	port      uint16
+	fam       Family
+	local     Addr // the address it is bound to; unspecified: any
+	tclass    uint8
+	hops      uint8
 	connected bool
-	raddr     IPv4
+	raddr     Addr
 	rport     uint16
 	rmac      MAC
 	rx, tx    dgramQueue
@@ -101,27 +105,35 @@ type UDPSocket struct {
 	TableSlot int32
 }
 
-// maxUDPPayload is the largest datagram sent without fragmenting.
+// maxUDPPayload is the largest IPv4 datagram sent without fragmenting
+// (IPv6's is 20 bytes less).
 func (s *Stack) maxUDPPayload() int { return s.cfg.MTU - wire.IPv4MinLen - wire.UDPHeaderLen }
 
 // UDPBind opens a UDP socket on local port port (0 picks an ephemeral
 // port). UDP ports are a namespace of their own: ErrAddrInUse only when
 // another UDP socket holds the port.
-func (s *Stack) UDPBind(port uint16) (*UDPSocket, error) { return s.udpBind(port, false) }
+func (s *Stack) UDPBind(port uint16) (*UDPSocket, error) {
+	return s.UDPBindOn(port, false, FamilyBoth, Addr{})
+}
 
 // UDPBindReuse is UDPBind for a socket with SO_REUSEADDR or SO_REUSEPORT: it may share its port
 // with other such sockets. A datagram goes to the socket connected to its sender, else to one
 // bound but not connected (as Linux matches the most specific socket).
-func (s *Stack) UDPBindReuse(port uint16) (*UDPSocket, error) { return s.udpBind(port, true) }
+func (s *Stack) UDPBindReuse(port uint16) (*UDPSocket, error) {
+	return s.UDPBindOn(port, true, FamilyBoth, Addr{})
+}
 
-func (s *Stack) udpBind(port uint16, reuse bool) (*UDPSocket, error) {
+// UDPBindOn is UDPBind or UDPBindReuse for the datagrams of family fam to local
+// (unspecified: any of the interface's addresses). Sockets whose families or
+// addresses are apart share a port without reuse, as in Linux.
+func (s *Stack) UDPBindOn(port uint16, reuse bool, fam Family, local Addr) (*UDPSocket, error) {
 	if port == 0 {
 		if port = s.udpEphemeralPort(); port == 0 {
 			return nil, ErrAddrInUse
 		}
 	}
 	for o := s.udpPorts[port]; o != nil; o = o.next {
-		if !reuse || !o.reuse {
+		if (!reuse || !o.reuse) && overlaps(fam, &local, o.fam, &o.local) {
 			return nil, ErrAddrInUse
 		}
 	}
@@ -129,6 +141,8 @@ func (s *Stack) udpBind(port uint16, reuse bool) (*UDPSocket, error) {
 	u := &UDPSocket{
 		s:     s,
 		port:  port,
+		fam:   fam,
+		local: local,
 		rx:    newDgramQueue(max(s.cfg.RecvBuf, least)),
 		tx:    newDgramQueue(max(s.cfg.SendBuf, least)),
 		reuse: reuse,
@@ -138,16 +152,19 @@ func (s *Stack) udpBind(port uint16, reuse bool) (*UDPSocket, error) {
 	return u, nil
 }
 
-// udpLookup finds the socket for a datagram from src:sport to port: the one connected to that
-// sender, else one that is not connected.
-func (s *Stack) udpLookup(port uint16, src IPv4, sport uint16) *UDPSocket {
+// udpLookup finds the socket for a datagram from src:sport to dst:port: the one connected to
+// that sender, else one that is not connected.
+func (s *Stack) udpLookup(dst *Addr, port uint16, src *Addr, sport uint16) *UDPSocket {
 	var open *UDPSocket
 	for u := s.udpPorts[port]; u != nil; u = u.next {
+		if !u.fam.takes(&u.local, dst) {
+			continue
+		}
 		if !u.connected {
 			if open == nil {
 				open = u
 			}
-		} else if u.raddr == src && u.rport == sport {
+		} else if u.raddr == *src && u.rport == sport {
 			return u
 		}
 	}
@@ -156,7 +173,7 @@ func (s *Stack) udpLookup(port uint16, src IPv4, sport uint16) *UDPSocket {
 
 // udpEphemeralPort picks a free UDP port for UDPBind(0) (RFC 6056, ports.go).
 func (s *Stack) udpEphemeralPort() uint16 {
-	return s.pickPort(portProtoUDP, IPv4{}, 0, func(p uint16) bool { return s.udpPorts[p] == nil })
+	return s.pickPort(portProtoUDP, Addr{}, 0, func(p uint16) bool { return s.udpPorts[p] == nil })
 }
 
 // UDPPortInUse reports whether a UDP socket holds local port p.
@@ -180,34 +197,44 @@ func (u *UDPSocket) LocalPort() uint16 { return u.port }
 // Connect sets the default destination; from then on datagrams from any
 // other source are dropped (as Linux does) and ICMP port unreachable from
 // the destination is reported as ErrRefused. Datagrams already queued stay.
-func (u *UDPSocket) Connect(remote IPv4, port uint16, nextHop MAC) {
+func (u *UDPSocket) Connect(remote Addr, port uint16, nextHop MAC) {
 	u.connected, u.raddr, u.rport, u.rmac = true, remote, port, nextHop
 	u.err = nil
 }
 
 // Disconnect removes the default destination (connect with AF_UNSPEC).
 func (u *UDPSocket) Disconnect() {
-	u.connected, u.raddr, u.rport, u.rmac = false, IPv4{}, 0, MAC{}
+	u.connected, u.raddr, u.rport, u.rmac = false, Addr{}, 0, MAC{}
 	u.err = nil
 }
 
 // Remote returns the default destination; ok is false when not connected.
-func (u *UDPSocket) Remote() (IPv4, uint16, bool) { return u.raddr, u.rport, u.connected }
+func (u *UDPSocket) Remote() (Addr, uint16, bool) { return u.raddr, u.rport, u.connected }
+
+// Local returns the address the socket is bound to (unspecified: any).
+func (u *UDPSocket) Local() Addr { return u.local }
+
+// SetTrafficClass sets the IPv4 TOS or IPv6 traffic class of its datagrams (IP_TOS, IPV6_TCLASS).
+func (u *UDPSocket) SetTrafficClass(v uint8) { u.tclass = v }
+
+// SetHopLimit sets the TTL or hop limit of its datagrams (IP_TTL, IPV6_UNICAST_HOPS); 0 means 64.
+func (u *UDPSocket) SetHopLimit(v uint8) { u.hops = v }
 
 // RemoteMAC returns the next hop given to Connect.
 func (u *UDPSocket) RemoteMAC() MAC { return u.rmac }
 
 // SendTo copies one datagram into the send queue; it goes out at the next
-// Poll. It returns ErrMsgSize for more than MTU-28 bytes, ErrWouldBlock when
-// the queue has no room, and a pending error (which it clears) first.
-func (u *UDPSocket) SendTo(p []byte, dst IPv4, dport uint16, nextHop MAC) (int, error) {
+// Poll. It returns ErrMsgSize for more than MTU-28 bytes (MTU-48 to IPv6),
+// ErrWouldBlock when the queue has no room, and a pending error (which it
+// clears) first.
+func (u *UDPSocket) SendTo(p []byte, dst Addr, dport uint16, nextHop MAC) (int, error) {
 	if u.closed {
 		return 0, ErrClosed
 	}
 	if u.err != nil {
 		return 0, u.TakeErr()
 	}
-	if len(p) > u.s.maxUDPPayload() {
+	if len(p) > u.s.maxUDPPayload()-ipLen(&dst)+wire.IPv4MinLen {
 		return 0, ErrMsgSize
 	}
 	if !u.tx.fits(len(p)) {
@@ -226,14 +253,14 @@ func (u *UDPSocket) SendTo(p []byte, dst IPv4, dport uint16, nextHop MAC) (int, 
 // datagram's length (n < full: truncated, MSG_TRUNC). peek leaves it queued
 // (MSG_PEEK). A pending error is returned (and cleared) first; ErrWouldBlock
 // when nothing is queued.
-func (u *UDPSocket) RecvFrom(p []byte, peek bool) (n, full int, src IPv4, sport uint16, err error) {
+func (u *UDPSocket) RecvFrom(p []byte, peek bool) (n, full int, src Addr, sport uint16, err error) {
 	n, full, src, sport, _, err = u.RecvFromMAC(p, peek)
 	return
 }
 
 // RecvFromMAC is RecvFrom that also returns the Ethernet source of the
 // datagram (the next hop for a reply).
-func (u *UDPSocket) RecvFromMAC(p []byte, peek bool) (n, full int, src IPv4, sport uint16, mac MAC, err error) {
+func (u *UDPSocket) RecvFromMAC(p []byte, peek bool) (n, full int, src Addr, sport uint16, mac MAC, err error) {
 	if u.err != nil {
 		return 0, 0, src, 0, mac, u.TakeErr()
 	}
@@ -344,22 +371,30 @@ func (u *UDPSocket) wake() {
 	}
 }
 
-// udpInput delivers a datagram to the socket bound to its port (RFC 768).
-func (s *Stack) udpInput(srcMAC MAC, src IPv4, ip wire.IPv4) {
+// udpInput delivers a datagram from src to dst (ours) to the socket bound to its port (RFC 768).
+func (s *Stack) udpInput(srcMAC MAC, src, dst *Addr, b []byte) {
 	st := s.stats
-	d := wire.UDP(ip.Payload())
+	d := wire.UDP(b)
 	if !d.Valid() {
 		inc(&st.UDPInErrors)
 		inc(&st.DropMalformed)
 		return
 	}
-	if s.cfg.VerifyChecksums && !d.ChecksumOK(src, s.cfg.Addr) {
+	ok := true
+	if src.Is4() {
+		ok = !s.cfg.VerifyChecksums || d.ChecksumOK(src.As4(), dst.As4())
+	} else if s.cfg.VerifyChecksums {
+		ok = d.ChecksumOK6((*[16]byte)(src), (*[16]byte)(dst))
+	} else {
+		ok = d.Checksum() != 0 // RFC 8200 8.1: IPv6 receivers discard a zero checksum
+	}
+	if !ok {
 		inc(&st.UDPInErrors)
 		inc(&st.DropBadChecksum)
 		return
 	}
 	sport := d.SrcPort()
-	u := s.udpLookup(d.DstPort(), src, sport)
+	u := s.udpLookup(dst, d.DstPort(), src, sport)
 	if u == nil {
 		// Linux matches no socket either: a connected socket accepts only its peer.
 		inc(&st.UDPNoPorts)
@@ -375,7 +410,7 @@ func (s *Stack) udpInput(srcMAC MAC, src IPv4, ip wire.IPv4) {
 		inc(&st.UDPInErrors)
 		return
 	}
-	u.rx.push(p, dgram{addr: src, port: sport, mac: srcMAC})
+	u.rx.push(p, dgram{addr: *src, port: sport, mac: srcMAC})
 	u.dgramsIn++
 	inc(&st.UDPInDatagrams)
 	u.wake()
@@ -395,7 +430,11 @@ func (s *Stack) flushUDP(out Output) bool {
 				break
 			}
 			d := u.tx.front()
-			n := s.encodeUDP(buf, d.mac, d.addr, u.port, d.port, &u.tx.data, d.n)
+			h := ipHdr{mac: d.mac, src: u.local, dst: d.addr, tclass: u.tclass, hops: u.hops}
+			if h.src.IsUnspecified() || h.src.Is4() != h.dst.Is4() {
+				h.src = s.SourceFor(h.dst)
+			}
+			n := s.encodeUDP(buf, &h, u.port, d.port, &u.tx.data, d.n)
 			out.SubmitTx(buf, n)
 			u.tx.pop()
 			u.dgramsOut++
@@ -416,26 +455,22 @@ func (s *Stack) flushUDP(out Output) bool {
 	return ok
 }
 
-// encodeUDP writes Ethernet+IPv4+UDP headers and n payload bytes from the
+// encodeUDP writes Ethernet+IP+UDP headers and n payload bytes from the
 // front of src into buf; it returns the frame length.
-func (s *Stack) encodeUDP(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, src *ring, n int) int {
-	eth := wire.Ethernet(buf)
-	eth.SetDst(dmac)
-	eth.SetSrc(s.cfg.MAC)
-	eth.SetType(wire.EtherTypeIPv4)
-	ip := wire.IPv4(buf[wire.EthHeaderLen:])
+func (s *Stack) encodeUDP(buf []byte, h *ipHdr, sport, dport uint16, src *ring, n int) int {
 	ul := wire.UDPHeaderLen + n
-	d := wire.UDP(ip[wire.IPv4MinLen : wire.IPv4MinLen+ul])
+	off := wire.EthHeaderLen + ipLen(&h.dst)
+	d := wire.UDP(buf[off : off+ul])
 	d.SetSrcPort(sport)
 	d.SetDstPort(dport)
 	d.SetLength(ul)
 	src.peek(0, d[wire.UDPHeaderLen:])
-	d.SetChecksumIPv4(s.cfg.Addr, dip)
-	s.ipID++
-	ip.Encode(wire.IPv4MinLen+ul, s.ipID, 64, wire.ProtoUDP, s.cfg.Addr, dip)
-	st := s.stats
-	inc(&st.EthTxFrames)
-	inc(&st.IPTxPackets)
-	inc(&st.UDPOutDatagrams)
-	return wire.EthHeaderLen + wire.IPv4MinLen + ul
+	d.SetChecksum(0)
+	c := wire.Finish(wire.Checksum(d, h.pseudo(wire.ProtoUDP, ul)))
+	if c == 0 {
+		c = 0xffff
+	}
+	d.SetChecksum(c)
+	inc(&s.stats.UDPOutDatagrams)
+	return s.putIP(buf, h, wire.ProtoUDP, ul)
 }

@@ -30,9 +30,9 @@ func TestUDPReusePort(t *testing.T) {
 	}
 	b1, _ := n.b.s.UDPBind(6001)
 	b2, _ := n.b.s.UDPBind(6002)
-	conn.Connect(addrB, 6001, macB)
-	b1.SendTo([]byte("to the connected"), addrA, 5001, macA)
-	b2.SendTo([]byte("to the open one"), addrA, 5001, macA)
+	conn.Connect(mapB, 6001, macB)
+	b1.SendTo([]byte("to the connected"), mapA, 5001, macA)
+	b2.SendTo([]byte("to the open one"), mapA, 5001, macA)
 	n.settle()
 	buf := make([]byte, 32)
 	if k, _, _, p, err := conn.RecvFrom(buf, false); err != nil || p != 6001 || string(buf[:k]) != "to the connected" {

@@ -19,7 +19,7 @@ func udpFrameFrom(fromMAC MAC, from IPv4, toMAC MAC, to IPv4, sport, dport uint1
 	rg := newRing(len(payload) + 1)
 	rg.Write(payload)
 	buf := make([]byte, 2048)
-	n := s.encodeUDP(buf, toMAC, to, sport, dport, &rg, len(payload))
+	n := s.encodeUDP(buf, &ipHdr{mac: toMAC, src: AddrFrom4(from), dst: AddrFrom4(to)}, sport, dport, &rg, len(payload))
 	return buf[:n]
 }
 
@@ -34,7 +34,7 @@ func mustBind(t testing.TB, s *Stack, port uint16) *UDPSocket {
 	return u
 }
 
-func recvOne(t testing.TB, u *UDPSocket, size int) ([]byte, int, IPv4, uint16) {
+func recvOne(t testing.TB, u *UDPSocket, size int) ([]byte, int, Addr, uint16) {
 	t.Helper()
 	buf := make([]byte, size)
 	n, full, src, sport, err := u.RecvFrom(buf, false)
@@ -52,7 +52,7 @@ func TestUDPSendReceiveBothWays(t *testing.T) {
 	b := mustBind(t, n.b.s, 6000)
 	a.Cookie, b.Cookie = 1, 2
 	msg := pattern(1200, 1)
-	if k, err := a.SendTo(msg, addrB, 6000, macB); err != nil || k != len(msg) {
+	if k, err := a.SendTo(msg, mapB, 6000, macB); err != nil || k != len(msg) {
 		t.Fatalf("SendTo %d %v", k, err)
 	}
 	if b.Readable() {
@@ -70,7 +70,7 @@ func TestUDPSendReceiveBothWays(t *testing.T) {
 	}
 	buf := make([]byte, 2000)
 	k, full, src, sport, mac, err := b.RecvFromMAC(buf, false)
-	if err != nil || k != len(msg) || full != len(msg) || src != addrA || sport != 5000 || mac != macA ||
+	if err != nil || k != len(msg) || full != len(msg) || src != mapA || sport != 5000 || mac != macA ||
 		!bytes.Equal(buf[:k], msg) {
 		t.Fatalf("RecvFrom %d %d %v %d %v %v", k, full, src, sport, mac, err)
 	}
@@ -83,11 +83,11 @@ func TestUDPSendReceiveBothWays(t *testing.T) {
 	}
 	n.settle()
 	got, _, src, sport := recvOne(t, a, 100)
-	if !bytes.Equal(got, reply) || src != addrB || sport != 6000 {
+	if !bytes.Equal(got, reply) || src != mapB || sport != 6000 {
 		t.Fatalf("reply %x from %v:%d", got, src, sport)
 	}
 	// A zero-length datagram is a datagram (RFC 768: length 8).
-	if _, err := a.SendTo(nil, addrB, 6000, macB); err != nil {
+	if _, err := a.SendTo(nil, mapB, 6000, macB); err != nil {
 		t.Fatal(err)
 	}
 	n.settle()
@@ -142,8 +142,8 @@ func TestUDPBindPorts(t *testing.T) {
 func TestUDPConnectedFilter(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	b := mustBind(t, n.b.s, 6000)
-	b.Connect(addrA, 5000, macA)
-	if ip, port, ok := b.Remote(); !ok || ip != addrA || port != 5000 {
+	b.Connect(mapA, 5000, macA)
+	if ip, port, ok := b.Remote(); !ok || ip != mapA || port != 5000 {
 		t.Fatal("Remote")
 	}
 	n.b.s.Input(n.now, udpFrame(5001, 6000, []byte("other")))
@@ -233,11 +233,11 @@ func TestUDPSendQueueFull(t *testing.T) {
 	a.SetBuffers(0, 4000)
 	msg := pattern(1000, 4)
 	for i := range 4 {
-		if _, err := a.SendTo(msg, addrB, 6000, macB); err != nil {
+		if _, err := a.SendTo(msg, mapB, 6000, macB); err != nil {
 			t.Fatalf("send %d: %v", i, err)
 		}
 	}
-	if _, err := a.SendTo(msg, addrB, 6000, macB); err != ErrWouldBlock {
+	if _, err := a.SendTo(msg, mapB, 6000, macB); err != ErrWouldBlock {
 		t.Fatalf("full queue: %v", err)
 	}
 	if a.Writable() || a.OutQueue() != 4000 || n.a.s.Stats().UDPSndbufErrors != 1 {
@@ -251,7 +251,7 @@ func TestUDPSendQueueFull(t *testing.T) {
 	if w := n.a.s.TakeWoken(nil); !slices.Contains(w, 7) {
 		t.Fatalf("sender not woken: %v", w)
 	}
-	if _, err := a.SendTo(msg, addrB, 6000, macB); err != nil {
+	if _, err := a.SendTo(msg, mapB, 6000, macB); err != nil {
 		t.Fatal(err)
 	}
 	n.settle()
@@ -268,7 +268,7 @@ func TestUDPSendNoTxBuffers(t *testing.T) {
 	a := mustBind(t, n.a.s, 5000)
 	b := mustBind(t, n.b.s, 6000)
 	for i := range 20 {
-		if _, err := a.SendTo(pattern(100, uint64(i)), addrB, 6000, macB); err != nil {
+		if _, err := a.SendTo(pattern(100, uint64(i)), mapB, 6000, macB); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -287,11 +287,11 @@ func TestUDPMsgSize(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	a := mustBind(t, n.a.s, 5000)
 	b := mustBind(t, n.b.s, 6000)
-	if _, err := a.SendTo(make([]byte, 1473), addrB, 6000, macB); err != ErrMsgSize {
+	if _, err := a.SendTo(make([]byte, 1473), mapB, 6000, macB); err != ErrMsgSize {
 		t.Fatalf("1473 bytes: %v", err)
 	}
 	msg := pattern(1472, 5)
-	if _, err := a.SendTo(msg, addrB, 6000, macB); err != nil {
+	if _, err := a.SendTo(msg, mapB, 6000, macB); err != nil {
 		t.Fatal(err)
 	}
 	n.settle()
@@ -342,7 +342,7 @@ func TestUDPAllocs(t *testing.T) {
 	buf := make([]byte, 2048)
 	woken := make([]uintptr, 0, 16)
 	cycle := func() {
-		if _, err := a.SendTo(msg, addrB, 6000, macB); err != nil {
+		if _, err := a.SendTo(msg, mapB, 6000, macB); err != nil {
 			t.Fatal(err)
 		}
 		n.step()
@@ -382,7 +382,7 @@ func TestUDPCloseAndResize(t *testing.T) {
 		t.Fatal("datagram for A not queued")
 	}
 	for i := range 3 {
-		if _, err := a.SendTo(pattern(500, uint64(i)), addrB, 6000, macB); err != nil {
+		if _, err := a.SendTo(pattern(500, uint64(i)), mapB, 6000, macB); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -392,7 +392,7 @@ func TestUDPCloseAndResize(t *testing.T) {
 	}
 	a.Cookie = 9
 	a.Close()
-	if _, err := a.SendTo([]byte("x"), addrB, 6000, macB); err != ErrClosed {
+	if _, err := a.SendTo([]byte("x"), mapB, 6000, macB); err != ErrClosed {
 		t.Fatalf("SendTo after Close: %v", err)
 	}
 	if n.a.s.UDPPortInUse(5000) || a.InQueue() != 0 {

@@ -114,7 +114,7 @@ func TestUserTimeoutKeepAlive(t *testing.T) {
 func TestUserTimeoutNotInSynSent(t *testing.T) {
 	n := newNet(t, pair.Options{}, Config{}, Config{})
 	n.a.end.Hook = func(uint64, []byte) bool { return true }
-	c, err := n.a.s.Connect(n.now, 0, addrB, 80, macB)
+	c, err := n.a.s.Connect(n.now, 0, mapB, 80, macB)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,8 +70,13 @@ func (b IPv4) Payload() []byte { return b[b.HeaderLen():b.TotalLen()] }
 
 // Encode writes a 20-byte header without options and its checksum.
 func (b IPv4) Encode(totalLen int, id uint16, ttl, proto uint8, src, dst [4]byte) {
+	b.EncodeTOS(totalLen, id, ttl, 0, proto, src, dst)
+}
+
+// EncodeTOS is Encode with a type of service byte (IP_TOS: DSCP and ECN).
+func (b IPv4) EncodeTOS(totalLen int, id uint16, ttl, tos, proto uint8, src, dst [4]byte) {
 	b[IPv4VerIHL] = 0x45
-	b[IPv4TOS] = 0
+	b[IPv4TOS] = tos
 	binary.BigEndian.PutUint16(b[IPv4TotalLen:], uint16(totalLen))
 	binary.BigEndian.PutUint16(b[IPv4ID:], id)
 	binary.BigEndian.PutUint16(b[IPv4FlagsFrag:], IPv4FlagDF)
