@@ -60,8 +60,9 @@ void ustack_cand_setsockopt(int fd, int level, int name)
 {
 	if (USTACK_GO_OK())
 		return; /* the interposer takes it first, the shim decides */
-	if (level == IPPROTO_IP && (name == IP_ADD_MEMBERSHIP || name == IP_ADD_SOURCE_MEMBERSHIP ||
-				    name == MCAST_JOIN_GROUP))
+	if ((level == IPPROTO_IP && (name == IP_ADD_MEMBERSHIP || name == IP_ADD_SOURCE_MEMBERSHIP ||
+				     name == MCAST_JOIN_GROUP)) ||
+	    (level == IPPROTO_IPV6 && (name == IPV6_ADD_MEMBERSHIP || name == MCAST_JOIN_GROUP)))
 		ustack_cand_drop(fd);
 }
 

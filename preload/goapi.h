@@ -8,7 +8,7 @@
 
 struct ustack_goapi {
 	long (*init)(struct ustack_shared *); /* first: it starts the Go part */
-	long (*socket)(int, int);
+	long (*socket)(int, int, int); /* fd, domain, type */
 	long (*adopt)(int, int, int);
 	long (*bind)(int, void *, socklen_t);
 	long (*listen)(int, int);

@@ -15,16 +15,15 @@ int socket(int domain, int type, int protocol)
 	int base = type & 0xf;
 	int inet = (base == SOCK_STREAM && (protocol == 0 || protocol == IPPROTO_TCP)) ||
 		   (base == SOCK_DGRAM && (protocol == 0 || protocol == IPPROTO_UDP));
-	if (domain != AF_INET || !inet || ustack_forked_child) {
-		if (ustack_log_debug && (inet || domain == AF_INET))
+	if (!inet || ustack_forked_child) {
+		if (ustack_log_debug)
 			ustack_debugf("socket stays with the kernel fd=%d why=\"%s\"", fd,
 				      ustack_forked_child ? "made in a fork child, which has no stack" :
-				      domain == AF_INET6 ? "family AF_INET6 is not accelerated" :
 							   "neither TCP nor UDP");
 		return fd;
 	}
 	if (__atomic_load_n(&ustack_go_ready, __ATOMIC_ACQUIRE))
-		ustack_socket(fd, type);
+		ustack_socket(fd, domain, type);
 	else
 		ustack_cand_new(fd, type); /* the Go part starts when it carries data (cand.c) */
 	return fd;

@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"net"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -57,12 +56,20 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 	if err != nil {
 		return "reading its address: " + err.Error()
 	}
-	in, ok := sa.(*unix.SockaddrInet4)
+	ip, port, ok := addrOfSockaddr(sa)
 	if !ok {
-		return "not IPv4"
+		return "neither IPv4 nor IPv6"
 	}
-	port := uint16(in.Port)
-	if port != 0 && in.Addr != [4]byte{} && in.Addr != st.ifc.addr {
+	family, v6only := uint16(unix.AF_INET), false
+	if _, ok := sa.(*unix.SockaddrInet6); ok {
+		family = unix.AF_INET6
+		on, err := unix.GetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY)
+		if err != nil {
+			return "reading IPV6_V6ONLY: " + err.Error()
+		}
+		v6only = on != 0
+	}
+	if port != 0 && !ip.IsUnspecified() && !st.core.IsLocal(ip) {
 		return "bound to an address of another interface"
 	}
 	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" && dev != st.ifc.name {
@@ -79,11 +86,12 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 	st.with(nil, faultNone, func() int {
 		nonblock := fl&unix.O_NONBLOCK != 0
 		if udp {
-			u := &udpSock{sockBase: e.newBaseLocked(fd, nonblock)}
+			u := &udpSock{sockBase: e.newBaseLocked(fd, family, nonblock)}
 			u.self = u
 			u.opts = opts
+			u.v6only = v6only
 			if port != 0 {
-				u.boundAny = in.Addr == [4]byte{}
+				u.boundIP = ip
 				if r := u.bindStackLocked(port); r != 0 {
 					why = "the stack cannot take its port: " + unix.Errno(-r).Error()
 					return 0
@@ -91,10 +99,11 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 			}
 			e.publishLocked(u.sockBase, fd)
 		} else {
-			s := e.newTCPLocked(fd, nonblock)
+			s := e.newTCPLocked(fd, family, nonblock)
 			s.opts = opts
+			s.v6only = v6only
 			if port != 0 {
-				s.bound, s.boundAny, s.boundPort = true, in.Addr == [4]byte{}, port
+				s.bound, s.boundIP, s.boundPort = true, ip, port
 			}
 			if listening != 0 {
 				mode := listenAdopted
@@ -191,18 +200,26 @@ func (st *stack) keepKernelConnsLocked(port uint16) {
 // FIN it sees again draws a reset from the stack instead of an ACK, which ends the peer's
 // LAST-ACK all the same).
 func (st *stack) kernelConns() (map[flowKey]bool, error) {
-	socks, err := netlink.SocketDiagTCP(unix.AF_INET)
-	if err != nil {
-		return nil, err
-	}
-	local := net.IP(st.ifc.addr[:])
 	conns := map[flowKey]bool{}
-	for _, s := range socks {
-		if s.State == tcpListenState || s.State == tcpTimeWaitState || !s.ID.Source.Equal(local) {
-			continue
+	for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		socks, err := netlink.SocketDiagTCP(fam)
+		if err != nil {
+			return nil, err
 		}
-		if remote := s.ID.Destination.To4(); remote != nil {
-			conns[flowKey{lport: s.ID.SourcePort, raddr: [4]byte(remote), rport: s.ID.DestinationPort}] = true
+		for _, s := range socks {
+			if s.State == tcpListenState || s.State == tcpTimeWaitState {
+				continue
+			}
+			// IPv4 ones as mapped addresses, as a dual-stack socket has them
+			src, dst := s.ID.Source.To16(), s.ID.Destination.To16()
+			if src == nil || dst == nil {
+				continue
+			}
+			local, remote := stackcore.Addr(src), stackcore.Addr(dst)
+			if !st.core.IsLocal(local) {
+				continue
+			}
+			conns[flowKey{lport: s.ID.SourcePort, laddr: local, raddr: remote, rport: s.ID.DestinationPort}] = true
 		}
 	}
 	return conns, nil

@@ -144,9 +144,12 @@ func (e *Engine) sock(fd int) sock {
 	return nil
 }
 
-// Socket makes the new kernel socket fd accelerated if a stack runs (or can be started).
-func (e *Engine) Socket(fd, typ int) {
-	if fd < 0 || fd >= FDMax {
+// Socket makes the new AF_INET kernel socket fd accelerated if a stack runs (or can be started).
+func (e *Engine) Socket(fd, typ int) { e.SocketOf(fd, unix.AF_INET, typ) }
+
+// SocketOf is Socket for a socket of family domain, AF_INET or AF_INET6.
+func (e *Engine) SocketOf(fd, domain, typ int) {
+	if fd < 0 || fd >= FDMax || domain != unix.AF_INET && domain != unix.AF_INET6 {
 		return
 	}
 	st := e.stack()
@@ -157,27 +160,28 @@ func (e *Engine) Socket(fd, typ int) {
 	st.with(nil, faultNone, func() int {
 		var b *sockBase
 		if typ&0xf == unix.SOCK_DGRAM {
-			u := &udpSock{sockBase: e.newBaseLocked(fd, nonblock)}
+			u := &udpSock{sockBase: e.newBaseLocked(fd, uint16(domain), nonblock)}
 			u.self, b = u, u.sockBase
 		} else {
-			b = e.newTCPLocked(fd, nonblock).sockBase
+			b = e.newTCPLocked(fd, uint16(domain), nonblock).sockBase
 		}
 		e.publishLocked(b, fd)
 		return 0
 	})
-	e.Log.Debug().Int("fd", fd).Bool("udp", typ&0xf == unix.SOCK_DGRAM).Msg("socket accelerated")
+	e.Log.Debug().Int("fd", fd).Bool("udp", typ&0xf == unix.SOCK_DGRAM).Bool("ipv6", domain == unix.AF_INET6).Msg("socket accelerated")
 	count(&st.stats.SocketsAccelerated)
 }
 
 // newBaseLocked makes a socket's common part and gives it its cookie. Caller holds st.mu.
-func (e *Engine) newBaseLocked(fd int, nonblock bool) *sockBase {
+func (e *Engine) newBaseLocked(fd int, family uint16, nonblock bool) *sockBase {
 	e.lastCookie++
-	return &sockBase{e: e, st: e.st, fds: []int{fd}, cookie: e.lastCookie, nonblock: nonblock, born: e.tab.ForkGen()}
+	return &sockBase{e: e, st: e.st, fds: []int{fd}, cookie: e.lastCookie, nonblock: nonblock, born: e.tab.ForkGen(),
+		family: family, v6only: family == unix.AF_INET6 && e.st.bindV6only}
 }
 
 // newTCPLocked makes a TCP socket on the shadow fd. Caller holds st.mu.
-func (e *Engine) newTCPLocked(fd int, nonblock bool) *tcpSock {
-	s := &tcpSock{sockBase: e.newBaseLocked(fd, nonblock)}
+func (e *Engine) newTCPLocked(fd int, family uint16, nonblock bool) *tcpSock {
+	s := &tcpSock{sockBase: e.newBaseLocked(fd, family, nonblock)}
 	s.self = s
 	return s
 }
@@ -216,7 +220,7 @@ func (e *Engine) Bind(fd int, sa []byte) int {
 	if s == nil {
 		return Pass
 	}
-	ip, port, ok, errno := parseInet4(sa)
+	ip, port, ok, errno := s.base().parseAddr(sa)
 	if errno != 0 {
 		return neg(errno)
 	}

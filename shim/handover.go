@@ -180,7 +180,7 @@ func (s *tcpSock) moveLocked() int {
 func (st *stack) moveConnLocked(c *stackcore.TCPConn, fd int, o *sockOpts) int {
 	ip, rport := c.Remote()
 	lport := c.LocalPort()
-	key := flowKey{lport: lport, raddr: [4]byte(ip), rport: rport}
+	key := flowKey{lport: lport, laddr: c.Local(), raddr: ip, rport: rport}
 	if err := st.steerFlowLocked(key, flowDrop); err != nil {
 		st.eng.Log.Warn().Err(err).Msg("moving a connection to the kernel")
 		return neg(unix.ENOBUFS)
@@ -191,7 +191,7 @@ func (st *stack) moveConnLocked(c *stackcore.TCPConn, fd int, o *sockOpts) int {
 		return errNotYet // the frames just taken in closed it
 	}
 	r := c.Repair(st.now())
-	if err := repairInto(fd, st.ifc.addr, &r); err != nil {
+	if err := repairInto(fd, st.ifc.index, &r); err != nil {
 		st.unsteerFlowLocked(key)
 		st.eng.Log.Warn().Err(err).Uint16("port", lport).Msg("moving a connection to the kernel")
 		return errnoOf(err)

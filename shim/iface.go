@@ -8,6 +8,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"ustack/stackcore"
 )
 
 // iface is what the stack takes from the kernel about the accelerated interface: the kernel is
@@ -16,8 +18,9 @@ type iface struct {
 	name   string
 	index  int
 	mac    [6]byte
-	addr   [4]byte
-	prefix int
+	addr   stackcore.Addr   // the IPv4 address, mapped
+	prefix int              // of the IPv4 address
+	addrs6 []stackcore.Addr // IPv6 addresses, link-local ones included
 	mtu    int
 }
 
@@ -55,8 +58,18 @@ func findIface(name string) (iface, error) {
 	}
 	ifc := iface{name: a.Name, index: a.Index, mtu: a.MTU}
 	copy(ifc.mac[:], a.HardwareAddr)
-	copy(ifc.addr[:], addrs[0].IP.To4())
+	ifc.addr = stackcore.AddrFrom4(stackcore.IPv4(addrs[0].IP.To4()))
 	ifc.prefix, _ = addrs[0].Mask.Size()
+	addrs6, err := netlink.AddrList(link, netlink.FAMILY_V6)
+	if err != nil {
+		return iface{}, fmt.Errorf("IPv6 addresses of %s: %w", a.Name, err)
+	}
+	for _, x := range addrs6 {
+		// an address still in duplicate address detection (RFC 4862 5.4) is not ours yet
+		if ip := x.IP.To16(); ip != nil && x.Flags&(unix.IFA_F_TENTATIVE|unix.IFA_F_DADFAILED) == 0 {
+			ifc.addrs6 = append(ifc.addrs6, stackcore.Addr(ip))
+		}
+	}
 	return ifc, nil
 }
 
@@ -95,10 +108,30 @@ func defaultLink() (netlink.Link, error) {
 // apart, and then so does a connect waiting for it (EHOSTUNREACH).
 const resolveTimeout = 3500 * time.Millisecond
 
-// routeVia reports whether dst is reached through the accelerated interface and, if so, the IPv4
-// address of the next hop (dst itself when on-link).
-func (ifc *iface) routeVia(dst [4]byte) (nextHop [4]byte, ok bool) {
-	routes, err := netlink.RouteGet(net.IP(dst[:]))
+// netIP is a as the net package has it (4 bytes for IPv4).
+func netIP(a stackcore.Addr) net.IP {
+	if a.Is4() {
+		return net.IP(a[12:16])
+	}
+	return net.IP(a[:])
+}
+
+// family is a's netlink address family.
+func family(a stackcore.Addr) int {
+	if a.Is4() {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// routeVia reports whether dst is reached through the accelerated interface and, if so, the
+// address of the next hop (dst itself when on-link). A link-local destination is on the
+// interface's link by definition (RFC 4291 2.5.6).
+func (ifc *iface) routeVia(dst stackcore.Addr) (nextHop stackcore.Addr, ok bool) {
+	if dst.IsLinkLocal() {
+		return dst, true
+	}
+	routes, err := netlink.RouteGet(netIP(dst))
 	if err != nil || len(routes) == 0 {
 		return nextHop, false
 	}
@@ -106,23 +139,29 @@ func (ifc *iface) routeVia(dst [4]byte) (nextHop [4]byte, ok bool) {
 	if r.LinkIndex != ifc.index || r.Type == unix.RTN_LOCAL {
 		return nextHop, false
 	}
-	if gw := r.Gw.To4(); gw != nil {
-		copy(nextHop[:], gw)
-	} else {
+	switch {
+	case r.Gw == nil:
 		nextHop = dst
+	case r.Gw.To4() != nil && dst.Is4():
+		nextHop = stackcore.AddrFrom4(stackcore.IPv4(r.Gw.To4()))
+	case len(r.Gw) == net.IPv6len && !dst.Is4():
+		nextHop = stackcore.Addr(r.Gw)
+	default:
+		return nextHop, false // an IPv4 route through an IPv6 gateway (RFC 5549): the kernel's
 	}
 	return nextHop, true
 }
 
 // neighbour reads the kernel's neighbour table for a usable entry of ip, without waiting.
-func (ifc *iface) neighbour(ip [4]byte) ([6]byte, bool) {
+func (ifc *iface) neighbour(ip stackcore.Addr) ([6]byte, bool) {
 	var mac [6]byte
-	neighs, err := netlink.NeighList(ifc.index, netlink.FAMILY_V4)
+	neighs, err := netlink.NeighList(ifc.index, family(ip))
 	if err != nil {
 		return mac, false
 	}
+	want := netIP(ip)
 	for _, n := range neighs {
-		if n.IP.To4() == nil || !n.IP.To4().Equal(net.IP(ip[:])) || len(n.HardwareAddr) != 6 {
+		if !n.IP.Equal(want) || len(n.HardwareAddr) != 6 {
 			continue
 		}
 		if n.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE|netlink.NUD_PERMANENT|netlink.NUD_NOARP) != 0 {
@@ -135,7 +174,7 @@ func (ifc *iface) neighbour(ip [4]byte) ([6]byte, bool) {
 
 // resolveAsync has the kernel resolve ip on a goroutine of its own, never on the caller's
 // thread, and reports the outcome through done.
-func (ifc *iface) resolveAsync(ip [4]byte, done func([6]byte, error)) {
+func (ifc *iface) resolveAsync(ip stackcore.Addr, done func([6]byte, error)) {
 	go func() {
 		mac, err := ifc.resolve(ip, resolveTimeout)
 		done(mac, err)
@@ -145,7 +184,7 @@ func (ifc *iface) resolveAsync(ip [4]byte, done func([6]byte, error)) {
 // resolve waits at most timeout for the kernel to resolve ip, prodding it (a datagram to the
 // discard port) each second: a lost ARP request or reply must not cost the connection. It runs
 // on the resolver's goroutine only.
-func (ifc *iface) resolve(ip [4]byte, timeout time.Duration) ([6]byte, error) {
+func (ifc *iface) resolve(ip stackcore.Addr, timeout time.Duration) ([6]byte, error) {
 	deadline := time.Now().Add(timeout)
 	var prodded time.Time
 	for {
@@ -153,22 +192,28 @@ func (ifc *iface) resolve(ip [4]byte, timeout time.Duration) ([6]byte, error) {
 			return mac, nil
 		}
 		if time.Now().After(deadline) {
-			return [6]byte{}, fmt.Errorf("%w: %s on %s", errNoNeighbour, net.IP(ip[:]), ifc.name)
+			return [6]byte{}, fmt.Errorf("%w: %s on %s", errNoNeighbour, netIP(ip), ifc.name)
 		}
 		if time.Since(prodded) > time.Second {
 			prodded = time.Now()
-			prodNeighbour(ip)
+			ifc.prodNeighbour(ip)
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
 }
 
-// prodNeighbour makes the kernel resolve ip by sending an empty datagram to its discard port.
-func prodNeighbour(ip [4]byte) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// prodNeighbour makes the kernel resolve ip (ARP, or NDP's neighbour solicitation) by sending
+// an empty datagram to its discard port.
+func (ifc *iface) prodNeighbour(ip stackcore.Addr) {
+	var to unix.Sockaddr = &unix.SockaddrInet4{Port: 9, Addr: ip.As4()}
+	domain := unix.AF_INET
+	if !ip.Is4() {
+		to, domain = &unix.SockaddrInet6{Port: 9, Addr: ip, ZoneId: uint32(ifc.index)}, unix.AF_INET6
+	}
+	fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return
 	}
 	defer unix.Close(fd)
-	_ = unix.Sendto(fd, nil, unix.MSG_DONTWAIT, &unix.SockaddrInet4{Port: 9, Addr: ip})
+	_ = unix.Sendto(fd, nil, unix.MSG_DONTWAIT, to)
 }

@@ -32,19 +32,42 @@ const errPortTaken = -1 << 20
 type listenShare struct {
 	l     *stackcore.Listener
 	port  uint16
+	key   listenKey
 	socks []*tcpListener
+}
+
+// listenKey tells a port's listeners apart: an AF_INET one and an IPV6_V6ONLY one (or ones
+// bound to different addresses) are two listeners; sockets with equal keys are SO_REUSEPORT
+// siblings.
+type listenKey struct {
+	port  uint16
+	fam   stackcore.Family
+	local stackcore.Addr
+}
+
+// portListened reports whether a listener of this process holds port.
+func (st *stack) portListened(port uint16) bool {
+	for k := range st.listeners {
+		if k.port == port {
+			return true
+		}
+	}
+	return false
 }
 
 // systemSomaxconn reads the network namespace's net.core.somaxconn, Linux's default (4096) if
 // it cannot.
-func systemSomaxconn() int {
-	b, err := os.ReadFile("/proc/sys/net/core/somaxconn")
+func systemSomaxconn() int { return readSysctlInt("/proc/sys/net/core/somaxconn", 4096) }
+
+// readSysctlInt reads a non-negative integer sysctl of the network namespace, def if it cannot.
+func readSysctlInt(path string, def int) int {
+	b, err := os.ReadFile(path)
 	if err != nil {
-		return 4096
+		return def
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
 	if err != nil || n < 0 {
-		return 4096
+		return def
 	}
 	return n
 }
@@ -77,10 +100,10 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int, mode listenMode) int {
 	st := s.st
 	fd := s.fd()
 	if !s.bound {
-		if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil {
+		if err := unix.Bind(fd, s.kernelAddr(stackcore.Addr{}, 0)); err != nil {
 			return errnoOf(err)
 		}
-		s.boundAny = true
+		s.boundIP = stackcore.Addr{}
 	}
 	port, err := shadowPort(fd)
 	if err != nil {
@@ -88,10 +111,14 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int, mode listenMode) int {
 	}
 	backlog = max(backlog, 1)
 	ls := &tcpListener{sockBase: s.sockBase}
-	sh := st.listeners[port]
+	key := listenKey{port: port, fam: s.stackFamily(), local: s.boundIP}
+	if key.local.IsUnspecified() {
+		key.local = stackcore.Addr{}
+	}
+	sh := st.listeners[key]
 	fresh := sh == nil
 	if fresh {
-		l, err := st.core.Listen(port, backlog)
+		l, err := st.core.ListenOn(port, backlog, key.fam, key.local)
 		if err != nil {
 			return errnoOf(err)
 		}
@@ -118,7 +145,7 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int, mode listenMode) int {
 			return neg(unix.ENOBUFS)
 		}
 		l.Cookie = s.cookie
-		sh = &listenShare{l: l, port: port}
+		sh = &listenShare{l: l, port: port, key: key}
 	}
 	// SO_REUSEPORT (the kernel let both shadows bind): the sockets share one accept queue
 	if mode == listenNew {
@@ -130,7 +157,7 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int, mode listenMode) int {
 		}
 	}
 	if fresh {
-		st.listeners[port] = sh
+		st.listeners[key] = sh
 	}
 	sh.socks = append(sh.socks, ls)
 	ls.share = sh
@@ -141,7 +168,7 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int, mode listenMode) int {
 	return 0
 }
 
-func (l *tcpListener) bind([4]byte, uint16) int { return neg(unix.EINVAL) }
+func (l *tcpListener) bind(stackcore.Addr, uint16) int { return neg(unix.EINVAL) }
 func (l *tcpListener) connect([]byte) int       { return neg(unix.EISCONN) }
 func (l *tcpListener) shutdown(int) int         { return Pass }
 
@@ -172,7 +199,7 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 			}
 			return Pass // look in the shadow
 		}
-		nfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|(flags&(unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)), 0)
+		nfd, err := unix.Socket(int(l.family), unix.SOCK_STREAM|(flags&(unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK)), 0)
 		if err != nil {
 			return errnoOf(err)
 		}
@@ -184,16 +211,17 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 		for _, sl := range l.share.socks {
 			sl.refreshLocked() // they share the accept queue
 		}
-		ns := l.e.newTCPLocked(nfd, flags&unix.SOCK_NONBLOCK != 0)
+		ns := l.e.newTCPLocked(nfd, l.family, flags&unix.SOCK_NONBLOCK != 0)
 		ns.opts = l.opts
-		ns.bound, ns.boundPort = true, c.LocalPort()
+		ns.v6only = l.v6only
+		ns.bound, ns.boundIP, ns.boundPort = true, c.Local(), c.LocalPort()
 		ns.conn = c
 		ns.opts.apply(c)
 		c.Cookie = ns.cookie
 		l.e.publishLocked(ns.sockBase, nfd)
 		count(&st.stats.SocketsAccelerated)
 		ip, port := c.Remote()
-		putInet4(sa, saLen, ip, port)
+		l.putAddr(sa, saLen, ip, port)
 		return nfd
 	})
 	nfd, err := -1, error(unix.EAGAIN)
@@ -221,11 +249,7 @@ func (l *tcpListener) accept(sa []byte, saLen *uint32, flags int) int {
 
 func (l *tcpListener) sockname(out []byte, outLen *uint32) int {
 	return l.st.with(l, faultNone, func() int {
-		ip := l.st.ifc.addr
-		if l.boundAny {
-			ip = [4]byte{}
-		}
-		putInet4(out, outLen, ip, l.boundPort)
+		l.putAddr(out, outLen, l.boundIP, l.boundPort)
 		return 0
 	})
 }
@@ -271,7 +295,7 @@ func (l *tcpListener) releaseShareLocked() {
 	if len(sh.socks) == 0 {
 		sh.l.Cookie = 0
 		sh.l.Close() // the core releases the port once its connections are gone too
-		delete(l.st.listeners, sh.port)
+		delete(l.st.listeners, sh.key)
 	} else if sh.l.Cookie == l.cookie {
 		sh.l.Cookie = sh.socks[0].cookie
 	}
@@ -311,18 +335,18 @@ func (l *tcpListener) moveLocked() int {
 	}
 	for _, c := range st.core.Conns(nil, sh.port) {
 		ip, rport := c.Remote()
-		if err := st.steerFlowLocked(flowKey{lport: sh.port, raddr: [4]byte(ip), rport: rport}, flowUs); err != nil {
+		if err := st.steerFlowLocked(flowKey{lport: sh.port, laddr: c.Local(), raddr: ip, rport: rport}, flowUs); err != nil {
 			l.e.Log.Warn().Err(err).Msg("moving a listener to the kernel")
 			return neg(unix.ENOBUFS)
 		}
 	}
-	if err := st.link.SteerListed(unix.IPPROTO_TCP, st.ifc.addr, sh.port); err != nil {
+	if err := st.eachAddr(func(a stackcore.Addr) error { return st.link.SteerListed(unix.IPPROTO_TCP, a, sh.port) }); err != nil {
 		l.e.Log.Warn().Err(err).Msg("moving a listener to the kernel")
 		return neg(unix.ENOBUFS)
 	}
 	for sh.l.Readable() {
 		c := sh.l.Accept()
-		nfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		nfd, err := unix.Socket(int(l.family), unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err == nil && st.moveConnLocked(c, nfd, &l.opts) != 0 {
 			unix.Close(nfd)
 			err = unix.EIO

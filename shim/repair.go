@@ -34,7 +34,7 @@ const (
 // repairInto makes the kernel TCP socket fd (closed: fresh, or bound to laddr:r.LocalPort) the
 // connection r describes. The socket's O_NONBLOCK is left as it was. On error the socket is
 // left in no defined state.
-func repairInto(fd int, laddr [4]byte, r *stackcore.RepairState) error {
+func repairInto(fd int, ifindex int, r *stackcore.RepairState) error {
 	step := func(what string, err error) error {
 		if err != nil {
 			return fmt.Errorf("TCP_REPAIR %s: %w", what, err)
@@ -67,13 +67,32 @@ func repairInto(fd int, laddr [4]byte, r *stackcore.RepairState) error {
 	// the kernel sizes its segments at connect, before TCP_REPAIR_OPTIONS can say the peer's MSS:
 	// without this it would send 536-byte segments for the rest of the connection
 	_ = setInt(unix.TCP_MAXSEG, r.MSS)
-	if sa, err := unix.Getsockname(fd); err != nil || sa.(*unix.SockaddrInet4).Port != int(r.LocalPort) {
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return step("getsockname", err)
+	}
+	_, port, _ := addrOfSockaddr(sa)
+	family := uint16(unix.AF_INET)
+	if _, ok := sa.(*unix.SockaddrInet6); ok {
+		family = unix.AF_INET6 // v4-mapped addresses for an IPv4 connection of a dual-stack socket
+	}
+	kernelAddr := func(ip stackcore.Addr, port uint16) unix.Sockaddr {
+		if family == unix.AF_INET {
+			return &unix.SockaddrInet4{Addr: ip.As4(), Port: int(port)}
+		}
+		in6 := &unix.SockaddrInet6{Addr: ip, Port: int(port)}
+		if ip.IsLinkLocal() {
+			in6.ZoneId = uint32(ifindex)
+		}
+		return in6
+	}
+	if port != r.LocalPort {
 		// in repair mode the kernel lets the port be shared with its listener (SK_FORCE_REUSE)
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: laddr, Port: int(r.LocalPort)}); err != nil {
+		if err := unix.Bind(fd, kernelAddr(r.Local, r.LocalPort)); err != nil {
 			return step("bind", err)
 		}
 	}
-	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: r.Remote, Port: int(r.RemotePort)}); err != nil {
+	if err := unix.Connect(fd, kernelAddr(r.Remote, r.RemotePort)); err != nil {
 		return step("connect", err)
 	}
 	opts := []unix.TCPRepairOpt{{Code: tcpoptMSS, Val: uint32(r.MSS)}}
@@ -129,7 +148,7 @@ func repairInto(fd int, laddr [4]byte, r *stackcore.RepairState) error {
 	if r.FinRcvd {
 		// the kernel cannot be told in repair mode that the peer closed: it is told the way it
 		// learnt it from the peer, by a FIN (libsoccr does the same)
-		if err := injectFIN(laddr, r); err != nil {
+		if err := injectFIN(r); err != nil {
 			return step("peer's FIN", err)
 		}
 	}
@@ -178,7 +197,7 @@ func sendAll(fd int, b []byte) error {
 
 // injectFIN delivers the peer's FIN to the repaired socket: from the peer's address and port to
 // ours, in sequence, acknowledging what the socket knows is acknowledged.
-func injectFIN(laddr [4]byte, r *stackcore.RepairState) error {
+func injectFIN(r *stackcore.RepairState) error {
 	var tcp [20]byte
 	binary.BigEndian.PutUint16(tcp[0:], r.RemotePort)
 	binary.BigEndian.PutUint16(tcp[2:], r.LocalPort)
@@ -190,23 +209,59 @@ func injectFIN(laddr [4]byte, r *stackcore.RepairState) error {
 		wnd >>= r.SndWScale
 	}
 	binary.BigEndian.PutUint16(tcp[14:], uint16(min(wnd, 0xffff)))
-	return injectIPv4(r.Remote, laddr, unix.IPPROTO_TCP, tcp[:], 16)
+	return injectIP(r.Remote, r.Local, unix.IPPROTO_TCP, tcp[:], 16)
 }
 
 // injectUDP delivers a datagram to our kernel UDP socket as if it came from src:sport.
-func injectUDP(src [4]byte, sport uint16, dst [4]byte, dport uint16, payload []byte) error {
+func injectUDP(src stackcore.Addr, sport uint16, dst stackcore.Addr, dport uint16, payload []byte) error {
 	l4 := make([]byte, 8+len(payload))
 	binary.BigEndian.PutUint16(l4[0:], sport)
 	binary.BigEndian.PutUint16(l4[2:], dport)
 	binary.BigEndian.PutUint16(l4[4:], uint16(len(l4)))
 	copy(l4[8:], payload)
-	return injectIPv4(src, dst, unix.IPPROTO_UDP, l4, 6)
+	return injectIP(src, dst, unix.IPPROTO_UDP, l4, 6)
+}
+
+// injectIP is injectIPv4 or injectIPv6 by the addresses' family.
+func injectIP(src, dst stackcore.Addr, proto uint8, l4 []byte, csumAt int) error {
+	if src.Is4() {
+		return injectIPv4(src.As4(), dst.As4(), proto, l4, csumAt)
+	}
+	return injectIPv6(src, dst, proto, l4, csumAt)
+}
+
+// injectIPv6 is injectIPv4 over IPv6: an AF_INET6 raw socket of protocol IPPROTO_RAW takes the
+// IPv6 header from the caller (ipv6 raw sockets imply IPV6_HDRINCL for it).
+func injectIPv6(src, dst stackcore.Addr, proto uint8, l4 []byte, csumAt int) error {
+	fd, err := unix.Socket(unix.AF_INET6, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	pkt := make([]byte, 40+len(l4))
+	pkt[0] = 6 << 4
+	binary.BigEndian.PutUint16(pkt[4:], uint16(len(l4)))
+	pkt[6], pkt[7] = proto, 64
+	copy(pkt[8:24], src[:])
+	copy(pkt[24:40], dst[:])
+	copy(pkt[40:], l4)
+	var pseudo [40]byte
+	copy(pseudo[0:16], src[:])
+	copy(pseudo[16:32], dst[:])
+	binary.BigEndian.PutUint32(pseudo[32:], uint32(len(l4)))
+	pseudo[39] = proto
+	sum := ^checksum(checksum(0, pseudo[:]), pkt[40:])
+	if sum == 0 && proto == unix.IPPROTO_UDP {
+		sum = 0xffff // RFC 8200 8.1
+	}
+	binary.BigEndian.PutUint16(pkt[40+csumAt:], sum)
+	return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet6{Addr: dst})
 }
 
 // injectIPv4 sends the transport segment l4 (checksum field at csumAt, zero) from src to our own
 // address dst through a raw socket: the kernel delivers it through loopback to its socket as it
 // would a segment from the wire (libsoccr restores a peer's FIN the same way).
-func injectIPv4(src, dst [4]byte, proto uint8, l4 []byte, csumAt int) error {
+func injectIPv4(src, dst stackcore.IPv4, proto uint8, l4 []byte, csumAt int) error {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {
 		return err
@@ -231,7 +286,7 @@ func injectIPv4(src, dst [4]byte, proto uint8, l4 []byte, csumAt int) error {
 		sum = 0xffff // RFC 768: zero means no checksum
 	}
 	binary.BigEndian.PutUint16(pkt[20+csumAt:], sum)
-	return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: dst})
+	return unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte(dst)})
 }
 
 // checksum folds b into the Internet checksum sum (RFC 1071), not complemented.

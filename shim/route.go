@@ -14,12 +14,12 @@ import (
 // controlPlane answers the questions the kernel owns.
 type controlPlane interface {
 	// routeVia reports whether dst goes through the accelerated interface, and its next hop.
-	routeVia(dst [4]byte) (nextHop [4]byte, ok bool)
+	routeVia(dst stackcore.Addr) (nextHop stackcore.Addr, ok bool)
 	// neighbour reads the kernel's neighbour table, without waiting.
-	neighbour(ip [4]byte) ([6]byte, bool)
+	neighbour(ip stackcore.Addr) ([6]byte, bool)
 	// resolveAsync makes the kernel resolve ip and calls done from another goroutine with the
 	// result (an error once the kernel gives up).
-	resolveAsync(ip [4]byte, done func([6]byte, error))
+	resolveAsync(ip stackcore.Addr, done func([6]byte, error))
 }
 
 // Cache lifetimes: how long a route and a resolved neighbour are trusted before the kernel is
@@ -31,7 +31,7 @@ const (
 )
 
 type routeEntry struct {
-	hop     [4]byte
+	hop     stackcore.Addr
 	via     bool
 	expires stackcore.Time
 }
@@ -54,13 +54,13 @@ type neighbour struct {
 }
 
 // routeLocked says whether dst goes through the interface and its next hop. Caller holds st.mu.
-func (st *stack) routeLocked(dst [4]byte) (hop [4]byte, via bool) {
+func (st *stack) routeLocked(dst stackcore.Addr) (hop stackcore.Addr, via bool) {
 	now := st.now()
 	if r, ok := st.routes[dst]; ok && now < r.expires {
 		return r.hop, r.via
 	}
 	hop, via = st.cp.routeVia(dst)
-	if dst == st.ifc.addr || dst == [4]byte{} {
+	if dst.IsUnspecified() || st.core.IsLocal(dst) {
 		via = false // the kernel's local delivery
 	}
 	if len(st.routes) > 4096 {
@@ -72,7 +72,7 @@ func (st *stack) routeLocked(dst [4]byte) (hop [4]byte, via bool) {
 
 // neighLocked returns the next hop's entry, starting its resolution when the kernel's table
 // has no usable entry. Caller holds st.mu.
-func (st *stack) neighLocked(ip [4]byte) *neighbour {
+func (st *stack) neighLocked(ip stackcore.Addr) *neighbour {
 	now := st.now()
 	n := st.neighs[ip]
 	if n == nil {
@@ -94,7 +94,7 @@ func (st *stack) neighLocked(ip [4]byte) *neighbour {
 
 // neighResolved takes the outcome of a background resolution: the connects waiting for it go
 // on, or fail with EHOSTUNREACH as the kernel's do.
-func (st *stack) neighResolved(ip [4]byte, mac [6]byte, err error) {
+func (st *stack) neighResolved(ip stackcore.Addr, mac [6]byte, err error) {
 	st.with(nil, faultNone, func() int {
 		n := st.neighs[ip]
 		if n == nil {
@@ -122,8 +122,8 @@ func (st *stack) neighResolved(ip [4]byte, mac [6]byte, err error) {
 // nextHopLocked says whether a datagram to dst goes through the stack and to which Ethernet
 // address; a destination whose next hop is still being resolved goes through the kernel
 // meanwhile (which queues it until the kernel's own resolution ends). Caller holds st.mu.
-func (st *stack) nextHopLocked(dst [4]byte) ([6]byte, bool) {
-	if dst == [4]byte{255, 255, 255, 255} || dst[0] >= 224 {
+func (st *stack) nextHopLocked(dst stackcore.Addr) ([6]byte, bool) {
+	if dst.IsMulticast() || dst == stackcore.AddrFrom4(stackcore.IPv4{255, 255, 255, 255}) {
 		return [6]byte{}, false
 	}
 	hop, via := st.routeLocked(dst)
@@ -135,13 +135,13 @@ func (st *stack) nextHopLocked(dst [4]byte) ([6]byte, bool) {
 }
 
 // isBroadcast reports whether ip is the directed broadcast address of the interface's subnet.
-func (ifc *iface) isBroadcast(ip [4]byte) bool {
-	if ifc.prefix <= 0 || ifc.prefix >= 31 {
+func (ifc *iface) isBroadcast(ip stackcore.Addr) bool {
+	if ifc.prefix <= 0 || ifc.prefix >= 31 || !ip.Is4() {
 		return false
 	}
 	mask := ^uint32(0) << (32 - ifc.prefix)
-	a := uint32(ifc.addr[0])<<24 | uint32(ifc.addr[1])<<16 | uint32(ifc.addr[2])<<8 | uint32(ifc.addr[3])
-	b := uint32(ip[0])<<24 | uint32(ip[1])<<16 | uint32(ip[2])<<8 | uint32(ip[3])
+	a := uint32(ifc.addr[12])<<24 | uint32(ifc.addr[13])<<16 | uint32(ifc.addr[14])<<8 | uint32(ifc.addr[15])
+	b := uint32(ip[12])<<24 | uint32(ip[13])<<16 | uint32(ip[14])<<8 | uint32(ip[15])
 	return a&mask == b&mask && b|mask == ^uint32(0)
 }
 

@@ -17,7 +17,7 @@ import (
 type sock interface {
 	base() *sockBase
 
-	bind(ip [4]byte, port uint16) int
+	bind(ip stackcore.Addr, port uint16) int
 	listen(backlog int) int
 	accept(sa []byte, saLen *uint32, flags int) int
 	connect(sa []byte) int
@@ -65,8 +65,10 @@ type sockBase struct {
 	wakeGen  uint64         // bumped at each change the stack reports (edge-triggered epoll)
 	members  []*epollMember // its entries in epoll sets
 
+	family    uint16 // AF_INET or AF_INET6
+	v6only    bool   // IPV6_V6ONLY: an AF_INET6 socket that takes no IPv4
 	bound     bool
-	boundAny  bool // bound to 0.0.0.0
+	boundIP   stackcore.Addr // unspecified (::, 0.0.0.0): any address
 	boundPort uint16
 
 	errReported bool // a hard error was reported once (recv, send or SO_ERROR); then EOF/EPIPE

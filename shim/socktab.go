@@ -177,7 +177,7 @@ func (p *sockPublisher) conn(st *stack, now stackcore.Time, c *stackcore.TCPConn
 	r := &p.rec
 	p.header(st, r, unix.IPPROTO_TCP, c.LinuxState(), c.LocalPort(), fd)
 	raddr, rport := c.Remote()
-	copy(r.RAddr[:], raddr[:])
+	r.LAddr, r.RAddr = c.Local(), raddr
 	r.RPort = rport
 	if fd < 0 && !c.Accepting() {
 		r.Flags |= shm.SockFlagOrphan
@@ -199,6 +199,7 @@ func (p *sockPublisher) listener(st *stack, l *stackcore.Listener) {
 	}
 	r := &p.rec
 	p.header(st, r, unix.IPPROTO_TCP, 10, l.Port(), fd) // TCP_LISTEN
+	r.LAddr = l.Bound()
 	r.Flags |= shm.SockFlagListen
 	if st.shared[l.Port()] {
 		r.Flags |= shm.SockFlagShared
@@ -223,21 +224,23 @@ func (p *sockPublisher) udp(st *stack, u *stackcore.UDPSocket) {
 		state = 1
 	}
 	p.header(st, r, unix.IPPROTO_UDP, state, u.LocalPort(), fd)
+	r.LAddr = u.Bound()
 	if connected {
 		r.Flags |= shm.SockFlagConnected
-		copy(r.RAddr[:], raddr[:])
-		r.RPort = rport
+		r.RAddr, r.RPort = raddr, rport
+		if u.Local().IsUnspecified() {
+			r.LAddr = st.core.SourceFor(raddr)
+		}
 	}
 	r.RecvQ, r.SendQ = uint32(u.InQueue()), uint32(u.OutQueue())
 	r.In, r.Out = in, out
 	p.tab.Write(i, r)
 }
 
-// header resets r to a socket of the stack's address.
+// header resets r to a socket of the stack on local port lport.
 func (p *sockPublisher) header(st *stack, r *shm.SockRecord, proto, state uint8, lport uint16, fd int32) {
 	written := r.Written
 	*r = shm.SockRecord{Proto: proto, State: state, LPort: lport, Fd: fd, Written: written}
-	copy(r.LAddr[:], st.ifc.addr[:])
 }
 
 func boolU64(b bool) uint64 {
@@ -284,15 +287,13 @@ func (p *sockPublisher) kernelState(k *kernelSock) bool {
 	r.Flags &^= shm.SockFlagListen
 	r.LAddr, r.LPort, r.RAddr, r.RPort = [16]byte{}, 0, [16]byte{}, 0
 	if sa, err := unix.Getsockname(k.fd); err == nil {
-		if in, ok := sa.(*unix.SockaddrInet4); ok {
-			copy(r.LAddr[:], in.Addr[:])
-			r.LPort = uint16(in.Port)
+		if ip, port, ok := addrOfSockaddr(sa); ok {
+			r.LAddr, r.LPort = ip, port
 		}
 	}
 	if sa, err := unix.Getpeername(k.fd); err == nil {
-		if in, ok := sa.(*unix.SockaddrInet4); ok {
-			copy(r.RAddr[:], in.Addr[:])
-			r.RPort = uint16(in.Port)
+		if ip, port, ok := addrOfSockaddr(sa); ok {
+			r.RAddr, r.RPort = ip, port
 		}
 	}
 	if r.Proto == unix.IPPROTO_TCP {

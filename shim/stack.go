@@ -39,7 +39,7 @@ type stack struct {
 	shared     map[uint16]bool
 	pin, unpin []stackcore.Flow
 	// listening ports and their sockets
-	listeners map[uint16]*listenShare
+	listeners map[listenKey]*listenShare
 	// connections the program closed that may still have data or a FIN to deliver, or the
 	// peer's FIN to acknowledge; orphansKept of them were left at the last prune
 	orphans     []*stackcore.TCPConn
@@ -53,8 +53,9 @@ type stack struct {
 	steeredUDP  map[uint16]bool
 	releasedUDP []uint16
 	// what the kernel said of destinations and next hops (route.go)
-	routes map[[4]byte]routeEntry
-	neighs map[[4]byte]*neighbour
+	bindV6only bool // net.ipv6.bindv6only: IPV6_V6ONLY's default
+	routes     map[stackcore.Addr]routeEntry
+	neighs map[stackcore.Addr]*neighbour
 
 	armed atomic.Int32 // a faultOp the test-only fault hook armed (IoctlArmPanic)
 
@@ -90,17 +91,18 @@ type stack struct {
 // Link is what the stack drives: a NIC link that can also steer local ports to itself.
 type Link interface {
 	nic.Link
-	Steer(proto uint8, ip [4]byte, port uint16) error
-	Unsteer(proto uint8, ip [4]byte, port uint16) error
+	// Addresses are IPv6, or IPv4 mapped (::ffff:a.b.c.d).
+	Steer(proto uint8, ip [16]byte, port uint16) error
+	Unsteer(proto uint8, ip [16]byte, port uint16) error
 	// SteerListed keeps a port's entry but steers only the flows SteerFlow lists as ours.
-	SteerListed(proto uint8, ip [4]byte, port uint16) error
+	SteerListed(proto uint8, ip [16]byte, port uint16) error
 	// SteerShared steers a port to this stack and the other processes that share it
 	// (SO_REUSEPORT): new flows are spread over them, each connection listed once born.
-	SteerShared(proto uint8, ip [4]byte, port uint16) error
-	UnsteerShared(proto uint8, ip [4]byte, port uint16) error
+	SteerShared(proto uint8, ip [16]byte, port uint16) error
+	UnsteerShared(proto uint8, ip [16]byte, port uint16) error
 	// SteerFlow decides for one connection on a steered port, whatever the port's entry says.
-	SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error
-	UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error
+	SteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16, action uint32) error
+	UnsteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16) error
 	Mode() string
 }
 
@@ -120,7 +122,8 @@ const (
 // flowKey is a TCP connection of ours as the steering program sees it.
 type flowKey struct {
 	lport uint16
-	raddr [4]byte
+	laddr stackcore.Addr
+	raddr stackcore.Addr
 	rport uint16
 }
 
@@ -198,19 +201,21 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		woken:       make([]uintptr, 0, 256),
 		released:    make([]uint16, 0, 64),
 		steered:     map[uint16]bool{},
-		listeners:   map[uint16]*listenShare{},
+		listeners:   map[listenKey]*listenShare{},
 		steeredUDP:  map[uint16]bool{},
 		releasedUDP: make([]uint16, 0, 16),
 		ports:       systemPortRange(),
-		routes:      map[[4]byte]routeEntry{},
-		neighs:      map[[4]byte]*neighbour{},
+		routes:      map[stackcore.Addr]routeEntry{},
+		neighs:      map[stackcore.Addr]*neighbour{},
 		kickFd:      kfd,
+		bindV6only:  readSysctlInt("/proc/sys/net/ipv6/bindv6only", 0) != 0,
 		moveFd:      -1,
 		stats:       o.stats,
 		eng:         eng,
 		core: stackcore.New(stackcore.Config{
 			MAC:             stackcore.MAC(ifc.mac),
-			Addr:            stackcore.IPv4(ifc.addr),
+			Addr:            ifc.addr.As4(),
+			Addrs6:          ifc.addrs6,
 			MTU:             ifc.mtu,
 			VerifyChecksums: cfg.VerifyChecksum,
 			Stats:           o.coreStats,
@@ -306,12 +311,12 @@ func (st *stack) txLocked() stackcore.Time {
 	// the port's sharers (and its end is reported after its listener has gone too)
 	st.pin, st.unpin = st.core.Pins(st.pin[:0], st.unpin[:0])
 	for _, f := range st.pin {
-		if err := st.steerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort}, flowUs); err != nil {
+		if err := st.steerFlowLocked(flowKey{f.LocalPort, f.Local, f.Remote, f.RemotePort}, flowUs); err != nil {
 			st.eng.Log.Warn().Err(err).Msg("keeping a connection of a shared port")
 		}
 	}
 	for _, f := range st.unpin {
-		st.unsteerFlowLocked(flowKey{f.LocalPort, [4]byte(f.Remote), f.RemotePort})
+		st.unsteerFlowLocked(flowKey{f.LocalPort, f.Local, f.Remote, f.RemotePort})
 	}
 	st.released = st.core.Released(st.released[:0])
 	for _, p := range st.released {
@@ -446,7 +451,7 @@ func (st *stack) steerSharedLocked(port uint16) error {
 	if st.steered[port] {
 		return nil
 	}
-	if err := st.link.SteerShared(unix.IPPROTO_TCP, st.ifc.addr, port); err != nil {
+	if err := st.eachAddr(func(a stackcore.Addr) error { return st.link.SteerShared(unix.IPPROTO_TCP, a, port) }); err != nil {
 		return err
 	}
 	st.steered[port] = true
@@ -469,10 +474,25 @@ func (st *stack) steerPortLocked(proto uint8, steered map[uint16]bool, port uint
 	if steered[port] {
 		return nil
 	}
-	if err := st.link.Steer(proto, st.ifc.addr, port); err != nil {
+	if err := st.eachAddr(func(a stackcore.Addr) error { return st.link.Steer(proto, a, port) }); err != nil {
 		return err
 	}
 	steered[port] = true
+	return nil
+}
+
+// eachAddr calls steer for each of the interface's addresses, IPv4 and IPv6, until one fails: a
+// port is steered for all of them, whatever the family of the sockets on it (a packet none of
+// them takes is answered by the stack as the kernel would: a reset, or nothing for UDP).
+func (st *stack) eachAddr(steer func(stackcore.Addr) error) error {
+	if err := steer(st.ifc.addr); err != nil {
+		return err
+	}
+	for _, a := range st.ifc.addrs6 {
+		if err := steer(a); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -483,9 +503,9 @@ func (st *stack) unsteerPortLocked(proto uint8, steered map[uint16]bool, port ui
 	delete(steered, port)
 	if proto == unix.IPPROTO_TCP && st.shared[port] {
 		delete(st.shared, port)
-		_ = st.link.UnsteerShared(proto, st.ifc.addr, port)
+		_ = st.eachAddr(func(a stackcore.Addr) error { _ = st.link.UnsteerShared(proto, a, port); return nil })
 	} else {
-		_ = st.link.Unsteer(proto, st.ifc.addr, port)
+		_ = st.eachAddr(func(a stackcore.Addr) error { _ = st.link.Unsteer(proto, a, port); return nil })
 	}
 	if proto == unix.IPPROTO_TCP {
 		for k := range st.flows {
@@ -514,7 +534,7 @@ func (st *stack) unsteerAllLocked() {
 // says (a connection moved to the kernel on a port we keep, a connection we keep on a listener
 // moved to the kernel).
 func (st *stack) steerFlowLocked(k flowKey, action uint32) error {
-	if err := st.link.SteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport, action); err != nil {
+	if err := st.link.SteerFlow(unix.IPPROTO_TCP, k.laddr, k.lport, k.raddr, k.rport, action); err != nil {
 		return err
 	}
 	if st.flows == nil {
@@ -539,7 +559,7 @@ func (st *stack) unsteerFlowLocked(k flowKey) {
 		st.kernelFlows--
 	}
 	delete(st.flows, k)
-	_ = st.link.UnsteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport)
+	_ = st.link.UnsteerFlow(unix.IPPROTO_TCP, k.laddr, k.lport, k.raddr, k.rport)
 }
 
 // Poller pacing. The poller sleeps until the next timer, but at most tick, so an application

@@ -20,7 +20,7 @@ type tcpSock struct {
 
 	conn      *stackcore.TCPConn
 	resolving *neighbour // the next hop a connect waits for (no connection yet)
-	dst       [4]byte    // where the connect goes while it waits
+	dst       stackcore.Addr // where the connect goes while it waits
 	dport     uint16
 	failed    bool       // the connect failed before a connection existed: the socket is closed
 	connErrno unix.Errno // its pending error (SO_ERROR), until reported
@@ -31,7 +31,7 @@ type tcpSock struct {
 	moreCork        bool // corked by MSG_MORE, not by TCP_CORK
 }
 
-func (s *tcpSock) bind(ip [4]byte, port uint16) int {
+func (s *tcpSock) bind(ip stackcore.Addr, port uint16) int {
 	st := s.st
 	handOver := false
 	r := st.with(s, faultNone, func() int {
@@ -39,17 +39,18 @@ func (s *tcpSock) bind(ip [4]byte, port uint16) int {
 		if s.conn != nil || s.bound {
 			return neg(unix.EINVAL)
 		}
-		if port != 0 && (ip == [4]byte{} || ip == st.ifc.addr) {
+		local := ip.IsUnspecified() || st.core.IsLocal(ip)
+		if port != 0 && local {
 			// Connections of ours (TIME-WAIT ones too) hold their ports in the core only: the
 			// kernel would refuse this bind without SO_REUSEADDR, so we do.
-			if st.core.PortInUse(port) && st.listeners[port] == nil && !s.opts.reuseAddr {
+			if st.core.PortInUse(port) && !st.portListened(port) && !s.opts.reuseAddr {
 				return neg(unix.EADDRINUSE)
 			}
 		}
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: ip}); err != nil {
+		if err := unix.Bind(fd, s.kernelAddr(ip, port)); err != nil {
 			return errnoOf(err)
 		}
-		if ip != [4]byte{} && ip != st.ifc.addr {
+		if !local {
 			handOver = true // bound to loopback or another interface's address: the kernel's socket
 			return 0
 		}
@@ -57,7 +58,7 @@ func (s *tcpSock) bind(ip [4]byte, port uint16) int {
 		if err != nil {
 			return errnoOf(err)
 		}
-		s.bound, s.boundAny, s.boundPort = true, ip == [4]byte{}, p
+		s.bound, s.boundIP, s.boundPort = true, ip, p
 		return 0
 	})
 	if handOver {
@@ -88,7 +89,7 @@ func (s *tcpSock) listen(backlog int) int {
 // resolved in the background: a non-blocking connect answers EINPROGRESS at once, a blocking one
 // waits in C (a signal interrupts it), and both fail with EHOSTUNREACH if no neighbour answers.
 func (s *tcpSock) connect(sa []byte) int {
-	dst, dport, ok, errno := parseInet4(sa)
+	dst, dport, ok, errno := s.parseAddr(sa)
 	if errno != 0 {
 		return neg(errno)
 	}
@@ -147,7 +148,7 @@ func (s *tcpSock) connect(sa []byte) int {
 // and one still closing (TIME-WAIT, FIN-WAIT) holds its port there after its shadow is gone,
 // where the kernel's own choice would not see it. The range is the socket's
 // IP_LOCAL_PORT_RANGE, else the system's. Caller holds st.mu.
-func (s *tcpSock) autobindLocked(dst [4]byte, dport uint16) int {
+func (s *tcpSock) autobindLocked(dst stackcore.Addr, dport uint16) int {
 	st, fd := s.st, s.fd()
 	lo, hi := st.ports.lo, st.ports.hi
 	if r, err := unix.GetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_LOCAL_PORT_RANGE); err == nil && r != 0 {
@@ -159,13 +160,14 @@ func (s *tcpSock) autobindLocked(dst [4]byte, dport uint16) int {
 			hi = h
 		}
 	}
-	p := st.core.PickPort(stackcore.IPv4(dst), dport, lo, hi, func(p uint16) bool {
-		return unix.Bind(fd, &unix.SockaddrInet4{Port: int(p), Addr: st.ifc.addr}) == nil
+	src := st.core.SourceFor(dst)
+	p := st.core.PickPort(dst, dport, lo, hi, func(p uint16) bool {
+		return unix.Bind(fd, s.kernelAddr(src, p)) == nil
 	})
 	if p == 0 {
 		return neg(unix.EADDRNOTAVAIL) // what the kernel answers when no ephemeral port is left
 	}
-	s.bound, s.boundPort = true, p
+	s.bound, s.boundIP, s.boundPort = true, src, p
 	return 0
 }
 
@@ -179,7 +181,11 @@ func (s *tcpSock) inProgress() int {
 // openLocked sends the SYN. Caller holds st.mu.
 func (s *tcpSock) openLocked(mac [6]byte) int {
 	st := s.st
-	c, err := st.core.Connect(st.now(), s.boundPort, stackcore.IPv4(s.dst), s.dport, stackcore.MAC(mac))
+	local := s.boundIP
+	if local.Is4() != s.dst.Is4() {
+		local = stackcore.Addr{} // bound to :: (any): the source for the destination
+	}
+	c, err := st.core.ConnectFrom(st.now(), local, s.boundPort, s.dst, s.dport, stackcore.MAC(mac))
 	if err != nil {
 		return errnoOf(err)
 	}
@@ -403,7 +409,7 @@ func (s *tcpSock) sockname(out []byte, outLen *uint32) int {
 		if s.conn == nil {
 			return Pass // the shadow is bound as we are
 		}
-		putInet4(out, outLen, st.ifc.addr, s.conn.LocalPort())
+		s.putAddr(out, outLen, s.conn.Local(), s.conn.LocalPort())
 		return 0
 	})
 }
@@ -414,7 +420,7 @@ func (s *tcpSock) peername(out []byte, outLen *uint32) int {
 			return neg(unix.ENOTCONN)
 		}
 		ip, port := s.conn.Remote()
-		putInet4(out, outLen, ip, port)
+		s.putAddr(out, outLen, ip, port)
 		return 0
 	})
 }

@@ -21,7 +21,7 @@ type udpSock struct {
 
 	udp       *stackcore.UDPSocket // the stack's socket, once bound
 	connected bool
-	peerIP    [4]byte
+	peerIP    stackcore.Addr
 	peerPort  uint16
 	scratch   []byte // gathers and scatters datagrams given in several buffers
 }
@@ -29,11 +29,13 @@ type udpSock struct {
 // bindStackLocked gives s its stack socket on port (the shadow's port). Caller holds st.mu.
 func (s *udpSock) bindStackLocked(port uint16) int {
 	st := s.st
-	bind := st.core.UDPBind
-	if s.opts.reuseAddr || s.opts.reusePort {
-		bind = st.core.UDPBindReuse // the kernel let the shadows share the port: so do we
+	// the kernel let the shadows share the port with SO_REUSEADDR/SO_REUSEPORT: so do we
+	reuse := s.opts.reuseAddr || s.opts.reusePort
+	local := s.boundIP
+	if local.IsUnspecified() {
+		local = stackcore.Addr{}
 	}
-	u, err := bind(port)
+	u, err := st.core.UDPBindOn(port, reuse, s.stackFamily(), local)
 	if err != nil {
 		return errnoOf(err)
 	}
@@ -55,26 +57,26 @@ func (s *udpSock) autobindLocked() int {
 		return 0
 	}
 	fd := s.fd()
-	if err := unix.Bind(fd, &unix.SockaddrInet4{}); err != nil && err != unix.EINVAL {
+	if err := unix.Bind(fd, s.kernelAddr(stackcore.Addr{}, 0)); err != nil && err != unix.EINVAL {
 		return errnoOf(err) // EINVAL: the shadow was bound already (by a kernel-path send)
 	}
 	port, err := shadowPort(fd)
 	if err != nil {
 		return errnoOf(err)
 	}
-	s.boundAny = true
+	s.boundIP = stackcore.Addr{}
 	return s.bindStackLocked(port)
 }
 
-func (s *udpSock) bind(ip [4]byte, port uint16) int {
+func (s *udpSock) bind(ip stackcore.Addr, port uint16) int {
 	st := s.st
 	handOver := false
 	r := st.with(s, faultNone, func() int {
 		fd := s.fd()
-		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: ip}); err != nil {
+		if err := unix.Bind(fd, s.kernelAddr(ip, port)); err != nil {
 			return errnoOf(err)
 		}
-		if ip != [4]byte{} && ip != st.ifc.addr {
+		if !ip.IsUnspecified() && !st.core.IsLocal(ip) {
 			handOver = true // loopback, another interface, a multicast group: the kernel's
 			return 0
 		}
@@ -82,7 +84,7 @@ func (s *udpSock) bind(ip [4]byte, port uint16) int {
 		if err != nil {
 			return errnoOf(err)
 		}
-		s.boundAny = ip == [4]byte{}
+		s.boundIP = ip
 		return s.bindStackLocked(p)
 	})
 	if handOver {
@@ -107,7 +109,7 @@ func (s *udpSock) connect(sa []byte) int {
 		})
 		return Pass // the shadow forgets its peer too
 	}
-	dst, dport, ok, errno := parseInet4(sa)
+	dst, dport, ok, errno := s.parseAddr(sa)
 	if errno != 0 {
 		return neg(errno)
 	}
@@ -123,11 +125,11 @@ func (s *udpSock) connect(sa []byte) int {
 		if r := s.autobindLocked(); r != 0 {
 			return r
 		}
-		if err := unix.Connect(s.fd(), &unix.SockaddrInet4{Port: int(dport), Addr: dst}); err != nil {
+		if err := unix.Connect(s.fd(), s.kernelAddr(dst, dport)); err != nil {
 			return errnoOf(err)
 		}
 		mac, _ := st.nextHopLocked(dst)
-		s.udp.Connect(stackcore.IPv4(dst), dport, stackcore.MAC(mac))
+		s.udp.Connect(dst, dport, stackcore.MAC(mac))
 		s.connected, s.peerIP, s.peerPort = true, dst, dport
 		return 0
 	})
@@ -167,7 +169,7 @@ func (s *udpSock) recv(iov []unix.Iovec, flags int, name []byte, nameLen *uint32
 		if !peek {
 			s.refreshLocked()
 		}
-		putInet4(name, nameLen, [4]byte(src), sport)
+		s.putAddr(name, nameLen, src, sport)
 		if full > n && msgFlags != nil {
 			*msgFlags |= unix.MSG_TRUNC
 		}
@@ -238,10 +240,10 @@ func scatter(b []byte, iov []unix.Iovec) {
 // its next hop known, else through the shadow (Pass).
 func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 	st := s.st
-	var dst [4]byte
+	var dst stackcore.Addr
 	var dport uint16
 	if len(name) > 0 {
-		ip, port, ok, errno := parseInet4(name)
+		ip, port, ok, errno := s.parseAddr(name)
 		if errno != 0 {
 			return neg(errno)
 		}
@@ -276,7 +278,7 @@ func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 			one = s.gather(iov)
 		}
 		u := s.udp
-		n, err := u.SendTo(one, stackcore.IPv4(dst), dport, stackcore.MAC(mac))
+		n, err := u.SendTo(one, dst, dport, stackcore.MAC(mac))
 		st.txLocked()
 		s.refreshLocked()
 		switch {
@@ -305,11 +307,11 @@ func (s *udpSock) shutdown(int) int { return Pass }
 func (s *udpSock) sockname(out []byte, outLen *uint32) int {
 	st := s.st
 	return st.with(s, faultNone, func() int {
-		if s.udp != nil && (s.connected || !s.boundAny) {
-			putInet4(out, outLen, st.ifc.addr, s.boundPort)
+		if s.udp != nil && s.connected && s.boundIP.IsUnspecified() {
+			s.putAddr(out, outLen, st.core.SourceFor(s.peerIP), s.boundPort) // the kernel's source for the peer
 			return 0
 		}
-		return Pass // the shadow is bound to 0.0.0.0 and the same port
+		return Pass // the shadow is bound as we are
 	})
 }
 
@@ -318,7 +320,7 @@ func (s *udpSock) peername(out []byte, outLen *uint32) int {
 		if !s.connected {
 			return neg(unix.ENOTCONN)
 		}
-		putInet4(out, outLen, s.peerIP, s.peerPort)
+		s.putAddr(out, outLen, s.peerIP, s.peerPort)
 		return 0
 	})
 }
@@ -427,7 +429,11 @@ func (s *udpSock) moveLocked() int {
 			}
 			continue // a pending error (ICMP): the kernel socket starts afresh
 		}
-		if err := injectUDP([4]byte(src), sport, st.ifc.addr, port, buf[:n]); err != nil {
+		dst := st.core.SourceFor(src)
+		if !s.udp.Local().IsUnspecified() {
+			dst = s.udp.Local()
+		}
+		if err := injectUDP(src, sport, dst, port, buf[:n]); err != nil {
 			s.e.Log.Warn().Err(err).Msg("moving a UDP socket to the kernel: a queued datagram is lost")
 			continue
 		}

@@ -39,7 +39,7 @@ const (
 	// CaptureMagic is "USTKCAPT" read as a little-endian uint64.
 	CaptureMagic uint64 = 0x54504143_4b545355
 	// CaptureVersion is the layout version this package writes and reads.
-	CaptureVersion uint32 = 1
+	CaptureVersion uint32 = 2
 	// CaptureFilePrefix is the file name of a capture ring without the pid and id.
 	CaptureFilePrefix = "ustack-capture."
 
@@ -64,13 +64,13 @@ const (
 
 var errCaptureSize = errors.New("capture ring size inconsistent")
 
-// CaptureFilter selects frames: all of the fields given must match; a frame that is not IPv4
-// matches only the empty filter.
+// CaptureFilter selects frames: all of the fields given must match; a frame that is neither
+// IPv4 nor IPv6 matches only the empty filter.
 type CaptureFilter struct {
 	Proto   uint8 // unix.IPPROTO_TCP, IPPROTO_UDP; 0 = any
 	HasHost bool
-	Host    [4]byte // source or destination
-	Port    uint16  // source or destination port, 0 = any
+	Host    [16]byte // source or destination: IPv6, or IPv4 mapped (::ffff:a.b.c.d)
+	Port    uint16   // source or destination port, 0 = any
 }
 
 func (f *CaptureFilter) empty() bool { return f.Proto == 0 && !f.HasHost && f.Port == 0 }
@@ -80,21 +80,31 @@ func (f *CaptureFilter) match(frame []byte) bool {
 	if f.empty() {
 		return true
 	}
-	if len(frame) < 34 || frame[12] != 0x08 || frame[13] != 0x00 {
+	var proto uint8
+	var l4 int
+	var later bool // a later fragment: no ports
+	switch {
+	case len(frame) >= 34 && frame[12] == 0x08 && frame[13] == 0x00:
+		proto = frame[23]
+		if f.HasHost && !isMapped(f.Host, frame[26:30]) && !isMapped(f.Host, frame[30:34]) {
+			return false
+		}
+		l4 = 14 + int(frame[14]&0xf)*4
+		later = binary.BigEndian.Uint16(frame[20:22])&0x1fff != 0
+	case len(frame) >= 54 && frame[12] == 0x86 && frame[13] == 0xdd:
+		proto = frame[20] // the first next header: the stack sends no extension headers
+		if f.HasHost && [16]byte(frame[22:38]) != f.Host && [16]byte(frame[38:54]) != f.Host {
+			return false
+		}
+		l4 = 54
+	default:
 		return false
 	}
-	proto := frame[23]
 	if f.Proto != 0 && proto != f.Proto {
 		return false
 	}
-	if f.HasHost && [4]byte(frame[26:30]) != f.Host && [4]byte(frame[30:34]) != f.Host {
-		return false
-	}
 	if f.Port != 0 {
-		ihl := int(frame[14]&0xf) * 4
-		l4 := 14 + ihl
-		frag := binary.BigEndian.Uint16(frame[20:22]) & 0x1fff
-		if (proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_UDP) || frag != 0 || len(frame) < l4+4 {
+		if (proto != unix.IPPROTO_TCP && proto != unix.IPPROTO_UDP) || later || len(frame) < l4+4 {
 			return false
 		}
 		sport, dport := binary.BigEndian.Uint16(frame[l4:]), binary.BigEndian.Uint16(frame[l4+2:])
@@ -369,3 +379,8 @@ func (c *SockTableControl) Attached() uint64 {
 
 // Close unmaps the header.
 func (c *SockTableControl) Close() error { return unix.Munmap(c.mem) }
+
+// isMapped reports whether h is the IPv4 address a4, mapped.
+func isMapped(h [16]byte, a4 []byte) bool {
+	return h == [16]byte{10: 0xff, 11: 0xff, 12: a4[0], 13: a4[1], 14: a4[2], 15: a4[3]}
+}

@@ -33,7 +33,7 @@ package shm
 //	9      3     reserved
 //	12     2     local port
 //	14     2     remote port
-//	16     16    local address (IPv4 in the first 4 bytes)
+//	16     16    local address (IPv6; IPv4 mapped, ::ffff:a.b.c.d)
 //	32     16    remote address
 //	48     4     receive queue bytes (listener: connections waiting for accept)
 //	52     4     send queue bytes (listener: its backlog)

@@ -170,7 +170,30 @@ func TestCaptureRing(t *testing.T) {
 
 func TestCaptureFilter(t *testing.T) {
 	h1, h2, h3 := [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, [4]byte{10, 0, 0, 3}
+	mapped := func(a [4]byte) [16]byte { return [16]byte{10: 0xff, 11: 0xff, 12: a[0], 13: a[1], 14: a[2], 15: a[3]} }
 	f := tcpFrame(h1, h2, 1234, 80, 0)
+	// the same segment over IPv6, fd00::1 to fd00::2
+	v6a, v6b := [16]byte{0: 0xfd, 15: 1}, [16]byte{0: 0xfd, 15: 2}
+	f6 := make([]byte, 14+40+20)
+	f6[12], f6[13], f6[14], f6[20] = 0x86, 0xdd, 0x60, 6
+	copy(f6[22:], v6a[:])
+	copy(f6[38:], v6b[:])
+	f6[54], f6[55], f6[56], f6[57] = 1234>>8, 1234&0xff, 0, 80
+	for _, c := range []struct {
+		f    CaptureFilter
+		want bool
+	}{
+		{CaptureFilter{Proto: 6, Port: 80}, true},
+		{CaptureFilter{Proto: 17}, false},
+		{CaptureFilter{HasHost: true, Host: v6b}, true},
+		{CaptureFilter{HasHost: true, Host: mapped(h2)}, false},
+		{CaptureFilter{HasHost: true, Host: v6a, Port: 1234}, true},
+		{CaptureFilter{Port: 81}, false},
+	} {
+		if got := c.f.match(f6); got != c.want {
+			t.Errorf("IPv6 %+v: match = %v, want %v", c.f, got, c.want)
+		}
+	}
 	for _, c := range []struct {
 		f    CaptureFilter
 		want bool
@@ -181,9 +204,10 @@ func TestCaptureFilter(t *testing.T) {
 		{CaptureFilter{Port: 80}, true},
 		{CaptureFilter{Port: 1234}, true},
 		{CaptureFilter{Port: 81}, false},
-		{CaptureFilter{HasHost: true, Host: h2}, true},
-		{CaptureFilter{HasHost: true, Host: h3}, false},
-		{CaptureFilter{Proto: 6, HasHost: true, Host: h1, Port: 80}, true},
+		{CaptureFilter{HasHost: true, Host: mapped(h2)}, true},
+		{CaptureFilter{HasHost: true, Host: mapped(h3)}, false},
+		{CaptureFilter{HasHost: true, Host: v6b}, false},
+		{CaptureFilter{Proto: 6, HasHost: true, Host: mapped(h1), Port: 80}, true},
 	} {
 		if got := c.f.match(f); got != c.want {
 			t.Errorf("%+v: match = %v, want %v", c.f, got, c.want)

@@ -48,3 +48,20 @@ func (u *UDPSocket) Datagrams() (in, out uint64) { return u.dgramsIn, u.dgramsOu
 // Accepting reports whether the connection was born on a listener and not yet accepted (in its
 // handshake, or in the accept queue).
 func (c *TCPConn) Accepting() bool { return c.lst != nil }
+
+// Bound returns the listener's local address as its socket shows it: the address it is bound to,
+// else the unspecified one of its family (0.0.0.0 mapped for IPv4 only, :: otherwise).
+func (l *Listener) Bound() Addr { return shownBound(l.fam, l.local) }
+
+// Bound is Listener.Bound for a UDP socket.
+func (u *UDPSocket) Bound() Addr { return shownBound(u.fam, u.local) }
+
+func shownBound(fam Family, local Addr) Addr {
+	if !local.IsUnspecified() {
+		return local
+	}
+	if fam == Family4 {
+		return Addr{10: 0xff, 11: 0xff}
+	}
+	return Addr{}
+}

@@ -56,10 +56,10 @@ func parseCaptureFilter(words []string) (shm.CaptureFilter, error) {
 				return f, errors.New("host: address missing")
 			}
 			a, err := netip.ParseAddr(words[i])
-			if err != nil || !a.Is4() {
-				return f, fmt.Errorf("host: %q is not an IPv4 address", words[i])
+			if err != nil || a.Zone() != "" {
+				return f, fmt.Errorf("host: %q is not an IP address", words[i])
 			}
-			f.HasHost, f.Host = true, a.As4()
+			f.HasHost, f.Host = true, a.As16() // IPv4 as mapped
 		case "port":
 			i++
 			if i >= len(words) {

@@ -277,7 +277,7 @@ func commOf(pid int) string {
 }
 
 func addrPort(a [16]byte, port uint16) string {
-	return netip.AddrPortFrom(netip.AddrFrom4([4]byte(a[:4])), port).String()
+	return netip.AddrPortFrom(netip.AddrFrom16(a).Unmap(), port).String()
 }
 
 func viewOf(pid int, comm string, r *shm.SockRecord) socketView {

@@ -29,7 +29,7 @@ func sockTable(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { tab.Remove() })
-	a, b := [16]byte{10, 0, 0, 1}, [16]byte{10, 0, 0, 2}
+	a, b := [16]byte{10: 0xff, 11: 0xff, 12: 10, 15: 1}, [16]byte{10: 0xff, 11: 0xff, 12: 10, 15: 2}
 	recs := []shm.SockRecord{
 		{Proto: 6, State: 10, Flags: shm.SockFlagListen, LAddr: a, LPort: 80, Fd: 3, RecvQ: 1, SendQ: 511, Pending: 2},
 		{Proto: 6, State: 1, LAddr: a, LPort: 80, RAddr: b, RPort: 40000, Fd: 4, RecvQ: 10, CC: "cubic",
@@ -125,7 +125,7 @@ func TestSockets(t *testing.T) {
 
 func TestCaptureFilterWords(t *testing.T) {
 	f, err := parseCaptureFilter(strings.Fields("tcp and host 10.0.0.2 and port 8000"))
-	if err != nil || f.Proto != unix.IPPROTO_TCP || !f.HasHost || f.Host != [4]byte{10, 0, 0, 2} || f.Port != 8000 {
+	if err != nil || f.Proto != unix.IPPROTO_TCP || !f.HasHost || f.Host != [16]byte{10: 0xff, 11: 0xff, 12: 10, 15: 2} || f.Port != 8000 {
 		t.Fatalf("%+v %v", f, err)
 	}
 	if f, err := parseCaptureFilter(nil); err != nil || f != (shm.CaptureFilter{}) {

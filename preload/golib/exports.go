@@ -36,12 +36,12 @@ func outAddr(p unsafe.Pointer, lenp *C.socklen_t) ([]byte, *uint32) {
 }
 
 //export ustack_socket
-func ustack_socket(fd, typ C.int) (r C.long) {
+func ustack_socket(fd, domain, typ C.int) (r C.long) {
 	if eng == nil {
 		return 0
 	}
 	defer guard(&r)
-	eng.Socket(int(fd), int(typ))
+	eng.SocketOf(int(fd), int(domain), int(typ))
 	return 0
 }
 
