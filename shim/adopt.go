@@ -1,7 +1,6 @@
 package shim
 
 import (
-
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 

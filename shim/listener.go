@@ -169,8 +169,8 @@ func (e *Engine) listenLocked(s *tcpSock, backlog int, mode listenMode) int {
 }
 
 func (l *tcpListener) bind(stackcore.Addr, uint16) int { return neg(unix.EINVAL) }
-func (l *tcpListener) connect([]byte) int       { return neg(unix.EISCONN) }
-func (l *tcpListener) shutdown(int) int         { return Pass }
+func (l *tcpListener) connect([]byte) int              { return neg(unix.EISCONN) }
+func (l *tcpListener) shutdown(int) int                { return Pass }
 
 func (l *tcpListener) listen(backlog int) int {
 	return l.st.with(l, faultNone, func() int {

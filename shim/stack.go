@@ -55,7 +55,7 @@ type stack struct {
 	// what the kernel said of destinations and next hops (route.go)
 	bindV6only bool // net.ipv6.bindv6only: IPV6_V6ONLY's default
 	routes     map[stackcore.Addr]routeEntry
-	neighs map[stackcore.Addr]*neighbour
+	neighs     map[stackcore.Addr]*neighbour
 
 	armed atomic.Int32 // a faultOp the test-only fault hook armed (IoctlArmPanic)
 

@@ -19,7 +19,7 @@ type tcpSock struct {
 	*sockBase
 
 	conn      *stackcore.TCPConn
-	resolving *neighbour // the next hop a connect waits for (no connection yet)
+	resolving *neighbour     // the next hop a connect waits for (no connection yet)
 	dst       stackcore.Addr // where the connect goes while it waits
 	dport     uint16
 	failed    bool       // the connect failed before a connection existed: the socket is closed
