@@ -316,7 +316,7 @@ func (l *tcpListener) moveLocked() int {
 			return neg(unix.ENOBUFS)
 		}
 	}
-	if err := st.link.SteerListed(unix.IPPROTO_TCP, st.ifc.addr, sh.port); err != nil {
+	if err := st.link.SteerListed(unix.IPPROTO_TCP, xdp.Mapped4(st.ifc.addr), sh.port); err != nil {
 		l.e.Log.Warn().Err(err).Msg("moving a listener to the kernel")
 		return neg(unix.ENOBUFS)
 	}

@@ -90,17 +90,17 @@ type stack struct {
 // Link is what the stack drives: a NIC link that can also steer local ports to itself.
 type Link interface {
 	nic.Link
-	Steer(proto uint8, ip [4]byte, port uint16) error
-	Unsteer(proto uint8, ip [4]byte, port uint16) error
+	Steer(proto uint8, ip [16]byte, port uint16) error
+	Unsteer(proto uint8, ip [16]byte, port uint16) error
 	// SteerListed keeps a port's entry but steers only the flows SteerFlow lists as ours.
-	SteerListed(proto uint8, ip [4]byte, port uint16) error
+	SteerListed(proto uint8, ip [16]byte, port uint16) error
 	// SteerShared steers a port to this stack and the other processes that share it
 	// (SO_REUSEPORT): new flows are spread over them, each connection listed once born.
-	SteerShared(proto uint8, ip [4]byte, port uint16) error
-	UnsteerShared(proto uint8, ip [4]byte, port uint16) error
+	SteerShared(proto uint8, ip [16]byte, port uint16) error
+	UnsteerShared(proto uint8, ip [16]byte, port uint16) error
 	// SteerFlow decides for one connection on a steered port, whatever the port's entry says.
-	SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error
-	UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error
+	SteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16, action uint32) error
+	UnsteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16) error
 	Mode() string
 }
 
@@ -446,7 +446,7 @@ func (st *stack) steerSharedLocked(port uint16) error {
 	if st.steered[port] {
 		return nil
 	}
-	if err := st.link.SteerShared(unix.IPPROTO_TCP, st.ifc.addr, port); err != nil {
+	if err := st.link.SteerShared(unix.IPPROTO_TCP, xdp.Mapped4(st.ifc.addr), port); err != nil {
 		return err
 	}
 	st.steered[port] = true
@@ -469,7 +469,7 @@ func (st *stack) steerPortLocked(proto uint8, steered map[uint16]bool, port uint
 	if steered[port] {
 		return nil
 	}
-	if err := st.link.Steer(proto, st.ifc.addr, port); err != nil {
+	if err := st.link.Steer(proto, xdp.Mapped4(st.ifc.addr), port); err != nil {
 		return err
 	}
 	steered[port] = true
@@ -483,9 +483,9 @@ func (st *stack) unsteerPortLocked(proto uint8, steered map[uint16]bool, port ui
 	delete(steered, port)
 	if proto == unix.IPPROTO_TCP && st.shared[port] {
 		delete(st.shared, port)
-		_ = st.link.UnsteerShared(proto, st.ifc.addr, port)
+		_ = st.link.UnsteerShared(proto, xdp.Mapped4(st.ifc.addr), port)
 	} else {
-		_ = st.link.Unsteer(proto, st.ifc.addr, port)
+		_ = st.link.Unsteer(proto, xdp.Mapped4(st.ifc.addr), port)
 	}
 	if proto == unix.IPPROTO_TCP {
 		for k := range st.flows {
@@ -514,7 +514,7 @@ func (st *stack) unsteerAllLocked() {
 // says (a connection moved to the kernel on a port we keep, a connection we keep on a listener
 // moved to the kernel).
 func (st *stack) steerFlowLocked(k flowKey, action uint32) error {
-	if err := st.link.SteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport, action); err != nil {
+	if err := st.link.SteerFlow(unix.IPPROTO_TCP, xdp.Mapped4(st.ifc.addr), k.lport, xdp.Mapped4(k.raddr), k.rport, action); err != nil {
 		return err
 	}
 	if st.flows == nil {
@@ -539,7 +539,7 @@ func (st *stack) unsteerFlowLocked(k flowKey) {
 		st.kernelFlows--
 	}
 	delete(st.flows, k)
-	_ = st.link.UnsteerFlow(unix.IPPROTO_TCP, st.ifc.addr, k.lport, k.raddr, k.rport)
+	_ = st.link.UnsteerFlow(unix.IPPROTO_TCP, xdp.Mapped4(st.ifc.addr), k.lport, xdp.Mapped4(k.raddr), k.rport)
 }
 
 // Poller pacing. The poller sleeps until the next timer, but at most tick, so an application

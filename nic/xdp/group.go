@@ -396,10 +396,10 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 	ports = map[uint32][]string{}
 	name := func(k steerKey) string {
 		proto := "udp"
-		if k[6] == unix.IPPROTO_TCP {
+		if k[18] == unix.IPPROTO_TCP {
 			proto = "tcp"
 		}
-		return fmt.Sprintf("%s/%d", proto, uint16(k[4])<<8|uint16(k[5]))
+		return fmt.Sprintf("%s/%d", proto, uint16(k[16])<<8|uint16(k[17]))
 	}
 	steer = map[uint32]int{}
 	var sk steerKey

@@ -82,7 +82,7 @@ func TestGroupTwoMembers(t *testing.T) {
 		t.Logf("another build: %v", err)
 	}
 	for i, s := range []*Socket{s1, s2} {
-		if err := s.Steer(unix.IPPROTO_UDP, ipA, uint16(9100+i)); err != nil {
+		if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), uint16(9100+i)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -32,7 +32,7 @@ func TestGenericMode(t *testing.T) {
 	if s.Mode() != "generic/copy" {
 		t.Fatalf("mode %q, want generic/copy", s.Mode())
 	}
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:0")
@@ -66,7 +66,7 @@ func dialB(t testing.TB, n *testNet, addr string, d time.Duration) error {
 func TestSteerTCPAndUnsteer(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+	if err := s.Steer(unix.IPPROTO_TCP, Mapped4(ipA), 9200); err != nil {
 		t.Fatal(err)
 	}
 	res := make(chan error, 1)
@@ -78,10 +78,10 @@ func TestSteerTCPAndUnsteer(t *testing.T) {
 		t.Fatal("connect to a steered port with nobody answering succeeded")
 	}
 	// UDP to the same port is a different key: not steered.
-	if err := s.Unsteer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+	if err := s.Unsteer(unix.IPPROTO_TCP, Mapped4(ipA), 9200); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Unsteer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+	if err := s.Unsteer(unix.IPPROTO_TCP, Mapped4(ipA), 9200); err != nil {
 		t.Fatalf("second Unsteer: %v", err)
 	}
 	// Now the kernel in A answers with RST: connection refused, quickly.
@@ -97,7 +97,7 @@ func TestSteerTCPAndUnsteer(t *testing.T) {
 func TestFragmentsPass(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:0")
@@ -133,7 +133,7 @@ func TestFragmentsPass(t *testing.T) {
 func TestVolume(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{NumFrames: 64, RingSize: 32, FrameSize: 2048})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:9001")
@@ -206,7 +206,7 @@ func TestVolume(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:9001")
@@ -255,7 +255,7 @@ func TestNoAllocs(t *testing.T) {
 func TestPollFd(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	pfd := []unix.PollFd{{Fd: int32(s.Fd()), Events: unix.POLLIN}}
@@ -304,7 +304,7 @@ func TestDefaultFrameSizeFollowsMTU(t *testing.T) {
 func TestIPOptions(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:0")
