@@ -88,8 +88,8 @@ type ext struct {
 func hopByHop(units int) ext { return ext{0, extHdr(0, units)} }
 func routing(units int) ext  { return ext{43, extHdr(0, units)} }
 func dstOpts(units int) ext  { return ext{60, extHdr(0, units)} }
-func fragment(offset uint16, more bool) ext {
-	return ext{44, fragHdr(0, offset, more, 0x1234)}
+func fragment(offset uint16, more bool, id uint32) ext {
+	return ext{44, fragHdr(0, offset, more, id)}
 }
 
 // l6Frame is a TCP or UDP frame from remote:rport to local:lport behind the extension headers
@@ -189,12 +189,18 @@ func TestIPv6SteeringRules(t *testing.T) {
 		frame{"truncated hop-by-hop", frame6(t, ip6B, ip6A, 0, []byte{17, 0, 1}), xdpPass},
 		frame{"hop-by-hop longer than the frame", frame6(t, ip6B, ip6A, 0, append(extHdr(17, 200)[:8], ports(udp, 5000, all)...)), xdpPass},
 	)
+	// A later fragment has no ports: those l6Frame writes are the payload's bytes.
 	check("fragments",
-		frame{"first fragment", to(udp, all, ip6B, 5000, fragment(0, true)), xdpRedirect},
-		frame{"hop-by-hop, first fragment", to(udp, all, ip6B, 5000, hopByHop(0), fragment(0, true)), xdpRedirect},
-		frame{"later fragment", to(udp, all, ip6B, 5000, fragment(185, true)), xdpPass},
-		frame{"last fragment", to(udp, all, ip6B, 5000, fragment(370, false)), xdpPass},
-		frame{"later fragment behind destination options", to(udp, all, ip6B, 5000, dstOpts(0), fragment(1, false)), xdpPass},
+		frame{"later fragment, first not seen", to(udp, all, ip6B, 5000, fragment(185, true, 1)), xdpPass},
+		frame{"first fragment", to(udp, all, ip6B, 5000, fragment(0, true, 1)), xdpRedirect},
+		frame{"its later fragment", to(udp, 9, ip6B, 9, fragment(185, true, 1)), xdpRedirect},
+		frame{"its last fragment, behind destination options", to(udp, 9, ip6B, 9, dstOpts(0), fragment(370, false, 1)), xdpRedirect},
+		frame{"later fragment of another id", to(udp, all, ip6B, 5000, fragment(185, true, 2)), xdpPass},
+		frame{"later fragment from another source", to(udp, all, ip6C, 5000, fragment(185, true, 1)), xdpPass},
+		frame{"hop-by-hop, first fragment", to(udp, all, ip6B, 5000, hopByHop(0), fragment(0, true, 3)), xdpRedirect},
+		frame{"its later fragment", to(udp, 9, ip6B, 9, hopByHop(0), fragment(1, false, 3)), xdpRedirect},
+		frame{"first fragment to a port not steered, the id reused", to(udp, 7109, ip6B, 5000, fragment(0, true, 1)), xdpPass},
+		frame{"its later fragment", to(udp, all, ip6B, 5000, fragment(185, true, 1)), xdpPass},
 	)
 
 	must(s.SteerFlow(udp, ip6A, all, ip6B, 5001, FlowToKernel))
@@ -207,7 +213,7 @@ func TestIPv6SteeringRules(t *testing.T) {
 		frame{"other remote port", to(udp, all, ip6B, 5000), xdpRedirect},
 		frame{"other remote address", to(udp, all, ip6C, 5001), xdpRedirect},
 		frame{"listed flow ours", to(udp, listd, ip6B, 5002), xdpRedirect},
-		frame{"listed flow ours, first fragment", to(udp, listd, ip6B, 5002, fragment(0, true)), xdpRedirect},
+		frame{"listed flow ours, first fragment", to(udp, listd, ip6B, 5002, fragment(0, true, 4)), xdpRedirect},
 		frame{"listed port, other flow", to(udp, listd, ip6C, 5002), xdpPass},
 		frame{"flow moving", to(udp, all, ip6B, 5003), xdpDrop},
 		frame{"TCP flow to the kernel", to(tcp, all, ip6C, 5004), xdpPass},
@@ -272,7 +278,7 @@ func ipv6Of(f []byte) *layers.IPv6 {
 
 // TestIPv6Wire steers IPv6 over the veth pair: B's datagrams and connection attempts to
 // steered ports reach the socket, while neighbour discovery (B must resolve A) and ping stay
-// with A's kernel; of a fragmented datagram the first fragment comes, the later ones do not;
+// with A's kernel; a fragmented datagram comes whole, its later fragments after the first;
 // an ICMPv6 packet too big quoting a steered port comes too.
 func TestIPv6Wire(t *testing.T) {
 	n := newTestNet6(t)
@@ -340,7 +346,7 @@ func TestIPv6Wire(t *testing.T) {
 		t.Fatal("IPv6 connection to a steered port reached the kernel")
 	}
 
-	// A fragmented datagram: the first fragment only.
+	// A fragmented datagram: all its fragments.
 	if _, err := c.WriteTo(make([]byte, 4000), dst); err != nil {
 		t.Fatal(err)
 	}
@@ -362,8 +368,8 @@ func TestIPv6Wire(t *testing.T) {
 		s.ReleaseRx()
 		time.Sleep(10 * time.Millisecond)
 	}
-	if first != 1 || later != 0 {
-		t.Fatalf("XSK got %d first fragments and %d later ones, want 1 and 0", first, later)
+	if first != 1 || later != 2 {
+		t.Fatalf("XSK got %d first fragments and %d later ones, want 1 and 2", first, later)
 	}
 
 	// Packet too big from B over a raw socket (the kernel sums ICMPv6), quoting a datagram

@@ -95,18 +95,28 @@ const (
 // as much of the invoking packet as fits), so the quoted source is the local
 // end. A quoted IPv6 datagram is looked at only if TCP or UDP follows its
 // fixed header, as in what ustack sends. Everything else, including echo
-// requests (the kernel answers ping), neighbour discovery, MLD, and
-// non-first fragments of either family, gets XDP_PASS.
-func progInstructions(steerFD, flowsFD, xsksFD, sharesFD int) asm.Instructions {
+// requests (the kernel answers ping), neighbour discovery and MLD, gets
+// XDP_PASS.
+//
+// Fragments: a first fragment is decided by its ports, and when it is
+// redirected the slot is left in frags under its datagram's (source,
+// destination, id, protocol; IPv6: no protocol); a later fragment goes to the
+// slot frags names for its datagram, or passes. A first fragment that is not
+// redirected deletes the entry, so a datagram that reuses an id does not
+// inherit an earlier one's decision. Entries otherwise age out of the LRU.
+func progInstructions(steerFD, flowsFD, xsksFD, sharesFD, fragsFD int) asm.Instructions {
 	const (
-		ctx  = asm.R6
-		data = asm.R2
-		end  = asm.R3
+		first = asm.R6 // 1 once the frame is a first fragment whose fragKey is on the stack
+		data  = asm.R2
+		end   = asm.R3
 
-		// Stack: the steer key at fp-24 (20 bytes), the flow key at fp-64 (40 bytes).
-		// Stack accesses must be aligned: every field is at a multiple of its size.
+		// Stack: a frags value at fp-4, the steer key at fp-24 (20 bytes), the flow key at
+		// fp-64 (40 bytes), the frags key at fp-104 (40 bytes). Stack accesses must be
+		// aligned: every field is at a multiple of its size.
+		fragValOff  = -4
 		steerKeyOff = -24
 		flowKeyOff  = -64
+		fragKeyOff  = -104
 		remoteOff   = flowKeyOff      // remote address, 16 bytes
 		localOff    = flowKeyOff + 16 // local address, 16 bytes
 		rportOff    = flowKeyOff + 32
@@ -151,6 +161,13 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD int) asm.Instructions {
 		return is
 	}
 
+	forget := asm.Instructions{
+		asm.LoadMapPtr(asm.R1, fragsFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fragKeyOff),
+		asm.FnMapDeleteElem.Call(),
+	}
+
 	var p asm.Instructions
 	add := func(is ...any) {
 		for _, i := range is {
@@ -164,7 +181,7 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD int) asm.Instructions {
 	}
 
 	add(
-		asm.Mov.Reg(ctx, asm.R1),
+		asm.Mov.Imm(first, 0),
 		asm.LoadMem(data, asm.R1, mdData, asm.Word),
 		asm.LoadMem(end, asm.R1, mdDataEnd, asm.Word),
 
@@ -187,13 +204,32 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD int) asm.Instructions {
 		asm.JLT.Imm(asm.R5, 5, "pass"),
 		asm.LSh.Imm(asm.R5, 2), // IHL in bytes, 20..60
 
-		// Fragment offset != 0: pass (frag_off big-endian, offset mask 0x1fff).
+		// A fragment (frag_off big-endian: more fragments 0x2000, offset mask 0x1fff): its
+		// datagram's frags key, (source, destination, id, protocol) with the addresses
+		// IPv4-mapped (RFC 791 reassembles by these). A later fragment (offset != 0) goes
+		// where the first went; a first one is decided by its ports.
 		asm.LoadMem(asm.R7, data, ethHdrLen+6, asm.Half),
+		asm.And.Imm(asm.R7, 0xff3f),
+		asm.JEq.Imm(asm.R7, 0, "v4whole"),
+		mapped(fragKeyOff),
+		mapped(fragKeyOff+16),
+		asm.LoadMem(asm.R4, data, ethHdrLen+12, asm.Word),
+		asm.StoreMem(asm.RFP, fragKeyOff+12, asm.R4, asm.Word),
+		asm.LoadMem(asm.R4, data, ethHdrLen+16, asm.Word),
+		asm.StoreMem(asm.RFP, fragKeyOff+28, asm.R4, asm.Word),
+		asm.LoadMem(asm.R4, data, ethHdrLen+4, asm.Half),
+		asm.StoreMem(asm.RFP, fragKeyOff+32, asm.R4, asm.Half),
+		asm.StoreImm(asm.RFP, fragKeyOff+34, 0, asm.Half),
+		asm.LoadMem(asm.R4, data, ethHdrLen+9, asm.Byte),
+		asm.StoreMem(asm.RFP, fragKeyOff+36, asm.R4, asm.Byte),
+		asm.StoreImm(asm.RFP, fragKeyOff+37, 0, asm.Byte),
+		asm.StoreImm(asm.RFP, fragKeyOff+38, 0, asm.Half),
 		asm.And.Imm(asm.R7, 0xff1f),
-		asm.JNE.Imm(asm.R7, 0, "pass"),
+		asm.JNE.Imm(asm.R7, 0, "later"),
+		asm.Mov.Imm(first, 1),
 
 		// Both addresses of the flow key are IPv4-mapped.
-		mapped(remoteOff),
+		labelled("v4whole", mapped(remoteOff)),
 		mapped(localOff),
 
 		// Protocol TCP or UDP; ICMP errors are looked at below.
@@ -308,13 +344,21 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD int) asm.Instructions {
 			asm.LSh.Imm(asm.R7, 3),
 			asm.Add.Reg(asm.R5, asm.R7),
 			asm.Ja.Label(next),
-			// Fragment (RFC 8200 4.5): a later fragment (offset != 0; the offset is the
-			// top 13 bits of the big-endian half at 2, loaded little-endian) passes, as
-			// IPv4's do; a first one is decided by its ports.
+			// Fragment (RFC 8200 4.5): the frags key of its datagram, (source,
+			// destination, id) and a zero protocol (RFC 8200 4.5 reassembles by these). A
+			// later fragment (offset != 0; the offset is the top 13 bits of the big-endian
+			// half at 2, loaded little-endian) goes where the first went; a first one is
+			// decided by its ports.
 			labelled(frag, at(8)),
+			copy16(asm.RFP, remoteOff, fragKeyOff),
+			copy16(asm.RFP, localOff, fragKeyOff+16),
+			asm.LoadMem(asm.R1, asm.R4, ethHdrLen+4, asm.Word),
+			asm.StoreMem(asm.RFP, fragKeyOff+32, asm.R1, asm.Word),
+			asm.StoreImm(asm.RFP, fragKeyOff+36, 0, asm.Word),
 			asm.LoadMem(asm.R7, asm.R4, ethHdrLen+2, asm.Half),
 			asm.And.Imm(asm.R7, 0xf8ff),
-			asm.JNE.Imm(asm.R7, 0, "pass"),
+			asm.JNE.Imm(asm.R7, 0, "later"),
+			asm.Mov.Imm(first, 1),
 			asm.LoadMem(asm.R8, asm.R4, ethHdrLen, asm.Byte),
 			asm.Add.Imm(asm.R5, 8),
 		)
@@ -389,18 +433,43 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD int) asm.Instructions {
 		asm.JNE.Imm(asm.R8, 1, "pass"),
 		asm.RSh.Imm(asm.R7, slotShift),
 
-		// R7: the slot whose socket gets the frame.
-		asm.Mov.Reg(asm.R2, asm.R7).WithSymbol("redirect"),
+		// R7: the slot whose socket gets the frame; a first fragment leaves the slot in
+		// frags for the later ones.
+		asm.JEq.Imm(first, 0, "xsk").WithSymbol("redirect"),
+		asm.StoreMem(asm.RFP, fragValOff, asm.R7, asm.Word),
+		asm.LoadMapPtr(asm.R1, fragsFD),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fragKeyOff),
+		asm.Mov.Reg(asm.R3, asm.RFP),
+		asm.Add.Imm(asm.R3, fragValOff),
+		asm.Mov.Imm(asm.R4, 0), // BPF_ANY
+		asm.FnMapUpdateElem.Call(),
+		asm.Mov.Reg(asm.R2, asm.R7).WithSymbol("xsk"),
 		asm.LoadMapPtr(asm.R1, xsksFD),
 		asm.Mov.Imm(asm.R3, xdpPass),
 		asm.FnRedirectMap.Call(),
 		asm.Return(),
 
-		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("pass"),
+		// A first fragment that is not ours forgets an earlier datagram of the same
+		// (source, destination, id), so that its later fragments go where it went.
+		asm.JEq.Imm(first, 0, "passed").WithSymbol("pass"),
+		forget,
+		asm.Mov.Imm(asm.R0, xdpPass).WithSymbol("passed"),
 		asm.Return(),
 
-		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("drop"),
+		asm.JEq.Imm(first, 0, "dropped").WithSymbol("drop"),
+		forget,
+		asm.Mov.Imm(asm.R0, xdpDrop).WithSymbol("dropped"),
 		asm.Return(),
+
+		// A later fragment: to the slot its first fragment went to, if it was steered.
+		asm.LoadMapPtr(asm.R1, fragsFD).WithSymbol("later"),
+		asm.Mov.Reg(asm.R2, asm.RFP),
+		asm.Add.Imm(asm.R2, fragKeyOff),
+		asm.FnMapLookupElem.Call(),
+		asm.JEq.Imm(asm.R0, 0, "passed"),
+		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
+		asm.Ja.Label("xsk"),
 
 		// A shared port: the flow's hash (remote address and port, as SO_REUSEPORT spreads
 		// by the four-tuple) picks one of the n slots in shares; a connection stays with its
@@ -454,13 +523,13 @@ type sharesValue struct {
 
 // objects are the maps and program loadObjects creates.
 type objects struct {
-	steer, flows, xsks, shares *ebpf.Map
-	prog                       *ebpf.Program
+	steer, flows, xsks, shares, frags *ebpf.Map
+	prog                              *ebpf.Program
 }
 
 // close releases whatever is set.
 func (o *objects) close() {
-	for _, m := range []*ebpf.Map{o.steer, o.flows, o.xsks, o.shares} {
+	for _, m := range []*ebpf.Map{o.steer, o.flows, o.xsks, o.shares, o.frags} {
 		if m != nil {
 			m.Close()
 		}
@@ -522,11 +591,21 @@ func loadObjects() (_ objects, err error) {
 	if err != nil {
 		return objects{}, fmt.Errorf("creating shares map: %w", err)
 	}
+	o.frags, err = ebpf.NewMap(&ebpf.MapSpec{
+		Name:       "frags",
+		Type:       ebpf.LRUHash,
+		KeySize:    uint32(len(flowKey{})), // (source 16, destination 16, id 4, protocol, 3 pad)
+		ValueSize:  4,
+		MaxEntries: 4096,
+	})
+	if err != nil {
+		return objects{}, fmt.Errorf("creating frags map: %w", err)
+	}
 	o.prog, err = ebpf.NewProgram(&ebpf.ProgramSpec{
 		Name:         "ustack_steer",
 		Type:         ebpf.XDP,
 		License:      "Dual MIT/GPL",
-		Instructions: progInstructions(o.steer.FD(), o.flows.FD(), o.xsks.FD(), o.shares.FD()),
+		Instructions: progInstructions(o.steer.FD(), o.flows.FD(), o.xsks.FD(), o.shares.FD(), o.frags.FD()),
 	})
 	if err != nil {
 		return objects{}, fmt.Errorf("loading xdp program: %w", err)

@@ -27,9 +27,11 @@
 //     asks for a wake-up and every Flush with queued frames is a syscall.
 //   - Closing an AF_XDP socket releases its queue from a workqueue, so an
 //     immediate re-Open can see EBUSY at bind; Open retries for a while.
-//   - Only the first fragment of a datagram carries ports: it is steered
-//     and the later fragments go to the kernel, so fragmented datagrams to
-//     a steered port are not reassembled anywhere (IPv4 and IPv6 alike).
+//   - Only the first fragment of a datagram carries ports: the program
+//     remembers where it steered one (the frags map, an LRU keyed by source,
+//     destination, id and, for IPv4, protocol) and sends the later fragments
+//     there, for the stack to reassemble. A later fragment that arrives
+//     before its first goes to the kernel, and so is lost to both.
 //   - The interface MTU plus the Ethernet header must fit in a frame after
 //     the kernel's 256 bytes of XDP headroom; Open checks it.
 package xdp
@@ -179,6 +181,10 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 		return nil, s.errorf("%w", err)
 	}
 	s.steer, s.flows, s.xsks, s.prog = o.steer, o.flows, o.xsks, o.prog
+	// the program alone uses these (a socket of its own shares no port): its reference
+	// keeps them
+	o.shares.Close()
+	o.frags.Close()
 	if err := s.xsks.Put(s.slot, uint32(s.fd)); err != nil {
 		return nil, s.errorf("inserting socket into xsks map: %w", err)
 	}
