@@ -404,7 +404,7 @@ type MemberStatus struct {
 	Steer      int      `json:"steer_entries"`
 	Flows      int      `json:"flow_entries"`
 	Shared     int      `json:"shared_ports"` // ports it listens on with others (SO_REUSEPORT)
-	Ports      []string `json:"ports"`        // the ports it steers ("tcp/80", "tcp/80 (shared)")
+	Ports      []string `json:"ports"`        // the ports it steers ("tcp/80", "tcp/80 (shared)"; IPv6: "tcp6/80")
 }
 
 func sendStatus(g *Group, conn int) {
