@@ -30,14 +30,14 @@ type pairLink struct {
 	steered map[uint16]bool
 }
 
-func (l *pairLink) Steer(proto uint8, ip [4]byte, port uint16) error {
+func (l *pairLink) Steer(proto uint8, ip [16]byte, port uint16) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.steered[port] = true
 	return nil
 }
 
-func (l *pairLink) Unsteer(proto uint8, ip [4]byte, port uint16) error {
+func (l *pairLink) Unsteer(proto uint8, ip [16]byte, port uint16) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.steered, port)
@@ -50,21 +50,21 @@ func (l *pairLink) isSteered(port uint16) bool {
 	return l.steered[port]
 }
 
-func (l *pairLink) SteerListed(proto uint8, ip [4]byte, port uint16) error { return nil }
+func (l *pairLink) SteerListed(proto uint8, ip [16]byte, port uint16) error { return nil }
 
-func (l *pairLink) SteerShared(proto uint8, ip [4]byte, port uint16) error {
+func (l *pairLink) SteerShared(proto uint8, ip [16]byte, port uint16) error {
 	return l.Steer(proto, ip, port)
 }
 
-func (l *pairLink) UnsteerShared(proto uint8, ip [4]byte, port uint16) error {
+func (l *pairLink) UnsteerShared(proto uint8, ip [16]byte, port uint16) error {
 	return l.Unsteer(proto, ip, port)
 }
 
-func (l *pairLink) SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error {
+func (l *pairLink) SteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16, action uint32) error {
 	return nil
 }
 
-func (l *pairLink) UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error {
+func (l *pairLink) UnsteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16) error {
 	return nil
 }
 

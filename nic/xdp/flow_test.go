@@ -115,9 +115,9 @@ func TestFlowSteeringRules(t *testing.T) {
 		return icmpErrFrame(t, udp, ipA, lport, remote, rport)
 	}
 
-	must(s.Steer(udp, ipA, all))
-	must(s.Steer(tcp, ipA, all))
-	must(s.SteerListed(udp, ipA, listd))
+	must(s.Steer(udp, Mapped4(ipA), all))
+	must(s.Steer(tcp, Mapped4(ipA), all))
+	must(s.SteerListed(udp, Mapped4(ipA), listd))
 	check("no flows",
 		frame{"mode 1 without flow", udpTo(all, ipB, 5000), xdpRedirect},
 		frame{"mode 1 without flow, TCP", l4Frame(t, tcp, ipA, all, ipB, 5000), xdpRedirect},
@@ -127,11 +127,11 @@ func TestFlowSteeringRules(t *testing.T) {
 		frame{"ICMP error, mode 2 without flow", icmpOn(listd, ipB, 5000), xdpPass},
 	)
 
-	must(s.SteerFlow(udp, ipA, all, ipB, 5001, FlowToKernel))
-	must(s.SteerFlow(udp, ipA, listd, ipB, 5002, FlowToUs))
-	must(s.SteerFlow(udp, ipA, 7002, ipB, 5003, FlowToUs))
-	must(s.SteerFlow(udp, ipA, all, ipB, 5006, FlowDrop))
-	must(s.SteerFlow(udp, ipA, listd, ipB, 5007, FlowDrop))
+	must(s.SteerFlow(udp, Mapped4(ipA), all, Mapped4(ipB), 5001, FlowToKernel))
+	must(s.SteerFlow(udp, Mapped4(ipA), listd, Mapped4(ipB), 5002, FlowToUs))
+	must(s.SteerFlow(udp, Mapped4(ipA), 7002, Mapped4(ipB), 5003, FlowToUs))
+	must(s.SteerFlow(udp, Mapped4(ipA), all, Mapped4(ipB), 5006, FlowDrop))
+	must(s.SteerFlow(udp, Mapped4(ipA), listd, Mapped4(ipB), 5007, FlowDrop))
 	check("flows listed",
 		frame{"mode 1 + flow value 3 (moving)", udpTo(all, ipB, 5006), xdpDrop},
 		frame{"mode 2 + flow value 3 (moving)", udpTo(listd, ipB, 5007), xdpDrop},
@@ -147,9 +147,9 @@ func TestFlowSteeringRules(t *testing.T) {
 		frame{"ICMP error quoting a flow with value 1", icmpOn(listd, ipB, 5002), xdpRedirect},
 	)
 
-	must(s.UnsteerFlow(udp, ipA, all, ipB, 5001))
-	must(s.UnsteerFlow(udp, ipA, listd, ipB, 5002))
-	must(s.UnsteerFlow(udp, ipA, listd, ipB, 5002)) // missing: not an error
+	must(s.UnsteerFlow(udp, Mapped4(ipA), all, Mapped4(ipB), 5001))
+	must(s.UnsteerFlow(udp, Mapped4(ipA), listd, Mapped4(ipB), 5002))
+	must(s.UnsteerFlow(udp, Mapped4(ipA), listd, Mapped4(ipB), 5002)) // missing: not an error
 	check("after UnsteerFlow",
 		frame{"mode 1 rule restored", udpTo(all, ipB, 5001), xdpRedirect},
 		frame{"mode 1 rule restored, ICMP error", icmpOn(all, ipB, 5001), xdpRedirect},
@@ -158,16 +158,16 @@ func TestFlowSteeringRules(t *testing.T) {
 
 	// The port's mode is replaced either way; Unsteer of the port
 	// overrides its flows.
-	must(s.SteerFlow(udp, ipA, listd, ipB, 5004, FlowToKernel))
-	must(s.Steer(udp, ipA, listd))
-	must(s.SteerListed(udp, ipA, all))
+	must(s.SteerFlow(udp, Mapped4(ipA), listd, Mapped4(ipB), 5004, FlowToKernel))
+	must(s.Steer(udp, Mapped4(ipA), listd))
+	must(s.SteerListed(udp, Mapped4(ipA), all))
 	check("modes swapped",
 		frame{"SteerListed replaced Steer", udpTo(all, ipB, 5000), xdpPass},
 		frame{"Steer replaced SteerListed", udpTo(listd, ipB, 5000), xdpRedirect},
 		frame{"flow value 2 under Steer", udpTo(listd, ipB, 5004), xdpPass},
 	)
-	must(s.SteerFlow(udp, ipA, all, ipB, 5005, FlowToUs))
-	must(s.Unsteer(udp, ipA, all))
+	must(s.SteerFlow(udp, Mapped4(ipA), all, Mapped4(ipB), 5005, FlowToUs))
+	must(s.Unsteer(udp, Mapped4(ipA), all))
 	check("port unsteered",
 		frame{"flow value 1 on an unsteered port", udpTo(all, ipB, 5005), xdpPass},
 	)
@@ -175,13 +175,13 @@ func TestFlowSteeringRules(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SteerFlow(udp, ipA, all, ipB, 1, FlowToUs); !errors.Is(err, ErrClosed) {
+	if err := s.SteerFlow(udp, Mapped4(ipA), all, Mapped4(ipB), 1, FlowToUs); !errors.Is(err, ErrClosed) {
 		t.Errorf("SteerFlow after Close: %v, want ErrClosed", err)
 	}
-	if err := s.UnsteerFlow(udp, ipA, all, ipB, 1); !errors.Is(err, ErrClosed) {
+	if err := s.UnsteerFlow(udp, Mapped4(ipA), all, Mapped4(ipB), 1); !errors.Is(err, ErrClosed) {
 		t.Errorf("UnsteerFlow after Close: %v, want ErrClosed", err)
 	}
-	if err := s.SteerListed(udp, ipA, all); !errors.Is(err, ErrClosed) {
+	if err := s.SteerListed(udp, Mapped4(ipA), all); !errors.Is(err, ErrClosed) {
 		t.Errorf("SteerListed after Close: %v, want ErrClosed", err)
 	}
 }
@@ -221,10 +221,10 @@ func TestFlowSteeringWire(t *testing.T) {
 	defer ln.Close()
 	const addr = "10.99.0.1:9300"
 
-	if err := s.Steer(unix.IPPROTO_TCP, ipA, 9300); err != nil {
+	if err := s.Steer(unix.IPPROTO_TCP, Mapped4(ipA), 9300); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SteerFlow(unix.IPPROTO_TCP, ipA, 9300, ipB, 40001, FlowToKernel); err != nil {
+	if err := s.SteerFlow(unix.IPPROTO_TCP, Mapped4(ipA), 9300, Mapped4(ipB), 40001, FlowToKernel); err != nil {
 		t.Fatal(err)
 	}
 	if err := dialBFrom(t, n, 40001, addr, 3*time.Second); err != nil {
@@ -239,10 +239,10 @@ func TestFlowSteeringWire(t *testing.T) {
 		t.Fatal("unlisted flow on a steered port reached the kernel")
 	}
 
-	if err := s.SteerFlow(unix.IPPROTO_TCP, ipA, 9300, ipB, 40003, FlowToUs); err != nil {
+	if err := s.SteerFlow(unix.IPPROTO_TCP, Mapped4(ipA), 9300, Mapped4(ipB), 40003, FlowToUs); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SteerListed(unix.IPPROTO_TCP, ipA, 9300); err != nil {
+	if err := s.SteerListed(unix.IPPROTO_TCP, Mapped4(ipA), 9300); err != nil {
 		t.Fatal(err)
 	}
 	if err := dialBFrom(t, n, 40004, addr, 3*time.Second); err != nil {

@@ -391,15 +391,18 @@ func (g *Group) dropEntries(slot uint32) int {
 
 // Entries counts the steer and flows entries of each slot, and the ports each slot shares (a
 // shared port's steer entry is no one's); ports lists, per slot, the ports it steers alone or
-// shares ("tcp/80", "udp/53").
+// shares ("tcp/80", "udp/53"; IPv6: "tcp6/80").
 func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32][]string) {
 	ports = map[uint32][]string{}
 	name := func(k steerKey) string {
 		proto := "udp"
-		if k[6] == unix.IPPROTO_TCP {
+		if k[18] == unix.IPPROTO_TCP {
 			proto = "tcp"
 		}
-		return fmt.Sprintf("%s/%d", proto, uint16(k[4])<<8|uint16(k[5]))
+		if [16]byte(k[:16]) != Mapped4([4]byte(k[12:16])) {
+			proto += "6" // as netstat names them
+		}
+		return fmt.Sprintf("%s/%d", proto, uint16(k[16])<<8|uint16(k[17]))
 	}
 	steer = map[uint32]int{}
 	var sk steerKey

@@ -2,12 +2,15 @@ package xdp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"net"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/gopacket/gopacket/layers"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
@@ -82,7 +85,7 @@ func TestGroupTwoMembers(t *testing.T) {
 		t.Logf("another build: %v", err)
 	}
 	for i, s := range []*Socket{s1, s2} {
-		if err := s.Steer(unix.IPPROTO_UDP, ipA, uint16(9100+i)); err != nil {
+		if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), uint16(9100+i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -148,6 +151,108 @@ func TestGroupTwoMembers(t *testing.T) {
 	s2.Close()
 	s1.Close()
 	m1.Close()
+	select {
+	case err := <-keeper:
+		if err != nil {
+			t.Fatalf("keeper: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the keeper did not leave with its last member")
+	}
+}
+
+// Two members share a TCP port over IPv6 and IPv4 through the keeper (a dual-stack listener
+// has an entry for each family): the status names both, and a connection from B over IPv6
+// reaches the member the hash of its remote address and port picks; when one member stops
+// sharing, the other gets every flow.
+func TestGroupSharesIPv6(t *testing.T) {
+	n := newTestNet6(t)
+	keeper := startKeeper(t, n)
+	s1, m1, err := attachIn(t, n, shm.BuildID{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, m2, err := attachIn(t, n, shm.BuildID{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const port = 9300
+	for _, s := range []*Socket{s1, s2} {
+		for _, ip := range [][16]byte{ip6A, Mapped4(ipA)} {
+			if err := s.SteerShared(unix.IPPROTO_TCP, ip, port); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	st := queryIn(t, n)
+	for _, m := range st.Members {
+		want := []string{"tcp/9300 (shared)", "tcp6/9300 (shared)"}
+		if m.Shared != 2 || !slices.Equal(m.Ports, want) {
+			t.Errorf("slot %d: %d shared ports %q, want 2 %q", m.Slot, m.Shared, m.Ports, want)
+		}
+	}
+	sharers := []*Socket{s1, s2} // in the order they joined the port: the shares value's
+	// connect dials from B's lport and reports which member's slot received the SYN (-1: none).
+	connect := func(lport uint16) int {
+		t.Helper()
+		res := make(chan error, 1)
+		go func() {
+			_, err := in(t, n.hB, func() (struct{}, error) {
+				d := net.Dialer{Timeout: 500 * time.Millisecond, LocalAddr: &net.TCPAddr{IP: net.IP(ip6B[:]), Port: int(lport)}}
+				c, err := d.Dial("tcp6", "[fd00:99::1]:9300")
+				if err == nil {
+					c.Close()
+				}
+				return struct{}{}, err
+			})
+			res <- err
+		}()
+		syn := func(f []byte) bool {
+			ip := ipv6Of(f)
+			return ip != nil && ip.NextHeader == layers.IPProtocolTCP && len(ip.Payload) >= 14 &&
+				binary.BigEndian.Uint16(ip.Payload) == lport && ip.Payload[13]&0x02 != 0
+		}
+		got := -1
+		for _, s := range sharers {
+			if receiveMatch(t, s, time.Second, syn) != nil {
+				if got >= 0 {
+					t.Errorf("SYN from port %d reached both members", lport)
+				}
+				got = int(s.Slot())
+			}
+		}
+		<-res
+		return got
+	}
+	var ports [2][]uint16 // B's ports whose flows go to sharers[0], sharers[1]
+	for p := uint16(42000); len(ports[0]) < 2 || len(ports[1]) < 2; p++ {
+		if i := shareIndex(ip6B, p, 2); len(ports[i]) < 2 {
+			ports[i] = append(ports[i], p)
+		}
+	}
+	for i, ps := range ports {
+		for _, p := range ps {
+			if got := connect(p); got != int(sharers[i].Slot()) {
+				t.Errorf("SYN from [fd00:99::2]:%d: reached slot %d, want slot %d", p, got, sharers[i].Slot())
+			}
+		}
+	}
+	if err := s1.UnsteerShared(unix.IPPROTO_TCP, ip6A, port); err != nil {
+		t.Fatal(err)
+	}
+	if got := connect(ports[0][0] + 1000); got != int(s2.Slot()) {
+		t.Errorf("after slot %d stopped sharing: SYN reached slot %d, want slot %d", s1.Slot(), got, s2.Slot())
+	}
+	st = queryIn(t, n)
+	for _, m := range st.Members {
+		if want := map[uint32]int{s1.Slot(): 1, s2.Slot(): 2}[m.Slot]; m.Shared != want {
+			t.Errorf("slot %d shares %d ports %q, want %d", m.Slot, m.Shared, m.Ports, want)
+		}
+	}
+	s1.Close()
+	m1.Close()
+	s2.Close()
+	m2.Close()
 	select {
 	case err := <-keeper:
 		if err != nil {

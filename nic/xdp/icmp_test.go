@@ -55,7 +55,7 @@ func icmpChecksum(b []byte) uint16 {
 func TestICMPErrorSteered(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 4243); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 4243); err != nil {
 		t.Fatal(err)
 	}
 	macA := ifaceMAC(t, n, n.hA, n.VethA)
@@ -93,7 +93,7 @@ func TestICMPErrorSteered(t *testing.T) {
 		t.Fatal("ICMP error for an unsteered port reached the XSK")
 	}
 	// Ping still answered by A's kernel, and echo requests never reach the XSK.
-	if err := s.Steer(unix.IPPROTO_TCP, ipA, 80); err != nil {
+	if err := s.Steer(unix.IPPROTO_TCP, Mapped4(ipA), 80); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("ip", "netns", "exec", n.NsB, "ping", "-c", "3", "-i", "0.2", "-W", "2", "10.99.0.1").CombinedOutput()
@@ -112,10 +112,10 @@ func TestICMPErrorSteered(t *testing.T) {
 func TestICMPErrorQuotes(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_TCP, ipA, 80); err != nil {
+	if err := s.Steer(unix.IPPROTO_TCP, Mapped4(ipA), 80); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 5353); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 5353); err != nil {
 		t.Fatal(err)
 	}
 	fd, err := in(t, n.hB, func() (int, error) { return unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_ICMP) })

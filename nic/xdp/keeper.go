@@ -39,7 +39,7 @@ const (
 	msgReady   = "REDY" // member: its socket
 	msgLive    = "LIVE" // keeper: the slot is the member's
 	msgStatus  = "STAT" // onloadctl: the group as JSON
-	msgShare   = "SHAR" // member: steer key: share the port (a listener with SO_REUSEPORT)
+	msgShare   = "SHAR" // member: steer key (20 bytes, prog.go): share the port (a listener with SO_REUSEPORT)
 	msgUnshare = "UNSH" // member: steer key: no longer
 )
 
@@ -170,11 +170,11 @@ func serveMember(g *Group, m *member, logf func(string, ...any)) bool {
 	case msgStatus:
 		sendStatus(g, m.conn)
 	case msgShare, msgUnshare:
-		if len(msg) < 11 {
+		var k steerKey
+		if len(msg) < 4+len(k) {
 			return false
 		}
-		var k steerKey
-		copy(k[:], msg[4:12])
+		copy(k[:], msg[4:])
 		answer := []byte(msgOK)
 		if err := g.share(k, m.slot, verb == msgShare); err != nil {
 			answer = append([]byte(msgNo), err.Error()...)
@@ -404,7 +404,7 @@ type MemberStatus struct {
 	Steer      int      `json:"steer_entries"`
 	Flows      int      `json:"flow_entries"`
 	Shared     int      `json:"shared_ports"` // ports it listens on with others (SO_REUSEPORT)
-	Ports      []string `json:"ports"`        // the ports it steers ("tcp/80", "tcp/80 (shared)")
+	Ports      []string `json:"ports"`        // the ports it steers ("tcp/80", "tcp/80 (shared)"; IPv6: "tcp6/80")
 }
 
 func sendStatus(g *Group, conn int) {

@@ -2,6 +2,7 @@ package xdp
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -32,7 +33,7 @@ func TestGenericMode(t *testing.T) {
 	if s.Mode() != "generic/copy" {
 		t.Fatalf("mode %q, want generic/copy", s.Mode())
 	}
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:0")
@@ -66,7 +67,7 @@ func dialB(t testing.TB, n *testNet, addr string, d time.Duration) error {
 func TestSteerTCPAndUnsteer(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+	if err := s.Steer(unix.IPPROTO_TCP, Mapped4(ipA), 9200); err != nil {
 		t.Fatal(err)
 	}
 	res := make(chan error, 1)
@@ -78,10 +79,10 @@ func TestSteerTCPAndUnsteer(t *testing.T) {
 		t.Fatal("connect to a steered port with nobody answering succeeded")
 	}
 	// UDP to the same port is a different key: not steered.
-	if err := s.Unsteer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+	if err := s.Unsteer(unix.IPPROTO_TCP, Mapped4(ipA), 9200); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Unsteer(unix.IPPROTO_TCP, ipA, 9200); err != nil {
+	if err := s.Unsteer(unix.IPPROTO_TCP, Mapped4(ipA), 9200); err != nil {
 		t.Fatalf("second Unsteer: %v", err)
 	}
 	// Now the kernel in A answers with RST: connection refused, quickly.
@@ -91,39 +92,101 @@ func TestSteerTCPAndUnsteer(t *testing.T) {
 	}
 }
 
-// TestFragmentsPass sends a fragmented datagram to a steered port: the first
-// fragment carries the ports and is steered, the others have no transport
-// header and must go to the kernel.
-func TestFragmentsPass(t *testing.T) {
+// TestFragmentsFollowTheFirst sends fragmented datagrams: to a steered port, the first
+// fragment carries the ports and is steered, and the later ones, which have no transport
+// header, follow it to the socket; to a port that is not steered, none comes.
+func TestFragmentsFollowTheFirst(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:0")
-	if _, err := c.WriteTo(make([]byte, 4000), &net.UDPAddr{IP: net.IP(ipA[:]), Port: 9000}); err != nil {
-		t.Fatal(err)
-	}
-	frames := make([][]byte, 16)
-	first, later := 0, 0
-	deadline := time.Now().Add(time.Second)
-	for time.Now().Before(deadline) {
-		k := s.Receive(frames)
-		for _, f := range frames[:k] {
-			p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
-			if ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip != nil {
-				if ip.FragOffset == 0 && ip.Flags&layers.IPv4MoreFragments != 0 {
-					first++
-				} else if ip.FragOffset != 0 {
-					later++
+	count := func(port int) (first, later int) {
+		t.Helper()
+		if _, err := c.WriteTo(make([]byte, 4000), &net.UDPAddr{IP: net.IP(ipA[:]), Port: port}); err != nil {
+			t.Fatal(err)
+		}
+		frames := make([][]byte, 16)
+		deadline := time.Now().Add(time.Second)
+		for time.Now().Before(deadline) {
+			k := s.Receive(frames)
+			for _, f := range frames[:k] {
+				p := gopacket.NewPacket(f, layers.LayerTypeEthernet, gopacket.Default)
+				if ip, _ := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ip != nil {
+					if ip.FragOffset == 0 && ip.Flags&layers.IPv4MoreFragments != 0 {
+						first++
+					} else if ip.FragOffset != 0 {
+						later++
+					}
 				}
 			}
+			s.ReleaseRx()
+			time.Sleep(10 * time.Millisecond)
 		}
-		s.ReleaseRx()
-		time.Sleep(10 * time.Millisecond)
+		return first, later
 	}
-	if first != 1 || later != 0 {
-		t.Fatalf("XSK got %d first fragments and %d later ones, want 1 and 0", first, later)
+	// 4000 bytes over a 1500-byte MTU: three fragments
+	if first, later := count(9000); first != 1 || later != 2 {
+		t.Fatalf("steered port: XSK got %d first fragments and %d later ones, want 1 and 2", first, later)
+	}
+	if first, later := count(9001); first != 0 || later != 0 {
+		t.Fatalf("port not steered: XSK got %d first fragments and %d later ones, want none", first, later)
+	}
+}
+
+// frag4 is an IPv4 fragment from remote to local of datagram id, protocol proto, at offset
+// (8-byte units), whose payload starts with the ports rport, lport.
+func frag4(t testing.TB, proto uint8, local, remote [4]byte, id, offset uint16, more bool, rport, lport uint16) []byte {
+	t.Helper()
+	eth := &layers.Ethernet{SrcMAC: macY, DstMAC: macX, EthernetType: layers.EthernetTypeIPv4}
+	ip := &layers.IPv4{Version: 4, TTL: 64, Id: id, FragOffset: offset, Protocol: layers.IPProtocol(proto),
+		SrcIP: net.IP(remote[:]), DstIP: net.IP(local[:])}
+	if more {
+		ip.Flags = layers.IPv4MoreFragments
+	}
+	p := make([]byte, 16)
+	binary.BigEndian.PutUint16(p, rport)
+	binary.BigEndian.PutUint16(p[2:], lport)
+	b := gopacket.NewSerializeBuffer()
+	if err := gopacket.SerializeLayers(b, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true},
+		eth, ip, gopacket.Payload(p)); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// TestFragmentRules runs IPv4 fragments through the program: a later fragment goes where its
+// datagram's first fragment went, found by (source, destination, id, protocol); a first
+// fragment that is not steered makes the id's later fragments the kernel's again.
+func TestFragmentRules(t *testing.T) {
+	n := newTestNet(t)
+	s := openIn(t, n, Options{})
+	const udp, tcp = unix.IPPROTO_UDP, unix.IPPROTO_TCP
+	if err := s.Steer(udp, Mapped4(ipA), 9000); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name string
+		f    []byte
+		want uint32
+	}{
+		{"later fragment, first not seen", frag4(t, udp, ipA, ipB, 1, 185, true, 9, 9), xdpPass},
+		{"first fragment", frag4(t, udp, ipA, ipB, 1, 0, true, 5000, 9000), xdpRedirect},
+		{"its later fragment", frag4(t, udp, ipA, ipB, 1, 185, true, 9, 9), xdpRedirect},
+		{"its last fragment", frag4(t, udp, ipA, ipB, 1, 370, false, 9, 9), xdpRedirect},
+		{"same id, other protocol", frag4(t, tcp, ipA, ipB, 1, 185, true, 9, 9), xdpPass},
+		{"same id, other source", frag4(t, udp, ipA, ipC, 1, 185, true, 9, 9), xdpPass},
+		{"other id", frag4(t, udp, ipA, ipB, 2, 185, true, 9, 9), xdpPass},
+		{"unfragmented datagram with the id", frag4(t, udp, ipA, ipB, 1, 0, false, 5000, 9001), xdpPass},
+		{"later fragment still steered", frag4(t, udp, ipA, ipB, 1, 185, true, 9, 9), xdpRedirect},
+		{"first fragment to a port not steered, the id reused", frag4(t, udp, ipA, ipB, 1, 0, true, 5000, 9001), xdpPass},
+		{"its later fragment", frag4(t, udp, ipA, ipB, 1, 185, true, 9, 9), xdpPass},
+	}
+	for _, c := range cases {
+		if got := verdict(t, s, c.f); got != c.want {
+			t.Errorf("%s: action %d, want %d", c.name, got, c.want)
+		}
 	}
 }
 
@@ -133,7 +196,7 @@ func TestFragmentsPass(t *testing.T) {
 func TestVolume(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{NumFrames: 64, RingSize: 32, FrameSize: 2048})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:9001")
@@ -206,7 +269,7 @@ func TestVolume(t *testing.T) {
 func TestNoAllocs(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:9001")
@@ -255,7 +318,7 @@ func TestNoAllocs(t *testing.T) {
 func TestPollFd(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	pfd := []unix.PollFd{{Fd: int32(s.Fd()), Events: unix.POLLIN}}
@@ -304,7 +367,7 @@ func TestDefaultFrameSizeFollowsMTU(t *testing.T) {
 func TestIPOptions(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:0")

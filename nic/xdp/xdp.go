@@ -1,6 +1,8 @@
 // Package xdp is a nic.Link over an AF_XDP socket, with an XDP program that
-// steers chosen (protocol, IPv4 address, port) flows to the socket and passes
-// everything else to the kernel.
+// steers chosen (protocol, address, port) flows, IPv4 or IPv6, to the socket and passes
+// everything else to the kernel. Addresses are 16 bytes: an IPv4 address is
+// IPv4-mapped (Mapped4), so a dual-stack listener wants two entries, one for
+// its IPv4-mapped address and one for its IPv6 address.
 //
 // A process under ustack is a member of its interface's group (group.go,
 // keeper.go: Attach): its own socket over a UMEM shared with the other
@@ -25,9 +27,11 @@
 //     asks for a wake-up and every Flush with queued frames is a syscall.
 //   - Closing an AF_XDP socket releases its queue from a workqueue, so an
 //     immediate re-Open can see EBUSY at bind; Open retries for a while.
-//   - Only the first fragment of a datagram carries ports: it is steered
-//     and the later fragments go to the kernel, so fragmented datagrams to
-//     a steered port are not reassembled anywhere.
+//   - Only the first fragment of a datagram carries ports: the program
+//     remembers where it steered one (the frags map, an LRU keyed by source,
+//     destination, id and, for IPv4, protocol) and sends the later fragments
+//     there, for the stack to reassemble. A later fragment that arrives
+//     before its first goes to the kernel, and so is lost to both.
 //   - The interface MTU plus the Ethernet header must fit in a frame after
 //     the kernel's 256 bytes of XDP headroom; Open checks it.
 package xdp
@@ -177,6 +181,10 @@ func Open(ifname string, queue int, opts Options) (_ *Socket, err error) {
 		return nil, s.errorf("%w", err)
 	}
 	s.steer, s.flows, s.xsks, s.prog = o.steer, o.flows, o.xsks, o.prog
+	// the program alone uses these (a socket of its own shares no port): its reference
+	// keeps them
+	o.shares.Close()
+	o.frags.Close()
 	if err := s.xsks.Put(s.slot, uint32(s.fd)); err != nil {
 		return nil, s.errorf("inserting socket into xsks map: %w", err)
 	}
@@ -335,9 +343,9 @@ func (s *Socket) Stats() *Stats { return s.stats }
 
 // Steer sends frames for (proto, ip, port) to this socket, except flows
 // SteerFlow hands to the kernel. proto is unix.IPPROTO_TCP or
-// unix.IPPROTO_UDP; ip and port are the local (destination) address and
-// port. It replaces a SteerListed of the same port.
-func (s *Socket) Steer(proto uint8, ip [4]byte, port uint16) error {
+// unix.IPPROTO_UDP; ip and port are the local (destination) address (an
+// IPv4 one IPv4-mapped, Mapped4) and port. It replaces a SteerListed of the same port.
+func (s *Socket) Steer(proto uint8, ip [16]byte, port uint16) error {
 	return s.steerPort(proto, ip, port, portAll, "steering")
 }
 
@@ -347,11 +355,11 @@ func (s *Socket) Steer(proto uint8, ip [4]byte, port uint16) error {
 // kernel, new connections are the kernel's while the connections accepted
 // earlier stay here. It replaces a Steer of the same port, so list the flows
 // that must stay here before calling it.
-func (s *Socket) SteerListed(proto uint8, ip [4]byte, port uint16) error {
+func (s *Socket) SteerListed(proto uint8, ip [16]byte, port uint16) error {
 	return s.steerPort(proto, ip, port, portListed, "steering listed flows of")
 }
 
-func (s *Socket) steerPort(proto uint8, ip [4]byte, port uint16, mode uint32, what string) error {
+func (s *Socket) steerPort(proto uint8, ip [16]byte, port uint16, mode uint32, what string) error {
 	if s == nil || s.steer == nil {
 		return ErrClosed
 	}
@@ -384,7 +392,7 @@ func (s *Socket) steerPort(proto uint8, ip [4]byte, port uint16, mode uint32, wh
 // SteerShared steers (proto, ip, port) to this socket and to every other process of the group
 // that shares it (listeners with SO_REUSEPORT): the program spreads new flows over them by
 // hash, and a flow listed by SteerFlow stays with its socket. Alone, it is Steer.
-func (s *Socket) SteerShared(proto uint8, ip [4]byte, port uint16) error {
+func (s *Socket) SteerShared(proto uint8, ip [16]byte, port uint16) error {
 	if s.request == nil {
 		return s.Steer(proto, ip, port)
 	}
@@ -392,14 +400,14 @@ func (s *Socket) SteerShared(proto uint8, ip [4]byte, port uint16) error {
 }
 
 // UnsteerShared takes this socket out of the port's sharers.
-func (s *Socket) UnsteerShared(proto uint8, ip [4]byte, port uint16) error {
+func (s *Socket) UnsteerShared(proto uint8, ip [16]byte, port uint16) error {
 	if s.request == nil {
 		return s.Unsteer(proto, ip, port)
 	}
 	return s.shareRequest(msgUnshare, proto, ip, port)
 }
 
-func (s *Socket) shareRequest(verb string, proto uint8, ip [4]byte, port uint16) error {
+func (s *Socket) shareRequest(verb string, proto uint8, ip [16]byte, port uint16) error {
 	k := makeSteerKey(proto, ip, port)
 	answer, err := s.request(append([]byte(verb), k[:]...))
 	if err != nil {
@@ -419,7 +427,7 @@ var ErrPortTaken = errors.New("the port is steered to another process of the int
 
 // Unsteer stops steering (proto, ip, port) to this socket. Removing an entry
 // that is not there is not an error.
-func (s *Socket) Unsteer(proto uint8, ip [4]byte, port uint16) error {
+func (s *Socket) Unsteer(proto uint8, ip [16]byte, port uint16) error {
 	if s == nil || s.steer == nil {
 		return ErrClosed
 	}
@@ -441,7 +449,7 @@ func (s *Socket) Unsteer(proto uint8, ip [4]byte, port uint16) error {
 // handed to the kernel while the others on its port stay here, or kept here
 // when its port goes to the kernel. A flow on a port that is not steered goes
 // to the kernel. The entry replaces an earlier one for the same flow.
-func (s *Socket) SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16, action uint32) error {
+func (s *Socket) SteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16, action uint32) error {
 	if s == nil || s.flows == nil {
 		return ErrClosed
 	}
@@ -458,7 +466,7 @@ func (s *Socket) SteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]b
 
 // UnsteerFlow removes the flow's entry, so its port's mode decides it again.
 // Removing an entry that is not there is not an error.
-func (s *Socket) UnsteerFlow(proto uint8, local [4]byte, lport uint16, remote [4]byte, rport uint16) error {
+func (s *Socket) UnsteerFlow(proto uint8, local [16]byte, lport uint16, remote [16]byte, rport uint16) error {
 	if s == nil || s.flows == nil {
 		return ErrClosed
 	}

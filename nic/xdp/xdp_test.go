@@ -72,7 +72,7 @@ func udpConnB(t testing.TB, n *testNet, laddr string) *net.UDPConn {
 func TestReceiveSteeredUDP(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_UDP, ipA, 9000); err != nil {
+	if err := s.Steer(unix.IPPROTO_UDP, Mapped4(ipA), 9000); err != nil {
 		t.Fatal(err)
 	}
 	c := udpConnB(t, n, "10.99.0.2:0")
@@ -162,7 +162,7 @@ func buildUDP(t testing.TB, src, dst net.HardwareAddr, sip, dip [4]byte, sport, 
 func TestKernelTrafficPasses(t *testing.T) {
 	n := newTestNet(t)
 	s := openIn(t, n, Options{})
-	if err := s.Steer(unix.IPPROTO_TCP, ipA, 80); err != nil {
+	if err := s.Steer(unix.IPPROTO_TCP, Mapped4(ipA), 80); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("ip", "netns", "exec", n.NsB, "ping", "-c", "2", "-i", "0.2", "-W", "2", "10.99.0.1").CombinedOutput()
