@@ -1328,7 +1328,7 @@ func TestWakeWhenAnotherCallTakesTheFramesIn(t *testing.T) {
 			}
 			if call == "accept a pending one" {
 				port, _ := shadowPort(lfd)
-				r.peer.do(func(s *stackcore.Stack) { s.Connect(r.peerNow(), 0, engAddr, port, engMAC) })
+				r.peer.do(func(s *stackcore.Stack) { s.Connect(r.peerNow(), 0, mapped(engAddr), port, engMAC) })
 			}
 			for i := 0; i < 3; i++ {
 				r.step()

@@ -79,7 +79,7 @@ func TestPanicInCoreLeavesStackUsable(t *testing.T) {
 					t.Fatalf("listen: %d", res)
 				}
 				port, _ := shadowPort(lfd)
-				r.peer.do(func(s *stackcore.Stack) { s.Connect(r.peerNow(), 0, engAddr, port, engMAC) })
+				r.peer.do(func(s *stackcore.Stack) { s.Connect(r.peerNow(), 0, mapped(engAddr), port, engMAC) })
 				fds := []unix.PollFd{{Fd: int32(lfd), Events: unix.POLLIN}}
 				r.until("a pending connection", func() bool { return r.e.PollCheck(fds) == 1 })
 				r.arm(lfd, op)

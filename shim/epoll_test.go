@@ -373,7 +373,7 @@ func TestEpollListener(t *testing.T) {
 		t.Fatal("epoll fd readable with no connection pending")
 	}
 	r.peer.do(func(s *stackcore.Stack) {
-		if _, err := s.Connect(r.peerNow(), 0, engAddr, port, engMAC); err != nil {
+		if _, err := s.Connect(r.peerNow(), 0, mapped(engAddr), port, engMAC); err != nil {
 			t.Fatal(err)
 		}
 	})

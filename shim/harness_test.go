@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"encoding/binary"
 	"sync"
 	"testing"
 	"unsafe"
@@ -86,17 +87,18 @@ type pendingResolve struct {
 	done func([6]byte, error)
 }
 
-func (cp *fakeControlPlane) routeVia(dst [4]byte) ([4]byte, bool) {
-	return dst, dst == peerAddr || dst == silentAddr
+func (cp *fakeControlPlane) routeVia(dst stackcore.Addr) (stackcore.Addr, bool) {
+	return dst, dst.Is4() && (dst.As4() == peerAddr || dst.As4() == silentAddr)
 }
 
-func (cp *fakeControlPlane) neighbour(ip [4]byte) ([6]byte, bool) {
+func (cp *fakeControlPlane) neighbour(ip stackcore.Addr) ([6]byte, bool) {
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
-	return peerMAC, ip == peerAddr && cp.known
+	return peerMAC, ip.As4() == peerAddr && cp.known
 }
 
-func (cp *fakeControlPlane) resolveAsync(ip [4]byte, done func([6]byte, error)) {
+func (cp *fakeControlPlane) resolveAsync(ip6 stackcore.Addr, done func([6]byte, error)) {
+	ip := [4]byte(ip6.As4())
 	cp.mu.Lock()
 	defer cp.mu.Unlock()
 	cp.started++
@@ -175,7 +177,7 @@ func newRig(t *testing.T) *rig {
 	cfg := Config{VerifyChecksum: true, LogLevel: "error"}
 	e := NewEngine(cfg, tab)
 	link := &pairLink{End: a, steered: map[uint16]bool{}}
-	ifc := iface{name: "pair0", index: 1, mac: engMAC, addr: engAddr, prefix: 8, mtu: 1500}
+	ifc := iface{name: "pair0", index: 1, mac: engMAC, addr: mapped(engAddr), prefix: 8, mtu: 1500}
 	clock := new(ManualClock)
 	clock.Set(stackcore.Second) // not 0: a zero time is special to some callers
 	cp := &fakeControlPlane{known: true}
@@ -262,8 +264,18 @@ func (r *rig) until(what string, cond func() bool) {
 func sockaddr(ip [4]byte, port uint16) []byte {
 	var sa [unix.SizeofSockaddrInet4]byte
 	var n uint32 = unix.SizeofSockaddrInet4
-	putInet4(sa[:], &n, ip, port)
+	putAddrFamily(sa[:], &n, unix.AF_INET, 0, mapped(ip), port)
 	return sa[:]
+}
+
+func mapped(ip [4]byte) stackcore.Addr { return stackcore.AddrFrom4(ip) }
+
+// parseInet4 reads a struct sockaddr_in; ok is false for another family.
+func parseInet4(sa []byte) (ip [4]byte, port uint16, ok bool, errno unix.Errno) {
+	if len(sa) < unix.SizeofSockaddrInet4 || binary.NativeEndian.Uint16(sa) != unix.AF_INET {
+		return ip, 0, false, unix.EINVAL
+	}
+	return [4]byte(sa[4:8]), binary.BigEndian.Uint16(sa[2:4]), true, 0
 }
 
 func iov(b []byte) []unix.Iovec {

@@ -202,7 +202,7 @@ func TestPollListener(t *testing.T) {
 	port, _ := shadowPort(lfd)
 	r.wantPoll(lfd, pollAll, 0)
 	r.peer.do(func(s *stackcore.Stack) {
-		if _, err := s.Connect(r.peerNow(), 0, engAddr, port, engMAC); err != nil {
+		if _, err := s.Connect(r.peerNow(), 0, mapped(engAddr), port, engMAC); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -335,7 +335,7 @@ func TestSelectReadiness(t *testing.T) {
 	}
 	port, _ := shadowPort(lfd)
 	want("an idle listener", lfd, sets{})
-	r.peer.do(func(s *stackcore.Stack) { s.Connect(r.peerNow(), 0, engAddr, port, engMAC) })
+	r.peer.do(func(s *stackcore.Stack) { s.Connect(r.peerNow(), 0, mapped(engAddr), port, engMAC) })
 	r.until("listener readable", func() bool { rd, _, _ := r.selectOne(lfd); return rd })
 	want("a listener with a connection pending", lfd, sets{rd: true})
 }

@@ -160,7 +160,7 @@ func TestListenAccept(t *testing.T) {
 	var pc *stackcore.TCPConn
 	r.peer.do(func(s *stackcore.Stack) {
 		var err error
-		pc, err = s.Connect(r.peerNow(), 0, engAddr, port, engMAC)
+		pc, err = s.Connect(r.peerNow(), 0, mapped(engAddr), port, engMAC)
 		if err != nil {
 			t.Fatal(err)
 		}

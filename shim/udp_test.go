@@ -55,7 +55,7 @@ func TestUDPSendToRecvFrom(t *testing.T) {
 	if string(buf[:n]) != "query" || sport != int(port) {
 		t.Fatalf("peer got %q from port %d, want from %d", buf[:n], sport, port)
 	}
-	r.peer.do(func(*stackcore.Stack) { pu.SendTo([]byte("a longer answer"), engAddr, port, engMAC) })
+	r.peer.do(func(*stackcore.Stack) { pu.SendTo([]byte("a longer answer"), mapped(engAddr), port, engMAC) })
 	var sa [16]byte
 	salen := uint32(len(sa))
 	var mflags int32
