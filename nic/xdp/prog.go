@@ -125,8 +125,8 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD, fragsFD int) asm.Instr
 
 		ip6HdrLen = 40
 	)
-	// mapped writes the IPv4-mapped prefix (::ffff:) of the address at off in the flow key;
-	// its last four bytes are the IPv4 address.
+	// mapped writes the IPv4-mapped prefix (::ffff:) of the address at off on the stack (in
+	// the flow or frags key); its last four bytes are the IPv4 address.
 	mapped := func(off int16) asm.Instructions {
 		return asm.Instructions{
 			asm.StoreImm(asm.RFP, off, 0, asm.Word), // asm has no 64-bit immediate store
@@ -143,8 +143,8 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD, fragsFD int) asm.Instr
 			asm.StoreMem(asm.RFP, dstOff+8, asm.R1, asm.DWord),
 		}
 	}
-	// at points R4 at the IP header's byte R5 (data + 14 + R5) minus the Ethernet header,
-	// so that R4+ethHdrLen is that byte, and passes unless n bytes from there are in bounds.
+	// at points R4 at data + R5, so that R4+ethHdrLen is byte R5 of the IPv6 header, and
+	// passes unless n bytes from there are in bounds.
 	at := func(n int32) asm.Instructions {
 		return asm.Instructions{
 			asm.Mov.Reg(asm.R4, data),
@@ -161,6 +161,7 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD, fragsFD int) asm.Instr
 		return is
 	}
 
+	// forget deletes the frags entry of the datagram whose key is on the stack.
 	forget := asm.Instructions{
 		asm.LoadMapPtr(asm.R1, fragsFD),
 		asm.Mov.Reg(asm.R2, asm.RFP),
