@@ -131,7 +131,10 @@ func TestCaptureFilterWords(t *testing.T) {
 	if f, err := parseCaptureFilter(nil); err != nil || f != (shm.CaptureFilter{}) {
 		t.Fatalf("empty filter: %+v %v", f, err)
 	}
-	for _, bad := range []string{"host", "host ::1", "port 0", "port x", "src port 80", "icmp"} {
+	if f, err := parseCaptureFilter(strings.Fields("host fd00::2")); err != nil || f.Host != [16]byte{0: 0xfd, 15: 2} {
+		t.Fatalf("IPv6 host: %+v %v", f, err)
+	}
+	for _, bad := range []string{"host", "host fe80::1%eth0", "host 10.0.0", "port 0", "port x", "src port 80", "icmp"} {
 		if _, err := parseCaptureFilter(strings.Fields(bad)); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
