@@ -320,8 +320,14 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 			return r
 		}
 		switch {
+		case level == unix.IPPROTO_IPV6 && name == unix.IPV6_V6ONLY:
+			// the kernel takes it only before bind, and so do we (the shadow refuses later)
+			if isInt && b.family == unix.AF_INET6 && !b.bound {
+				b.v6only = v != 0
+			}
 		case level == unix.IPPROTO_IP && (name == unix.IP_ADD_MEMBERSHIP || name == unix.IP_ADD_SOURCE_MEMBERSHIP ||
-			name == unix.MCAST_JOIN_GROUP):
+			name == unix.MCAST_JOIN_GROUP) ||
+			level == unix.IPPROTO_IPV6 && (name == unix.IPV6_ADD_MEMBERSHIP || name == unix.MCAST_JOIN_GROUP):
 			if _, udp := b.self.(*udpSock); udp {
 				handOver = true // multicast stays with the kernel: the socket is the kernel's from now on
 				return Pass

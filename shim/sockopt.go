@@ -23,6 +23,17 @@ type sockOpts struct {
 	rcvLowat                int
 	reuseAddr, reusePort    bool
 	lingerRST               bool // SO_LINGER on with a zero timeout: close resets
+	// IP_TOS and IP_TTL for IPv4 packets, IPV6_TCLASS and IPV6_UNICAST_HOPS for IPv6 ones
+	// (ip(7), ipv6(7)); 0 TTL or hop limit: the default, 64
+	tos, ttl, tclass, hops uint8
+}
+
+// ipFields are the traffic class and hop limit of packets to a peer of that family.
+func (o *sockOpts) ipFields(v4 bool) (tclass, hops uint8) {
+	if v4 {
+		return o.tos, o.ttl
+	}
+	return o.tclass, o.hops
 }
 
 // apply gives a connection the options. Caller holds st.mu.
@@ -35,6 +46,10 @@ func (o *sockOpts) apply(c *stackcore.TCPConn) {
 		_ = c.SetCongestion(o.congestion)
 	}
 	c.SetUserTimeout(o.userTimeout)
+	ip, _ := c.Remote()
+	tclass, hops := o.ipFields(ip.Is4())
+	c.SetTrafficClass(tclass)
+	c.SetHopLimit(hops)
 }
 
 // set records an option; it answers 0, or the errno the kernel gives for a bad value.
@@ -77,6 +92,33 @@ func (o *sockOpts) set(level, name int, v int, isInt bool, val []byte) int {
 			default:
 				return neg(unix.ENOENT) // what Linux says of an unknown algorithm
 			}
+		}
+	case unix.IPPROTO_IP, unix.IPPROTO_IPV6:
+		if !isInt {
+			break // the shadow answers (EINVAL for a short value)
+		}
+		// the kernel's bounds: TTL 1..255, hop limit -1..255 (-1: the default), TOS and
+		// traffic class one byte (-1: 0); out of them the shadow refuses, and so do we
+		switch {
+		case level == unix.IPPROTO_IP && name == unix.IP_TOS:
+			o.tos = uint8(v)
+		case level == unix.IPPROTO_IP && name == unix.IP_TTL:
+			if v == -1 {
+				v = 0
+			} else if v < 1 || v > 255 {
+				return neg(unix.EINVAL)
+			}
+			o.ttl = uint8(v)
+		case level == unix.IPPROTO_IPV6 && name == unix.IPV6_TCLASS:
+			if v < -1 || v > 255 {
+				return neg(unix.EINVAL)
+			}
+			o.tclass = uint8(max(v, 0))
+		case level == unix.IPPROTO_IPV6 && name == unix.IPV6_UNICAST_HOPS:
+			if v < -1 || v > 255 {
+				return neg(unix.EINVAL)
+			}
+			o.hops = uint8(max(v, 0))
 		}
 	case unix.SOL_SOCKET:
 		switch name {

@@ -45,6 +45,9 @@ func (s *udpSock) bindStackLocked(port uint16) int {
 		return neg(unix.ENOBUFS)
 	}
 	u.Cookie = s.cookie
+	tclass, hops := s.opts.ipFields(s.family == unix.AF_INET)
+	u.SetTrafficClass(tclass)
+	u.SetHopLimit(hops)
 	s.udp = u
 	s.bound, s.boundPort = true, port
 	return 0
@@ -342,6 +345,11 @@ func (s *udpSock) getsockopt(level, name int, val []byte, valLen *uint32) int {
 
 // setsockoptLocked: buffer sizes reach the stack's socket. Caller holds st.mu.
 func (s *udpSock) setsockoptLocked(level, name int, v int, isInt bool, _ []byte) int {
+	if s.udp != nil {
+		tclass, hops := s.opts.ipFields(s.family == unix.AF_INET)
+		s.udp.SetTrafficClass(tclass)
+		s.udp.SetHopLimit(hops)
+	}
 	if level == unix.SOL_SOCKET && s.udp != nil && isInt && v > 0 {
 		switch name {
 		case unix.SO_RCVBUF:
