@@ -12,7 +12,7 @@ import (
 // allocated once in New; a datagram not complete reasmTimeout (IPv6:
 // reasmTimeout6) after its first fragment is dropped (Linux ipfrag_time).
 // Overlapping fragments drop the whole datagram, as Linux does for IPv4 since
-// 2018 and RFC 5722 requires for IPv6; an exact duplicate is ignored. A
+// 2018 and RFC 5722 requires for IPv6; a duplicate (within data already held) is ignored. A
 // completed IPv4 datagram is handed, with a fresh 20-byte header, to the TCP,
 // UDP or ICMP input; a completed IPv6 one goes on from its fragment header's
 // Next Header; both within the same Input call.
@@ -194,8 +194,11 @@ func (s *Stack) fragInput(now Time, srcMAC MAC, f *fragIn) {
 		i++
 	}
 	if i < sl.nranges && sl.ranges[i].start < end {
-		if sl.ranges[i].start == off && sl.ranges[i].end == end {
-			return // exact duplicate
+		if sl.ranges[i].start <= off && end <= sl.ranges[i].end {
+			// Within data already held: a duplicate (RFC 5722 errata 3089), even
+			// once its neighbours merged with it (Linux inet_frag_queue_insert
+			// treats a fragment inside a run as IPFRAG_DUP, too).
+			return
 		}
 		s.reasmFail(sl) // overlap
 		return

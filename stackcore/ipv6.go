@@ -38,7 +38,7 @@ func (s *Stack) ip6Input(now Time, srcMAC MAC, b []byte) {
 // carry neither a Hop-by-Hop header nor another Fragment header.
 func (s *Stack) ip6Upper(now Time, srcMAC MAC, src, dst *Addr, next uint8, p []byte, first bool) {
 	st := s.stats
-	for i := 0; i < maxExtHeaders; i++ {
+	for i := 0; i <= maxExtHeaders; i++ { // maxExtHeaders headers, then the upper layer
 		switch next {
 		case wire.ProtoTCP, wire.ProtoUDP:
 			s.l4Input(now, srcMAC, src, dst, next, p)

@@ -181,7 +181,10 @@ func (l *Listener) input(now Time, g *segment) {
 func (c *TCPConn) takeSynOptions(now Time, g *segment) {
 	mss := int(g.opts.MSS)
 	if mss == 0 {
-		mss = defaultPeerMSS
+		mss = defaultPeerMSS // RFC 9293 3.7.1
+		if !c.key.raddr.Is4() {
+			mss = defaultPeerMSS6
+		}
 	}
 	if mss > c.advMSS() {
 		mss = c.advMSS()

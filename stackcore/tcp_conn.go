@@ -47,11 +47,12 @@ const (
 	synRetries      = 6
 	dataRetries     = 15
 	initialCwndSegs = 10
-	ssthreshInitial = 1<<31 - 1         // "arbitrarily high" (RFC 5681 3.1)
-	maxOOO          = 32                // out-of-order ranges per connection; their bytes are bounded by the receive buffer
-	maxDupOwed      = 16                // immediate duplicate ACKs per connection per Poll
-	oowRateLimit    = 500 * Millisecond // like Linux tcp_invalid_ratelimit
-	defaultPeerMSS  = 536
+	ssthreshInitial = 1<<31 - 1               // "arbitrarily high" (RFC 5681 3.1)
+	maxOOO          = 32                      // out-of-order ranges per connection; their bytes are bounded by the receive buffer
+	maxDupOwed      = 16                      // immediate duplicate ACKs per connection per Poll
+	oowRateLimit    = 500 * Millisecond       // like Linux tcp_invalid_ratelimit
+	defaultPeerMSS  = 536                     // RFC 9293 3.7.1: the send MSS without an MSS option, IPv4
+	defaultPeerMSS6 = 1220                    // and IPv6 (the minimum MTU, 1280, less 60)
 	atoMin          = 40 * Millisecond        // Linux TCP_ATO_MIN
 	atoMax          = 200 * Millisecond       // Linux TCP_DELACK_MAX; RFC 9293 3.8.6.3 requires < 500ms
 	maxQuickAcks    = 16                      // Linux TCP_MAX_QUICKACKS
