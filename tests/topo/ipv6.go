@@ -22,12 +22,16 @@ func ULA48() (string, error) {
 // QuietIPv6 is the step (an argv) that turns IPv6 on in namespace ns, quietly, for the
 // interfaces ifnames already in it and any made later: no duplicate address detection (a
 // link-local address is usable the moment its link is up, never "tentative"), no router
-// solicitations and no autoconfiguration from router advertisements. Run it before the links go
-// up. Addresses added with "nodad" are usable at once too.
+// solicitations, no autoconfiguration from router advertisements, and the unsolicited MLD reports
+// of the groups an interface joins as it comes up (solicited-node multicast) all within 10 ms of
+// that, not spread over the next second: a test that counts the frames on the wire once the
+// topology is built sees none of them. Run it before the links go up. Addresses added with
+// "nodad" are usable at once too.
 func QuietIPv6(ns string, ifnames ...string) []string {
 	var b strings.Builder
 	for _, c := range append([]string{"all", "default"}, ifnames...) {
-		for _, kv := range []string{"disable_ipv6=0", "accept_dad=0", "dad_transmits=0", "router_solicitations=0", "accept_ra=0"} {
+		for _, kv := range []string{"disable_ipv6=0", "accept_dad=0", "dad_transmits=0", "router_solicitations=0", "accept_ra=0",
+			"mldv1_unsolicited_report_interval=10", "mldv2_unsolicited_report_interval=10"} {
 			k, v, _ := strings.Cut(kv, "=")
 			fmt.Fprintf(&b, "echo %s > /proc/sys/net/ipv6/conf/%s/%s && ", v, c, k)
 		}
