@@ -16,7 +16,7 @@ DEPS := ip:iproute2 ss:iproute2 ethtool:ethtool curl:curl socat:socat sockperf:s
 	/usr/bin/time:time sha256sum:coreutils timeout:coreutils \
 	redis-server:redis-server redis-benchmark:redis-tools redis-cli:redis-tools \
 	/usr/sbin/nginx:nginx memcached:memcached wrk:wrk perf:linux-perf \
-	dpkg-deb:dpkg gzip:gzip tcpdump:tcpdump tshark:tshark
+	dpkg-deb:dpkg gzip:gzip tcpdump:tcpdump tshark:tshark node:nodejs
 
 C_SRCS := $(wildcard tests/c/*.c)
 C_BINS := $(patsubst tests/c/%.c,$(BUILD)/tests/%,$(C_SRCS))

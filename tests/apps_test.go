@@ -312,11 +312,13 @@ func waitUDPBound(p *topo.Proc, port int, timeout time.Duration) error {
 		if p.Exited() {
 			return fmt.Errorf("%s exited before binding UDP port %d", p.Name, port)
 		}
-		if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/udp", p.Pid)); err == nil {
-			sc := bufio.NewScanner(strings.NewReader(string(b)))
-			for sc.Scan() {
-				if fs := strings.Fields(sc.Text()); len(fs) > 1 && strings.HasSuffix(fs[1], want) {
-					return nil
+		for _, table := range []string{"udp", "udp6"} {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/%s", p.Pid, table)); err == nil {
+				sc := bufio.NewScanner(strings.NewReader(string(b)))
+				for sc.Scan() {
+					if fs := strings.Fields(sc.Text()); len(fs) > 1 && strings.HasSuffix(fs[1], want) {
+						return nil
+					}
 				}
 			}
 		}

@@ -42,7 +42,7 @@ func TestInteropBothSides(t *testing.T) {
 			o := c.opts
 			o.Seed = seed
 			e, ft := setupFaults(t, o)
-			x := &interopXfer{e: e, ft: ft, in: in, sum: sum, size: size, stall: stall}
+			x := &interopXfer{e: e, ft: ft, c: c, in: in, sum: sum, size: size, stall: stall}
 			for _, aSends := range []bool{true, false} {
 				r := &row{name: c.name, dir: map[bool]string{true: "A sends", false: "A receives"}[aSends]}
 				rows = append(rows, r)
@@ -58,9 +58,9 @@ func TestInteropBothSides(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "ustack on both sides: goodput MiB/s, %d MiB per transfer (segments retransmitted by the sender's ustack in brackets)\n", size/mb)
-	fmt.Fprintf(&b, "%-10s %-11s %16s\n", "case", "direction", "ustack<->ustack")
+	fmt.Fprintf(&b, "%-12s %-11s %16s\n", "case", "direction", "ustack<->ustack")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "%-10s %-11s %16s\n", r.name, r.dir, withRetrans(r.res))
+		fmt.Fprintf(&b, "%-12s %-11s %16s\n", r.name, r.dir, withRetrans(r.res))
 	}
 	for _, r := range rows {
 		if r.res != nil && !r.res.ok {
@@ -92,22 +92,22 @@ func (x *interopXfer) runBoth(t *testing.T, aSends bool, port int) *xferResult {
 		t.Error(res.note)
 		return res
 	}
-	recvNS, sendNS, dst := tp.NSB, tp.NSA, tp.AddrB
+	recvNS, sendNS := tp.NSB, tp.NSA
 	recvIf, sendIf := tp.IfB, tp.IfA
 	if !aSends {
-		recvNS, sendNS, dst = tp.NSA, tp.NSB, tp.AddrA
+		recvNS, sendNS = tp.NSA, tp.NSB
 		recvIf, sendIf = tp.IfA, tp.IfB
 	}
+	listen, addr := socatAddrs(x.c.ipv6, x.c.dst(tp, aSends), port)
 	out := filepath.Join(dataDir(t), "out")
 	rin0, sin0 := e.kernelInSegs(recvNS), e.kernelInSegs(sendNS)
-	srv, err := tp.StartServer(recvNS, e.accelOn(recvIf), port, serverWait, "socat", "-u",
-		fmt.Sprintf("TCP-LISTEN:%d,reuseaddr", port), "OPEN:"+out+",creat,trunc")
+	srv, err := tp.StartServer(recvNS, e.accelOn(recvIf), port, serverWait, "socat", "-u", listen, "OPEN:"+out+",creat,trunc")
 	if err != nil {
 		return fail("receiver: %v", err)
 	}
 	defer srv.Stop()
 	start := time.Now()
-	snd, err := tp.Start(sendNS, e.accelOn(sendIf), "socat", "-u", "OPEN:"+x.in, fmt.Sprintf("TCP:%s:%d"+interopCC, dst, port))
+	snd, err := tp.Start(sendNS, e.accelOn(sendIf), "socat", "-u", "OPEN:"+x.in, addr+interopCC)
 	if err != nil {
 		return fail("sender: %v", err)
 	}

@@ -12,7 +12,8 @@
 //	                      at 8 MB that finishes in a few minutes;
 //	                      USTACK_INTEROP=off (or -short) skips it.
 //	USTACK_INTEROP_MB=N   size of each transfer in MiB (default 64 full, 8 reduced).
-//	USTACK_INTEROP_CASES=a,b  run only these cases (names as in the table).
+//	USTACK_INTEROP_CASES=a,b  run only these cases (names as in the table;
+//	                      "-v6" names the IPv6 twin of a case).
 //	USTACK_INTEROP_SEED=N seed of the relay (default: random, logged).
 //	USTACK_INTEROP_PCAP=DIR  capture each transfer's headers on B's interface
 //	                      (tcpdump) into DIR/<test name>.pcap.
@@ -37,23 +38,56 @@ type interopCase struct {
 	name    string
 	opts    faults.Options
 	reduced bool // also in the default (reduced) matrix
+	alsoV6  bool // the case has an IPv6 twin, "<name>-v6"
+	ipv6    bool // the transfers go between A's and B's IPv6 addresses
 }
 
 // Faults apply to both directions of the wire (data and ACKs), as on a real
-// path; the delay case therefore has an RTT of about 100 ms.
+// path; the delay case therefore has an RTT of about 100 ms. The loss, reorder
+// and routed cases also run over IPv6 (their "-v6" twins, in the reduced matrix
+// when the IPv4 case is).
 func interopCases() []interopCase {
 	sym := faults.Symmetric
-	return []interopCase{
-		{name: "loss1", opts: sym(faults.Fault{Loss: 0.01}), reduced: true},
-		{name: "loss5", opts: sym(faults.Fault{Loss: 0.05})},
-		{name: "loss20", opts: sym(faults.Fault{Loss: 0.20})},
-		{name: "reorder25", opts: sym(faults.Fault{Reorder: 0.25}), reduced: true},
+	cases := []interopCase{
+		{name: "loss1", opts: sym(faults.Fault{Loss: 0.01}), reduced: true, alsoV6: true},
+		{name: "loss5", opts: sym(faults.Fault{Loss: 0.05}), alsoV6: true},
+		{name: "loss20", opts: sym(faults.Fault{Loss: 0.20}), alsoV6: true},
+		{name: "reorder25", opts: sym(faults.Fault{Reorder: 0.25}), reduced: true, alsoV6: true},
 		{name: "dup5", opts: sym(faults.Fault{Duplicate: 0.05}), reduced: true},
 		{name: "corrupt1", opts: sym(faults.Fault{Corrupt: 0.01}), reduced: true},
 		{name: "delay50ms", opts: sym(faults.Fault{Delay: 50 * time.Millisecond, Jitter: 10 * time.Millisecond}), reduced: true},
 		{name: "10mbit", opts: faults.Options{RateKbit: 10000}},
-		{name: "routed", opts: faults.Options{Routed: true}, reduced: true},
+		{name: "routed", opts: faults.Options{Routed: true}, reduced: true, alsoV6: true},
 	}
+	for _, c := range cases {
+		if c.alsoV6 {
+			c.name, c.ipv6 = c.name+"-v6", true
+			cases = append(cases, c)
+		}
+	}
+	return cases
+}
+
+// socatAddrs are socat's listening address on port and its connecting address to dst:port,
+// IPv4 or IPv6 (TCP-LISTEN listens on IPv4 only).
+func socatAddrs(ipv6 bool, dst string, port int) (listen, connect string) {
+	if ipv6 {
+		return fmt.Sprintf("TCP6-LISTEN:%d,reuseaddr", port), fmt.Sprintf("TCP6:[%s]:%d", dst, port)
+	}
+	return fmt.Sprintf("TCP-LISTEN:%d,reuseaddr", port), fmt.Sprintf("TCP:%s:%d", dst, port)
+}
+
+// dst is the address of the receiver of a transfer of the case: B's (aSends) or A's.
+func (c interopCase) dst(tp *topo.Topo, aSends bool) string {
+	switch {
+	case aSends && c.ipv6:
+		return tp.AddrB6
+	case aSends:
+		return tp.AddrB
+	case c.ipv6:
+		return tp.AddrA6
+	}
+	return tp.AddrA
 }
 
 // interopConfig reads the environment (see the file comment).
@@ -178,7 +212,7 @@ func TestInterop(t *testing.T) {
 			o := c.opts
 			o.Seed = seed
 			e, ft := setupFaults(t, o)
-			x := &interopXfer{e: e, ft: ft, in: in, sum: sum, size: size, stall: stall}
+			x := &interopXfer{e: e, ft: ft, c: c, in: in, sum: sum, size: size, stall: stall}
 			for _, s := range []struct {
 				row    *interopRow
 				aSends bool
@@ -204,13 +238,13 @@ func TestInterop(t *testing.T) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "goodput MiB/s, %d MiB per transfer (retransmitted segments of the data sender in brackets)\n", size/mb)
-	fmt.Fprintf(&b, "%-10s %-11s %16s %16s %7s\n", "case", "direction", "ustack", "kernel", "ratio")
+	fmt.Fprintf(&b, "%-12s %-11s %16s %16s %7s\n", "case", "direction", "ustack", "kernel", "ratio")
 	for _, r := range rows {
 		ratio := "-"
 		if r.ustack != nil && r.kernel != nil && r.ustack.ok && r.kernel.ok && r.kernel.mbps > 0 {
 			ratio = fmt.Sprintf("%.2f", r.ustack.mbps/r.kernel.mbps)
 		}
-		fmt.Fprintf(&b, "%-10s %-11s %16s %16s %7s\n", r.name, r.dir, withRetrans(r.ustack), withRetrans(r.kernel), ratio)
+		fmt.Fprintf(&b, "%-12s %-11s %16s %16s %7s\n", r.name, r.dir, withRetrans(r.ustack), withRetrans(r.kernel), ratio)
 	}
 	for _, r := range rows {
 		if r.ustack != nil && !r.ustack.ok {
@@ -234,6 +268,7 @@ func withRetrans(r *xferResult) string {
 type interopXfer struct {
 	e    *env
 	ft   *faults.Topo
+	c    interopCase
 	in   string // the file sent
 	sum  string // its sha256
 	size int64
@@ -277,10 +312,11 @@ func (x *interopXfer) run(t *testing.T, aSends, accel bool, port int) *xferResul
 		}
 		return res
 	}
-	recvNS, sendNS, dst := tp.NSB, tp.NSA, tp.AddrB
+	recvNS, sendNS := tp.NSB, tp.NSA
 	if !aSends {
-		recvNS, sendNS, dst = tp.NSA, tp.NSB, tp.AddrA
+		recvNS, sendNS = tp.NSA, tp.NSB
 	}
+	listen, addr := socatAddrs(x.c.ipv6, x.c.dst(tp, aSends), port)
 	var recvEnv, sendEnv []string
 	if accel {
 		if aSends {
@@ -300,14 +336,12 @@ func (x *interopXfer) run(t *testing.T, aSends, accel bool, port int) *xferResul
 			defer stop()
 		}
 	}
-	srv, err := tp.StartServer(recvNS, recvEnv, port, serverWait, "socat", "-u",
-		fmt.Sprintf("TCP-LISTEN:%d,reuseaddr", port), "OPEN:"+out+",creat,trunc")
+	srv, err := tp.StartServer(recvNS, recvEnv, port, serverWait, "socat", "-u", listen, "OPEN:"+out+",creat,trunc")
 	if err != nil {
 		return fail("receiver: %v", err)
 	}
 	defer srv.Stop()
 	start := time.Now()
-	addr := fmt.Sprintf("TCP:%s:%d", dst, port)
 	if aSends {
 		addr += interopCC
 	}

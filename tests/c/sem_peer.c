@@ -3,7 +3,8 @@
  *
  *   sem_peer PORT
  *
- * Listens on 0.0.0.0:PORT; each connection starts with one command line
+ * Listens on 0.0.0.0:PORT and, when the namespace has IPv6, on [::]:PORT (IPV6_V6ONLY);
+ * each connection starts with one command line
  * (read byte by byte, so nothing after it is consumed) and is served by its
  * own thread:
  *
@@ -17,9 +18,16 @@
  *   count TAG         read until EOF or error; record "eof N" / "rst N" / "err N" as TAG
  *   shutwr TAG        shutdown(SHUT_WR) at once, then as count TAG
  *   report TAG MS     wait at most MS for TAG to be recorded; reply its record or "pending"
- *   dial PORT N MS    after MS, open N connections to the client's address:PORT, each
- *                     writes "hello\n" once connected and then echoes until EOF; reply "dialing"
- *   name              reply "IP:PORT" of the client as this side sees it
+ *   dial PORT N MS    after MS, open N connections to the client's address:PORT (IPv4 or
+ *                     IPv6, as the client came), each writes "hello\n" once connected and then
+ *                     echoes until EOF; reply "dialing"
+ *   probe PORT        connect once to the client's address:PORT, close; reply "connected",
+ *                     "refused" or "error ERRNO"
+ *   name              reply "IP:PORT" of the client as this side sees it (an IPv6 IP unbracketed)
+ *
+ * A UDP socket on [::]:PORT (dual-stack; 0.0.0.0:PORT without IPv6) echoes each datagram as
+ * "PAYLOAD from IP tclass T hops H": IP the sender's address as this side sees it (::ffff:a.b.c.d
+ * for an IPv4 sender), T and H its IPv6 traffic class and hop limit (-1 for an IPv4 sender).
  *
  * Not a test program itself: the runner skips it.
  */
@@ -27,6 +35,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/ip.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -164,16 +173,44 @@ static void count(int fd, const char *tag)
 }
 
 struct dialer {
-	struct sockaddr_in to;
+	struct sockaddr_storage to;
+	socklen_t tolen;
 	int delay_ms;
 };
+
+/* set_port sets the port of an AF_INET or AF_INET6 address. */
+static void set_port(struct sockaddr_storage *a, int port)
+{
+	if (a->ss_family == AF_INET6)
+		((struct sockaddr_in6 *)a)->sin6_port = htons(port);
+	else
+		((struct sockaddr_in *)a)->sin_port = htons(port);
+}
+
+/* addr_text prints an AF_INET or AF_INET6 address's IP (no port, no zone) into b. */
+static const char *addr_text(const struct sockaddr_storage *a, char *b, size_t n)
+{
+	snprintf(b, n, "?");
+	if (a->ss_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)a)->sin6_addr, b, n);
+	else if (a->ss_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)a)->sin_addr, b, n);
+	return b;
+}
+
+static int port_of(const struct sockaddr_storage *a)
+{
+	if (a->ss_family == AF_INET6)
+		return ntohs(((const struct sockaddr_in6 *)a)->sin6_port);
+	return ntohs(((const struct sockaddr_in *)a)->sin_port);
+}
 
 static void *dial_one(void *arg)
 {
 	struct dialer *d = arg;
 	sleep_ms(d->delay_ms);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	if (fd >= 0 && connect(fd, (struct sockaddr *)&d->to, sizeof d->to) == 0 &&
+	int fd = socket(d->to.ss_family, SOCK_STREAM, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&d->to, d->tolen) == 0 &&
 	    write_all(fd, "hello\n", 6) == 0) {
 		char buf[4096];
 		for (;;) {
@@ -254,31 +291,96 @@ static void *serve(void *arg)
 		lookup(s1, (int)a, rec, sizeof rec);
 		reply(fd, "%s", rec);
 	} else if (sscanf(line, "dial %ld %ld %ld", &a, &b, &c) == 3) {
-		struct sockaddr_in me;
+		struct sockaddr_storage me;
 		socklen_t ml = sizeof me;
 		getpeername(fd, (struct sockaddr *)&me, &ml);
 		for (long i = 0; i < b; i++) {
 			struct dialer *d = malloc(sizeof *d);
 			d->to = me;
-			d->to.sin_port = htons((int)a);
+			d->tolen = ml;
+			set_port(&d->to, (int)a);
 			d->delay_ms = (int)c;
 			pthread_t t;
 			if (pthread_create(&t, NULL, dial_one, d) == 0)
 				pthread_detach(t);
 		}
 		reply(fd, "dialing");
+	} else if (sscanf(line, "probe %ld", &a) == 1) {
+		struct sockaddr_storage to;
+		socklen_t tl = sizeof to;
+		getpeername(fd, (struct sockaddr *)&to, &tl);
+		set_port(&to, (int)a);
+		int p = socket(to.ss_family, SOCK_STREAM, 0);
+		if (p >= 0 && connect(p, (struct sockaddr *)&to, tl) == 0)
+			reply(fd, "connected");
+		else if (errno == ECONNREFUSED)
+			reply(fd, "refused");
+		else
+			reply(fd, "error %d", errno);
+		if (p >= 0)
+			close(p);
 	} else if (strcmp(cmd, "name") == 0) {
-		struct sockaddr_in p;
+		struct sockaddr_storage p;
 		socklen_t pl = sizeof p;
-		char ip[INET_ADDRSTRLEN] = "?";
+		char ip[INET6_ADDRSTRLEN];
 		getpeername(fd, (struct sockaddr *)&p, &pl);
-		inet_ntop(AF_INET, &p.sin_addr, ip, sizeof ip);
-		reply(fd, "%s:%d", ip, ntohs(p.sin_port));
+		reply(fd, "%s:%d", addr_text(&p, ip, sizeof ip), port_of(&p));
 	} else {
 		reply(fd, "unknown command: %s", line);
 	}
 	close(fd);
 	return NULL;
+}
+
+/* udp_echo answers each datagram on u (see the top of the file). */
+static void *udp_echo(void *arg)
+{
+	int u = (int)(intptr_t)arg, one = 1;
+	setsockopt(u, IPPROTO_IPV6, IPV6_RECVTCLASS, &one, sizeof one);
+	setsockopt(u, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof one);
+	for (;;) {
+		char buf[2048], out[2200], ip[INET6_ADDRSTRLEN];
+		union { char b[256]; struct cmsghdr align; } ctl;
+		struct sockaddr_storage from;
+		struct iovec iov = { buf, sizeof buf - 1 };
+		struct msghdr m = { .msg_name = &from, .msg_namelen = sizeof from, .msg_iov = &iov, .msg_iovlen = 1,
+				    .msg_control = ctl.b, .msg_controllen = sizeof ctl.b };
+		ssize_t r = recvmsg(u, &m, 0);
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return NULL;
+		}
+		buf[r] = 0;
+		int tclass = -1, hops = -1;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+			if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_TCLASS)
+				memcpy(&tclass, CMSG_DATA(c), sizeof tclass);
+			if (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT)
+				memcpy(&hops, CMSG_DATA(c), sizeof hops);
+		}
+		int n = snprintf(out, sizeof out, "%s from %s tclass %d hops %d", buf, addr_text(&from, ip, sizeof ip), tclass, hops);
+		sendto(u, out, n, 0, (struct sockaddr *)&from, m.msg_namelen);
+	}
+}
+
+static void *accept_loop(void *arg)
+{
+	int l = (int)(intptr_t)arg;
+	for (;;) {
+		int c = accept(l, NULL, NULL);
+		if (c < 0) {
+			if (errno == EINTR || errno == ECONNABORTED)
+				continue;
+			perror("sem_peer: accept");
+			exit(1);
+		}
+		pthread_t t;
+		if (pthread_create(&t, NULL, serve, (void *)(intptr_t)c) == 0)
+			pthread_detach(t);
+		else
+			close(c);
+	}
 }
 
 int main(int argc, char **argv)
@@ -288,14 +390,37 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	int port = atoi(argv[1]);
 	int l = socket(AF_INET, SOCK_STREAM, 0);
 	int one = 1;
 	setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(atoi(argv[1])) };
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
 	if (bind(l, (struct sockaddr *)&a, sizeof a) < 0 || listen(l, 512) < 0) {
 		perror("sem_peer: listen");
 		return 1;
 	}
+	/* IPv6, when the namespace has it: a v6-only listener beside the IPv4 one, and the UDP
+	 * echo on a dual-stack socket. */
+	struct sockaddr_in6 a6 = { .sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = IN6ADDR_ANY_INIT };
+	int l6 = socket(AF_INET6, SOCK_STREAM, 0);
+	pthread_t t;
+	if (l6 >= 0 && setsockopt(l6, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+	    setsockopt(l6, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one) == 0 &&
+	    bind(l6, (struct sockaddr *)&a6, sizeof a6) == 0 && listen(l6, 512) == 0)
+		pthread_create(&t, NULL, accept_loop, (void *)(intptr_t)l6);
+	int u = socket(AF_INET6, SOCK_DGRAM, 0);
+	if (u < 0 || bind(u, (struct sockaddr *)&a6, sizeof a6) < 0) {
+		if (u >= 0)
+			close(u);
+		u = socket(AF_INET, SOCK_DGRAM, 0);
+		struct sockaddr_in ua = { .sin_family = AF_INET, .sin_port = htons(port) };
+		if (u >= 0 && bind(u, (struct sockaddr *)&ua, sizeof ua) < 0) {
+			close(u);
+			u = -1;
+		}
+	}
+	if (u >= 0)
+		pthread_create(&t, NULL, udp_echo, (void *)(intptr_t)u);
 	for (;;) {
 		int c = accept(l, NULL, NULL);
 		if (c < 0) {

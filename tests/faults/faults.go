@@ -3,6 +3,11 @@
 //
 //	namespace A                namespace R                     namespace B
 //	  IfA 10.X.Y.1/24 <─veth─> IfRA ══ relay ══ IfRB <─veth─> IfB 10.X.Y.2/24
+//	      fdUU:UUUU:UUUU::1/64                                    fdUU:UUUU:UUUU::2/64
+//
+// A and B have IPv6 as in tests/topo (a unique local /64 per run, link-locals,
+// no duplicate address detection); the relay forwards every frame, IPv6 and
+// neighbour discovery included, and R itself has no IPv6.
 //
 // R forwards Ethernet frames between IfRA and IfRB like a bridge, through the
 // relay program (tests/faults/relay: AF_PACKET raw sockets, no netem needed),
@@ -12,9 +17,10 @@
 // The relay's counters (Stats) are read with Topo.Stats and logged at the end.
 //
 // The routed variant (Options.Routed) has no relay: A and B are on two
-// subnets and R is an IPv4 router between them (kernel forwarding):
+// subnets and R is an IPv4 and IPv6 router between them (kernel forwarding):
 //
 //	IfA 10.X.Y.1/24 <─veth─> IfRA 10.X.Y.254 │ R │ IfRB 10.X.Z.254 <─veth─> IfB 10.X.Z.2/24
+//	    fdUU:..:UUUU::1/64        fdUU:..:UUUU::fe   fdUU:..:UUUU:1::fe        fdUU:..:UUUU:1::2/64
 //
 // Every veth end the kernel transmits from has TX checksum offload and
 // TSO/GSO/GRO off (IfRA, IfRB, IfB), so frames carry full checksums and are at
@@ -68,7 +74,7 @@ type Options struct {
 	QueueBytes int
 	BurstBytes int
 
-	// Routed makes R an IPv4 router between two subnets instead of a relay;
+	// Routed makes R an IPv4 and IPv6 router between two subnets instead of a relay;
 	// AB and BA must then be zero (RateKbit still applies).
 	Routed bool
 
@@ -92,10 +98,12 @@ type Topo struct {
 	*topo.Topo
 	NSR        string
 	IfRA, IfRB string // R's ends of the veth pairs towards A and B
-	// Routed only: R's addresses, the gateways of A and B, and B's subnet.
-	GatewayA, GatewayB string
-	SubnetB            string
-	Opts               Options
+	// Routed only: R's addresses, the gateways of A and B, and B's subnet; IPv4 and IPv6.
+	GatewayA, GatewayB   string
+	SubnetB              string
+	GatewayA6, GatewayB6 string
+	Prefix6B             string
+	Opts                 Options
 
 	dir       string // relay stats file and log
 	relay     *exec.Cmd
@@ -166,12 +174,17 @@ func Create(o Options) (*Topo, error) {
 	}
 	id := hex.EncodeToString(rb[:3])
 	x, y := 100+int(rb[3])%100, int(rb[4])
+	ula, err := topo.ULA48()
+	if err != nil {
+		return nil, err
+	}
 	ns := func(role string) string { return fmt.Sprintf("%s%d-%s-%s", topo.NSPrefix, os.Getpid(), id, role) }
 	ft := &Topo{
 		Topo: &topo.Topo{
 			ID: id, NSA: ns("a"), NSB: ns("b"), IfA: "ufa" + id, IfB: "ufb" + id,
 			AddrA: fmt.Sprintf("10.%d.%d.1", x, y), AddrB: fmt.Sprintf("10.%d.%d.2", x, y),
 			PrefixLen: 24, Subnet: fmt.Sprintf("10.%d.%d.0/24", x, y),
+			AddrA6: ula + "::1", AddrB6: ula + "::2", Prefix6: ula + "::/64", PrefixLen6: 64,
 		},
 		NSR: ns("r"), IfRA: "ufra" + id, IfRB: "ufrb" + id,
 		Opts: o,
@@ -181,6 +194,8 @@ func Create(o Options) (*Topo, error) {
 		ft.AddrB = fmt.Sprintf("10.%d.%d.2", x, z)
 		ft.GatewayA, ft.GatewayB = fmt.Sprintf("10.%d.%d.254", x, y), fmt.Sprintf("10.%d.%d.254", x, z)
 		ft.SubnetB = fmt.Sprintf("10.%d.%d.0/24", x, z)
+		ft.AddrB6, ft.Prefix6B = ula+":1::2", ula+":1::/64"
+		ft.GatewayA6, ft.GatewayB6 = ula+"::fe", ula+":1::fe"
 	}
 	if err := ft.setup(); err != nil {
 		return nil, errors.Join(err, ft.Close())
@@ -201,14 +216,19 @@ func (ft *Topo) setup() error {
 		{"ip", "netns", "add", ft.NSB},
 		{"ip", "netns", "add", ft.NSR},
 	}
-	for _, n := range []string{ft.NSA, ft.NSB, ft.NSR} {
-		steps = append(steps, []string{"ip", "netns", "exec", n, "sh", "-c", noIPv6})
+	pl6 := strconv.Itoa(ft.PrefixLen6)
+	if !ft.Opts.Routed {
+		steps = append(steps, []string{"ip", "netns", "exec", ft.NSR, "sh", "-c", noIPv6})
 	}
 	steps = append(steps,
 		[]string{"ip", "link", "add", ft.IfA, "netns", ft.NSA, "type", "veth", "peer", "name", ft.IfRA, "netns", ft.NSR},
 		[]string{"ip", "link", "add", ft.IfB, "netns", ft.NSB, "type", "veth", "peer", "name", ft.IfRB, "netns", ft.NSR},
+		topo.QuietIPv6(ft.NSA, ft.IfA),
+		topo.QuietIPv6(ft.NSB, ft.IfB),
 		[]string{"ip", "-n", ft.NSA, "addr", "add", ft.AddrA + "/" + pl, "dev", ft.IfA},
 		[]string{"ip", "-n", ft.NSB, "addr", "add", ft.AddrB + "/" + pl, "dev", ft.IfB},
+		[]string{"ip", "-n", ft.NSA, "addr", "add", ft.AddrA6 + "/" + pl6, "dev", ft.IfA, "nodad"},
+		[]string{"ip", "-n", ft.NSB, "addr", "add", ft.AddrB6 + "/" + pl6, "dev", ft.IfB, "nodad"},
 		offloadsOff(ft.NSB, ft.IfB),
 		offloadsOff(ft.NSR, ft.IfRA),
 		offloadsOff(ft.NSR, ft.IfRB),
@@ -221,6 +241,10 @@ func (ft *Topo) setup() error {
 			[]string{"ip", "-n", ft.NSR, "addr", "add", ft.GatewayA + "/" + pl, "dev", ft.IfRA},
 			[]string{"ip", "-n", ft.NSR, "addr", "add", ft.GatewayB + "/" + pl, "dev", ft.IfRB},
 			[]string{"ip", "netns", "exec", ft.NSR, "sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"},
+			topo.QuietIPv6(ft.NSR, ft.IfRA, ft.IfRB),
+			[]string{"ip", "netns", "exec", ft.NSR, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/forwarding"},
+			[]string{"ip", "-n", ft.NSR, "addr", "add", ft.GatewayA6 + "/" + pl6, "dev", ft.IfRA, "nodad"},
+			[]string{"ip", "-n", ft.NSR, "addr", "add", ft.GatewayB6 + "/" + pl6, "dev", ft.IfRB, "nodad"},
 		)
 	}
 	for _, n := range []string{ft.NSA, ft.NSB, ft.NSR} {
@@ -236,6 +260,8 @@ func (ft *Topo) setup() error {
 		steps = append(steps,
 			[]string{"ip", "-n", ft.NSA, "route", "add", "default", "via", ft.GatewayA},
 			[]string{"ip", "-n", ft.NSB, "route", "add", "default", "via", ft.GatewayB},
+			[]string{"ip", "-n", ft.NSA, "-6", "route", "add", "default", "via", ft.GatewayA6},
+			[]string{"ip", "-n", ft.NSB, "-6", "route", "add", "default", "via", ft.GatewayB6},
 		)
 	}
 	if r := ft.Opts.RateKbit; r > 0 {
@@ -259,6 +285,9 @@ func (ft *Topo) setup() error {
 		}
 	}
 	if err := ft.waitCarrier(10 * time.Second); err != nil {
+		return err
+	}
+	if err := ft.LearnLinkLocals(); err != nil {
 		return err
 	}
 	if ft.Opts.Routed {

@@ -32,7 +32,7 @@ func TestParseFault(t *testing.T) {
 	}
 }
 
-// transfer sends size random bytes from fromNS to toNS's addr with kernel
+// transfer sends size random bytes from fromNS to toNS's addr (IPv4 or IPv6) with kernel
 // socat, and returns the elapsed time.
 func transfer(t *testing.T, ft *Topo, fromNS, toNS, addr string, size int64, timeout time.Duration) time.Duration {
 	t.Helper()
@@ -49,12 +49,16 @@ func transfer(t *testing.T, ft *Topo, fromNS, toNS, addr string, size int64, tim
 		t.Fatal(err)
 	}
 	const port = 7100
-	srv, err := ft.StartServer(toNS, nil, port, 10*time.Second, "socat", "-u", fmt.Sprintf("TCP-LISTEN:%d,reuseaddr", port), "OPEN:"+out+",creat,trunc")
+	listen, dst := fmt.Sprintf("TCP-LISTEN:%d,reuseaddr", port), fmt.Sprintf("TCP:%s:%d", addr, port)
+	if strings.Contains(addr, ":") {
+		listen, dst = fmt.Sprintf("TCP6-LISTEN:%d,reuseaddr", port), fmt.Sprintf("TCP6:[%s]:%d", addr, port)
+	}
+	srv, err := ft.StartServer(toNS, nil, port, 10*time.Second, "socat", "-u", listen, "OPEN:"+out+",creat,trunc")
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if r := run(timeout, "ip", "netns", "exec", fromNS, "socat", "-u", "OPEN:"+in, fmt.Sprintf("TCP:%s:%d", addr, port)); r != nil {
+	if r := run(timeout, "ip", "netns", "exec", fromNS, "socat", "-u", "OPEN:"+in, dst); r != nil {
 		t.Fatalf("sender: %v\n%s", r, srv.Output())
 	}
 	if res := srv.Wait(timeout); res.Err != nil {
@@ -85,12 +89,22 @@ func TestRelayForwards(t *testing.T) {
 	t.Logf("8 MB A->B through the relay in %v (%.1f MB/s)", el.Round(time.Millisecond), 8/el.Seconds())
 	el = transfer(t, ft, ft.NSB, ft.NSA, ft.AddrA, 8<<20, 30*time.Second)
 	t.Logf("8 MB B->A through the relay in %v (%.1f MB/s)", el.Round(time.Millisecond), 8/el.Seconds())
+	// IPv6 through the relay: unique local addresses and link-locals, both ways.
+	for _, dst := range []string{ft.AddrB6, ft.LinkLocalB + "%" + ft.IfA} {
+		if err := ping(ft, ft.NSA, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	el = transfer(t, ft, ft.NSA, ft.NSB, ft.AddrB6, 8<<20, 30*time.Second)
+	t.Logf("8 MB A->B over IPv6 through the relay in %v (%.1f MB/s)", el.Round(time.Millisecond), 8/el.Seconds())
+	el = transfer(t, ft, ft.NSB, ft.NSA, ft.AddrA6, 8<<20, 30*time.Second)
+	t.Logf("8 MB B->A over IPv6 through the relay in %v (%.1f MB/s)", el.Round(time.Millisecond), 8/el.Seconds())
 	s, err := ft.Stats()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, d := range []DirStats{s.AB, s.BA} {
-		if d.Received < 8<<20/1514 || d.Forwarded != d.Received || d.Dropped+d.Duplicated+d.Corrupted+d.Reordered+d.TxErrors+d.Truncated != 0 {
+		if d.Received < 2*8<<20/1514 || d.Forwarded != d.Received || d.Dropped+d.Duplicated+d.Corrupted+d.Reordered+d.TxErrors+d.Truncated != 0 {
 			t.Errorf("counters: %+v", d)
 		}
 	}
@@ -201,6 +215,16 @@ func TestRouted(t *testing.T) {
 	}
 	el := transfer(t, ft, ft.NSA, ft.NSB, ft.AddrB, 8<<20, 30*time.Second)
 	t.Logf("8 MB routed in %v", el.Round(time.Millisecond))
+	// IPv6: two /64s, R forwards; the hop limit drops by one.
+	if ft.Prefix6B == ft.Prefix6 || ft.GatewayA6 == "" {
+		t.Fatalf("not two IPv6 subnets: %+v", ft)
+	}
+	out, err = exec.Command("ip", "netns", "exec", ft.NSB, "ping", "-6", "-c", "1", "-W", "2", ft.AddrA6).CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("ttl=63")) {
+		t.Fatalf("B->A ping over IPv6 not routed (want hop limit 63): %v\n%s", err, out)
+	}
+	el = transfer(t, ft, ft.NSA, ft.NSB, ft.AddrB6, 8<<20, 30*time.Second)
+	t.Logf("8 MB routed over IPv6 in %v", el.Round(time.Millisecond))
 	if _, err := ft.Stats(); err == nil {
 		t.Error("Stats without a relay: no error")
 	}

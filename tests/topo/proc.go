@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -135,7 +136,7 @@ func WaitSteered(ns string, env []string, proto string, port int, timeout time.D
 }
 
 // WaitListen waits until a TCP socket listens on port in p's network
-// namespace (read from /proc/<pid>/net/tcp), at most timeout.
+// namespace (read from /proc/<pid>/net/tcp and tcp6), at most timeout.
 func (p *Proc) WaitListen(port int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -152,10 +153,22 @@ func (p *Proc) WaitListen(port int, timeout time.Duration) error {
 	}
 }
 
-// Listening reports whether a TCP socket in LISTEN state has local port port
-// in the network namespace of process pid.
+// Listening reports whether a TCP socket in LISTEN state, IPv4 or IPv6, has
+// local port port in the network namespace of process pid.
 func Listening(pid, port int) (bool, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/net/tcp", pid))
+	var errs []error
+	for _, table := range []string{"tcp", "tcp6"} {
+		ok, err := listeningIn(fmt.Sprintf("/proc/%d/net/%s", pid, table), port)
+		if ok {
+			return true, nil
+		}
+		errs = append(errs, err)
+	}
+	return false, errors.Join(errs...)
+}
+
+func listeningIn(path string, port int) (bool, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return false, err
 	}

@@ -3,10 +3,16 @@
 //
 //	namespace A (accelerated)            namespace B (kernel peer)
 //	  IfA 10.X.Y.1/24  <──── veth ────>  IfB 10.X.Y.2/24
+//	      fdUU:UUUU:UUUU::1/64               fdUU:UUUU:UUUU::2/64
+//	      fe80::<EUI-64 of IfA>/64           fe80::<EUI-64 of IfB>/64
 //
-// Names and the subnet are unique per run (namespaces "ustk-<pid>-<id>-a/b",
-// interfaces "usa<id>"/"usb<id>"), so concurrent runs never collide; namespaces
-// left by a run that died are swept by the next one. On IfB, TX checksum
+// Names and the subnets are unique per run (namespaces "ustk-<pid>-<id>-a/b",
+// interfaces "usa<id>"/"usb<id>", a random RFC 4193 unique local /48 per run),
+// so concurrent runs never collide; namespaces left by a run that died are
+// swept by the next one. IPv6 is quiet and usable at once: the unique local
+// addresses are added with nodad, the interfaces do no duplicate address
+// detection (their link-locals are never tentative) and send no router
+// solicitations. On IfB, TX checksum
 // offload and TSO/GSO/GRO are turned off so that the frames reaching IfA carry
 // full checksums and are at most one MTU long. Close deletes both namespaces,
 // which also removes the veth pair.
@@ -39,6 +45,17 @@ type Topo struct {
 	AddrA, AddrB string // IfA's and IfB's IPv4 addresses, without prefix
 	PrefixLen    int
 	Subnet       string // e.g. "10.123.45.0/24"
+
+	// IPv6: IfA's and IfB's unique local addresses (without prefix, e.g.
+	// "fd12:3456:789a::1"), their prefix ("fd12:3456:789a::/64") and its length.
+	AddrA6, AddrB6 string
+	Prefix6        string
+	PrefixLen6     int
+	// The link-local addresses the kernel gave IfA and IfB (fe80::..., no
+	// "%zone"), and the interfaces' indexes in their namespaces: the
+	// sin6_scope_id of a link-local peer.
+	LinkLocalA, LinkLocalB string
+	IndexA, IndexB         int
 
 	mu     sync.Mutex
 	procs  []*Proc
@@ -88,16 +105,24 @@ func Create() (*Topo, error) {
 	}
 	id := hex.EncodeToString(rb[:3])
 	x, y := 100+int(rb[3])%100, int(rb[4])
+	ula, err := ULA48()
+	if err != nil {
+		return nil, err
+	}
 	tp := &Topo{
-		ID:        id,
-		NSA:       fmt.Sprintf("%s%d-%s-a", nsPrefix, os.Getpid(), id),
-		NSB:       fmt.Sprintf("%s%d-%s-b", nsPrefix, os.Getpid(), id),
-		IfA:       "usa" + id,
-		IfB:       "usb" + id,
-		AddrA:     fmt.Sprintf("10.%d.%d.1", x, y),
-		AddrB:     fmt.Sprintf("10.%d.%d.2", x, y),
-		PrefixLen: 24,
-		Subnet:    fmt.Sprintf("10.%d.%d.0/24", x, y),
+		ID:         id,
+		NSA:        fmt.Sprintf("%s%d-%s-a", nsPrefix, os.Getpid(), id),
+		NSB:        fmt.Sprintf("%s%d-%s-b", nsPrefix, os.Getpid(), id),
+		IfA:        "usa" + id,
+		IfB:        "usb" + id,
+		AddrA:      fmt.Sprintf("10.%d.%d.1", x, y),
+		AddrB:      fmt.Sprintf("10.%d.%d.2", x, y),
+		PrefixLen:  24,
+		Subnet:     fmt.Sprintf("10.%d.%d.0/24", x, y),
+		AddrA6:     ula + "::1",
+		AddrB6:     ula + "::2",
+		Prefix6:    ula + "::/64",
+		PrefixLen6: 64,
 	}
 	if err := tp.setup(); err != nil {
 		return nil, errors.Join(err, tp.Close())
@@ -109,11 +134,13 @@ func (tp *Topo) setup() error {
 	steps := [][]string{
 		{"ip", "netns", "add", tp.NSA},
 		{"ip", "netns", "add", tp.NSB},
-		{"ip", "netns", "exec", tp.NSA, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"},
-		{"ip", "netns", "exec", tp.NSB, "sh", "-c", "echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6"},
 		{"ip", "link", "add", tp.IfA, "netns", tp.NSA, "type", "veth", "peer", "name", tp.IfB, "netns", tp.NSB},
+		QuietIPv6(tp.NSA, tp.IfA),
+		QuietIPv6(tp.NSB, tp.IfB),
 		{"ip", "-n", tp.NSA, "addr", "add", fmt.Sprintf("%s/%d", tp.AddrA, tp.PrefixLen), "dev", tp.IfA},
 		{"ip", "-n", tp.NSB, "addr", "add", fmt.Sprintf("%s/%d", tp.AddrB, tp.PrefixLen), "dev", tp.IfB},
+		{"ip", "-n", tp.NSA, "addr", "add", fmt.Sprintf("%s/%d", tp.AddrA6, tp.PrefixLen6), "dev", tp.IfA, "nodad"},
+		{"ip", "-n", tp.NSB, "addr", "add", fmt.Sprintf("%s/%d", tp.AddrB6, tp.PrefixLen6), "dev", tp.IfB, "nodad"},
 		{"ip", "netns", "exec", tp.NSB, "ethtool", "-K", tp.IfB, "tx", "off", "tso", "off", "gso", "off", "gro", "off"},
 		{"ip", "-n", tp.NSA, "link", "set", "lo", "up"},
 		{"ip", "-n", tp.NSB, "link", "set", "lo", "up"},
@@ -131,7 +158,7 @@ func (tp *Topo) setup() error {
 		a, errA := exec.Command("ip", "-n", tp.NSA, "-o", "link", "show", tp.IfA).Output()
 		b, errB := exec.Command("ip", "-n", tp.NSB, "-o", "link", "show", tp.IfB).Output()
 		if errA == nil && errB == nil && bytes.Contains(a, []byte("LOWER_UP")) && bytes.Contains(b, []byte("LOWER_UP")) {
-			return nil
+			return tp.LearnLinkLocals()
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("veth %s/%s not up after 10s: %s %s", tp.IfA, tp.IfB, a, b)
