@@ -101,3 +101,50 @@ func BenchmarkInputData(b *testing.B) {
 		s.ackNow = false
 	}
 }
+
+// The same over IPv6 (RFC 8200), and the IPv6 input path of a datagram behind
+// extension headers and of one reassembled from fragments: nothing allocates.
+func TestEstablishedPathAllocsIPv6(t *testing.T) {
+	n := newNet6(t, pair.Options{}, Config{}, Config{})
+	c, s, _ := n.connectTo(80, ulaB)
+	data := pattern(16<<10, 9)
+	buf := make([]byte, 64<<10)
+	cycle := func() {
+		if k, err := c.Write(data); err != nil || k != len(data) {
+			t.Fatalf("write %d %v", k, err)
+		}
+		n.step()
+		n.step()
+		if k, err := s.Read(buf); err != nil || k != len(data) {
+			t.Fatalf("read %d %v", k, err)
+		}
+		n.step()
+	}
+	for range 50 {
+		cycle()
+	}
+	if a := testing.AllocsPerRun(200, cycle); a != 0 {
+		t.Fatalf("IPv6 established path allocates %v times per cycle", a)
+	}
+	u := mustBind(t, n.b.s, 5353)
+	whole := udp6Frame(ulaA, ulaB, 5000, 5353, pattern(3000, 1))
+	ext := withExt(udp6Frame(ulaA, ulaB, 5000, 5353, []byte("x")), optsHdr(0, 1, 0), routingHdr(0), optsHdr(60))
+	frags := frag6(whole, 1, 1232, 2464)
+	// Packet too big quoting a datagram of B's (no socket is connected: it goes nowhere).
+	ptb := icmp6Error(udp6Frame(ulaB, ulaA, 5353, 5000, pattern(200, 2)), addr6("fd00::1"), macA, macB, 2, 0, 1400)
+	if a := testing.AllocsPerRun(200, func() {
+		n.b.s.Input(n.now, ext)
+		for _, f := range frags {
+			n.b.s.Input(n.now, f)
+		}
+		n.b.s.Input(n.now, ptb)
+		for u.Readable() {
+			u.RecvFrom(buf, false)
+		}
+	}); a != 0 {
+		t.Fatalf("IPv6 input allocates %v times", a)
+	}
+	if st := n.b.s.Stats(); st.IP6ReasmOKs < 200 || st.UDPInDatagrams < 400 || st.ICMP6InMsgs < 200 {
+		t.Fatalf("not exercised: reasm oks %d, datagrams %d, icmp6 %d", st.IP6ReasmOKs, st.UDPInDatagrams, st.ICMP6InMsgs)
+	}
+}
