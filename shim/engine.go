@@ -220,7 +220,7 @@ func (e *Engine) Bind(fd int, sa []byte) int {
 	if s == nil {
 		return Pass
 	}
-	ip, port, ok, errno := s.base().parseAddr(sa)
+	ip, port, ok, errno := s.base().parseAddr(sa, false)
 	if errno != 0 {
 		return neg(errno)
 	}

@@ -20,8 +20,10 @@ const sinLen6 = 24
 // stack does not carry, which the kernel shadow answers instead: another family (a sockaddr_in
 // given to an AF_INET6 socket, which only UDP takes), a v4-mapped address on an IPV6_V6ONLY
 // socket, a link-local address of another interface (its scope id). errno is the kernel's
-// answer to a malformed address.
-func (b *sockBase) parseAddr(sa []byte) (ip stackcore.Addr, port uint16, ok bool, errno unix.Errno) {
+// answer to a malformed address. A link-local address without a scope id is EINVAL for bind and
+// connect (ipv6(7)); sendto (sending true) takes it, and the kernel would send by its route:
+// the interface's, as the stack has it.
+func (b *sockBase) parseAddr(sa []byte, sending bool) (ip stackcore.Addr, port uint16, ok bool, errno unix.Errno) {
 	if len(sa) < 2 {
 		return ip, 0, false, unix.EINVAL
 	}
@@ -48,10 +50,10 @@ func (b *sockBase) parseAddr(sa []byte) (ip stackcore.Addr, port uint16, ok bool
 		if len(sa) >= unix.SizeofSockaddrInet6 {
 			scope = binary.NativeEndian.Uint32(sa[24:28])
 		}
-		if scope == 0 {
+		if scope == 0 && !sending {
 			return ip, port, false, unix.EINVAL // ipv6(7): a link-local address needs its interface
 		}
-		if int(scope) != b.st.ifc.index {
+		if scope != 0 && int(scope) != b.st.ifc.index {
 			return ip, port, false, 0
 		}
 	}

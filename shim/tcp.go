@@ -89,7 +89,7 @@ func (s *tcpSock) listen(backlog int) int {
 // resolved in the background: a non-blocking connect answers EINPROGRESS at once, a blocking one
 // waits in C (a signal interrupts it), and both fail with EHOSTUNREACH if no neighbour answers.
 func (s *tcpSock) connect(sa []byte) int {
-	dst, dport, ok, errno := s.parseAddr(sa)
+	dst, dport, ok, errno := s.parseAddr(sa, false)
 	if errno != 0 {
 		return neg(errno)
 	}

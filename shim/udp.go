@@ -112,7 +112,7 @@ func (s *udpSock) connect(sa []byte) int {
 		})
 		return Pass // the shadow forgets its peer too
 	}
-	dst, dport, ok, errno := s.parseAddr(sa)
+	dst, dport, ok, errno := s.parseAddr(sa, false)
 	if errno != 0 {
 		return neg(errno)
 	}
@@ -246,7 +246,7 @@ func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 	var dst stackcore.Addr
 	var dport uint16
 	if len(name) > 0 {
-		ip, port, ok, errno := s.parseAddr(name)
+		ip, port, ok, errno := s.parseAddr(name, true)
 		if errno != 0 {
 			return neg(errno)
 		}
