@@ -15,7 +15,7 @@ func bigUDPFrame(sport, dport uint16, payload []byte) []byte {
 	rg := newRing(len(payload) + 1)
 	rg.Write(payload)
 	buf := make([]byte, wire.EthHeaderLen+wire.IPv4MinLen+wire.UDPHeaderLen+len(payload))
-	n := s.encodeUDP(buf, macB, addrB, sport, dport, &rg, len(payload))
+	n := s.encodeUDP(buf, macB, addrB, 64, sport, dport, &rg, len(payload))
 	return buf[:n]
 }
 

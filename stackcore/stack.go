@@ -126,6 +126,7 @@ type Stack struct {
 	udpTx       []*UDPSocket // sockets with datagrams to send
 	wokenUDP    []*UDPSocket
 	releasedUDP []uint16
+	mc          mcastState // groups its UDP sockets joined (mcast.go)
 
 	ipID      uint16
 	reasm     reassembler           // IPv4 fragment reassembly (ipfrag.go)
@@ -230,7 +231,7 @@ func (s *Stack) Input(now Time, frame []byte) {
 		return
 	}
 	dst := MAC(eth.Dst())
-	if dst != s.cfg.MAC && dst != Broadcast {
+	if dst != s.cfg.MAC && dst != Broadcast && !s.mcastFrame(dst) {
 		inc(&st.DropNotForUs)
 		return
 	}
@@ -248,7 +249,7 @@ func (s *Stack) Input(now Time, frame []byte) {
 		return
 	}
 	inc(&st.IPRxPackets)
-	if IPv4(ip.Dst()) != s.cfg.Addr {
+	if IPv4(ip.Dst()) != s.cfg.Addr && !s.mcastAccept(ip) { // mcast.go
 		inc(&st.DropNotForUs)
 		return
 	}

@@ -95,6 +95,7 @@ type UDPSocket struct {
 	inTx      bool       // listed in s.udpTx
 	reuse     bool       // bound with UDPBindReuse: shares its port
 	next      *UDPSocket // the next socket on the same port
+	mc        udpMcast   // groups and multicast options (mcast.go)
 	// datagrams delivered to it and sent by it
 	dgramsIn, dgramsOut uint64
 	// TableSlot is the host's place for the socket in a table of its own (0: none).
@@ -143,6 +144,9 @@ func (s *Stack) udpBind(port uint16, reuse bool) (*UDPSocket, error) {
 func (s *Stack) udpLookup(port uint16, src IPv4, sport uint16) *UDPSocket {
 	var open *UDPSocket
 	for u := s.udpPorts[port]; u != nil; u = u.next {
+		if u.mc.only != (Group{}) {
+			continue // bound to a group's address: no unicast
+		}
 		if !u.connected {
 			if open == nil {
 				open = u
@@ -318,6 +322,7 @@ func (u *UDPSocket) Close() {
 		return
 	}
 	u.closed = true
+	u.mcastLeaveAll()
 	u.rx.reset()
 	u.err = nil
 	ports := u.s.udpPorts
@@ -353,12 +358,17 @@ func (s *Stack) udpInput(srcMAC MAC, src IPv4, ip wire.IPv4) {
 		inc(&st.DropMalformed)
 		return
 	}
-	if s.cfg.VerifyChecksums && !d.ChecksumOK(src, s.cfg.Addr) {
+	dst := IPv4(ip.Dst())
+	if s.cfg.VerifyChecksums && !d.ChecksumOK(src, dst) {
 		inc(&st.UDPInErrors)
 		inc(&st.DropBadChecksum)
 		return
 	}
 	sport := d.SrcPort()
+	if dst != s.cfg.Addr {
+		s.mcastDeliver(srcMAC, src, sport, dst, d.DstPort(), d.Payload()) // mcast.go
+		return
+	}
 	u := s.udpLookup(d.DstPort(), src, sport)
 	if u == nil {
 		// Linux matches no socket either: a connected socket accepts only its peer.
@@ -395,7 +405,12 @@ func (s *Stack) flushUDP(out Output) bool {
 				break
 			}
 			d := u.tx.front()
-			n := s.encodeUDP(buf, d.mac, d.addr, u.port, d.port, &u.tx.data, d.n)
+			ttl, group := u.mcastTTL(d.addr)
+			n := s.encodeUDP(buf, d.mac, d.addr, ttl, u.port, d.port, &u.tx.data, d.n)
+			if group {
+				inc(&s.stats.UDPOutMulticast)
+				s.mcastLoop(u, buf[:n]) // mcast.go
+			}
 			out.SubmitTx(buf, n)
 			u.tx.pop()
 			u.dgramsOut++
@@ -418,7 +433,7 @@ func (s *Stack) flushUDP(out Output) bool {
 
 // encodeUDP writes Ethernet+IPv4+UDP headers and n payload bytes from the
 // front of src into buf; it returns the frame length.
-func (s *Stack) encodeUDP(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, src *ring, n int) int {
+func (s *Stack) encodeUDP(buf []byte, dmac MAC, dip IPv4, ttl uint8, sport, dport uint16, src *ring, n int) int {
 	eth := wire.Ethernet(buf)
 	eth.SetDst(dmac)
 	eth.SetSrc(s.cfg.MAC)
@@ -432,7 +447,7 @@ func (s *Stack) encodeUDP(buf []byte, dmac MAC, dip IPv4, sport, dport uint16, s
 	src.peek(0, d[wire.UDPHeaderLen:])
 	d.SetChecksumIPv4(s.cfg.Addr, dip)
 	s.ipID++
-	ip.Encode(wire.IPv4MinLen+ul, s.ipID, 64, wire.ProtoUDP, s.cfg.Addr, dip)
+	ip.Encode(wire.IPv4MinLen+ul, s.ipID, ttl, wire.ProtoUDP, s.cfg.Addr, dip)
 	st := s.stats
 	inc(&st.EthTxFrames)
 	inc(&st.IPTxPackets)

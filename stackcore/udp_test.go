@@ -19,7 +19,7 @@ func udpFrameFrom(fromMAC MAC, from IPv4, toMAC MAC, to IPv4, sport, dport uint1
 	rg := newRing(len(payload) + 1)
 	rg.Write(payload)
 	buf := make([]byte, 2048)
-	n := s.encodeUDP(buf, toMAC, to, sport, dport, &rg, len(payload))
+	n := s.encodeUDP(buf, toMAC, to, 64, sport, dport, &rg, len(payload))
 	return buf[:n]
 }
 
