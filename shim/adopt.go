@@ -62,7 +62,7 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 		return "not IPv4"
 	}
 	port := uint16(in.Port)
-	if port != 0 && in.Addr != [4]byte{} && in.Addr != st.ifc.addr {
+	if port != 0 && in.Addr != [4]byte{} && in.Addr != st.ifc.addr && !(udp && isMulticast(in.Addr)) {
 		return "bound to an address of another interface"
 	}
 	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" && dev != st.ifc.name {
@@ -84,6 +84,9 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 			u.opts = opts
 			if port != 0 {
 				u.boundAny = in.Addr == [4]byte{}
+				if isMulticast(in.Addr) {
+					u.mc.only = in.Addr // a group's receiver (mcast.go)
+				}
 				if r := u.bindStackLocked(port); r != 0 {
 					why = "the stack cannot take its port: " + unix.Errno(-r).Error()
 					return 0

@@ -52,6 +52,8 @@ type stack struct {
 	// UDP ports steered to this stack
 	steeredUDP  map[uint16]bool
 	releasedUDP []uint16
+	// multicast groups' ports steered here, by the sockets that joined them (mcast.go)
+	mcSteered map[mcKey]int
 	// what the kernel said of destinations and next hops (route.go)
 	routes map[[4]byte]routeEntry
 	neighs map[[4]byte]*neighbour
@@ -200,6 +202,7 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		steered:     map[uint16]bool{},
 		listeners:   map[uint16]*listenShare{},
 		steeredUDP:  map[uint16]bool{},
+		mcSteered:   map[mcKey]int{},
 		releasedUDP: make([]uint16, 0, 16),
 		ports:       systemPortRange(),
 		routes:      map[[4]byte]routeEntry{},

@@ -14,12 +14,13 @@ import (
 // datagrams to and from destinations the interface routes. Everything else — loopback, other
 // interfaces, broadcast, next hops still being resolved — goes through the socket's kernel
 // shadow, bound to the same port: sends to such destinations are made on the shadow, and a
-// receive takes the stack's datagrams first, then the shadow's. A socket that joins a multicast
-// group is handed to the kernel altogether. Fields are guarded by st.mu.
+// receive takes the stack's datagrams first, then the shadow's. Multicast memberships on the
+// interface are the stack's too (mcast.go). Fields are guarded by st.mu.
 type udpSock struct {
 	*sockBase
 
 	udp       *stackcore.UDPSocket // the stack's socket, once bound
+	mc        udpMcast             // groups and multicast options (mcast.go)
 	connected bool
 	peerIP    [4]byte
 	peerPort  uint16
@@ -45,6 +46,7 @@ func (s *udpSock) bindStackLocked(port uint16) int {
 	u.Cookie = s.cookie
 	s.udp = u
 	s.bound, s.boundPort = true, port
+	s.bindMcastLocked() // mcast.go
 	return 0
 }
 
@@ -74,8 +76,10 @@ func (s *udpSock) bind(ip [4]byte, port uint16) int {
 		if err := unix.Bind(fd, &unix.SockaddrInet4{Port: int(port), Addr: ip}); err != nil {
 			return errnoOf(err)
 		}
-		if ip != [4]byte{} && ip != st.ifc.addr {
-			handOver = true // loopback, another interface, a multicast group: the kernel's
+		if isMulticast(ip) {
+			s.mc.only = ip // a group's receiver: its datagrams only (mcast.go)
+		} else if ip != [4]byte{} && ip != st.ifc.addr {
+			handOver = true // loopback, another interface: the kernel's
 			return 0
 		}
 		p, err := shadowPort(fd)
@@ -127,6 +131,9 @@ func (s *udpSock) connect(sa []byte) int {
 			return errnoOf(err)
 		}
 		mac, _ := st.nextHopLocked(dst)
+		if isMulticast(dst) {
+			mac, _ = s.mcastDestLocked(dst)
+		}
 		s.udp.Connect(stackcore.IPv4(dst), dport, stackcore.MAC(mac))
 		s.connected, s.peerIP, s.peerPort = true, dst, dport
 		return 0
@@ -261,6 +268,9 @@ func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 			dst, dport = s.peerIP, s.peerPort
 		}
 		mac, direct := st.nextHopLocked(dst)
+		if isMulticast(dst) {
+			mac, direct = s.mcastDestLocked(dst) // mcast.go
+		}
 		if !direct {
 			return Pass // the kernel's destination, or one the kernel is still resolving
 		}
@@ -305,11 +315,11 @@ func (s *udpSock) shutdown(int) int { return Pass }
 func (s *udpSock) sockname(out []byte, outLen *uint32) int {
 	st := s.st
 	return st.with(s, faultNone, func() int {
-		if s.udp != nil && (s.connected || !s.boundAny) {
+		if s.udp != nil && (s.connected || !s.boundAny) && s.mc.only == [4]byte{} {
 			putInet4(out, outLen, st.ifc.addr, s.boundPort)
 			return 0
 		}
-		return Pass // the shadow is bound to 0.0.0.0 and the same port
+		return Pass // the shadow is bound to 0.0.0.0 (or the group) and the same port
 	})
 }
 
@@ -397,6 +407,7 @@ func (s *udpSock) pollEvents() int16 {
 }
 
 func (s *udpSock) releaseLocked() {
+	s.unsteerMcastLocked()
 	if s.udp != nil {
 		s.udp.Cookie = 0
 		s.udp.Close() // the port is unsteered once the core reports it released
@@ -416,6 +427,7 @@ func (s *udpSock) moveLocked() int {
 	}
 	st.txLocked() // what is queued to send goes first
 	port := u.LocalPort()
+	s.unsteerMcastLocked() // the shadow is a member of the groups already
 	st.unsteerUDPLocked(port)
 	st.rxLocked() // what came in before
 	buf := make([]byte, 65536)
