@@ -310,10 +310,11 @@ func (g *Group) Reclaim(m Member) (rx, tx, entries int, err error) {
 
 // share adds slot to the sharers of the port of steer key k, or takes it away. The port is
 // steered in shared mode while it has sharers; a port another process steers on its own is
-// refused.
+// refused. A multicast group's port (groupKey) is shared by membership instead: its only
+// member gets its frames (portAll), and with several the kernel does (portFanout).
 func (g *Group) share(k steerKey, slot uint32, add bool) error {
 	var cur uint32
-	if err := g.objs.steer.Lookup(k, &cur); err == nil && cur&0xff != portShared && cur>>slotShift != slot {
+	if err := g.objs.steer.Lookup(k, &cur); err == nil && !groupKey(k) && cur&0xff != portShared && cur>>slotShift != slot {
 		if add && !holderDead(g.State, cur>>slotShift+1) {
 			return ErrPortTaken
 		}
@@ -344,7 +345,13 @@ func (g *Group) share(k steerKey, slot uint32, add bool) error {
 	if err := g.objs.shares.Put(k, v); err != nil {
 		return err
 	}
-	return g.objs.steer.Put(k, portShared)
+	switch {
+	case !groupKey(k):
+		return g.objs.steer.Put(k, portShared)
+	case v.N == 1:
+		return g.objs.steer.Put(k, portAll|v.Slots[0]<<slotShift)
+	}
+	return g.objs.steer.Put(k, portFanout)
 }
 
 // dropEntries deletes every steer and flows entry of slot and returns how many it deleted.
@@ -361,7 +368,7 @@ func (g *Group) dropEntries(slot uint32) int {
 		}
 		it := m.Iterate()
 		for it.Next(&k, &v) {
-			if v>>slotShift == slot && (m != g.objs.steer || v&0xff != portShared) {
+			if v>>slotShift == slot && (m != g.objs.steer || v&0xff != portShared && v&0xff != portFanout) {
 				keys = append(keys, append([]byte(nil), k...))
 			}
 		}
@@ -406,7 +413,7 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 	var v uint32
 	it := g.objs.steer.Iterate()
 	for it.Next(&sk, &v) {
-		if v&0xff != portShared {
+		if v&0xff != portShared && v&0xff != portFanout {
 			steer[v>>slotShift]++
 			ports[v>>slotShift] = append(ports[v>>slotShift], name(sk))
 		}
