@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ustack/nic/xdp"
 	"ustack/shm"
 	"ustack/stackcore"
 )
@@ -31,14 +32,19 @@ type udpSock struct {
 func (s *udpSock) bindStackLocked(port uint16) int {
 	st := s.st
 	bind := st.core.UDPBind
-	if s.opts.reuseAddr || s.opts.reusePort {
+	reuse := s.opts.reuseAddr || s.opts.reusePort
+	if reuse {
 		bind = st.core.UDPBindReuse // the kernel let the shadows share the port: so do we
 	}
 	u, err := bind(port)
 	if err != nil {
 		return errnoOf(err)
 	}
-	if err := st.steerUDPLocked(port); err != nil {
+	if err := st.steerUDPLocked(port); reuse && errors.Is(err, xdp.ErrPortTaken) {
+		// another process of the interface's group shares the port (the kernel let both bind
+		// it): the port's unicast datagrams stay there, as the kernel gives them to one socket
+		// of the port; this one takes its multicast groups (mcast.go) and its shadow's
+	} else if err != nil {
 		u.Close()
 		s.e.Log.Warn().Err(err).Uint16("port", port).Msg("steering UDP port")
 		return neg(unix.ENOBUFS)

@@ -5,7 +5,7 @@
  *
  *   mcast_recv GROUP PORT IFNAME IFADDR NSOCK COUNT
  *
- * The sockets are bound to INADDR_ANY:PORT with SO_REUSEADDR, except the last of three or more,
+ * The sockets are bound to INADDR_ANY:PORT with SO_REUSEADDR and a 4 MiB SO_RCVBUFFORCE, except the last of three or more,
  * bound to GROUP:PORT. They join in the three ways of ip(7): struct ip_mreq with the interface's
  * address, struct ip_mreqn with its index, struct ip_mreqn with its address. The program prints
  * "joined" once all are members, reads until every socket has COUNT datagrams (or none came for
@@ -55,6 +55,11 @@ int main(int argc, char **argv)
 			perror("socket");
 			return 1;
 		}
+		/* as market-data receivers do: room for bursts while the process is off the CPU (the
+		 * kernel's socket, where the datagrams take the kernel path) */
+		int rcvbuf = 4 << 20;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
+			perror("SO_RCVBUFFORCE");
 		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
 		if (n >= 3 && i == n - 1)
 			sa.sin_addr = group; /* a receiver bound to the group's address */
