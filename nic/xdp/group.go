@@ -3,6 +3,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"time"
 	"unsafe"
@@ -398,13 +399,17 @@ func (g *Group) dropEntries(slot uint32) int {
 
 // Entries counts the steer and flows entries of each slot, and the ports each slot shares (a
 // shared port's steer entry is no one's); ports lists, per slot, the ports it steers alone or
-// shares ("tcp/80", "udp/53").
+// shares ("tcp/80", "udp/53"), and the multicast groups' ports it is a member of
+// ("udp/239.1.2.3:5000 (member)").
 func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32][]string) {
 	ports = map[uint32][]string{}
 	name := func(k steerKey) string {
 		proto := "udp"
 		if k[6] == unix.IPPROTO_TCP {
 			proto = "tcp"
+		}
+		if groupKey(k) {
+			return fmt.Sprintf("%s/%s:%d", proto, net.IP(k[:4]), uint16(k[4])<<8|uint16(k[5]))
 		}
 		return fmt.Sprintf("%s/%d", proto, uint16(k[4])<<8|uint16(k[5]))
 	}
@@ -413,7 +418,7 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 	var v uint32
 	it := g.objs.steer.Iterate()
 	for it.Next(&sk, &v) {
-		if v&0xff != portShared && v&0xff != portFanout {
+		if v&0xff != portShared && v&0xff != portFanout && !groupKey(sk) { // members: below
 			steer[v>>slotShift]++
 			ports[v>>slotShift] = append(ports[v>>slotShift], name(sk))
 		}
@@ -430,7 +435,11 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 	for it.Next(&sk, &sv) {
 		for _, sl := range sv.Slots[:sv.N] {
 			shared[sl]++
-			ports[sl] = append(ports[sl], name(sk)+" (shared)")
+			if groupKey(sk) {
+				ports[sl] = append(ports[sl], name(sk)+" (member)") // a multicast group's port
+			} else {
+				ports[sl] = append(ports[sl], name(sk)+" (shared)")
+			}
 		}
 	}
 	for _, p := range ports {
