@@ -207,9 +207,8 @@ int getsockopt(int fd, int level, int name, void *val, socklen_t *len)
 
 int setsockopt(int fd, int level, int name, const void *val, socklen_t len)
 {
-	if (ustack_kind(fd) == USTACK_KIND_CAND)
-		ustack_cand_setsockopt(fd, level, name);
-	USTACK_PROLOGUE(fd, ustack_real.setsockopt(fd, level, name, val, len));
+	int load = ustack_kind(fd) == USTACK_KIND_CAND && ustack_cand_setsockopt(fd, level, name);
+	USTACK_PROLOGUE_LOAD(fd, ustack_real.setsockopt(fd, level, name, val, len), load);
 	long r = ustack_setsockopt(fd, level, name, (void *)val, len);
 	if (r == USTACK_PASS)
 		return ustack_real.setsockopt(fd, level, name, val, len);

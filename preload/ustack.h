@@ -88,7 +88,7 @@ void ustack_cand_new(int fd, int type);
 int ustack_cand_take(int fd, int load);
 void ustack_cand_drop(int fd);
 void ustack_cand_dup(int oldfd, int newfd);
-void ustack_cand_setsockopt(int fd, int level, int name);
+int ustack_cand_setsockopt(int fd, int level, int name);
 
 /* ustack_take_if_cand: a call that reaches the stack adopts a candidate fd first; load says
  * whether the call may start the Go part to do it. 1 when fd is an accelerated socket now. */

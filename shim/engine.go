@@ -325,12 +325,19 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 			if isInt && b.family == unix.AF_INET6 && !b.bound {
 				b.v6only = v != 0
 			}
-		case level == unix.IPPROTO_IP && (name == unix.IP_ADD_MEMBERSHIP || name == unix.IP_ADD_SOURCE_MEMBERSHIP ||
-			name == unix.MCAST_JOIN_GROUP) ||
+		case level == unix.IPPROTO_IP && (name == unix.IP_ADD_SOURCE_MEMBERSHIP || name == unix.MCAST_JOIN_GROUP) ||
 			level == unix.IPPROTO_IPV6 && (name == unix.IPV6_ADD_MEMBERSHIP || name == unix.MCAST_JOIN_GROUP):
 			if _, udp := b.self.(*udpSock); udp {
-				handOver = true // multicast stays with the kernel: the socket is the kernel's from now on
+				handOver = true // source filters and the protocol-independent API stay with the kernel
 				return Pass
+			}
+		case level == unix.IPPROTO_IP:
+			if u, udp := b.self.(*udpSock); udp {
+				r, ho := u.setsockoptMcastLocked(name, val) // mcast.go
+				if r != Pass {
+					handOver = ho
+					return r
+				}
 			}
 		case level == unix.SOL_SOCKET && (name == unix.SO_RCVTIMEO || name == unix.SO_SNDTIMEO):
 			ms, ok := timeoutMs(val)
@@ -346,7 +353,7 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 		return b.self.setsockoptLocked(level, name, v, isInt, val)
 	})
 	if handOver {
-		e.handOver(s, shm.SockReasonOption, "joined a multicast group")
+		e.handOver(s, shm.SockReasonOption, "joined a multicast group the stack does not carry")
 	}
 	return r
 }

@@ -52,6 +52,8 @@ type stack struct {
 	// UDP ports steered to this stack
 	steeredUDP  map[uint16]bool
 	releasedUDP []uint16
+	// multicast groups' ports steered here, by the sockets that joined them (mcast.go)
+	mcSteered map[mcKey]int
 	// what the kernel said of destinations and next hops (route.go)
 	bindV6only bool // net.ipv6.bindv6only: IPV6_V6ONLY's default
 	routes     map[stackcore.Addr]routeEntry
@@ -203,6 +205,7 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		steered:     map[uint16]bool{},
 		listeners:   map[listenKey]*listenShare{},
 		steeredUDP:  map[uint16]bool{},
+		mcSteered:   map[mcKey]int{},
 		releasedUDP: make([]uint16, 0, 16),
 		ports:       systemPortRange(),
 		routes:      map[stackcore.Addr]routeEntry{},

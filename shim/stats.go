@@ -27,6 +27,8 @@ type Stats struct {
 	Panics             uint64 `stat:"shim.panics" help:"panics inside ustack recovered (the call failed with EIO or the connection was reset)"`
 	NeighResolves      uint64 `stat:"shim.neigh_resolves" help:"next hops resolved in the background"`
 	NeighFailed        uint64 `stat:"shim.neigh_failed" help:"background next-hop resolutions that no neighbour answered"`
+	McastJoins         uint64 `stat:"shim.mcast_joins" help:"multicast memberships of accelerated UDP sockets carried by the stack (IP_ADD_MEMBERSHIP)"`
+	McastLeaves        uint64 `stat:"shim.mcast_leaves" help:"multicast group ports given back to the kernel when their last member here left"`
 }
 
 // mirrorKickStats copies the interposer's TX kick counters (TxKick) into the stack's.

@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"ustack/nic/xdp"
 	"ustack/shm"
 	"ustack/stackcore"
 )
@@ -14,12 +15,13 @@ import (
 // datagrams to and from destinations the interface routes. Everything else — loopback, other
 // interfaces, broadcast, next hops still being resolved — goes through the socket's kernel
 // shadow, bound to the same port: sends to such destinations are made on the shadow, and a
-// receive takes the stack's datagrams first, then the shadow's. A socket that joins a multicast
-// group is handed to the kernel altogether. Fields are guarded by st.mu.
+// receive takes the stack's datagrams first, then the shadow's. Multicast memberships on the
+// interface are the stack's too (mcast.go). Fields are guarded by st.mu.
 type udpSock struct {
 	*sockBase
 
 	udp       *stackcore.UDPSocket // the stack's socket, once bound
+	mc        udpMcast             // groups and multicast options (mcast.go)
 	connected bool
 	peerIP    stackcore.Addr
 	peerPort  uint16
@@ -32,14 +34,18 @@ func (s *udpSock) bindStackLocked(port uint16) int {
 	// the kernel let the shadows share the port with SO_REUSEADDR/SO_REUSEPORT: so do we
 	reuse := s.opts.reuseAddr || s.opts.reusePort
 	local := s.boundIP
-	if local.IsUnspecified() {
+	if local.IsUnspecified() || local.IsMulticast() { // a group's receiver: mcast.go
 		local = stackcore.Addr{}
 	}
 	u, err := st.core.UDPBindOn(port, reuse, s.stackFamily(), local)
 	if err != nil {
 		return errnoOf(err)
 	}
-	if err := st.steerUDPLocked(port); err != nil {
+	if err := st.steerUDPLocked(port); reuse && errors.Is(err, xdp.ErrPortTaken) {
+		// another process of the interface's group shares the port (the kernel let both bind
+		// it): the port's unicast datagrams stay there, as the kernel gives them to one socket
+		// of the port; this one takes its multicast groups (mcast.go) and its shadow's
+	} else if err != nil {
 		u.Close()
 		s.e.Log.Warn().Err(err).Uint16("port", port).Msg("steering UDP port")
 		return neg(unix.ENOBUFS)
@@ -50,6 +56,7 @@ func (s *udpSock) bindStackLocked(port uint16) int {
 	u.SetHopLimit(hops)
 	s.udp = u
 	s.bound, s.boundPort = true, port
+	s.bindMcastLocked() // mcast.go
 	return 0
 }
 
@@ -79,8 +86,10 @@ func (s *udpSock) bind(ip stackcore.Addr, port uint16) int {
 		if err := unix.Bind(fd, s.kernelAddr(ip, port)); err != nil {
 			return errnoOf(err)
 		}
-		if !ip.IsUnspecified() && !st.core.IsLocal(ip) {
-			handOver = true // loopback, another interface, a multicast group: the kernel's
+		if ip.Is4() && isMulticast(ip.As4()) {
+			s.mc.only = ip.As4() // a group's receiver: its datagrams only (mcast.go)
+		} else if !ip.IsUnspecified() && !st.core.IsLocal(ip) {
+			handOver = true // loopback, another interface: the kernel's
 			return 0
 		}
 		p, err := shadowPort(fd)
@@ -132,6 +141,9 @@ func (s *udpSock) connect(sa []byte) int {
 			return errnoOf(err)
 		}
 		mac, _ := st.nextHopLocked(dst)
+		if dst.Is4() && isMulticast(dst.As4()) {
+			mac, _ = s.mcastDestLocked(dst.As4())
+		}
 		s.udp.Connect(dst, dport, stackcore.MAC(mac))
 		s.connected, s.peerIP, s.peerPort = true, dst, dport
 		return 0
@@ -266,6 +278,9 @@ func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 			dst, dport = s.peerIP, s.peerPort
 		}
 		mac, direct := st.nextHopLocked(dst)
+		if dst.Is4() && isMulticast(dst.As4()) {
+			mac, direct = s.mcastDestLocked(dst.As4()) // mcast.go
+		}
 		if !direct {
 			return Pass // the kernel's destination, or one the kernel is still resolving
 		}
@@ -310,7 +325,7 @@ func (s *udpSock) shutdown(int) int { return Pass }
 func (s *udpSock) sockname(out []byte, outLen *uint32) int {
 	st := s.st
 	return st.with(s, faultNone, func() int {
-		if s.udp != nil && s.connected && s.boundIP.IsUnspecified() {
+		if s.udp != nil && s.connected && s.boundIP.IsUnspecified() && s.mc.only == [4]byte{} {
 			s.putAddr(out, outLen, st.core.SourceFor(s.peerIP), s.boundPort) // the kernel's source for the peer
 			return 0
 		}
@@ -407,6 +422,7 @@ func (s *udpSock) pollEvents() int16 {
 }
 
 func (s *udpSock) releaseLocked() {
+	s.unsteerMcastLocked()
 	if s.udp != nil {
 		s.udp.Cookie = 0
 		s.udp.Close() // the port is unsteered once the core reports it released
@@ -426,6 +442,7 @@ func (s *udpSock) moveLocked() int {
 	}
 	st.txLocked() // what is queued to send goes first
 	port := u.LocalPort()
+	s.unsteerMcastLocked() // the shadow is a member of the groups already
 	st.unsteerUDPLocked(port)
 	st.rxLocked() // what came in before
 	buf := make([]byte, 65536)

@@ -159,9 +159,11 @@ var snapRefs = map[string]string{
 	"Stack.sndPool.free":      "empty",
 	"Stack.rcvPool.free":      "empty",
 	"Stack.reasm.slots[].buf": "buffer",
+	"Stack.mc.joined":         "nil", // no socket joins a group in the fuzzers
 	"UDPSocket.s":             "stack",
 	"UDPSocket.next":          "copied",
 	"UDPSocket.err":           "nil",
+	"UDPSocket.mc.groups":     "nil",
 	"UDPSocket.rx.data.buf":   "buffer",
 	"UDPSocket.rx.meta":       "buffer",
 	"UDPSocket.tx.data.buf":   "buffer",

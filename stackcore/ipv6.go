@@ -19,7 +19,7 @@ func (s *Stack) ip6Input(now Time, srcMAC MAC, b []byte) {
 	}
 	inc(&st.IP6RxPackets)
 	dst := Addr(ip.Dst())
-	if !s.isLocal6(&dst) {
+	if !s.isLocal6(&dst) && !(dst.IsMulticast() && s.mc.joined[dst] > 0) { // a group: mcast.go
 		inc(&st.DropNotForUs)
 		return
 	}

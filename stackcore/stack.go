@@ -128,6 +128,7 @@ type Stack struct {
 	udpTx       []*UDPSocket // sockets with datagrams to send
 	wokenUDP    []*UDPSocket
 	releasedUDP []uint16
+	mc          mcastState // groups its UDP sockets joined (mcast.go)
 
 	ipID      uint16
 	reasm     reassembler           // IPv4 and IPv6 fragment reassembly (ipfrag.go)
@@ -235,7 +236,7 @@ func (s *Stack) Input(now Time, frame []byte) {
 		return
 	}
 	dst := MAC(eth.Dst())
-	if dst != s.cfg.MAC && dst != Broadcast {
+	if dst != s.cfg.MAC && dst != Broadcast && !s.mcastFrame(dst) {
 		inc(&st.DropNotForUs)
 		return
 	}
@@ -261,7 +262,7 @@ func (s *Stack) ip4Input(now Time, srcMAC MAC, b []byte) {
 		return
 	}
 	inc(&st.IPRxPackets)
-	if IPv4(ip.Dst()) != s.cfg.Addr {
+	if IPv4(ip.Dst()) != s.cfg.Addr && !s.mcastAccept(ip) { // mcast.go
 		inc(&st.DropNotForUs)
 		return
 	}
@@ -276,8 +277,8 @@ func (s *Stack) ip4Input(now Time, srcMAC MAC, b []byte) {
 func (s *Stack) ipDeliver(now Time, srcMAC MAC, ip wire.IPv4) {
 	switch p := ip.Protocol(); p {
 	case wire.ProtoTCP, wire.ProtoUDP:
-		src := AddrFrom4(ip.Src())
-		s.l4Input(now, srcMAC, &src, &s.addr4, p, ip.Payload())
+		src, dst := AddrFrom4(ip.Src()), AddrFrom4(ip.Dst()) // dst: ours, or a group (mcast.go)
+		s.l4Input(now, srcMAC, &src, &dst, p, ip.Payload())
 	case wire.ProtoICMP:
 		s.icmpInput(now, ip)
 	default:
@@ -327,7 +328,7 @@ func (s *Stack) l4Input(now Time, srcMAC MAC, src, dst *Addr, proto uint8, b []b
 	}
 	// RFC 9293 3.10.7.2 / RFC 1122 4.2.3.10: no segments from broadcast or multicast
 	// sources, nor from ourselves.
-	bad := g.sport == 0 || g.dport == 0 || *src == *dst || src.IsMulticast() || src.IsUnspecified()
+	bad := g.sport == 0 || g.dport == 0 || *src == *dst || src.IsMulticast() || src.IsUnspecified() || dst.IsMulticast()
 	if v4 && src[12] == 255 && src[13] == 255 && src[14] == 255 && src[15] == 255 {
 		bad = true
 	}

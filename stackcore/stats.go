@@ -58,6 +58,9 @@ type Stats struct {
 	UDPInErrors     uint64 `stat:"udp.in_errors" help:"UDP datagrams dropped as malformed, for a bad checksum or a full receive buffer (Linux: Udp InErrors)"`
 	UDPRcvbufErrors uint64 `stat:"udp.rcvbuf_errors" help:"UDP datagrams dropped because the socket receive buffer was full"`
 	UDPSndbufErrors uint64 `stat:"udp.sndbuf_errors" help:"UDP sends refused because the socket send buffer was full"`
+	UDPInMulticast  uint64 `stat:"udp.in_multicast" help:"UDP datagrams to a joined multicast group delivered to at least one socket (each copy counts in udp.in_datagrams)"`
+	UDPIgnoredMulti uint64 `stat:"udp.ignored_multi" help:"UDP datagrams to a joined multicast group no socket took (Linux: Udp IgnoredMulti)"`
+	UDPOutMulticast uint64 `stat:"udp.out_multicast" help:"UDP datagrams sent to a multicast group"`
 
 	// ICMP (RFC 792), named after Linux's Icmp MIB.
 	ICMPInMsgs         uint64 `stat:"icmp.in_msgs" help:"ICMP messages received"`

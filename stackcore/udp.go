@@ -99,6 +99,7 @@ type UDPSocket struct {
 	inTx      bool       // listed in s.udpTx
 	reuse     bool       // bound with UDPBindReuse: shares its port
 	next      *UDPSocket // the next socket on the same port
+	mc        udpMcast   // groups and multicast options (mcast.go)
 	// datagrams delivered to it and sent by it
 	dgramsIn, dgramsOut uint64
 	// TableSlot is the host's place for the socket in a table of its own (0: none).
@@ -157,8 +158,8 @@ func (s *Stack) UDPBindOn(port uint16, reuse bool, fam Family, local Addr) (*UDP
 func (s *Stack) udpLookup(dst *Addr, port uint16, src *Addr, sport uint16) *UDPSocket {
 	var open *UDPSocket
 	for u := s.udpPorts[port]; u != nil; u = u.next {
-		if !u.fam.takes(&u.local, dst) {
-			continue
+		if !u.fam.takes(&u.local, dst) || u.mc.only != (Group{}) {
+			continue // another family or address, or bound to a group's address: no unicast
 		}
 		if !u.connected {
 			if open == nil {
@@ -345,6 +346,7 @@ func (u *UDPSocket) Close() {
 		return
 	}
 	u.closed = true
+	u.mcastLeaveAll()
 	u.rx.reset()
 	u.err = nil
 	ports := u.s.udpPorts
@@ -394,6 +396,10 @@ func (s *Stack) udpInput(srcMAC MAC, src, dst *Addr, b []byte) {
 		return
 	}
 	sport := d.SrcPort()
+	if dst.IsMulticast() {
+		s.mcastDeliver(srcMAC, src, sport, dst, d.DstPort(), d.Payload()) // mcast.go
+		return
+	}
 	u := s.udpLookup(dst, d.DstPort(), src, sport)
 	if u == nil {
 		// Linux matches no socket either: a connected socket accepts only its peer.
@@ -434,7 +440,15 @@ func (s *Stack) flushUDP(out Output) bool {
 			if h.src.IsUnspecified() || h.src.Is4() != h.dst.Is4() {
 				h.src = s.SourceFor(h.dst)
 			}
+			group := h.dst.IsMulticast()
+			if group {
+				h.hops = u.mc.ttl + 1 // IP_MULTICAST_TTL
+			}
 			n := s.encodeUDP(buf, &h, u.port, d.port, &u.tx.data, d.n)
+			if group {
+				inc(&s.stats.UDPOutMulticast)
+				s.mcastLoop(u, &h, d.port, buf[n-d.n:n]) // mcast.go
+			}
 			out.SubmitTx(buf, n)
 			u.tx.pop()
 			u.dgramsOut++

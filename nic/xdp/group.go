@@ -3,6 +3,7 @@ package xdp
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"time"
 	"unsafe"
@@ -310,10 +311,11 @@ func (g *Group) Reclaim(m Member) (rx, tx, entries int, err error) {
 
 // share adds slot to the sharers of the port of steer key k, or takes it away. The port is
 // steered in shared mode while it has sharers; a port another process steers on its own is
-// refused.
+// refused. A multicast group's port (groupKey) is shared by membership instead: its only
+// member gets its frames (portAll), and with several the kernel does (portFanout).
 func (g *Group) share(k steerKey, slot uint32, add bool) error {
 	var cur uint32
-	if err := g.objs.steer.Lookup(k, &cur); err == nil && cur&0xff != portShared && cur>>slotShift != slot {
+	if err := g.objs.steer.Lookup(k, &cur); err == nil && !groupKey(k) && cur&0xff != portShared && cur>>slotShift != slot {
 		if add && !holderDead(g.State, cur>>slotShift+1) {
 			return ErrPortTaken
 		}
@@ -344,7 +346,13 @@ func (g *Group) share(k steerKey, slot uint32, add bool) error {
 	if err := g.objs.shares.Put(k, v); err != nil {
 		return err
 	}
-	return g.objs.steer.Put(k, portShared)
+	switch {
+	case !groupKey(k):
+		return g.objs.steer.Put(k, portShared)
+	case v.N == 1:
+		return g.objs.steer.Put(k, portAll|v.Slots[0]<<slotShift)
+	}
+	return g.objs.steer.Put(k, portFanout)
 }
 
 // dropEntries deletes every steer and flows entry of slot and returns how many it deleted.
@@ -361,7 +369,7 @@ func (g *Group) dropEntries(slot uint32) int {
 		}
 		it := m.Iterate()
 		for it.Next(&k, &v) {
-			if v>>slotShift == slot && (m != g.objs.steer || v&0xff != portShared) {
+			if v>>slotShift == slot && (m != g.objs.steer || v&0xff != portShared && v&0xff != portFanout) {
 				keys = append(keys, append([]byte(nil), k...))
 			}
 		}
@@ -391,7 +399,8 @@ func (g *Group) dropEntries(slot uint32) int {
 
 // Entries counts the steer and flows entries of each slot, and the ports each slot shares (a
 // shared port's steer entry is no one's); ports lists, per slot, the ports it steers alone or
-// shares ("tcp/80", "udp/53"; IPv6: "tcp6/80").
+// shares ("tcp/80", "udp/53"; IPv6: "tcp6/80"), and the multicast groups' ports it is a member of
+// ("udp/239.1.2.3:5000 (member)").
 func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32][]string) {
 	ports = map[uint32][]string{}
 	name := func(k steerKey) string {
@@ -402,6 +411,9 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 		if [16]byte(k[:16]) != Mapped4([4]byte(k[12:16])) {
 			proto += "6" // as netstat names them
 		}
+		if groupKey(k) {
+			return fmt.Sprintf("%s/%s:%d", proto, netip.AddrFrom16([16]byte(k[:16])).Unmap(), uint16(k[16])<<8|uint16(k[17]))
+		}
 		return fmt.Sprintf("%s/%d", proto, uint16(k[16])<<8|uint16(k[17]))
 	}
 	steer = map[uint32]int{}
@@ -409,7 +421,7 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 	var v uint32
 	it := g.objs.steer.Iterate()
 	for it.Next(&sk, &v) {
-		if v&0xff != portShared {
+		if v&0xff != portShared && v&0xff != portFanout && !groupKey(sk) { // members: below
 			steer[v>>slotShift]++
 			ports[v>>slotShift] = append(ports[v>>slotShift], name(sk))
 		}
@@ -426,7 +438,11 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 	for it.Next(&sk, &sv) {
 		for _, sl := range sv.Slots[:sv.N] {
 			shared[sl]++
-			ports[sl] = append(ports[sl], name(sk)+" (shared)")
+			if groupKey(sk) {
+				ports[sl] = append(ports[sl], name(sk)+" (member)") // a multicast group's port
+			} else {
+				ports[sl] = append(ports[sl], name(sk)+" (shared)")
+			}
 		}
 	}
 	for _, p := range ports {

@@ -262,3 +262,64 @@ func TestGroupSharesIPv6(t *testing.T) {
 		t.Fatal("the keeper did not leave with its last member")
 	}
 }
+
+// A multicast group's port is shared by membership: its one member process gets its frames
+// (portAll), several send them to the kernel (portFanout: a frame goes to one AF_XDP socket
+// only, the kernel gives every member's shadow a copy); a member that dies is taken out, and the
+// entry goes with the last member.
+func TestGroupMulticastShare(t *testing.T) {
+	n := newTestNet(t)
+	keeper := startKeeper(t, n)
+	s1, m1, err := attachIn(t, n, shm.BuildID{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2, m2, err := attachIn(t, n, shm.BuildID{7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	group := [4]byte{239, 1, 2, 3}
+	k := makeSteerKey(unix.IPPROTO_UDP, Mapped4(group), 5000)
+	entry := func() (uint32, bool) {
+		var v uint32
+		err := s1.steer.Lookup(k, &v)
+		return v, err == nil
+	}
+	want := func(what string, v uint32, ok bool) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Second); ; time.Sleep(10 * time.Millisecond) {
+			got, there := entry()
+			if got == v && there == ok {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: steer entry %#x (present %v), want %#x (present %v)", what, got, there, v, ok)
+			}
+		}
+	}
+	if err := s1.SteerShared(unix.IPPROTO_UDP, Mapped4(group), 5000); err != nil {
+		t.Fatal(err)
+	}
+	want("one member", portAll|s1.Slot()<<slotShift, true)
+	if err := s2.SteerShared(unix.IPPROTO_UDP, Mapped4(group), 5000); err != nil {
+		t.Fatalf("a second member process: %v", err)
+	}
+	want("two members", portFanout, true)
+	m2.Close() // dies
+	want("the second died", portAll|s1.Slot()<<slotShift, true)
+	if err := s1.UnsteerShared(unix.IPPROTO_UDP, Mapped4(group), 5000); err != nil {
+		t.Fatal(err)
+	}
+	want("the last left", 0, false)
+	s2.Close()
+	s1.Close()
+	m1.Close()
+	select {
+	case err := <-keeper:
+		if err != nil {
+			t.Fatalf("keeper: %v", err)
+		}
+	case <-time.After(3 * time.Second):
+		t.Fatal("the keeper did not leave with its last member")
+	}
+}

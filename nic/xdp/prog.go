@@ -52,7 +52,17 @@ const (
 	portAll    uint32 = 1 // every flow to the port goes to the socket, unless listed to the kernel
 	portListed uint32 = 2 // only flows listed as FlowToUs go to the socket
 	portShared uint32 = 4 // new flows spread over the sockets in shares, each flow listed once born
+	// a multicast group's port joined by several processes: every one must get every datagram,
+	// and a frame is redirected to one socket only, so the program passes it to the kernel,
+	// which gives each member's shadow a copy (group.go, share)
+	portFanout uint32 = 8
 )
+
+// groupKey reports whether k's address is a multicast group: IPv4 (224.0.0.0/4, mapped) or
+// IPv6 (ff00::/8).
+func groupKey(k steerKey) bool {
+	return k[0] == 0xff || [16]byte(k[:16]) == Mapped4([4]byte(k[12:16])) && k[12]&0xf0 == 0xe0
+}
 
 // What SteerFlow does with a flow's frames.
 const (
