@@ -18,6 +18,7 @@
 #   nginx-4w             the same with nginx's master and 4 workers
 #   memcached-set, memcached-get   memcached -t 1 in A, build/tests/mcload (50 connections) from B
 #   iperf3-in, iperf3-out  iperf3 -s in A, iperf3 -c from B (in: B sends; out: -R, A sends)
+#   iperf3-in-v6         iperf3-in over IPv6: iperf3 -s on :: in A, B sends to A's IPv6 address
 #   iperf3-in-capture    iperf3-in under ustack only, for $CAPTURE_SECS s then $IPERF_SECS s more, in
 #                        two modes: plain, and with onloadctl capture --pid <server> -G 0.02 -w /dev/null
 #                        started and stopped 100 times in A during the first load; both throughputs,
@@ -402,18 +403,22 @@ four_modes mc_row memcached-get get
 
 # ---- iperf3 -----------------------------------------------------------------------------------
 IPORT=5201
-load_iperf() { # DIR: B sends (in) or, -R, receives (out)
-	local r=(); [ "$(cat "$1/dir")" = out ] && r=(-R)
-	in_b $(( IPERF_SECS + 30 )) iperf3 -c "$ADDRA" -p "$IPORT" -t "$IPERF_SECS" -J "${r[@]}" >"$1/load.out" 2>&1
+load_iperf() { # DIR: B sends (in, in6: over IPv6) or, -R, receives (out)
+	local r=() to=$ADDRA dir; dir=$(cat "$1/dir")
+	[ "$dir" = out ] && r=(-R)
+	[ "$dir" = in6 ] && to=$ADDRA6
+	in_b $(( IPERF_SECS + 30 )) iperf3 -c "$to" -p "$IPORT" -t "$IPERF_SECS" -J "${r[@]}" >"$1/load.out" 2>&1
 }
-iperf_row() { # ID MODE in|out
+iperf_row() { # ID MODE in|out|in6
 	local d; d=$(rowdir "$1" "$2")
 	mkdir -p "$d"; echo "$3" >"$d/dir"
-	# -4: iperf3 -s opens an AF_INET6 socket otherwise, which stays on the kernel
-	server_row "$1" "$2" "$IPORT" tcp $(( IPERF_SECS + 1 )) load_iperf -- iperf3 -s -4 -p "$IPORT"
+	# -4 for the IPv4 rows, as they always ran; iperf3-in-v6's server listens on :: (dual-stack)
+	local fam=(-4); [ "$3" = in6 ] && fam=()
+	server_row "$1" "$2" "$IPORT" tcp $(( IPERF_SECS + 1 )) load_iperf -- iperf3 -s "${fam[@]}" -p "$IPORT"
 }
 four_modes iperf_row iperf3-in in
 four_modes iperf_row iperf3-out out
+four_modes iperf_row iperf3-in-v6 in6
 
 # ---- capture ----------------------------------------------------------------------------------
 # iperf3-in-capture: iperf3 -s under ustack in A, B sends for CAPTURE_SECS (first load), then at once

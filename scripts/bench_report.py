@@ -50,6 +50,8 @@ def rows_spec():
         ("memcached-get", "memcached get, 32 B values: memcached -t 1 under test in A, mcload 50 connections %s s from B" % ms, "mcload"),
         ("iperf3-in", "iperf3 one stream, B sends to A: iperf3 -s under test in A, iperf3 -c from B, %s s" % ips, "iperf3"),
         ("iperf3-out", "iperf3 one stream, A sends to B: iperf3 -s under test in A, iperf3 -c -R from B, %s s" % ips, "iperf3"),
+        ("iperf3-in-v6", "iperf3 one stream over IPv6, B sends to A: iperf3 -s on :: under test in A, iperf3 -c from B, %s s" % ips,
+         "iperf3"),
         ("iperf3-in-capture", "iperf3 one stream, B sends to A, %s s then %s s more: iperf3 -s under ustack in A, plain, and with "
          "onloadctl capture --pid <server> -G 0.02 -w /dev/null%s started and stopped %s times in A (CPU %s) during the first %s s" % (
              cs, ips, (" " + env("CAPTURE_FILTER")) if env("CAPTURE_FILTER") else "", cc, env("CAPTURE_CPU", "1"), cs), "capture"),

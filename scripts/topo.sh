@@ -1,6 +1,7 @@
 # Sourced by demo.sh and bench.sh: the same two-namespace topology as
 # tests/topo (see there): namespace A (accelerated, veth $IFA, $ADDRA) and
-# namespace B (kernel peer, veth $IFB, $ADDRB). Names are unique per run.
+# namespace B (kernel peer, veth $IFB, $ADDRB), with IPv6 unique local addresses $ADDRA6 and
+# $ADDRB6 too (quiet: no DAD, no router solicitations). Names are unique per run.
 # On $IFB TX checksum offload and TSO/GSO/GRO are off, so frames reaching $IFA
 # carry full checksums.
 
@@ -11,14 +12,22 @@ topo_up() {
 	NSA="ustk-$$-$id-a"; NSB="ustk-$$-$id-b"
 	IFA="usa$id"; IFB="usb$id"
 	ADDRA="10.$x.$y.1"; ADDRB="10.$x.$y.2"
+	ADDRA6="fd00:$x:$y::1"; ADDRB6="fd00:$x:$y::2"
 	ip netns add "$NSA"
 	ip netns add "$NSB"
+	local c k
 	for ns in "$NSA" "$NSB"; do
-		ip netns exec "$ns" sh -c 'echo 1 > /proc/sys/net/ipv6/conf/all/disable_ipv6; echo 1 > /proc/sys/net/ipv6/conf/default/disable_ipv6'
+		for c in all default; do
+			for k in accept_dad=0 dad_transmits=0 router_solicitations=0 accept_ra=0; do
+				ip netns exec "$ns" sh -c "echo ${k#*=} > /proc/sys/net/ipv6/conf/$c/${k%=*}"
+			done
+		done
 	done
 	ip link add "$IFA" netns "$NSA" type veth peer name "$IFB" netns "$NSB"
 	ip -n "$NSA" addr add "$ADDRA/24" dev "$IFA"
 	ip -n "$NSB" addr add "$ADDRB/24" dev "$IFB"
+	ip -n "$NSA" addr add "$ADDRA6/64" dev "$IFA" nodad
+	ip -n "$NSB" addr add "$ADDRB6/64" dev "$IFB" nodad
 	ip netns exec "$NSB" ethtool -K "$IFB" tx off tso off gso off gro off >/dev/null
 	ip -n "$NSA" link set lo up; ip -n "$NSB" link set lo up
 	ip -n "$NSA" link set "$IFA" up; ip -n "$NSB" link set "$IFB" up
@@ -27,7 +36,7 @@ topo_up() {
 		ip -n "$NSA" -o link show "$IFA" | grep -q LOWER_UP && break
 		sleep 0.05
 	done
-	echo "topology: $NSA/$IFA $ADDRA <-> $NSB/$IFB $ADDRB (tx checksum offload, tso, gso, gro off on $IFB)"
+	echo "topology: $NSA/$IFA $ADDRA $ADDRA6 <-> $NSB/$IFB $ADDRB $ADDRB6 (tx checksum offload, tso, gso, gro off on $IFB)"
 }
 
 topo_down() {

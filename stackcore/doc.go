@@ -1,5 +1,5 @@
-// Package stackcore is ustack's pure TCP/IPv4 stack: Ethernet, IPv4, ICMP
-// errors, UDP and TCP over frames the host hands in, in the smoltcp / iip style. It makes no
+// Package stackcore is ustack's pure TCP/IP stack: Ethernet, IPv4 and IPv6, ICMP
+// and ICMPv6 errors, UDP and TCP over frames the host hands in, in the smoltcp / iip style. It makes no
 // syscalls, starts no goroutines and never reads a clock: time comes in as an
 // argument (Time, microseconds), received frames come in through Input, and
 // Poll emits frames into an Output the host lends buffers from and returns the
@@ -54,19 +54,32 @@
 // implemented: urgent data (the urgent pointer is ignored), IP options
 // (skipped).
 //
-// IPv4 fragments (RFC 791, RFC 815, ipfrag.go) are reassembled in a pool of
-// 64 datagrams of at most 64 KiB allocated in New, dropped 30 s after their
-// first fragment (Linux ipfrag_time) or on any overlap (an exact duplicate is
-// ignored), and delivered to TCP, UDP or ICMP; fragments the pool cannot take
-// count as drop.fragment. We never fragment what we send.
+// Addresses (addr.go) are 16 bytes for both families, IPv4 as IPv4-mapped
+// (RFC 4291 2.5.5.2): one connection table, one listener per port carrying a
+// Family (both, IPv4 only, IPv6 only, RFC 3493 IPV6_V6ONLY) and an optional
+// local address. IPv6 (RFC 8200, ipv6.go): the interface's addresses in
+// Config.Addrs6, link-local ones included; extension headers walked in order
+// (Hop-by-Hop only first, options skipped or the packet dropped by their
+// type's two high bits, a Routing header with segments left dropped: we do
+// not forward; at most maxExtHeaders); the source of a packet is the socket's
+// bound address or SourceFor (RFC 6724 rule 2, scope); a flow label per
+// connection (RFC 6437); MSS MTU-60, 1220 when the peer sends none (RFC 9293
+// 3.7.1). Neighbour Discovery is the host's, as ARP is.
+//
+// IPv4 and IPv6 fragments (RFC 791, RFC 815, RFC 8200 4.5, ipfrag.go) are
+// reassembled in a pool of 64 datagrams of at most 64 KiB allocated in New,
+// dropped 30 s (IPv6: 60 s) after their first fragment (Linux ipfrag_time) or
+// on any overlap (RFC 5722; a duplicate is ignored), and delivered to TCP,
+// UDP or ICMP; fragments the pool cannot take count as drop.fragment. We
+// never fragment what we send.
 //
 // UDP (RFC 768, udp.go): UDPBind on a port of its own namespace (0 picks an
 // ephemeral port), SendTo copying a datagram into a bounded send queue that
 // Poll empties, a bounded receive queue (overflow dropped and counted in
 // udp.rcvbuf_errors), connected sockets that accept only their peer,
 // MSG_TRUNC and MSG_PEEK semantics in RecvFrom, checksums verified per
-// Config (zero means none). No fragmentation: more than MTU-28 bytes is
-// ErrMsgSize. Queues are rings allocated at bind time (and by SetBuffers).
+// Config (zero means none over IPv4, a drop over IPv6: RFC 8200 8.1). No
+// fragmentation: more than MTU-28 (IPv6: MTU-48) bytes is ErrMsgSize. Queues are rings allocated at bind time (and by SetBuffers).
 //
 // ICMP (RFC 792, RFC 1122 3.2.2, RFC 5927, icmp.go): the checksum is always
 // verified; errors (destination unreachable, time exceeded, source quench,
@@ -79,6 +92,9 @@
 // connection's MSS to the next-hop MTU (RFC 1191; < 68 ignored, 0 means the
 // plateau below the datagram size, never raised) and resends what is in
 // flight at the new size. Echo requests get no reply: the kernel answers ping.
+// ICMPv6 (RFC 4443): the same for errors quoting what we sent; packet too big
+// lowers the path MTU (RFC 8201), never below 1280; informational messages
+// (echo, NDP, MLD) are the kernel's.
 //
 // Poll's cost follows the connections with work (sched.go): a ready list of
 // connections that may have output and a min-heap of their deadlines.
