@@ -20,7 +20,7 @@ import (
 // Several processes of the interface's group on one group and port: the XDP program redirects
 // a frame to one AF_XDP socket only, so the keeper lists the processes (SteerShared: a group's
 // key is shared by membership, not spread by flow): with one member the group's frames go to
-// it, with more they go to the kernel, which gives every member's shadow its copy.
+// it, with more to the first, which relays them to the others (relay.go).
 //
 // Sending to a group goes through the stack when the group is routed through the interface
 // (IP_MULTICAST_IF naming it or unset): to the group's Ethernet address, with the socket's
@@ -167,6 +167,7 @@ func (s *udpSock) applyMcastLocked() {
 func (s *udpSock) joinStackLocked(group [4]byte) int {
 	st := s.st
 	k := mcKey{group, s.boundPort}
+	st.openRelayLocked() // relay.go: other processes may join the group's port too
 	if st.mcSteered[k] == 0 {
 		if err := st.link.SteerShared(unix.IPPROTO_UDP, stackcore.AddrFrom4(group), k.port); err != nil {
 			s.e.Log.Warn().Err(err).Uint16("port", k.port).Msg("steering a multicast group")

@@ -24,8 +24,10 @@ type pollerWait struct {
 	linkOn bool
 	kickFd int
 	moveFd int
+	// the multicast relay socket and its connections (relay.go), edge-triggered; relay: one had news
+	relay bool
 
-	events    [4]unix.EpollEvent
+	events    [5]unix.EpollEvent
 	n         int
 	readyFunc func(uintptr) bool // w.ready, bound once: RawConn.Read would allocate a closure per wait
 }
@@ -107,9 +109,27 @@ func (w *pollerWait) wait(d time.Duration) (kicked, move, timedOut bool) {
 			kicked = true
 		case w.moveFd:
 			move = true
+		case w.linkFd:
+		default:
+			w.relay = true // the relay socket or one of its connections
 		}
 	}
 	return kicked, move, timedOut
+}
+
+// watchRelay adds the multicast relay socket or one of its connections to the set,
+// edge-triggered: the stack takes what waits there whenever it next runs. A connection leaves
+// the set when it is closed.
+func (w *pollerWait) watchRelay(fd int) {
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET, Fd: int32(fd)}
+	_ = unix.EpollCtl(w.epfd, unix.EPOLL_CTL_ADD, fd, &ev)
+}
+
+// takeRelay reports, and forgets, whether the relay socket had news in the last wait.
+func (w *pollerWait) takeRelay() bool {
+	r := w.relay
+	w.relay = false
+	return r
 }
 
 func (w *pollerWait) close() { w.file.Close() }

@@ -54,6 +54,14 @@ type stack struct {
 	releasedUDP []uint16
 	// multicast groups' ports steered here, by the sockets that joined them (mcast.go)
 	mcSteered map[mcKey]int
+	// the multicast relay to and from the other processes on a group's port (relay.go)
+	relayFd    int
+	relayTried bool
+	relayReady atomic.Bool // the poller saw relayed frames come
+	relayBuf   []byte
+	relayConns []int // members relaying to us
+	relayUID   uint32
+	mcRelay    map[mcKey]*relayTargets
 	// what the kernel said of destinations and next hops (route.go)
 	bindV6only bool // net.ipv6.bindv6only: IPV6_V6ONLY's default
 	routes     map[stackcore.Addr]routeEntry
@@ -213,6 +221,7 @@ func startStack(eng *Engine, cfg Config, o stackOptions) (*stack, error) {
 		kickFd:      kfd,
 		bindV6only:  readSysctlInt("/proc/sys/net/ipv6/bindv6only", 0) != 0,
 		moveFd:      -1,
+		relayFd:     -1,
 		stats:       o.stats,
 		eng:         eng,
 		core: stackcore.New(stackcore.Config{
@@ -273,6 +282,9 @@ func (st *stack) rxLocked() (frames int) {
 	if st.pub != nil && st.pub.tab.CaptureRequest() != st.capID {
 		st.captureChangedLocked()
 	}
+	if st.relayReady.Load() {
+		frames += st.relayInLocked(now) // relay.go
+	}
 	for batch := 0; batch < 4; batch++ {
 		n := st.link.Receive(st.rx)
 		if n == 0 {
@@ -285,6 +297,9 @@ func (st *stack) rxLocked() (frames int) {
 		}
 		for _, f := range st.rx[:n] {
 			st.core.Input(now, f)
+			if st.relayFd >= 0 {
+				st.relayOutLocked(now, f) // relay.go
+			}
 		}
 		st.link.ReleaseRx()
 		if n < len(st.rx) {
@@ -687,6 +702,9 @@ func (st *stack) poller() {
 		var kicked, move bool
 		kicked, move, timedOut = st.wait.wait(timeout)
 		moves = move
+		if st.wait.takeRelay() {
+			st.relayReady.Store(true)
+		}
 		if timedOut {
 			atomic.AddUint64(&st.stats.PollerTimeouts, 1)
 		}
@@ -708,6 +726,19 @@ func (st *stack) close() {
 	unix.Close(st.kickFd)
 	if st.moveFd >= 0 {
 		unix.Close(st.moveFd)
+	}
+	if st.relayFd >= 0 {
+		unix.Close(st.relayFd)
+	}
+	for _, fd := range st.relayConns {
+		unix.Close(fd)
+	}
+	for _, t := range st.mcRelay {
+		for _, fd := range t.fds {
+			if fd >= 0 {
+				unix.Close(fd)
+			}
+		}
 	}
 	if st.link != nil {
 		st.link.Close()

@@ -29,6 +29,10 @@ type Stats struct {
 	NeighFailed        uint64 `stat:"shim.neigh_failed" help:"background next-hop resolutions that no neighbour answered"`
 	McastJoins         uint64 `stat:"shim.mcast_joins" help:"multicast memberships of accelerated UDP sockets carried by the stack (IP_ADD_MEMBERSHIP)"`
 	McastLeaves        uint64 `stat:"shim.mcast_leaves" help:"multicast group ports given back to the kernel when their last member here left"`
+	McastRelayed       uint64 `stat:"shim.mcast_relayed" help:"multicast frames relayed to another member process of their group's port"`
+	McastRelayDrops    uint64 `stat:"shim.mcast_relay_drops" help:"multicast frames not relayed to a member process (its relay socket full, or the process gone)"`
+	McastRelayIn       uint64 `stat:"shim.mcast_relay_in" help:"multicast frames another member process relayed here"`
+	McastRelayRefused  uint64 `stat:"shim.mcast_relay_refused" help:"relay connections refused: from a process of another uid"`
 }
 
 // mirrorKickStats copies the interposer's TX kick counters (TxKick) into the stack's.

@@ -23,16 +23,18 @@ import (
 
 // GroupFiles are the descriptors a member needs, in the order the keeper sends them.
 type GroupFiles struct {
-	UMEM, State, Share, Steer, Flows, XSKs int
+	UMEM, State, Share, Steer, Flows, XSKs, Shares int
 }
 
-func (f GroupFiles) list() []int { return []int{f.UMEM, f.State, f.Share, f.Steer, f.Flows, f.XSKs} }
+func (f GroupFiles) list() []int {
+	return []int{f.UMEM, f.State, f.Share, f.Steer, f.Flows, f.XSKs, f.Shares}
+}
 
 func groupFilesOf(fds []int) (GroupFiles, error) {
-	if len(fds) != 6 {
-		return GroupFiles{}, fmt.Errorf("xdp: group: %d descriptors, want 6", len(fds))
+	if len(fds) != 7 {
+		return GroupFiles{}, fmt.Errorf("xdp: group: %d descriptors, want 7", len(fds))
 	}
-	return GroupFiles{fds[0], fds[1], fds[2], fds[3], fds[4], fds[5]}, nil
+	return GroupFiles{fds[0], fds[1], fds[2], fds[3], fds[4], fds[5], fds[6]}, nil
 }
 
 // Close closes the descriptors.
@@ -80,7 +82,7 @@ func CreateGroup(ifname string, queue int, o GroupOptions) (_ *Group, err error)
 	if !pow2(o.RingSize) || uint32(o.RingSize) < o.Geometry.RxFrames {
 		return nil, fmt.Errorf("xdp: group: ring size %d (need a power of two of at least %d)", o.RingSize, o.Geometry.RxFrames)
 	}
-	g := &Group{Ifname: ifname, Queue: queue, ringSize: uint32(o.RingSize), files: GroupFiles{-1, -1, -1, -1, -1, -1}}
+	g := &Group{Ifname: ifname, Queue: queue, ringSize: uint32(o.RingSize), files: GroupFiles{-1, -1, -1, -1, -1, -1, -1}}
 	defer func() {
 		if err != nil {
 			g.Close()
@@ -146,6 +148,7 @@ func CreateGroup(ifname string, queue int, o GroupOptions) (_ *Group, err error)
 	g.Mode = mode + s.mode
 	g.files.Share = s.fd
 	g.files.Steer, g.files.Flows, g.files.XSKs = g.objs.steer.FD(), g.objs.flows.FD(), g.objs.xsks.FD()
+	g.files.Shares = g.objs.shares.FD()
 	return g, nil
 }
 
@@ -312,7 +315,8 @@ func (g *Group) Reclaim(m Member) (rx, tx, entries int, err error) {
 // share adds slot to the sharers of the port of steer key k, or takes it away. The port is
 // steered in shared mode while it has sharers; a port another process steers on its own is
 // refused. A multicast group's port (groupKey) is shared by membership instead: its only
-// member gets its frames (portAll), and with several the kernel does (portFanout).
+// member gets its frames (portAll), and with several the first of them, which relays each
+// frame to the others (portFanout, shim/relay.go).
 func (g *Group) share(k steerKey, slot uint32, add bool) error {
 	var cur uint32
 	if err := g.objs.steer.Lookup(k, &cur); err == nil && !groupKey(k) && cur&0xff != portShared && cur>>slotShift != slot {
@@ -352,7 +356,7 @@ func (g *Group) share(k steerKey, slot uint32, add bool) error {
 	case v.N == 1:
 		return g.objs.steer.Put(k, portAll|v.Slots[0]<<slotShift)
 	}
-	return g.objs.steer.Put(k, portFanout)
+	return g.objs.steer.Put(k, portFanout|v.Slots[0]<<slotShift)
 }
 
 // dropEntries deletes every steer and flows entry of slot and returns how many it deleted.
@@ -513,6 +517,9 @@ func JoinGroup(ifname string, queue int, slot uint32, ringSize int, f GroupFiles
 	if s.xsks, err = ebpf.NewMapFromFD(dupFd(f.XSKs)); err != nil {
 		return nil, s.errorf("xsks map: %w", err)
 	}
+	if s.shares, err = ebpf.NewMapFromFD(dupFd(f.Shares)); err != nil {
+		return nil, s.errorf("shares map: %w", err)
+	}
 	if err := bound(s.fd); err != nil {
 		return nil, s.errorf("%w", err)
 	}
@@ -543,4 +550,24 @@ func DefaultGroupGeometry(ifname string, slots uint32) shm.GroupGeometry {
 		g.FrameSize = minFrameSize
 	}
 	return g
+}
+
+// GroupMembers appends to dst the slots of the processes that share the multicast group's port
+// (proto, group, port) (SteerShared), the first of them the one its frames are steered to; none
+// when the socket is in no group or the port is not shared.
+func (s *Socket) GroupMembers(proto uint8, group [4]byte, port uint16, dst []uint32) []uint32 {
+	if s == nil || s.shares == nil {
+		return dst
+	}
+	var v sharesValue
+	if s.shares.Lookup(makeSteerKey(proto, group, port), &v) != nil {
+		return dst
+	}
+	return append(dst, v.Slots[:min(v.N, maxSharers)]...)
+}
+
+// RelayName is the abstract unix socket name where the process in slot of the group receives
+// the multicast frames another member relays to it (shim/relay.go).
+func (s *Socket) RelayName(slot uint32) string {
+	return fmt.Sprintf("@ustack-mcast/%d/%d/%d", s.ifidx, s.queue, slot)
 }

@@ -264,9 +264,9 @@ func TestGroupSharesIPv6(t *testing.T) {
 }
 
 // A multicast group's port is shared by membership: its one member process gets its frames
-// (portAll), several send them to the kernel (portFanout: a frame goes to one AF_XDP socket
-// only, the kernel gives every member's shadow a copy); a member that dies is taken out, and the
-// entry goes with the last member.
+// (portAll), with several the first gets them and relays them to the others (portFanout: a frame
+// goes to one AF_XDP socket only); a member that dies is taken out, and the entry goes with the
+// last member.
 func TestGroupMulticastShare(t *testing.T) {
 	n := newTestNet(t)
 	keeper := startKeeper(t, n)
@@ -304,7 +304,10 @@ func TestGroupMulticastShare(t *testing.T) {
 	if err := s2.SteerShared(unix.IPPROTO_UDP, Mapped4(group), 5000); err != nil {
 		t.Fatalf("a second member process: %v", err)
 	}
-	want("two members", portFanout, true)
+	want("two members", portFanout|s1.Slot()<<slotShift, true)
+	if got := s2.GroupMembers(unix.IPPROTO_UDP, group, 5000, nil); len(got) != 2 || got[0] != s1.Slot() || got[1] != s2.Slot() {
+		t.Fatalf("members %v, want [%d %d]", got, s1.Slot(), s2.Slot())
+	}
 	m2.Close() // dies
 	want("the second died", portAll|s1.Slot()<<slotShift, true)
 	if err := s1.UnsteerShared(unix.IPPROTO_UDP, Mapped4(group), 5000); err != nil {

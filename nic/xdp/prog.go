@@ -53,8 +53,8 @@ const (
 	portListed uint32 = 2 // only flows listed as FlowToUs go to the socket
 	portShared uint32 = 4 // new flows spread over the sockets in shares, each flow listed once born
 	// a multicast group's port joined by several processes: every one must get every datagram,
-	// and a frame is redirected to one socket only, so the program passes it to the kernel,
-	// which gives each member's shadow a copy (group.go, share)
+	// and a frame is redirected to one socket only: to the first member's (the slot above), which
+	// relays it to the others (group.go share, shim/relay.go)
 	portFanout uint32 = 8
 )
 
@@ -434,15 +434,16 @@ func progInstructions(steerFD, flowsFD, xsksFD, sharesFD, fragsFD int) asm.Instr
 		asm.JEq.Imm(asm.R0, 0, "decide"),
 		asm.LoadMem(asm.R7, asm.R0, 0, asm.Word),
 
-		// The low byte decides: 1 (portAll, FlowToUs): redirect to the socket of the slot in
-		// the bits above; 3 (FlowDrop): drop; 4 (portShared): a slot of the port's sharers;
-		// anything else: pass.
+		// The low byte decides: 1 (portAll, FlowToUs) and 8 (portFanout): redirect to the socket
+		// of the slot in the bits above; 3 (FlowDrop): drop; 4 (portShared): a slot of the
+		// port's sharers; anything else: pass.
 		asm.Mov.Reg(asm.R8, asm.R7).WithSymbol("decide"),
 		asm.And.Imm(asm.R8, 0xff),
 		asm.JEq.Imm(asm.R8, int32(FlowDrop), "drop"),
 		asm.JEq.Imm(asm.R8, int32(portShared), "shared"),
+		asm.JEq.Imm(asm.R8, int32(portFanout), "leader"),
 		asm.JNE.Imm(asm.R8, 1, "pass"),
-		asm.RSh.Imm(asm.R7, slotShift),
+		asm.RSh.Imm(asm.R7, slotShift).WithSymbol("leader"),
 
 		// R7: the slot whose socket gets the frame; a first fragment leaves the slot in
 		// frags for the later ones.

@@ -100,8 +100,10 @@ type Socket struct {
 	steer *ebpf.Map // (local address, port, proto) → portAll or portListed, and the slot
 	flows *ebpf.Map // (remote, local, ports, proto) → FlowToUs, FlowToKernel or FlowDrop, and the slot
 	xsks  *ebpf.Map // slot → socket
-	prog  *ebpf.Program
-	link  link.Link
+	// a shared port's (or multicast group's port's) sharers: read by a group's relaying member
+	shares *ebpf.Map
+	prog   *ebpf.Program
+	link   link.Link
 
 	// A member of a group (group.go) shares the UMEM, fill and completion rings with the other
 	// processes on the queue: slot is its place in the group (0 for a socket of its own).
@@ -529,7 +531,7 @@ func (s *Socket) Close() error {
 		}
 		s.prog = nil
 	}
-	for _, m := range []**ebpf.Map{&s.steer, &s.flows, &s.xsks} {
+	for _, m := range []**ebpf.Map{&s.steer, &s.flows, &s.xsks, &s.shares} {
 		if *m != nil {
 			if err := (*m).Close(); err != nil {
 				errs = append(errs, fmt.Errorf("closing map: %w", err))
