@@ -30,7 +30,7 @@ import (
 // relayLink is a link in an interface's group that can name its members' relay sockets.
 type relayLink interface {
 	Slot() uint32
-	GroupMembers(proto uint8, group [4]byte, port uint16, dst []uint32) []uint32
+	GroupMembers(proto uint8, group [16]byte, port uint16, dst []uint32) []uint32
 	RelayName(slot uint32) string
 }
 
@@ -129,7 +129,7 @@ func (st *stack) relayRefreshLocked(now stackcore.Time, k mcKey, t *relayTargets
 	t.expires = now + relayRefresh
 	self := rl.Slot()
 	var buf [16]uint32
-	members := rl.GroupMembers(unix.IPPROTO_UDP, k.group, k.port, buf[:0])
+	members := rl.GroupMembers(unix.IPPROTO_UDP, stackcore.AddrFrom4(k.group), k.port, buf[:0])
 	// keep the connections of those still members, close the others'
 	j := 0
 	for i, sl := range t.slots {

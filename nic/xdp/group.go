@@ -555,7 +555,7 @@ func DefaultGroupGeometry(ifname string, slots uint32) shm.GroupGeometry {
 // GroupMembers appends to dst the slots of the processes that share the multicast group's port
 // (proto, group, port) (SteerShared), the first of them the one its frames are steered to; none
 // when the socket is in no group or the port is not shared.
-func (s *Socket) GroupMembers(proto uint8, group [4]byte, port uint16, dst []uint32) []uint32 {
+func (s *Socket) GroupMembers(proto uint8, group [16]byte, port uint16, dst []uint32) []uint32 {
 	if s == nil || s.shares == nil {
 		return dst
 	}

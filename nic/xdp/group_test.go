@@ -305,7 +305,7 @@ func TestGroupMulticastShare(t *testing.T) {
 		t.Fatalf("a second member process: %v", err)
 	}
 	want("two members", portFanout|s1.Slot()<<slotShift, true)
-	if got := s2.GroupMembers(unix.IPPROTO_UDP, group, 5000, nil); len(got) != 2 || got[0] != s1.Slot() || got[1] != s2.Slot() {
+	if got := s2.GroupMembers(unix.IPPROTO_UDP, Mapped4(group), 5000, nil); len(got) != 2 || got[0] != s1.Slot() || got[1] != s2.Slot() {
 		t.Fatalf("members %v, want [%d %d]", got, s1.Slot(), s2.Slot())
 	}
 	m2.Close() // dies
