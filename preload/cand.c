@@ -54,19 +54,20 @@ void ustack_cand_dup(int oldfd, int newfd)
 	__atomic_store_n(&ustack_fds[newfd].kind, USTACK_KIND_CAND, __ATOMIC_RELEASE);
 }
 
-/* ustack_cand_setsockopt: a candidate that joins a multicast group with a source filter, through
- * MCAST_JOIN_GROUP or over IPv6 stays with the kernel, as an accelerated socket would be handed to
- * it (shim Engine.Setsockopt). It answers 1 for IP_ADD_MEMBERSHIP: the candidate is taken now,
- * starting the Go part, so that the shim sees the membership (the kernel tells no one a socket's
- * groups). */
+/* ustack_cand_setsockopt: a candidate that joins a multicast group with a source filter or through
+ * the protocol-independent MCAST_JOIN_* stays with the kernel, as an accelerated socket would be
+ * handed to it (shim Engine.Setsockopt). It answers 1 for IP_ADD_MEMBERSHIP and
+ * IPV6_ADD_MEMBERSHIP: the candidate is taken now, starting the Go part, so that the shim sees the
+ * membership (the kernel tells no one a socket's groups). */
 int ustack_cand_setsockopt(int fd, int level, int name)
 {
-	if (level == IPPROTO_IP && name == IP_ADD_MEMBERSHIP)
+	if ((level == IPPROTO_IP && name == IP_ADD_MEMBERSHIP) || (level == IPPROTO_IPV6 && name == IPV6_ADD_MEMBERSHIP))
 		return 1;
 	if (USTACK_GO_OK())
 		return 0; /* the interposer takes it first, the shim decides */
-	if ((level == IPPROTO_IP && (name == IP_ADD_SOURCE_MEMBERSHIP || name == MCAST_JOIN_GROUP)) ||
-	    (level == IPPROTO_IPV6 && (name == IPV6_ADD_MEMBERSHIP || name == MCAST_JOIN_GROUP)))
+	if ((level == IPPROTO_IP && (name == IP_ADD_SOURCE_MEMBERSHIP || name == MCAST_JOIN_GROUP ||
+				     name == MCAST_JOIN_SOURCE_GROUP)) ||
+	    (level == IPPROTO_IPV6 && (name == MCAST_JOIN_GROUP || name == MCAST_JOIN_SOURCE_GROUP)))
 		ustack_cand_drop(fd);
 	return 0;
 }

@@ -68,7 +68,7 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 		}
 		v6only = on != 0
 	}
-	if port != 0 && !ip.IsUnspecified() && !st.core.IsLocal(ip) && !(udp && ip.Is4() && isMulticast(ip.As4())) {
+	if port != 0 && !ip.IsUnspecified() && !st.core.IsLocal(ip) && !(udp && ip.IsMulticast()) {
 		return "bound to an address of another interface"
 	}
 	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" && dev != st.ifc.name {
@@ -91,8 +91,8 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 			u.v6only = v6only
 			if port != 0 {
 				u.boundIP = ip
-				if ip.Is4() && isMulticast(ip.As4()) {
-					u.mc.only = ip.As4() // a group's receiver (mcast.go)
+				if ip.IsMulticast() {
+					u.mc.only = ip // a group's receiver (mcast.go)
 				}
 				if r := u.bindStackLocked(port); r != 0 {
 					why = "the stack cannot take its port: " + unix.Errno(-r).Error()

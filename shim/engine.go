@@ -325,15 +325,16 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 			if isInt && b.family == unix.AF_INET6 && !b.bound {
 				b.v6only = v != 0
 			}
-		case level == unix.IPPROTO_IP && (name == unix.IP_ADD_SOURCE_MEMBERSHIP || name == unix.MCAST_JOIN_GROUP) ||
-			level == unix.IPPROTO_IPV6 && (name == unix.IPV6_ADD_MEMBERSHIP || name == unix.MCAST_JOIN_GROUP):
+		case level == unix.IPPROTO_IP && name == unix.IP_ADD_SOURCE_MEMBERSHIP ||
+			(level == unix.IPPROTO_IP || level == unix.IPPROTO_IPV6) &&
+				(name == unix.MCAST_JOIN_GROUP || name == unix.MCAST_JOIN_SOURCE_GROUP):
 			if _, udp := b.self.(*udpSock); udp {
 				handOver = true // source filters and the protocol-independent API stay with the kernel
 				return Pass
 			}
-		case level == unix.IPPROTO_IP:
+		case level == unix.IPPROTO_IP || level == unix.IPPROTO_IPV6:
 			if u, udp := b.self.(*udpSock); udp {
-				r, ho := u.setsockoptMcastLocked(name, val) // mcast.go
+				r, ho := u.setsockoptMcastLocked(level, name, val) // mcast.go
 				if r != Pass {
 					handOver = ho
 					return r

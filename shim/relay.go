@@ -84,16 +84,26 @@ func (st *stack) openRelayLocked() {
 // relayOutLocked relays a frame the stack just took to the other members of its group's port,
 // if it is a multicast UDP datagram of a group this process is a member of. Caller holds st.mu.
 func (st *stack) relayOutLocked(now stackcore.Time, f []byte) {
-	// Ethernet group address, IPv4, UDP, first fragment, a group destination
-	if len(f) < 14+20+8 || f[0]&1 == 0 || f[12] != 0x08 || f[13] != 0 || f[14+9] != unix.IPPROTO_UDP ||
-		f[14+16]&0xf0 != 0xe0 || binary.BigEndian.Uint16(f[14+6:])&0x1fff != 0 {
+	if len(f) < 14+20+8 || f[0]&1 == 0 { // an Ethernet group address, or nothing to relay
 		return
 	}
-	ihl := int(f[14]&0x0f) * 4
-	if ihl < 20 || len(f) < 14+ihl+4 {
+	var k mcKey
+	switch {
+	case f[12] == 0x08 && f[13] == 0: // IPv4, UDP, first fragment, a group destination
+		ihl := int(f[14]&0x0f) * 4
+		if f[14+9] != unix.IPPROTO_UDP || f[14+16]&0xf0 != 0xe0 || binary.BigEndian.Uint16(f[14+6:])&0x1fff != 0 ||
+			ihl < 20 || len(f) < 14+ihl+4 {
+			return
+		}
+		k = mcKey{stackcore.AddrFrom4(stackcore.IPv4(f[14+16 : 14+20])), binary.BigEndian.Uint16(f[14+ihl+2:])}
+	case f[12] == 0x86 && f[13] == 0xdd: // IPv6, UDP right after the header (as a sender sends it)
+		if len(f) < 14+40+4 || f[14+6] != unix.IPPROTO_UDP || f[14+24] != 0xff {
+			return
+		}
+		k = mcKey{stackcore.Addr(f[14+24 : 14+40]), binary.BigEndian.Uint16(f[14+40+2:])}
+	default:
 		return
 	}
-	k := mcKey{[4]byte(f[14+16 : 14+20]), binary.BigEndian.Uint16(f[14+ihl+2:])}
 	if st.mcSteered[k] == 0 {
 		return
 	}
@@ -129,7 +139,7 @@ func (st *stack) relayRefreshLocked(now stackcore.Time, k mcKey, t *relayTargets
 	t.expires = now + relayRefresh
 	self := rl.Slot()
 	var buf [16]uint32
-	members := rl.GroupMembers(unix.IPPROTO_UDP, stackcore.AddrFrom4(k.group), k.port, buf[:0])
+	members := rl.GroupMembers(unix.IPPROTO_UDP, k.group, k.port, buf[:0])
 	// keep the connections of those still members, close the others'
 	j := 0
 	for i, sl := range t.slots {

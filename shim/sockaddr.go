@@ -17,9 +17,8 @@ import (
 const sinLen6 = 24
 
 // parseAddr reads a socket address given to a socket of b's family. ok is false for what the
-// stack does not carry, which the kernel shadow answers instead: another family (a sockaddr_in
-// given to an AF_INET6 socket, which only UDP takes), a v4-mapped address on an IPV6_V6ONLY
-// socket, a link-local address of another interface (its scope id). errno is the kernel's
+// stack does not carry, which the kernel shadow answers instead: another family, a v4-mapped
+// address on an IPV6_V6ONLY socket, a link-local address of another interface (its scope id). errno is the kernel's
 // answer to a malformed address. A link-local address without a scope id is EINVAL for bind and
 // connect (ipv6(7)); sendto (sending true) takes it, and the kernel would send by its route:
 // the interface's, as the stack has it.

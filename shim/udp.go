@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"encoding/binary"
 	"errors"
 	"unsafe"
 
@@ -86,8 +87,8 @@ func (s *udpSock) bind(ip stackcore.Addr, port uint16) int {
 		if err := unix.Bind(fd, s.kernelAddr(ip, port)); err != nil {
 			return errnoOf(err)
 		}
-		if ip.Is4() && isMulticast(ip.As4()) {
-			s.mc.only = ip.As4() // a group's receiver: its datagrams only (mcast.go)
+		if ip.IsMulticast() {
+			s.mc.only = ip // a group's receiver: its datagrams only (mcast.go)
 		} else if !ip.IsUnspecified() && !st.core.IsLocal(ip) {
 			handOver = true // loopback, another interface: the kernel's
 			return 0
@@ -121,7 +122,7 @@ func (s *udpSock) connect(sa []byte) int {
 		})
 		return Pass // the shadow forgets its peer too
 	}
-	dst, dport, ok, errno := s.parseAddr(sa, false)
+	dst, dport, ok, errno := s.parsePeer(sa, false)
 	if errno != 0 {
 		return neg(errno)
 	}
@@ -141,8 +142,8 @@ func (s *udpSock) connect(sa []byte) int {
 			return errnoOf(err)
 		}
 		mac, _ := st.nextHopLocked(dst)
-		if dst.Is4() && isMulticast(dst.As4()) {
-			mac, _ = s.mcastDestLocked(dst.As4())
+		if dst.IsMulticast() {
+			mac, _ = s.mcastDestLocked(dst)
 		}
 		s.udp.Connect(dst, dport, stackcore.MAC(mac))
 		s.connected, s.peerIP, s.peerPort = true, dst, dport
@@ -258,7 +259,7 @@ func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 	var dst stackcore.Addr
 	var dport uint16
 	if len(name) > 0 {
-		ip, port, ok, errno := s.parseAddr(name, true)
+		ip, port, ok, errno := s.parsePeer(name, true)
 		if errno != 0 {
 			return neg(errno)
 		}
@@ -278,8 +279,8 @@ func (s *udpSock) send(iov []unix.Iovec, flags int, name []byte) int {
 			dst, dport = s.peerIP, s.peerPort
 		}
 		mac, direct := st.nextHopLocked(dst)
-		if dst.Is4() && isMulticast(dst.As4()) {
-			mac, direct = s.mcastDestLocked(dst.As4()) // mcast.go
+		if dst.IsMulticast() {
+			mac, direct = s.mcastDestLocked(dst) // mcast.go
 		}
 		if !direct {
 			return Pass // the kernel's destination, or one the kernel is still resolving
@@ -325,7 +326,7 @@ func (s *udpSock) shutdown(int) int { return Pass }
 func (s *udpSock) sockname(out []byte, outLen *uint32) int {
 	st := s.st
 	return st.with(s, faultNone, func() int {
-		if s.udp != nil && s.connected && s.boundIP.IsUnspecified() && s.mc.only == [4]byte{} {
+		if s.udp != nil && s.connected && s.boundIP.IsUnspecified() && s.mc.only == (stackcore.Addr{}) {
 			s.putAddr(out, outLen, st.core.SourceFor(s.peerIP), s.boundPort) // the kernel's source for the peer
 			return 0
 		}
@@ -465,4 +466,15 @@ func (s *udpSock) moveLocked() int {
 		count(&st.stats.DgramsReinjected)
 	}
 	return 0
+}
+
+// parsePeer is parseAddr for a peer (connect, sendto): an AF_INET6 socket that is not
+// IPV6_V6ONLY takes a sockaddr_in too and sends to its address mapped, as Linux's UDP does
+// (ip6_datagram_connect, udpv6_sendmsg; TCP refuses it).
+func (s *udpSock) parsePeer(sa []byte, sending bool) (ip stackcore.Addr, port uint16, ok bool, errno unix.Errno) {
+	if s.family == unix.AF_INET6 && !s.v6only && len(sa) >= unix.SizeofSockaddrInet4 &&
+		binary.NativeEndian.Uint16(sa) == unix.AF_INET {
+		return stackcore.AddrFrom4(stackcore.IPv4(sa[4:8])), binary.BigEndian.Uint16(sa[2:4]), true, 0
+	}
+	return s.parseAddr(sa, sending)
 }

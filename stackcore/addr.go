@@ -142,13 +142,14 @@ func (s *Stack) isLocal6(a *Addr) bool {
 
 // SourceFor returns the local address packets to dst leave from (RFC 6724
 // rule 2, scope, is the one that matters on one interface): the IPv4 address
-// for IPv4, a link-local address for a link-local destination, else the first
+// for IPv4, a link-local address for a link-local destination (a multicast
+// group of link-local scope or less, RFC 4291 2.7, included), else the first
 // address of wider scope. The zero Addr when the interface has none.
 func (s *Stack) SourceFor(dst Addr) Addr {
 	if dst.Is4() {
 		return s.addr4
 	}
-	ll := dst.IsLinkLocal()
+	ll := dst.IsLinkLocal() || dst[0] == 0xff && dst[1]&0x0f <= 2
 	var any Addr
 	for _, a := range s.addrs6 {
 		if a.IsLinkLocal() == ll {

@@ -265,3 +265,77 @@ func TestMulticastAllocs(t *testing.T) {
 		t.Fatalf("%v allocations per datagram", allocs)
 	}
 }
+
+// IPv6 groups (RFC 4291 2.7): a datagram to a joined group (Ethernet 33:33 and its low 32 bits,
+// RFC 2464 7) reaches the IPv6 and dual-stack sockets on its port that joined, not an IPv4-only
+// one; a datagram to a group nobody joined is not for us; a send to a group of link-local scope
+// leaves from the link-local address (RFC 6724 rule 2) with IPV6_MULTICAST_HOPS as its hop limit.
+func TestMulticastIPv6(t *testing.T) {
+	n := newNet6(t, pair.Options{}, Config{}, Config{})
+	group := Addr{0: 0xff, 1: 0x15, 15: 0x42} // ff15::42, site scope
+	ll := Addr{0: 0xff, 1: 0x02, 15: 0x43}    // ff02::43, link-local scope
+	v6, _ := n.a.s.UDPBindOn(5000, true, Family6, Addr{})
+	both, _ := n.a.s.UDPBindOn(5000, true, FamilyBoth, Addr{})
+	v4, _ := n.a.s.UDPBindOn(5000, true, Family4, Addr{})
+	for _, u := range []*UDPSocket{v6, both, v4} {
+		if !u.JoinGroup(group) {
+			t.Fatal("join")
+		}
+	}
+	tx, _ := n.b.s.UDPBind(7000)
+	tx.SetMulticastTTL(5)
+	send := func(g Addr, first, count int) {
+		var p [4]byte
+		for i := first; i < first+count; i++ {
+			binary.BigEndian.PutUint32(p[:], uint32(i))
+			if _, err := tx.SendTo(p[:], g, 5000, MulticastMAC(g)); err != nil {
+				t.Fatalf("send %d: %v", i, err)
+			}
+			n.settle()
+		}
+	}
+	frames := record(n.b.end)
+	send(group, 0, 50)
+	send(ll, 100, 3) // nobody joined it
+	recv := func(u *UDPSocket) []int {
+		var got []int
+		buf := make([]byte, 64)
+		for {
+			k, _, src, _, err := u.RecvFrom(buf, false)
+			if err != nil {
+				return got
+			}
+			if k != 4 || src != ulaB {
+				t.Fatalf("datagram of %d bytes from %v", k, src)
+			}
+			got = append(got, int(binary.BigEndian.Uint32(buf)))
+		}
+	}
+	wantSeq(t, "IPv6 socket", recv(v6), 0, 50)
+	wantSeq(t, "dual-stack socket", recv(both), 0, 50)
+	if got := recv(v4); len(got) != 0 {
+		t.Fatalf("an IPv4-only socket got IPv6 group datagrams %v", got)
+	}
+	if st := n.a.s.Stats(); st.UDPInMulticast != 50 || st.DropNotForUs != 3 {
+		t.Fatalf("in_multicast %d drop.not_for_us %d, want 50 and 3", st.UDPInMulticast, st.DropNotForUs)
+	}
+	var seen []wire.IPv6
+	for _, f := range *frames {
+		if wire.Ethernet(f).Type() == wire.EtherTypeIPv6 {
+			seen = append(seen, wire.IPv6(f[wire.EthHeaderLen:]))
+		}
+	}
+	if len(seen) != 53 {
+		t.Fatalf("saw %d IPv6 packets from B, want 53", len(seen))
+	}
+	for i, ip := range seen {
+		src, dst := Addr(ip.Src()), Addr(ip.Dst())
+		wantSrc, wantDst := ulaB, group
+		if i >= 50 {
+			wantSrc, wantDst = llB, ll
+		}
+		if src != wantSrc || dst != wantDst || ip.HopLimit() != 5 {
+			t.Fatalf("packet %d: %v -> %v hop limit %d, want %v -> %v hop limit 5", i, src, dst, ip.HopLimit(), wantSrc, wantDst)
+		}
+	}
+}

@@ -112,7 +112,7 @@ func maddrHas(t *testing.T, ns, ifname, group string) bool {
 		t.Fatalf("ip maddr: %s", r)
 	}
 	for line := range strings.Lines(string(r.Stdout)) {
-		if fs := strings.Fields(line); len(fs) >= 2 && fs[0] == "inet" && fs[1] == group {
+		if fs := strings.Fields(line); len(fs) >= 2 && (fs[0] == "inet" || fs[0] == "inet6") && fs[1] == group {
 			return true
 		}
 	}
@@ -260,5 +260,130 @@ func TestMulticastTwoProcesses(t *testing.T) {
 		if g := grew(k0, snmp(t, tp.NSA), "Udp.InDatagrams", "Udp.NoPorts", "Udp.InErrors"); g*100 >= uint64(count) {
 			t.Errorf("kernel Udp InDatagrams+NoPorts+InErrors in A grew by %d: the datagrams went through the kernel", g)
 		}
+	}
+}
+
+// mcastSender6 is mcastSender over IPv6: the group through IfB's index (IPV6_MULTICAST_IF), hop
+// limit 1.
+const mcastSender6 = `
+import socket, struct, sys, time
+group, port, ifname, count, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(ifname))
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+pad = b"x" * 60
+t0 = time.monotonic()
+for i in range(count):
+    s.sendto(struct.pack(">I", i) + pad, (group, port))
+    if i % 50 == 49:
+        due = t0 + (i + 1) / rate
+        while time.monotonic() < due:
+            time.sleep(0.0002)
+print("sent", count, "in %.2fs" % (time.monotonic() - t0))
+`
+
+// mldSniffer prints the MLDv2 reports (ICMPv6 143, RFC 3810 5.2) IfB sees, behind their
+// Hop-by-Hop header: "record TYPE GROUP" per multicast address record.
+const mldSniffer = `
+import socket, sys, ipaddress
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x86dd))
+s.bind((sys.argv[1], 0))
+print("ready", flush=True)
+while True:
+    ip = s.recv(2048)[14:]
+    if len(ip) < 48:
+        continue
+    nh, off = ip[6], 40
+    if nh == 0:
+        nh, off = ip[40], 40 + (ip[41] + 1) * 8
+    if nh != 58 or len(ip) < off + 8 or ip[off] != 143:
+        continue
+    n, r = int.from_bytes(ip[off+6:off+8], "big"), off + 8
+    for _ in range(n):
+        typ, aux, ns = ip[r], ip[r+1], int.from_bytes(ip[r+2:r+4], "big")
+        print("record", typ, ipaddress.IPv6Address(ip[r+4:r+20]), flush=True)
+        r += 20 + 16*ns + 4*aux
+`
+
+// IPv6 multicast receivers: three sockets of one process and one of another on an IPv6 group,
+// joined with IPV6_JOIN_GROUP: every receiver gets every one of 100,000 datagrams in order
+// through the stacks (the second process through the first's relay), the kernel's Udp6 counters
+// in A stay flat, and the kernel speaks MLD for them: B sees the join (RFC 3810 record 4,
+// CHANGE_TO_EXCLUDE) and the leave (3, CHANGE_TO_INCLUDE), A's ip maddr lists the group while
+// joined.
+func TestMulticastIPv6(t *testing.T) {
+	e := setup(t, "gcc")
+	tp := e.tp
+	recv := filepath.Join(repoRoot(t), "build/tests/mcast_recv")
+	if _, err := os.Stat(recv); err != nil {
+		t.Skipf("SKIP: %s missing: run `make`", recv)
+	}
+	const group = "ff15::77:1"
+	count, rate := mcastCount, 20000 // as TestMulticastTwoProcesses: two receiving processes on 2 cores
+	sniff, err := tp.Start(tp.NSB, nil, python, "-c", mldSniffer, tp.IfB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sniff.Stop()
+	waitLine(t, sniff, "ready", 10*time.Second)
+	k0 := snmp6(t, tp.NSA)
+	var procs []*topo.Proc
+	for _, n := range []string{"3", "1"} {
+		p, err := tp.Start(tp.NSA, e.accel(), recv, group, fmt.Sprint(mcastPort), tp.IfA, "-", n, fmt.Sprint(count))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Stop()
+		waitLine(t, p, "joined", serverWait)
+		procs = append(procs, p)
+	}
+	if !maddrHas(t, tp.NSA, tp.IfA, group) {
+		t.Errorf("ip maddr show dev %s does not list %s while the receivers are members", tp.IfA, group)
+	}
+	r := tp.RunB(nil, 120*time.Second, python, "-c", mcastSender6, group, fmt.Sprint(mcastPort), tp.IfB, fmt.Sprint(count), fmt.Sprint(rate))
+	if r.Err != nil {
+		t.Fatalf("sender: %s", r)
+	}
+	for i, p := range procs {
+		waitLine(t, p, "left", 60*time.Second)
+		c := e.stats(t, p.Pid)
+		res := p.Wait(30 * time.Second)
+		t.Logf("process %d: udp.in_datagrams %d udp.in_multicast %d shim.mcast_joins %d mcast_relayed %d relay_in %d passed_to_kernel %d:\n%s%s",
+			i, c["udp.in_datagrams"], c["udp.in_multicast"], c["shim.mcast_joins"], c["shim.mcast_relayed"], c["shim.mcast_relay_in"],
+			c["shim.passed_to_kernel"], res.Stdout, res.Stderr)
+		if res.Code != 0 {
+			t.Errorf("process %d: not every socket got every datagram in order (exit %d)", i, res.Code)
+		}
+		socks := []uint64{3, 1}[i]
+		if c["udp.in_datagrams"] != socks*uint64(count) || c["shim.mcast_joins"] != socks || c["shim.passed_to_kernel"] != 0 {
+			t.Errorf("process %d: the stack delivered %d datagrams after %d joins (%d handed to the kernel), want %d, %d and 0",
+				i, c["udp.in_datagrams"], c["shim.mcast_joins"], c["shim.passed_to_kernel"], socks*uint64(count), socks)
+		}
+		if i == 0 && c["shim.mcast_relayed"] != uint64(count) || i == 1 && c["shim.mcast_relay_in"] != uint64(count) {
+			t.Errorf("process %d: relayed %d, relayed in %d, want %d", i, c["shim.mcast_relayed"], c["shim.mcast_relay_in"], count)
+		}
+	}
+	k1 := snmp6(t, tp.NSA)
+	if g := grew(k0, k1, "Udp6InDatagrams", "Udp6NoPorts", "Udp6InErrors"); g*100 >= uint64(count) {
+		t.Errorf("kernel Udp6 InDatagrams+NoPorts+InErrors in A grew by %d: the datagrams went through the kernel", g)
+	} else {
+		t.Logf("kernel Udp6 counters in A grew by %d", g)
+	}
+	if maddrHas(t, tp.NSA, tp.IfA, group) {
+		t.Errorf("ip maddr show dev %s still lists %s after every receiver left", tp.IfA, group)
+	}
+	time.Sleep(300 * time.Millisecond)
+	var joins, leaves int
+	for line := range strings.Lines(sniff.Output()) {
+		switch strings.TrimSpace(line) {
+		case "record 4 " + group:
+			joins++
+		case "record 3 " + group:
+			leaves++
+		}
+	}
+	t.Logf("MLD seen in B for %s: %d join records, %d leave records", group, joins, leaves)
+	if joins == 0 || leaves == 0 {
+		t.Errorf("B saw %d MLD joins and %d leaves of %s, want both", joins, leaves, group)
 	}
 }

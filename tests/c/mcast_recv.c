@@ -7,7 +7,9 @@
  *
  * The sockets are bound to INADDR_ANY:PORT with SO_REUSEADDR and a 4 MiB SO_RCVBUFFORCE, except the last of three or more,
  * bound to GROUP:PORT. They join in the three ways of ip(7): struct ip_mreq with the interface's
- * address, struct ip_mreqn with its index, struct ip_mreqn with its address. The program prints
+ * address, struct ip_mreqn with its index, struct ip_mreqn with its address. An IPv6 GROUP (it has
+ * a ':') makes AF_INET6 sockets that join with IPV6_JOIN_GROUP (struct ipv6_mreq, the interface's
+ * index; IFADDR is not used) and leave with IPV6_LEAVE_GROUP (ipv6(7)). The program prints
  * "joined" once all are members, reads until every socket has COUNT datagrams (or none came for
  * 5 s), prints one line per socket ("sock I got N in order" or what went wrong), leaves the
  * group on every socket with IP_DROP_MEMBERSHIP, prints "left", stays 2 s (the test looks at
@@ -35,7 +37,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	struct in_addr group, ifaddr;
-	if (inet_pton(AF_INET, argv[1], &group) != 1 || inet_pton(AF_INET, argv[4], &ifaddr) != 1) {
+	struct in6_addr group6;
+	int v6 = strchr(argv[1], ':') != NULL;
+	if (v6 ? inet_pton(AF_INET6, argv[1], &group6) != 1 :
+		 inet_pton(AF_INET, argv[1], &group) != 1 || inet_pton(AF_INET, argv[4], &ifaddr) != 1) {
 		fprintf(stderr, "bad address\n");
 		return 2;
 	}
@@ -50,7 +55,7 @@ int main(int argc, char **argv)
 	long next[MAXSOCK], got[MAXSOCK], bad[MAXSOCK];
 	int ep = epoll_create1(0);
 	for (int i = 0; i < n; i++) {
-		int fd = socket(AF_INET, SOCK_DGRAM, 0), one = 1;
+		int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_DGRAM, 0), one = 1;
 		if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) {
 			perror("socket");
 			return 1;
@@ -61,31 +66,38 @@ int main(int argc, char **argv)
 		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &rcvbuf, sizeof rcvbuf) < 0)
 			perror("SO_RCVBUFFORCE");
 		struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
-		if (n >= 3 && i == n - 1)
+		struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+		if (n >= 3 && i == n - 1) {
 			sa.sin_addr = group; /* a receiver bound to the group's address */
-		if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+			sa6.sin6_addr = group6;
+		}
+		if (v6 ? bind(fd, (struct sockaddr *)&sa6, sizeof sa6) : bind(fd, (struct sockaddr *)&sa, sizeof sa)) {
 			perror("bind");
 			return 1;
 		}
 		int r;
-		switch (i % 3) {
-		case 0: {
-			struct ip_mreq m = {.imr_multiaddr = group, .imr_interface = ifaddr};
-			r = setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m);
-			break;
-		}
-		case 1: {
-			struct ip_mreqn m = {.imr_multiaddr = group, .imr_ifindex = (int)ifindex};
-			r = setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m);
-			break;
-		}
-		default: {
-			struct ip_mreqn m = {.imr_multiaddr = group, .imr_address = ifaddr};
-			r = setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m);
-		}
-		}
+		if (v6) {
+			struct ipv6_mreq m = {.ipv6mr_multiaddr = group6, .ipv6mr_interface = ifindex};
+			r = setsockopt(fd, IPPROTO_IPV6, IPV6_JOIN_GROUP, &m, sizeof m);
+		} else
+			switch (i % 3) {
+			case 0: {
+				struct ip_mreq m = {.imr_multiaddr = group, .imr_interface = ifaddr};
+				r = setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m);
+				break;
+			}
+			case 1: {
+				struct ip_mreqn m = {.imr_multiaddr = group, .imr_ifindex = (int)ifindex};
+				r = setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m);
+				break;
+			}
+			default: {
+				struct ip_mreqn m = {.imr_multiaddr = group, .imr_address = ifaddr};
+				r = setsockopt(fd, IPPROTO_IP, IP_ADD_MEMBERSHIP, &m, sizeof m);
+			}
+			}
 		if (r < 0) {
-			perror("IP_ADD_MEMBERSHIP");
+			perror("join");
 			return 1;
 		}
 		struct epoll_event ev = {.events = EPOLLIN, .data.u32 = i};
@@ -137,8 +149,10 @@ int main(int argc, char **argv)
 	}
 	for (int i = 0; i < n; i++) {
 		struct ip_mreqn m = {.imr_multiaddr = group, .imr_ifindex = (int)ifindex};
-		if (setsockopt(fds[i], IPPROTO_IP, IP_DROP_MEMBERSHIP, &m, sizeof m) < 0) {
-			perror("IP_DROP_MEMBERSHIP");
+		struct ipv6_mreq m6 = {.ipv6mr_multiaddr = group6, .ipv6mr_interface = ifindex};
+		if (v6 ? setsockopt(fds[i], IPPROTO_IPV6, IPV6_LEAVE_GROUP, &m6, sizeof m6) :
+			 setsockopt(fds[i], IPPROTO_IP, IP_DROP_MEMBERSHIP, &m, sizeof m)) {
+			perror("leave");
 			ok = 0;
 		}
 	}
