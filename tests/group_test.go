@@ -590,7 +590,7 @@ while True:
 		// the keeper counts it among the port's sharers
 		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			if st, err := e.groupStatus(t); err == nil {
-				if m := memberOf(st, p.Pid); m != nil && m.Shared == 1 {
+				if m := memberOf(st, p.Pid); m != nil && slices.Contains(m.Ports, fmt.Sprintf("tcp/%d (shared)", port)) {
 					return p
 				}
 			}
@@ -684,8 +684,10 @@ for i in range(%d):
 		t.Fatal(err)
 	}
 	for _, m := range st.Members {
-		if m.State == "live" && m.Shared != 1 {
-			t.Errorf("member %+v: want one shared port", m)
+		// the port is shared for each address of the interface (IPv4 and IPv6): tcp/N and tcp6/N
+		if want := []string{fmt.Sprintf("tcp/%d (shared)", port), fmt.Sprintf("tcp6/%d (shared)", port)}; m.State == "live" &&
+			!slices.Equal(m.Ports, want) {
+			t.Errorf("member %+v: want one shared port, %v", m, want)
 		}
 	}
 }

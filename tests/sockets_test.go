@@ -311,13 +311,15 @@ func TestSocketsAgreeWithTCPInfo(t *testing.T) {
 }
 
 // decisionsScript, under ustack with USTACK_LOG=debug: a connection to B (accelerated), an
-// AF_INET6 socket (not accelerated), a listener bound to loopback and a connection to it (handed
-// to the kernel: address, route); it prints "ready" and waits for stdin to close.
+// AF_INET6 socket (accelerated too), a raw socket (never the stack's), a listener bound to
+// loopback and a connection to it (handed to the kernel: address, route); it prints "ready" and
+// waits for stdin to close.
 const decisionsScript = `
 import socket, sys
 b = socket.create_connection((sys.argv[1], 9000))
 b.sendall(b"x" * 1000)
 six = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 lo = socket.socket()
 lo.bind(("127.0.0.1", 0))
 lo.listen()
@@ -375,7 +377,8 @@ func TestDebugDecisions(t *testing.T) {
 	log := string(p.Stderr())
 	for _, want := range []string{
 		"socket set up in the kernel taken into the stack",
-		`why="family AF_INET6 is not accelerated"`,
+		`why="neither TCP nor UDP"`,
+		"ipv6=true",
 		"socket handed to the kernel",
 		"reason=address",
 		"reason=route",

@@ -449,8 +449,9 @@ func (g *Group) Entries() (steer, flows, shared map[uint32]int, ports map[uint32
 			}
 		}
 	}
-	for _, p := range ports {
+	for sl, p := range ports {
 		slices.Sort(p)
+		ports[sl] = slices.Compact(p) // a port steered for two IPv6 addresses is one tcp6/N
 	}
 	return steer, flows, shared, ports
 }
