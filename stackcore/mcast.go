@@ -167,15 +167,7 @@ func (s *Stack) mcastDeliver(srcMAC MAC, src *Addr, sport uint16, g *Group, dpor
 			continue
 		}
 		n++
-		if !u.rx.fits(len(p)) {
-			inc(&st.UDPRcvbufErrors)
-			inc(&st.UDPInErrors)
-			continue
-		}
-		u.rx.push(p, dgram{addr: *src, port: sport, mac: srcMAC})
-		u.dgramsIn++
-		inc(&st.UDPInDatagrams)
-		u.wake()
+		u.deliver(p, src, sport, srcMAC)
 	}
 	if n == 0 {
 		inc(&st.UDPIgnoredMulti) // Linux counts no NoPorts for a group datagram nobody takes

@@ -23,18 +23,22 @@ func mcastSend(n *testNet, from *UDPSocket, group IPv4, port uint16, first, coun
 	}
 }
 
-// mcastRecv reads everything queued on u and returns the sequence numbers.
-func mcastRecv(t *testing.T, u *UDPSocket) []int {
+// mcastRecv reads everything queued on u, sent by B's IPv4 address, and returns the sequence
+// numbers.
+func mcastRecv(t *testing.T, u *UDPSocket) []int { return mcastRecvFrom(t, u, mapB) }
+
+// mcastRecvFrom is mcastRecv for datagrams from src.
+func mcastRecvFrom(t *testing.T, u *UDPSocket, src Addr) []int {
 	t.Helper()
 	var got []int
 	buf := make([]byte, 64)
 	for {
-		k, _, src, _, err := u.RecvFrom(buf, false)
+		k, _, from, _, err := u.RecvFrom(buf, false)
 		if err != nil {
 			return got
 		}
-		if k != 4 || src != mapB {
-			t.Fatalf("datagram of %d bytes from %v", k, src)
+		if k != 4 || from != src {
+			t.Fatalf("datagram of %d bytes from %v, want 4 from %v", k, from, src)
 		}
 		got = append(got, int(binary.BigEndian.Uint32(buf)))
 	}
@@ -297,20 +301,7 @@ func TestMulticastIPv6(t *testing.T) {
 	frames := record(n.b.end)
 	send(group, 0, 50)
 	send(ll, 100, 3) // nobody joined it
-	recv := func(u *UDPSocket) []int {
-		var got []int
-		buf := make([]byte, 64)
-		for {
-			k, _, src, _, err := u.RecvFrom(buf, false)
-			if err != nil {
-				return got
-			}
-			if k != 4 || src != ulaB {
-				t.Fatalf("datagram of %d bytes from %v", k, src)
-			}
-			got = append(got, int(binary.BigEndian.Uint32(buf)))
-		}
-	}
+	recv := func(u *UDPSocket) []int { return mcastRecvFrom(t, u, ulaB) }
 	wantSeq(t, "IPv6 socket", recv(v6), 0, 50)
 	wantSeq(t, "dual-stack socket", recv(both), 0, 50)
 	if got := recv(v4); len(got) != 0 {

@@ -410,13 +410,19 @@ func (s *Stack) udpInput(srcMAC MAC, src, dst *Addr, b []byte) {
 		}
 		return
 	}
-	p := d.Payload()
+	u.deliver(d.Payload(), src, sport, srcMAC)
+}
+
+// deliver queues a datagram from src:sport (Ethernet source mac) on u, or counts it dropped when
+// the receive queue has no room.
+func (u *UDPSocket) deliver(p []byte, src *Addr, sport uint16, mac MAC) {
+	st := u.s.stats
 	if !u.rx.fits(len(p)) {
 		inc(&st.UDPRcvbufErrors)
 		inc(&st.UDPInErrors)
 		return
 	}
-	u.rx.push(p, dgram{addr: *src, port: sport, mac: srcMAC})
+	u.rx.push(p, dgram{addr: *src, port: sport, mac: mac})
 	u.dgramsIn++
 	inc(&st.UDPInDatagrams)
 	u.wake()

@@ -23,13 +23,19 @@ const (
 )
 
 // mcastSender sends count numbered datagrams (4-byte sequence number, 60 bytes of padding) from
-// B to the group through IfB, TTL 1, paced at rate datagrams a second in bursts of 50.
+// B to the group, TTL (hop limit) 1, paced at rate datagrams a second in bursts of 50: through
+// IfB's address (IP_MULTICAST_IF) for an IPv4 group, its index (IPV6_MULTICAST_IF) for an IPv6 one.
 const mcastSender = `
 import socket, struct, sys, time
-group, port, ifaddr, count, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
-s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+group, port, ifname, ifaddr, count, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+if ":" in group:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(ifname))
+    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+    s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
 pad = b"x" * 60
 t0 = time.monotonic()
 for i in range(count):
@@ -159,7 +165,7 @@ func TestMulticastReceivers(t *testing.T) {
 	if !maddrHas(t, tp.NSA, tp.IfA, mcastGroup) {
 		t.Errorf("ip maddr show dev %s does not list %s while the receivers are members", tp.IfA, mcastGroup)
 	}
-	r := tp.RunB(nil, 120*time.Second, python, "-c", mcastSender, mcastGroup, fmt.Sprint(mcastPort), tp.AddrB, fmt.Sprint(mcastCount), "50000")
+	r := tp.RunB(nil, 120*time.Second, python, "-c", mcastSender, mcastGroup, fmt.Sprint(mcastPort), tp.IfB, tp.AddrB, fmt.Sprint(mcastCount), "50000")
 	if r.Err != nil {
 		t.Fatalf("sender: %s", r)
 	}
@@ -229,7 +235,7 @@ func TestMulticastTwoProcesses(t *testing.T) {
 		waitLine(t, p, "joined", serverWait)
 		procs = append(procs, p)
 	}
-	r := tp.RunB(nil, 120*time.Second, python, "-c", mcastSender, mcastGroup, fmt.Sprint(mcastPort), tp.AddrB, fmt.Sprint(count), fmt.Sprint(rate))
+	r := tp.RunB(nil, 120*time.Second, python, "-c", mcastSender, mcastGroup, fmt.Sprint(mcastPort), tp.IfB, tp.AddrB, fmt.Sprint(count), fmt.Sprint(rate))
 	if r.Err != nil {
 		t.Fatalf("sender: %s", r)
 	}
@@ -262,25 +268,6 @@ func TestMulticastTwoProcesses(t *testing.T) {
 		}
 	}
 }
-
-// mcastSender6 is mcastSender over IPv6: the group through IfB's index (IPV6_MULTICAST_IF), hop
-// limit 1.
-const mcastSender6 = `
-import socket, struct, sys, time
-group, port, ifname, count, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex(ifname))
-s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
-pad = b"x" * 60
-t0 = time.monotonic()
-for i in range(count):
-    s.sendto(struct.pack(">I", i) + pad, (group, port))
-    if i % 50 == 49:
-        due = t0 + (i + 1) / rate
-        while time.monotonic() < due:
-            time.sleep(0.0002)
-print("sent", count, "in %.2fs" % (time.monotonic() - t0))
-`
 
 // mldSniffer prints the MLDv2 reports (ICMPv6 143, RFC 3810 5.2) IfB sees, behind their
 // Hop-by-Hop header: "record TYPE GROUP" per multicast address record.
@@ -340,7 +327,7 @@ func TestMulticastIPv6(t *testing.T) {
 	if !maddrHas(t, tp.NSA, tp.IfA, group) {
 		t.Errorf("ip maddr show dev %s does not list %s while the receivers are members", tp.IfA, group)
 	}
-	r := tp.RunB(nil, 120*time.Second, python, "-c", mcastSender6, group, fmt.Sprint(mcastPort), tp.IfB, fmt.Sprint(count), fmt.Sprint(rate))
+	r := tp.RunB(nil, 120*time.Second, python, "-c", mcastSender, group, fmt.Sprint(mcastPort), tp.IfB, "-", fmt.Sprint(count), fmt.Sprint(rate))
 	if r.Err != nil {
 		t.Fatalf("sender: %s", r)
 	}
