@@ -800,7 +800,7 @@ func iperfRun(t *testing.T, e *env, m stackMode, role, proto string, rev bool, s
 		if proto == "tcp" {
 			checkTCPPath(t, what, c, recv.Bytes/maxSegPayload, k0, k1, diag)
 		} else {
-			// A datagram's payload is at most MTU-28 bytes: ustack does not reassemble fragments.
+			// iperf3 sizes its datagrams to the MTU (at most MTU-28 bytes of payload): one packet each.
 			checkUDPPath(t, what, c, recv.Bytes/1472, k0, k1, diag)
 			checkTCPPath(t, what+" (control connection)", c, 1, k0, k1, diag)
 		}
