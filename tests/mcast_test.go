@@ -374,3 +374,111 @@ func TestMulticastIPv6(t *testing.T) {
 		t.Errorf("B saw %d MLD joins and %d leaves of %s, want both", joins, leaves, group)
 	}
 }
+
+// mcastLoopSender joins the group on a socket of its own (the local member), sends count
+// numbered datagrams to the group from another socket, and counts what its member got back
+// through IP_MULTICAST_LOOP: "looped N in order" or what went wrong.
+const mcastLoopSender = `
+import socket, struct, sys, time
+group, port, ifaddr, count, rate = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+m = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+m.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+m.bind(("", port))
+m.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ifaddr))
+m.setblocking(False)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(ifaddr))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 3)
+pad = b"y" * 60
+t0 = time.monotonic()
+looped, bad, nxt = 0, 0, 0
+def drain():
+    global looped, bad, nxt
+    while True:
+        try:
+            d = m.recv(2048)
+        except BlockingIOError:
+            return
+        seq = struct.unpack(">I", d[:4])[0]
+        if seq != nxt:
+            bad += 1
+        nxt = seq + 1
+        looped += 1
+for i in range(count):
+    s.sendto(struct.pack(">I", i) + pad, (group, port))
+    if i % 50 == 49:
+        drain()
+        due = t0 + (i + 1) / rate
+        while time.monotonic() < due:
+            time.sleep(0.0002)
+time.sleep(0.2)
+drain()
+print("sent", count, "looped", looped, "out of order", bad, flush=True)
+`
+
+// mcastKernelRecv is a kernel receiver in B: it joins the group, prints "joined", and counts
+// the numbered datagrams until none came for 3 s: "got N in order" or what went wrong; the
+// TTL of the first is printed too.
+const mcastKernelRecv = `
+import socket, struct, sys
+group, port, ifaddr, count = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+r.bind((group, port))
+r.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, socket.inet_aton(group) + socket.inet_aton(ifaddr))
+r.setsockopt(socket.IPPROTO_IP, 12, 1)  # IP_RECVTTL
+r.settimeout(3)
+print("joined", flush=True)
+got, bad, nxt, ttl = 0, 0, 0, -1
+while got < count:
+    try:
+        d, anc, _, src = r.recvmsg(2048, 64)
+    except socket.timeout:
+        break
+    for lvl, typ, data in anc:
+        if typ == 2 and ttl < 0:  # IP_TTL
+            ttl = struct.unpack("i", data[:4])[0]
+    seq = struct.unpack(">I", d[:4])[0]
+    if seq != nxt:
+        bad += 1
+    nxt = seq + 1
+    got += 1
+print("got", got, "out of order", bad, "ttl", ttl, flush=True)
+`
+
+// A sender under ustack: its datagrams to the group leave through the stack (to the group's
+// Ethernet address, with its IP_MULTICAST_TTL) and reach a kernel member in B, all and in
+// order; a member socket in the sender's own process gets each one back (IP_MULTICAST_LOOP).
+func TestMulticastSender(t *testing.T) {
+	e := setup(t)
+	tp := e.tp
+	const count, rate = 20000, 20000
+	rcv, err := tp.Start(tp.NSB, nil, python, "-c", mcastKernelRecv, mcastGroup, fmt.Sprint(mcastPort), tp.AddrB, fmt.Sprint(count))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rcv.Stop()
+	waitLine(t, rcv, "joined", 10*time.Second)
+	k0 := snmp(t, tp.NSA)
+	snd, err := tp.Start(tp.NSA, e.accel(), python, "-c", mcastLoopSender, mcastGroup, fmt.Sprint(mcastPort), tp.AddrA, fmt.Sprint(count), fmt.Sprint(rate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snd.Stop()
+	waitLine(t, snd, fmt.Sprintf("sent %d looped %d out of order 0", count, count), 60*time.Second)
+	c := e.stats(t, snd.Pid)
+	k1 := snmp(t, tp.NSA)
+	res := rcv.Wait(30 * time.Second)
+	t.Logf("sender: %sB's receiver: %s%s", snd.Output(), res.Stdout, res.Stderr)
+	if !strings.Contains(string(res.Stdout), fmt.Sprintf("got %d out of order 0 ttl 3", count)) {
+		t.Errorf("B's kernel member did not get every datagram in order with TTL 3")
+	}
+	t.Logf("ustack: udp.out_datagrams %d udp.out_multicast %d udp.in_datagrams %d; kernel in A: Udp OutDatagrams +%d",
+		c["udp.out_datagrams"], c["udp.out_multicast"], c["udp.in_datagrams"], grew(k0, k1, "Udp.OutDatagrams"))
+	if c["udp.out_multicast"] != count || c["udp.in_datagrams"] != count {
+		t.Errorf("ustack sent %d datagrams to the group and looped %d, want %d each", c["udp.out_multicast"], c["udp.in_datagrams"], count)
+	}
+	if g := grew(k0, k1, "Udp.OutDatagrams", "Udp.InDatagrams"); g*100 >= count {
+		t.Errorf("kernel Udp OutDatagrams+InDatagrams in A grew by %d: the datagrams went through the kernel", g)
+	}
+}
