@@ -71,6 +71,11 @@ func (e *Engine) adopt(fd, typ int, crossed bool) string {
 	if port != 0 && !ip.IsUnspecified() && !st.core.IsLocal(ip) && !(udp && ip.IsMulticast()) {
 		return "bound to an address of another interface"
 	}
+	if udp {
+		if o := kernelAncillary(fd); o != "" {
+			return "asks for ancillary data the stack does not produce: " + o
+		}
+	}
 	if dev, err := unix.GetsockoptString(fd, unix.SOL_SOCKET, unix.SO_BINDTODEVICE); err == nil && dev != "" && dev != st.ifc.name {
 		return "bound to device " + dev
 	}

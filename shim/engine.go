@@ -314,12 +314,17 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 	}
 	b := s.base()
 	v, isInt := getInt(val)
-	handOver := false
+	handOver, why := false, "joined a multicast group the stack does not carry"
 	r := b.st.with(s, faultSetsockopt, func() int {
 		if r := b.opts.set(level, name, v, isInt, val); r != 0 {
 			return r
 		}
 		switch {
+		case ancillaryOption(level, name) && (!isInt || v != 0):
+			if _, udp := b.self.(*udpSock); udp {
+				handOver, why = true, "asks for ancillary data the stack does not produce (sockopt.go ancillaryOptions)"
+				return Pass
+			}
 		case level == unix.IPPROTO_IPV6 && name == unix.IPV6_V6ONLY:
 			// the kernel takes it only before bind, and so do we (the shadow refuses later)
 			if isInt && b.family == unix.AF_INET6 && !b.bound {
@@ -354,7 +359,7 @@ func (e *Engine) Setsockopt(fd, level, name int, val []byte) int {
 		return b.self.setsockoptLocked(level, name, v, isInt, val)
 	})
 	if handOver {
-		e.handOver(s, shm.SockReasonOption, "joined a multicast group the stack does not carry")
+		e.handOver(s, shm.SockReasonOption, why)
 	}
 	return r
 }

@@ -3,6 +3,7 @@ package shim
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 
 	"golang.org/x/sys/unix"
 
@@ -175,4 +176,44 @@ func getInt(val []byte) (int, bool) {
 		return 0, false
 	}
 	return int(int32(binary.NativeEndian.Uint32(val))), true
+}
+
+// ancillaryOptions ask the kernel for ancillary data with every datagram received (ip(7),
+// ipv6(7), socket(7)): destination addresses, hop limits, traffic classes, options, timestamps,
+// drop counts, queued errors. The stack's receive path produces none, so a UDP socket that asks
+// for one is the kernel's: its recvmsg would otherwise find no control message and the program
+// would go wrong (a DNS server without its datagrams' destination address).
+var ancillaryOptions = [...]struct{ level, name int }{
+	{unix.IPPROTO_IP, unix.IP_PKTINFO}, {unix.IPPROTO_IP, unix.IP_RECVTTL}, {unix.IPPROTO_IP, unix.IP_RECVTOS},
+	{unix.IPPROTO_IP, unix.IP_RECVOPTS}, {unix.IPPROTO_IP, unix.IP_RETOPTS}, {unix.IPPROTO_IP, unix.IP_RECVORIGDSTADDR},
+	{unix.IPPROTO_IP, unix.IP_RECVERR},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVPKTINFO}, {unix.IPPROTO_IPV6, unix.IPV6_2292PKTINFO},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPLIMIT}, {unix.IPPROTO_IPV6, unix.IPV6_2292HOPLIMIT},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVTCLASS}, {unix.IPPROTO_IPV6, unix.IPV6_RECVORIGDSTADDR},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVRTHDR}, {unix.IPPROTO_IPV6, unix.IPV6_RECVDSTOPTS},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVHOPOPTS}, {unix.IPPROTO_IPV6, unix.IPV6_RECVERR},
+	{unix.IPPROTO_IPV6, unix.IPV6_RECVPATHMTU},
+	{unix.SOL_SOCKET, unix.SO_TIMESTAMP}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPING},
+	{unix.SOL_SOCKET, unix.SO_TIMESTAMP_NEW}, {unix.SOL_SOCKET, unix.SO_TIMESTAMPNS_NEW},
+	{unix.SOL_SOCKET, unix.SO_TIMESTAMPING_NEW}, {unix.SOL_SOCKET, unix.SO_RXQ_OVFL},
+}
+
+// ancillaryOption reports whether (level, name) is one of ancillaryOptions.
+func ancillaryOption(level, name int) bool {
+	for _, o := range ancillaryOptions {
+		if o.level == level && o.name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// kernelAncillary names the first of ancillaryOptions the kernel socket fd has on ("": none).
+func kernelAncillary(fd int) string {
+	for _, o := range ancillaryOptions {
+		if v, err := unix.GetsockoptInt(fd, o.level, o.name); err == nil && v != 0 {
+			return fmt.Sprintf("option %d of level %d", o.name, o.level)
+		}
+	}
+	return ""
 }

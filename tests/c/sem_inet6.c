@@ -705,6 +705,48 @@ static void udp_v6_and_mapped(void)
 	EXPECT(rc < 0 && e == ENETUNREACH, "v6-only sendto %s: %s, want ENETUNREACH", ip6(&peer4m), rc < 0 ? strerror(e) : "sent");
 }
 
+/* A UDP socket that asks for each datagram's destination address (IPV6_RECVPKTINFO, ipv6(7);
+ * IP_PKTINFO, ip(7), for an IPv4 peer on a dual-stack socket) finds it in recvmsg's control
+ * messages: our IPv6 address and the interface's index for the native peer, our IPv4 address
+ * for the IPv4 one (as DNS servers bound to :: read it to answer from the right address). */
+static void udp_pktinfo(void)
+{
+	int one = 1;
+	int u = socket(AF_INET6, SOCK_DGRAM, 0);
+	EXPECT(u >= 0 && setsockopt(u, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof one) == 0 &&
+		       setsockopt(u, IPPROTO_IP, IP_PKTINFO, &one, sizeof one) == 0,
+	       "socket/IPV6_RECVPKTINFO/IP_PKTINFO: %s", E);
+	for (int v4 = 0; v4 < 2; v4++) {
+		const struct sockaddr_in6 *to = v4 ? &peer4m : &peer6;
+		EXPECT(sendto(u, "pi", 2, 0, (const struct sockaddr *)to, sizeof *to) == 2, "sendto: %s", E);
+		EXPECT(wait_fd(u, POLLIN, 3000) > 0, "%s peer: no echo within 3 s", v4 ? "IPv4" : "IPv6");
+		char buf[512], ctl[256];
+		struct iovec io = { buf, sizeof buf };
+		struct msghdr m = { .msg_iov = &io, .msg_iovlen = 1, .msg_control = ctl, .msg_controllen = sizeof ctl };
+		EXPECT(recvmsg(u, &m, MSG_DONTWAIT) > 0, "recvmsg: %s", E);
+		int found = 0;
+		for (struct cmsghdr *c = CMSG_FIRSTHDR(&m); c; c = CMSG_NXTHDR(&m, c)) {
+			if (!v4 && c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_PKTINFO) {
+				struct in6_pktinfo pi;
+				memcpy(&pi, CMSG_DATA(c), sizeof pi);
+				EXPECT(memcmp(&pi.ipi6_addr, &local6.sin6_addr, 16) == 0 && pi.ipi6_ifindex != 0,
+				       "IPV6_PKTINFO: not our address or no interface");
+				found = 1;
+			}
+			if (v4 && c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_PKTINFO) {
+				struct in_pktinfo pi;
+				memcpy(&pi, CMSG_DATA(c), sizeof pi);
+				char a[INET_ADDRSTRLEN];
+				inet_ntop(AF_INET, &pi.ipi_addr, a, sizeof a);
+				EXPECT(strcmp(a, local_ip) == 0 && pi.ipi_ifindex != 0, "IP_PKTINFO: destination %s, want %s", a, local_ip);
+				found = 1;
+			}
+		}
+		EXPECT(found, "%s peer: recvmsg gave no %s control message", v4 ? "IPv4" : "IPv6", v4 ? "IP_PKTINFO" : "IPV6_PKTINFO");
+	}
+	close(u);
+}
+
 static const struct check checks[] = {
 	{ "tcp_v6_data", tcp_v6_data, 30 },
 	{ "tcp_v6_names", tcp_v6_names, 0 },
@@ -715,6 +757,7 @@ static const struct check checks[] = {
 	{ "scope_link_local", scope_link_local, 30 },
 	{ "tclass_hops", tclass_hops, 0 },
 	{ "udp_v6_and_mapped", udp_v6_and_mapped, 0 },
+	{ "udp_pktinfo", udp_pktinfo, 0 },
 };
 
 int main(int argc, char **argv)
