@@ -559,7 +559,11 @@ func (e *Engine) leave(all bool) {
 			if !c.Repairable() {
 				continue // TIME-WAIT: the kernel has no such state to take
 			}
-			fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+			domain := unix.AF_INET6 // an orphan has no socket of its own left: its addresses decide
+			if c.Local().Is4() {
+				domain = unix.AF_INET
+			}
+			fd, err := unix.Socket(domain, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 			if err != nil {
 				stuck = true
 				continue

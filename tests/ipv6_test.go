@@ -485,3 +485,92 @@ func TestIPv6NginxDualStack(t *testing.T) {
 		}
 	})
 }
+
+// exitSender6 under ustack in A: accepts one connection on [::]:PORT, writes SIZE bytes of the
+// file, closes it and exits at once, printing "exiting" first; the kernel must carry what is
+// still unsent.
+const exitSender6 = `
+import socket, sys
+port, path = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET6)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("::", port))
+s.listen()
+s.setblocking(False)
+try:
+    s.accept()  # the first call that waits for data takes the listener into the stack
+except BlockingIOError:
+    pass
+s.setblocking(True)
+print("listening", flush=True)
+c, _ = s.accept()
+c.sendall(open(path, "rb").read())
+c.close()
+print("exiting", flush=True)
+`
+
+// slowReader in B reads from HOST:PORT to EOF at about 3 MB/s through a 256 KiB receive buffer
+// (so that the sender's data waits on its side) and prints the byte count and the sha256.
+const slowReader = `
+import hashlib, socket, sys, time
+c = socket.socket(socket.AF_INET6)
+c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+c.connect((sys.argv[1], int(sys.argv[2])))
+h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    h.update(b); n += len(b)
+    time.sleep(0.02)
+print(n, h.hexdigest(), flush=True)
+`
+
+// A program that closes an IPv6 connection with megabytes still unsent and exits: exit hands the
+// connection to the kernel with its state (TCP_REPAIR into an AF_INET6 socket), so the process
+// is gone at once and the kernel sends the rest, which the peer gets all of (as TestForkExit
+// over IPv4).
+func TestIPv6ExitMovesConnection(t *testing.T) {
+	e := setup(t)
+	tp := e.tp
+	dir := dataDir(t)
+	const size = 12 << 20
+	sum := randomFile(t, dir, "exit", size)
+	const port = 9510
+	k0 := snmpStart(t, tp.NSA)
+	p, err := tp.Start(tp.NSA, e.accel(), python, "-c", exitSender6, fmt.Sprint(port), filepath.Join(dir, "exit"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	waitLine(t, p, "listening", serverWait)
+	done := make(chan *topo.Result, 1)
+	go func() { done <- tp.RunB(nil, 120*time.Second, python, "-c", slowReader, tp.AddrA6, fmt.Sprint(port)) }()
+	waitLine(t, p, "exiting", 60*time.Second)
+	exiting := time.Now()
+	pr := p.Wait(30 * time.Second)
+	gone := time.Since(exiting)
+	r := <-done
+	k1 := snmp(t, tp.NSA)
+	if r.Err != nil {
+		t.Fatalf("reader: %s", r)
+	}
+	if got := strings.TrimSpace(string(r.Stdout)); got != fmt.Sprintf("%d %s", size, sum) {
+		t.Errorf("the reader got %q, want %d bytes of sha256 %s", got, size, sum)
+	}
+	if pr.Code != 0 || strings.Contains(string(pr.Stderr), "moving a connection to the kernel") {
+		t.Errorf("the sender: exit %d, stderr:\n%s", pr.Code, pr.Stderr)
+	}
+	t.Logf("the sender was gone %v after it closed; the kernel in A sent %d segments after it", gone.Round(time.Millisecond),
+		grew(k0, k1, "Tcp.OutSegs"))
+	if gone > forkExitMaxGone {
+		t.Errorf("the sender was gone %v after its close, want <= %v: exit waited instead of handing the connection to the kernel",
+			gone.Round(time.Millisecond), forkExitMaxGone)
+	}
+	// the reader is slow: the close leaves the stack's send buffer (256 KiB, not grown for a
+	// slow peer) nearly full, about 180 segments, which the kernel sends after the exit; the
+	// rest of the transfer left through ustack before it
+	if g, all := grew(k0, k1, "Tcp.OutSegs"), uint64(size/maxSegPayload); g < 50 || g > all/2 {
+		t.Errorf("the kernel in A sent %d segments of the transfer's %d: want the rest after the exit only (50 to %d)", g, all, all/2)
+	}
+}
