@@ -205,11 +205,11 @@ func (ifc *iface) resolve(ip stackcore.Addr, timeout time.Duration) ([6]byte, er
 // prodNeighbour makes the kernel resolve ip (ARP, or NDP's neighbour solicitation) by sending
 // an empty datagram to its discard port.
 func (ifc *iface) prodNeighbour(ip stackcore.Addr) {
-	var to unix.Sockaddr = &unix.SockaddrInet4{Port: 9, Addr: ip.As4()}
 	domain := unix.AF_INET
 	if !ip.Is4() {
-		to, domain = &unix.SockaddrInet6{Port: 9, Addr: ip, ZoneId: uint32(ifc.index)}, unix.AF_INET6
+		domain = unix.AF_INET6
 	}
+	to := kernelSockaddr(uint16(domain), ifc.index, ip, 9)
 	fd, err := unix.Socket(domain, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return

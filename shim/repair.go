@@ -76,23 +76,13 @@ func repairInto(fd int, ifindex int, r *stackcore.RepairState) error {
 	if _, ok := sa.(*unix.SockaddrInet6); ok {
 		family = unix.AF_INET6 // v4-mapped addresses for an IPv4 connection of a dual-stack socket
 	}
-	kernelAddr := func(ip stackcore.Addr, port uint16) unix.Sockaddr {
-		if family == unix.AF_INET {
-			return &unix.SockaddrInet4{Addr: ip.As4(), Port: int(port)}
-		}
-		in6 := &unix.SockaddrInet6{Addr: ip, Port: int(port)}
-		if ip.IsLinkLocal() {
-			in6.ZoneId = uint32(ifindex)
-		}
-		return in6
-	}
 	if port != r.LocalPort {
 		// in repair mode the kernel lets the port be shared with its listener (SK_FORCE_REUSE)
-		if err := unix.Bind(fd, kernelAddr(r.Local, r.LocalPort)); err != nil {
+		if err := unix.Bind(fd, kernelSockaddr(family, ifindex, r.Local, r.LocalPort)); err != nil {
 			return step("bind", err)
 		}
 	}
-	if err := unix.Connect(fd, kernelAddr(r.Remote, r.RemotePort)); err != nil {
+	if err := unix.Connect(fd, kernelSockaddr(family, ifindex, r.Remote, r.RemotePort)); err != nil {
 		return step("connect", err)
 	}
 	opts := []unix.TCPRepairOpt{{Code: tcpoptMSS, Val: uint32(r.MSS)}}

@@ -111,12 +111,18 @@ func putSockaddr(out []byte, outLen *uint32, sa unix.Sockaddr) {
 
 // kernelAddr is ip:port as the kernel shadow of b's family takes it (bind, connect).
 func (b *sockBase) kernelAddr(ip stackcore.Addr, port uint16) unix.Sockaddr {
-	if b.family == unix.AF_INET {
+	return kernelSockaddr(b.family, b.st.ifc.index, ip, port)
+}
+
+// kernelSockaddr is ip:port as a kernel socket of family takes it: IPv4 as sockaddr_in, or as
+// mapped in a sockaddr_in6; a link-local address with the interface ifindex as its zone.
+func kernelSockaddr(family uint16, ifindex int, ip stackcore.Addr, port uint16) unix.Sockaddr {
+	if family == unix.AF_INET {
 		return &unix.SockaddrInet4{Port: int(port), Addr: ip.As4()}
 	}
 	sa := &unix.SockaddrInet6{Port: int(port), Addr: ip}
 	if ip.IsLinkLocal() {
-		sa.ZoneId = uint32(b.st.ifc.index)
+		sa.ZoneId = uint32(ifindex)
 	}
 	return sa
 }
