@@ -133,11 +133,14 @@ func TestSocketsDuringTransfers(t *testing.T) {
 	e.waitCounter(t, curl.Pid, "eth.rx_frames", curl)
 	e.waitCounter(t, bench.Pid, "eth.rx_frames", bench)
 
-	// both programs' connections show up within a publication or two
+	// both programs' connections show up within a publication or two; curl's once its response
+	// is coming (a publication between its request and the first bytes of the answer lists a
+	// connection that has received nothing yet)
 	var list []listedSocket
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		list = e.sockets(t, 5*time.Second)
-		if len(connsOf(list, curl.Pid, 8000)) == 1 && len(connsOf(list, bench.Pid, redisPort)) == 4 {
+		cc := connsOf(list, curl.Pid, 8000)
+		if len(cc) == 1 && cc[0].TCP != nil && cc[0].TCP.BytesReceived > 0 && len(connsOf(list, bench.Pid, redisPort)) == 4 {
 			break
 		}
 		if time.Now().After(deadline) {
